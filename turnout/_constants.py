@@ -1,0 +1,16 @@
+"""Defaults, in one place. Environment variables are listed in docs/environment.md."""
+
+from __future__ import annotations
+
+DEFAULT_MODEL = "local"
+DEFAULT_EMBEDDER = "local-minilm"
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_MAX_TOKENS = 512
+DEFAULT_POOL_SIZE = 100
+ANTHROPIC_VERSION = "2023-06-01"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+# rough characters per token, used only when no tokenizer is at hand (estimates for budgets/limits)
+CHARS_PER_TOKEN = 4.0
+ERROR_EXCERPT_CHARS = 200

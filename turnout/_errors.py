@@ -1,0 +1,140 @@
+"""The turnout error tree.
+
+::
+
+    TurnoutError
+    ├── ConfigError                 the caller's fault: fix the input, do not retry
+    │   ├── UnknownModel            a name not in the catalog (lists the known names)
+    │   ├── MissingAPIKey           names the environment variable and the argument
+    │   └── ModelNotInstalled       names the exact install command
+    ├── ProviderError               a model call failed      (retryable per class)
+    │   ├── RateLimited             429; carries retry_after         retryable
+    │   ├── ProviderTimeout         no answer in time                retryable
+    │   ├── ProviderUnavailable     5xx, refused or reset connection retryable
+    │   ├── BadResponse             not JSON, wrong shape, cut stream
+    │   ├── AuthError               401/403
+    │   ├── InvalidRequest          other 4xx: the provider refused the request
+    │   └── AllModelsFailed         a Fallback chain ran out; .errors holds each failure
+    └── BudgetExceeded              a reservation would pass the budget's limit
+
+Vendor and transport exceptions are translated into this tree at the provider boundary; nothing
+above ``turnout.models`` sees an aiohttp or xllamacpp exception. Retry policies read the class
+attribute ``retryable``. No message ever contains an API key.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AllModelsFailed",
+    "AuthError",
+    "BadResponse",
+    "BudgetExceeded",
+    "ConfigError",
+    "InvalidRequest",
+    "MissingAPIKey",
+    "ModelNotInstalled",
+    "ProviderError",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+    "TurnoutError",
+    "UnknownModel",
+]
+
+
+class TurnoutError(Exception):
+    """Root of every error turnout raises on purpose."""
+
+    retryable: bool = False
+
+
+class ConfigError(TurnoutError):
+    """Bad configuration or misuse: retrying cannot help."""
+
+
+class UnknownModel(ConfigError, KeyError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(f"unknown model {name!r}; known models: {', '.join(self.known) or '(none)'}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class MissingAPIKey(ConfigError):
+    def __init__(self, model: str, env_var: str | None) -> None:
+        self.model = model
+        self.env_var = env_var
+        where = f"set the environment variable {env_var} or " if env_var else ""
+        super().__init__(f"no API key for model {model!r}: {where}pass api_key=... to the adapter")
+
+
+class ModelNotInstalled(ConfigError):
+    def __init__(self, what: str, install: str, detail: str = "") -> None:
+        self.install = install
+        msg = f"{what} is not installed or is damaged"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(f"{msg}; install it with: {install}")
+
+
+class ProviderError(TurnoutError):
+    """A model call failed. ``status`` is the HTTP status where there was one."""
+
+    def __init__(self, message: str, *, model: str = "", status: int | None = None) -> None:
+        self.model = model
+        self.status = status
+        prefix = f"[{model}] " if model else ""
+        super().__init__(prefix + message)
+
+
+class RateLimited(ProviderError):
+    retryable = True
+
+    def __init__(
+        self, message: str, *, model: str = "", status: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, model=model, status=status)
+
+
+class ProviderTimeout(ProviderError):
+    retryable = True
+
+
+class ProviderUnavailable(ProviderError):
+    retryable = True
+
+
+class BadResponse(ProviderError):
+    pass
+
+
+class AuthError(ProviderError):
+    pass
+
+
+class InvalidRequest(ProviderError):
+    pass
+
+
+class AllModelsFailed(ProviderError):
+    def __init__(self, errors: list[tuple[str, BaseException]], *, skipped: list[str] | None = None) -> None:
+        self.errors = errors
+        self.skipped = skipped or []
+        parts = [f"{name}: {type(e).__name__}: {e}" for name, e in errors]
+        parts += [f"{name}: cooling down, skipped" for name in self.skipped]
+        super().__init__("every model in the fallback chain failed — " + "; ".join(parts))
+        # the chain is worth retrying later only if every member failed transiently
+        self.retryable = bool(errors) and all(getattr(e, "retryable", False) for _, e in errors)
+
+
+class BudgetExceeded(TurnoutError):
+    def __init__(self, *, limit: float, spent: float, reserved: float, requested: float, name: str = "") -> None:
+        self.limit, self.spent, self.reserved, self.requested = limit, spent, reserved, requested
+        label = f"budget {name!r}" if name else "budget"
+        super().__init__(
+            f"{label} of ${limit:.6f} would be exceeded: spent ${spent:.6f}, reserved ${reserved:.6f}, "
+            f"this call needs up to ${requested:.6f}"
+        )

@@ -1,0 +1,178 @@
+"""Value types shared by every layer: frozen, slotted dataclasses (pydantic stays at the edges)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from ._constants import CHARS_PER_TOKEN
+
+__all__ = [
+    "Completion",
+    "Message",
+    "Price",
+    "Request",
+    "ResponseFormat",
+    "StreamChunk",
+    "Usage",
+    "estimate_tokens",
+]
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "cancelled", "error", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+    @staticmethod
+    def system(text: str) -> Message:
+        return Message("system", text)
+
+    @staticmethod
+    def user(text: str) -> Message:
+        return Message("user", text)
+
+    @staticmethod
+    def assistant(text: str) -> Message:
+        return Message("assistant", text)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """Structured output: ``json_schema`` constrains the answer to a schema, ``json_object`` to any JSON."""
+
+    type: Literal["text", "json_object", "json_schema"] = "json_schema"
+    schema: Mapping[str, Any] | None = None
+    name: str = "answer"
+    strict: bool = True
+
+    @staticmethod
+    def json_schema(schema: Mapping[str, Any], name: str = "answer") -> ResponseFormat:
+        return ResponseFormat("json_schema", schema, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One chat request. Build it with :meth:`Request.of` for the common single-prompt case."""
+
+    messages: tuple[Message, ...]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    response_format: ResponseFormat | None = None
+    seed: int | None = None
+    top_p: float | None = None
+    logprobs: int | None = None  # ask for top-k token log-probabilities where the backend has them
+    timeout: float | None = None  # seconds for this call; None = the adapter's default
+    metadata: Mapping[str, str] = field(default_factory=dict)  # tags for traces; never sent upstream
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.messages, tuple):
+            object.__setattr__(self, "messages", tuple(self.messages))
+        if not self.messages:
+            from ._errors import ConfigError
+
+            raise ConfigError("a Request needs at least one message")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", tuple(self.stop))
+
+    @staticmethod
+    def of(prompt: str, *, system: str | None = None, **kw: Any) -> Request:
+        msgs: list[Message] = []
+        if system:
+            msgs.append(Message("system", system))
+        msgs.append(Message("user", prompt))
+        return Request(tuple(msgs), **kw)
+
+    def with_(self, **changes: Any) -> Request:
+        return replace(self, **changes)
+
+    @property
+    def prompt_chars(self) -> int:
+        return sum(len(m.content) for m in self.messages)
+
+
+def estimate_tokens(text_or_chars: str | int) -> int:
+    """A documented estimate (4 characters a token) used only for budgets and rate limits."""
+    n = text_or_chars if isinstance(text_or_chars, int) else len(text_or_chars)
+    return max(1, math.ceil(n / CHARS_PER_TOKEN))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per one million tokens."""
+
+    input_per_m: float = 0.0
+    output_per_m: float = 0.0
+
+    def cost(self, usage: Usage) -> float:
+        return (usage.input_tokens * self.input_per_m + usage.output_tokens * self.output_per_m) / 1e6
+
+    def estimate(self, request: Request, default_max_tokens: int = 512) -> float:
+        """Upper-bound estimate of a call's cost before it is made (prompt estimate + max_tokens)."""
+        out = request.max_tokens if request.max_tokens is not None else default_max_tokens
+        return self.cost(Usage(estimate_tokens(request.prompt_chars) + 4 * len(request.messages), out))
+
+    @property
+    def free(self) -> bool:
+        return self.input_per_m == 0 and self.output_per_m == 0
+
+
+FREE = Price()
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    model: str
+    finish_reason: FinishReason = "stop"
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    # per generated token: (token, logprob, ((alt, logprob), ...)) where the backend gives them
+    logprobs: Sequence[tuple[str, float, tuple[tuple[str, float], ...]]] | None = None
+    raw_id: str | None = None
+
+    def json(self) -> Any:
+        """Parse the text as JSON (structured output). Raises BadResponse if it is not JSON."""
+        import json as _json
+
+        from ._errors import BadResponse
+
+        try:
+            return _json.loads(self.text)
+        except ValueError as e:
+            raise BadResponse(f"model output is not JSON: {self.text[:120]!r}", model=self.model) from e
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of a streamed answer. The last chunk has ``done=True`` and carries the totals."""
+
+    delta: str = ""
+    done: bool = False
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    model: str = ""

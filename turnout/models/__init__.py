@@ -1,0 +1,31 @@
+"""Model interfaces, adapters, the embedded local models and the catalog."""
+
+from ._weights import QWEN_05B as QWEN_05B
+from ._weights import QWEN_15B as QWEN_15B
+from ._weights import LocalWeights as LocalWeights
+from .anthropic import AnthropicModel as AnthropicModel
+from .base import ChatModel as ChatModel
+from .base import Embedder as Embedder
+from .base import collect_stream as collect_stream
+from .catalog import Catalog as Catalog
+from .catalog import ModelSpec as ModelSpec
+from .catalog import PolicySpec as PolicySpec
+from .embedder import LocalEmbedder as LocalEmbedder
+from .local import LocalLLM as LocalLLM
+from .openai import OpenAICompatible as OpenAICompatible
+
+__all__ = [
+    "QWEN_05B",
+    "QWEN_15B",
+    "AnthropicModel",
+    "Catalog",
+    "ChatModel",
+    "Embedder",
+    "LocalEmbedder",
+    "LocalLLM",
+    "LocalWeights",
+    "ModelSpec",
+    "OpenAICompatible",
+    "PolicySpec",
+    "collect_stream",
+]

@@ -1,0 +1,176 @@
+"""Shared aiohttp plumbing for the HTTP adapters: one session per adapter, error translation."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+
+from .._constants import DEFAULT_CONNECT_TIMEOUT_S, ERROR_EXCERPT_CHARS
+from .._errors import (
+    AuthError,
+    BadResponse,
+    InvalidRequest,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+
+_LOOPBACK = ("127.", "localhost", "[::1]", "0.0.0.0")
+
+
+def is_loopback(url: str) -> bool:
+    host = url.split("://", 1)[-1]
+    return host.startswith(_LOOPBACK)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def excerpt(body: bytes | str, secret: str | None) -> str:
+    s = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    s = scrub(s, secret)
+    s = s.replace("\n", " ").strip()
+    return s[:ERROR_EXCERPT_CHARS] + ("…" if len(s) > ERROR_EXCERPT_CHARS else "")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, dt.timestamp() - time.time())
+
+
+def error_for_status(status: int, body: bytes, headers: Mapping[str, str], model: str, secret: str | None) -> ProviderError:
+    """Translate an HTTP error status into the turnout error tree (never echoing the key)."""
+    detail = excerpt(body, secret)
+    try:  # prefer the provider's own message when it sends one
+        doc = json.loads(body)
+        err = doc.get("error") if isinstance(doc, dict) else None
+        if isinstance(err, dict) and err.get("message"):
+            detail = excerpt(str(err["message"]), secret)
+        elif isinstance(err, str):
+            detail = excerpt(err, secret)
+    except ValueError:
+        pass
+    msg = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+    if status == 429:
+        return RateLimited(msg, model=model, status=status, retry_after=parse_retry_after(headers.get("Retry-After")))
+    if status in (401, 403):
+        return AuthError(msg, model=model, status=status)
+    if status == 408:
+        return ProviderTimeout(msg, model=model, status=status)
+    if status >= 500 or status == 529:
+        if headers.get("Retry-After"):
+            err = ProviderUnavailable(msg, model=model, status=status)
+            err.retry_after = parse_retry_after(headers.get("Retry-After"))  # type: ignore[attr-defined]
+            return err
+        return ProviderUnavailable(msg, model=model, status=status)
+    return InvalidRequest(msg, model=model, status=status)
+
+
+def translate_transport(exc: BaseException, model: str, timeout: float | None) -> ProviderError:
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return ProviderTimeout(f"no answer within {timeout}s", model=model)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ProviderUnavailable(f"response cut off: {type(exc).__name__}", model=model)
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return ProviderUnavailable(f"connection failed: {type(exc).__name__}: {exc}", model=model)
+    return ProviderError(f"{type(exc).__name__}: {exc}", model=model)
+
+
+class HTTPClient:
+    """One aiohttp session per adapter, created lazily inside the running loop.
+
+    The connector's pool is sized to the concurrency in use (``pool_size``); a new session is made
+    if the adapter is used from another event loop (``turnout.run_sync`` twice, for instance).
+    """
+
+    def __init__(self, *, pool_size: int, timeout: float, trust_env: bool) -> None:
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self.trust_env = trust_env
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        s = self._session
+        if s is None or s.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=self.pool_size, ttl_dns_cache=300)
+            s = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, connect=DEFAULT_CONNECT_TIMEOUT_S),
+                trust_env=self.trust_env,
+                auto_decompress=True,
+            )
+            self._session, self._loop = s, loop
+        return s
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed and self._loop is asyncio.get_running_loop():
+            await self._session.close()
+        self._session = None
+
+    async def post_json(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, model: str, timeout: float | None, secret: str | None
+    ) -> Any:
+        t = timeout if timeout is not None else self.timeout
+        try:
+            async with self.session().post(
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=t)
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise error_for_status(resp.status, raw, resp.headers, model, secret)
+        except ProviderError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise translate_transport(e, model, t) from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise BadResponse(f"response is not JSON: {excerpt(raw, secret)!r}", model=model, status=resp.status) from None
+
+    async def post_sse(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, model: str, timeout: float | None, secret: str | None
+    ) -> AsyncIterator[tuple[str | None, str]]:
+        """Yield (event, data) pairs of a server-sent-event stream. ``timeout`` bounds each read."""
+        t = timeout if timeout is not None else self.timeout
+        try:
+            async with self.session().post(
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_read=t, connect=t)
+            ) as resp:
+                if resp.status >= 400:
+                    raise error_for_status(resp.status, await resp.read(), resp.headers, model, secret)
+                event: str | None = None
+                async for line in resp.content:
+                    s = line.decode("utf-8", "replace").rstrip("\r\n")
+                    if not s:
+                        event = None
+                        continue
+                    if s.startswith("event:"):
+                        event = s[6:].strip()
+                    elif s.startswith("data:"):
+                        yield event, s[5:].lstrip()
+                    # comments (":") and other fields are ignored per the SSE spec
+        except ProviderError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise translate_transport(e, model, t) from None

