@@ -55,7 +55,7 @@ class ModelSpec:
     @property
     def where(self) -> str:
         if self.adapter == "local":
-            return "this process (llama.cpp)"
+            return "in-process (llama.cpp)"
         return self.base_url or {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}.get(self.adapter, "?")
 
 

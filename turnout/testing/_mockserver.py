@@ -7,6 +7,7 @@ Configurable latency and a queue of injected faults, consumed one per request:
 ``"500"``      500 with an OpenAI-style error body
 ``"503"``      503 with an error body
 ``"401"``      401 invalid key
+``"echo_key"`` 401 whose message repeats the credential the client sent (as careless proxies do)
 ``"400"``      400 bad request
 ``"hang"``     never answers (until the client gives up)
 ``"malformed"`` 200 with a body that is not JSON
@@ -35,7 +36,7 @@ from aiohttp import web
 
 __all__ = ["FAULT_KINDS", "MockServer", "instance_of_schema"]
 
-FAULT_KINDS = ("429", "500", "503", "401", "400", "hang", "malformed", "shape", "reset", "truncate", "error_event")
+FAULT_KINDS = ("429", "500", "503", "401", "echo_key", "400", "hang", "malformed", "shape", "reset", "truncate", "error_event")
 
 
 def instance_of_schema(schema: Any) -> Any:
@@ -200,6 +201,9 @@ class MockServer:
             return err(503, "overloaded", "server_error")
         if fault == "401":
             return err(401, "invalid api key", "authentication_error")
+        if fault == "echo_key":
+            sent = request.headers.get("Authorization") or request.headers.get("x-api-key", "")
+            return err(401, f"invalid credential: {sent}", "authentication_error")
         if fault == "400":
             return err(400, "bad request: unsupported parameter", "invalid_request_error")
         if fault == "hang":

@@ -1,0 +1,25 @@
+"""The ``turnout`` command line (typer + rich). One module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from . import chat as _chat
+from . import models as _models
+
+app = typer.Typer(
+    name="turnout",
+    help="Route and parallelize LLM workflows. Runs on an embedded local model with no key and no network.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("chat")(_chat.chat)
+app.command("models")(_models.models)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]
