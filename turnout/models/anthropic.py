@@ -64,6 +64,7 @@ class AnthropicModel:
         pool_size: int = DEFAULT_POOL_SIZE,
         require_key: bool | None = None,
         trust_env: bool = True,
+        proxy: str | None = None,
     ) -> None:
         self.model = model
         self.name = name or model
@@ -81,7 +82,7 @@ class AnthropicModel:
         self._headers = {"Content-Type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
         if key:
             self._headers["x-api-key"] = key
-        self._http = HTTPClient(pool_size=pool_size, timeout=timeout, trust_env=trust_env)
+        self._http = HTTPClient(pool_size=pool_size, timeout=timeout, proxy=proxy)
 
     def __repr__(self) -> str:
         return f"AnthropicModel(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r})"

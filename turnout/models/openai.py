@@ -104,6 +104,7 @@ class OpenAICompatible:
         require_key: bool | None = None,
         headers: dict[str, str] | None = None,
         trust_env: bool = True,
+        proxy: str | None = None,
     ) -> None:
         self.model = model
         self.name = name or model
@@ -121,7 +122,7 @@ class OpenAICompatible:
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
-        self._http = HTTPClient(pool_size=pool_size, timeout=timeout, trust_env=trust_env)
+        self._http = HTTPClient(pool_size=pool_size, timeout=timeout, proxy=proxy)
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAICompatible(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r})"

@@ -10,12 +10,11 @@ settles to the real token count when the answer arrives.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .._errors import ConfigError
-from .._types import Completion, Request, StreamChunk, estimate_tokens
+from .._types import Completion, Request, StreamChunk
 from ..models.base import ChatModel
 from .base import Wrapper
 
@@ -31,21 +30,24 @@ class TokenBucket:
         self.clock = clock
         self.tokens = capacity
         self.last = clock()
-        self._lock = threading.Lock()  # cheap; makes the bucket safe to share across threads too
 
+    # No lock: a bucket belongs to one event loop, where these few lines cannot interleave.
+    # (Limits shared across processes or replicas go through Redis — see the gateway issue.)
     def reserve(self, n: float) -> float:
         """Take ``n`` tokens now; return the seconds to wait before using them (0 if available)."""
-        with self._lock:
-            now = self.clock()
-            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-            self.last = now
-            self.tokens -= n
-            return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+        now = self.clock()
+        t = self.tokens + (now - self.last) * self.rate
+        if t > self.capacity:
+            t = self.capacity
+        self.last = now
+        t -= n
+        self.tokens = t
+        return 0.0 if t >= 0 else -t / self.rate
 
     def refund(self, n: float) -> None:
         """Give back (n > 0) or take more (n < 0) tokens after the fact."""
-        with self._lock:
-            self.tokens = min(self.capacity, self.tokens + n)
+        t = self.tokens + n
+        self.tokens = t if t < self.capacity else self.capacity
 
 
 class RateLimiter:
@@ -74,13 +76,18 @@ class RateLimiter:
     def __repr__(self) -> str:
         return f"RateLimiter(rpm={self.rpm}, tpm={self.tpm})"
 
-    async def acquire(self, est_tokens: int) -> None:
+    def reserve(self, est_tokens: int) -> float:
+        """Reserve one request and ``est_tokens`` tokens; return the seconds to wait (pure, no sleep)."""
         wait = 0.0
         if self.requests is not None:
             wait = self.requests.reserve(1)
         if self.tokens is not None:
             n = min(est_tokens, self.tokens.capacity)  # a single huge request must not wait forever
             wait = max(wait, self.tokens.reserve(n))
+        return wait
+
+    async def acquire(self, est_tokens: int) -> None:
+        wait = self.reserve(est_tokens)
         if wait > 0:
             await self.sleep(wait)
 
@@ -90,7 +97,10 @@ class RateLimiter:
 
 
 def _estimate(request: Request) -> int:
-    return estimate_tokens(request.prompt_chars) + (request.max_tokens or 256)
+    chars = 0
+    for m in request.messages:
+        chars += len(m.content)
+    return chars // 4 + 1 + (request.max_tokens or 256)  # the documented 4-characters-a-token estimate
 
 
 class Limited(Wrapper):
@@ -99,8 +109,11 @@ class Limited(Wrapper):
         self.limiter = limiter
 
     async def complete(self, request: Request) -> Completion:
-        est = _estimate(request) if self.limiter.tokens is not None else 0
-        await self.limiter.acquire(est)
+        lim = self.limiter
+        est = _estimate(request) if lim.tokens is not None else 0
+        wait = lim.reserve(est)  # no extra coroutine on the path where no wait is needed
+        if wait > 0:
+            await lim.sleep(wait)
         c = await self.inner.complete(request)
         if est:
             self.limiter.settle(est, c.usage.total_tokens)

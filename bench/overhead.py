@@ -1,0 +1,180 @@
+"""Client CPU per call: raw aiohttp vs turnout's OpenAI-compatible adapter with the default policy stack.
+
+Starts turnout's mock server in a separate process (50 ms latency by default), then fans out N chat
+calls at concurrency CAP, once with a minimal hand-written aiohttp client (the baseline) and once
+through ``Traced(Retrying(Limited(OpenAICompatible)))``, interleaved, for several repetitions, in
+the same run. Prints the client CPU µs per call for both and their ratio (target ≤ 1.2×), wall time
+against the ideal ceil(N/CAP) × latency, and RSS.
+
+    python bench/overhead.py                     # 1000 calls, cap 64
+    python bench/overhead.py --n 5000 --cap 256
+    python bench/overhead.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from turnout import MemorySink, OpenAICompatible, RateLimiter, Request, Retrying, Traced
+from turnout.policies import Limited
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "turnout.testing.mockserver", "--port", "0", "--latency", str(latency)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.startswith("READY "):
+        proc.kill()
+        raise SystemExit(f"mock server failed to start: {line!r}")
+    return proc, f"http://127.0.0.1:{int(line.split()[1])}/v1"
+
+
+async def fan_out(n: int, cap: int, call: Callable[[int], Awaitable[str]]) -> None:
+    sem = asyncio.Semaphore(cap)
+
+    async def one(i: int) -> str:
+        async with sem:
+            return await call(i)
+
+    out = await asyncio.gather(*(one(i) for i in range(n)))
+    assert len(out) == n and out[0], "calls must return text"
+
+
+class RawClient:
+    """The baseline: what a careful engineer writes by hand with aiohttp."""
+
+    def __init__(self, url: str, cap: int) -> None:
+        self.url = url + "/chat/completions"
+        self.cap = cap
+        self.session: aiohttp.ClientSession | None = None
+
+    async def call(self, i: int) -> str:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.cap))
+        body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": f"question {i}"}], "max_tokens": 64}).encode()
+        async with self.session.post(self.url, data=body, headers={"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}) as r:
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}")
+            doc = json.loads(await r.read())
+        return doc["choices"][0]["message"]["content"]
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+class TurnoutClient:
+    """turnout's adapter with the default policy stack: trace + retry + rate limit (not binding)."""
+
+    def __init__(self, url: str, cap: int) -> None:
+        self.adapter = OpenAICompatible("mock", base_url=url, api_key="sk-bench", pool_size=cap)
+        self.sink = MemorySink()
+        limiter = RateLimiter(rpm=10_000_000, tpm=10_000_000_000)
+        self.model = Traced(Retrying(Limited(self.adapter, limiter)), self.sink)
+
+    async def call(self, i: int) -> str:
+        c = await self.model.complete(Request.of(f"question {i}", max_tokens=64))
+        return c.text
+
+    async def close(self) -> None:
+        await self.adapter.aclose()
+
+
+async def measure(kind: str, url: str, n: int, cap: int) -> dict[str, float]:
+    client = RawClient(url, cap) if kind == "aiohttp" else TurnoutClient(url, cap)
+    try:
+        await fan_out(min(n, cap * 2), cap, client.call)  # warm the pool
+        gc.collect()
+        r0 = rss_mb()
+        c0, w0 = time.process_time(), time.perf_counter()
+        await fan_out(n, cap, client.call)
+        c1, w1 = time.process_time(), time.perf_counter()
+        return {"cpu_us_per_call": (c1 - c0) / n * 1e6, "wall_s": w1 - w0, "rss_delta_mb": rss_mb() - r0}
+    finally:
+        await client.close()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    proc, url = start_server(args.latency)
+    try:
+        results: dict[str, list[dict[str, float]]] = {"aiohttp": [], "turnout": []}
+        for rep in range(args.reps):
+            order = ["aiohttp", "turnout"] if rep % 2 == 0 else ["turnout", "aiohttp"]
+            for kind in order:
+                results[kind].append(await measure(kind, url, args.n, args.cap))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    ideal = math.ceil(args.n / args.cap) * args.latency
+    summary: dict[str, object] = {"n": args.n, "cap": args.cap, "latency_s": args.latency, "reps": args.reps, "ideal_wall_s": ideal}
+    for kind, rs in results.items():
+        summary[kind] = {
+            "cpu_us_per_call_median": statistics.median(r["cpu_us_per_call"] for r in rs),
+            "cpu_us_per_call_all": [round(r["cpu_us_per_call"], 1) for r in rs],
+            "wall_s_median": statistics.median(r["wall_s"] for r in rs),
+            "wall_vs_ideal": statistics.median(r["wall_s"] for r in rs) / ideal,
+            "rss_delta_mb_median": statistics.median(r["rss_delta_mb"] for r in rs),
+        }
+    a = summary["aiohttp"]["cpu_us_per_call_median"]  # type: ignore[index]
+    t = summary["turnout"]["cpu_us_per_call_median"]  # type: ignore[index]
+    summary["ratio_cpu"] = t / a
+    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    summary["target_ratio"] = 1.2
+    summary["python"] = sys.version.split()[0]
+    summary["cpus"] = os.cpu_count()
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1000, help="calls per measurement")
+    ap.add_argument("--cap", type=int, default=64, help="concurrency cap")
+    ap.add_argument("--latency", type=float, default=0.05, help="mock server latency, seconds")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions of each client, interleaved")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args()
+    s = asyncio.run(main_async(args))
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"client overhead: {args.n} calls, cap {args.cap}, {args.latency * 1000:.0f} ms latency, {args.reps} reps (medians)")
+    for col in ("client", "CPU µs/call", "ratio", "wall s", "wall / ideal", "RSS Δ MB"):
+        t.add_column(col, justify="right" if col != "client" else "left")
+    for kind in ("aiohttp", "turnout"):
+        r = s[kind]  # type: ignore[index]
+        ratio = r["cpu_us_per_call_median"] / s["aiohttp"]["cpu_us_per_call_median"]  # type: ignore[index]
+        t.add_row(kind if kind != "turnout" else "turnout (trace+retry+limit)", f"{r['cpu_us_per_call_median']:.0f}",
+                  f"{ratio:.2f}×", f"{r['wall_s_median']:.3f}", f"{r['wall_vs_ideal']:.2f}", f"{r['rss_delta_mb_median']:.1f}")
+    Console().print(t)
+    verdict = "meets" if s["ratio_cpu"] <= 1.2 else "MISSES"  # type: ignore[operator]
+    print(f"turnout / aiohttp CPU per call = {s['ratio_cpu']:.3f}× ({verdict} the ≤ 1.2× target); peak RSS {s['peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
