@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from .._constants import ANTHROPIC_BASE_URL, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S
@@ -87,12 +87,14 @@ class AnthropicModel:
     def __repr__(self) -> str:
         return f"AnthropicModel(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r})"
 
-    async def complete(self, request: Request) -> Completion:
-        t0 = time.perf_counter()
+    def complete(self, request: Request) -> Coroutine[Any, Any, Completion]:
         body = json.dumps(anthropic_body(request, self.model, False)).encode()
-        doc = await self._http.post_json(
-            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self.__key
+        return self._http.post_json(
+            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self.__key,
+            parse=lambda doc, latency: self._parse(doc, request, latency),
         )
+
+    def _parse(self, doc: Any, request: Request, latency: float) -> Completion:
         try:
             blocks = doc["content"]
             parts: list[str] = []
@@ -111,7 +113,7 @@ class AnthropicModel:
             int(u.get("output_tokens") or (estimate_tokens(text) if text else 0)),
         )
         return Completion(
-            text, self.name, finish, usage, self.price.cost(usage), time.perf_counter() - t0, None, doc.get("id")  # type: ignore[arg-type]
+            text, self.name, finish, usage, self.price.cost(usage), latency, None, doc.get("id")  # type: ignore[arg-type]
         )
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:

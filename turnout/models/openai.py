@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from .._constants import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S, OPENAI_BASE_URL
@@ -127,13 +127,14 @@ class OpenAICompatible:
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAICompatible(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r})"
 
-    async def complete(self, request: Request) -> Completion:
-        t0 = time.perf_counter()
+    def complete(self, request: Request) -> Coroutine[Any, Any, Completion]:
+        # a plain def returning the HTTP coroutine: one coroutine frame per call, not two
         body = json.dumps(openai_body(request, self.model, False)).encode()
-        doc = await self._http.post_json(
-            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self.__key
+        name, price = self.name, self.price
+        return self._http.post_json(
+            self._url, body, self._headers, model=name, timeout=request.timeout, secret=self.__key,
+            parse=lambda doc, latency: parse_openai_completion(doc, request, name, price, latency),
         )
-        return parse_openai_completion(doc, request, self.name, self.price, time.perf_counter() - t0)
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         t0 = time.perf_counter()

@@ -1,0 +1,21 @@
+"""The overhead benchmark keeps running (its numbers are recorded in docs/benchmarks.md, not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "overhead.py"
+
+
+def test_overhead_benchmark_runs_and_reports_both_clients():
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--n", "200", "--cap", "32", "--latency", "0.01", "--reps", "1", "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    doc = json.loads(out.stdout)
+    for kind in ("aiohttp", "turnout"):
+        assert doc[kind]["cpu_us_per_call_median"] > 0 and doc[kind]["wall_s_median"] > 0
+    assert doc["ratio_cpu"] > 0 and doc["ideal_wall_s"] > 0
