@@ -116,11 +116,14 @@ class HTTPClient:
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         s = self._session
-        if s is None or s.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=self.pool_size, ttl_dns_cache=300)
+        if s is None or self._loop is not loop:  # aclose() clears _session; nothing else closes it
+            # limit_per_host stays 0: per-host accounting costs CPU on every request and an adapter
+            # talks to one host anyway, so ``limit`` already is the per-host cap
+            connector = aiohttp.TCPConnector(limit=self.pool_size, ttl_dns_cache=300)
             s = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=DEFAULT_CONNECT_TIMEOUT_S),
+                # sock_connect, not connect: the latter arms a timer around every pool checkout
+                timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=DEFAULT_CONNECT_TIMEOUT_S),
                 trust_env=False,
                 auto_decompress=True,
             )

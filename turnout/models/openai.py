@@ -68,18 +68,18 @@ def parse_logprobs(choice: dict[str, Any]) -> list[tuple[str, float, tuple[tuple
 def parse_openai_completion(doc: Any, req: Request, name: str, price: Price, latency: float) -> Completion:
     try:
         choice = doc["choices"][0]
-        text = choice["message"].get("content") or ""
-        finish = _FINISH.get(choice.get("finish_reason") or "", "unknown")
+        text = choice["message"]["content"] or ""
+        finish = _FINISH.get(choice.get("finish_reason"), "unknown")
+        u = doc.get("usage")
     except (KeyError, IndexError, TypeError, AttributeError):
         raise BadResponse(f"unexpected response shape: {excerpt(json.dumps(doc), None)!r}", model=name) from None
-    u = doc.get("usage") or {}
-    usage = Usage(
-        int(u.get("prompt_tokens") or estimate_tokens(req.prompt_chars)),
-        int(u.get("completion_tokens") or (estimate_tokens(text) if text else 0)),
-    )
-    return Completion(
-        text, name, finish, usage, price.cost(usage), latency, parse_logprobs(choice), doc.get("id")  # type: ignore[arg-type]
-    )
+    if u and "prompt_tokens" in u and "completion_tokens" in u:
+        usage = Usage(int(u["prompt_tokens"]), int(u["completion_tokens"]))
+    else:  # the documented estimate when a server sends no usage
+        usage = Usage(estimate_tokens(req.prompt_chars), estimate_tokens(text) if text else 0)
+    cost = (usage.input_tokens * price.input_per_m + usage.output_tokens * price.output_per_m) / 1e6
+    lp = parse_logprobs(choice) if "logprobs" in choice else None
+    return Completion(text, name, finish, usage, cost, latency, lp, doc.get("id"))  # type: ignore[arg-type]
 
 
 class OpenAICompatible:
