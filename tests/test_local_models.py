@@ -57,6 +57,41 @@ async def test_local_llm_streams_and_can_be_cancelled(llm):
 
 
 @pytest.mark.local_model
+async def test_cancelling_a_local_call_stops_generation(llm):
+    import asyncio
+
+    task = asyncio.ensure_future(llm.complete(Request.of("Write a very long essay about networks.", max_tokens=500)))
+    for _ in range(100):  # wait until llama.cpp is generating
+        await asyncio.sleep(0.02)
+        if llm.active:
+            break
+    assert llm.active == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(250):  # 500 tokens would take >10 s here; a cancelled call stops within a token or two
+        if llm.active == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert llm.active == 0
+
+
+@pytest.mark.local_model
+async def test_local_call_timeout_is_a_provider_timeout(llm):
+    import asyncio
+
+    from turnout import ProviderTimeout
+
+    with pytest.raises(ProviderTimeout):
+        await llm.complete(Request.of("Write a very long essay about networks.", max_tokens=500, timeout=0.3))
+    for _ in range(250):
+        if llm.active == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert llm.active == 0
+
+
+@pytest.mark.local_model
 async def test_local_llm_logprobs(llm):
     c = await llm.complete(Request.of("Say yes.", temperature=0, max_tokens=3, logprobs=2))
     assert c.logprobs and all(lp <= 0 for _, lp, _ in c.logprobs)

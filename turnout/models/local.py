@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .._errors import BadResponse, InvalidRequest, ModelNotInstalled, ProviderError
+from .._errors import BadResponse, InvalidRequest, ModelNotInstalled, ProviderError, ProviderTimeout
 from .._types import FREE, Completion, Price, Request, StreamChunk, Usage
 from ._weights import QWEN_05B, LocalWeights, ensure_gguf
-from .openai import openai_body, parse_openai_completion
+from .openai import openai_body, parse_logprobs
 
 __all__ = ["LocalLLM", "default_threads"]
 
@@ -68,6 +68,8 @@ class LocalLLM:
         self.default_max_tokens = default_max_tokens
         self._server: Any = None
         self._lock = threading.Lock()
+        self.active = 0  # generations running in llama.cpp right now
+        self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalLLM(name={self.name!r}, weights={self.weights.name!r}, threads={self.threads})"
@@ -106,69 +108,97 @@ class LocalLLM:
         body.setdefault("max_tokens", self.default_max_tokens)
         return body
 
-    def _call(self, body: dict[str, Any]) -> Any:
-        server = self._load()
-        try:
-            return server.handle_chat_completions(body)
-        except ValueError as e:
-            raise InvalidRequest(str(e), model=self.name) from None
+    async def _events(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Run one generation in a worker thread; yield llama.cpp's chunk documents as they come.
 
-    async def complete(self, request: Request) -> Completion:
-        t0 = time.perf_counter()
-        body = self._body(request, False)
-        call = asyncio.to_thread(self._call, body)
-        try:
-            doc = await (asyncio.wait_for(call, request.timeout) if request.timeout else call)
-        except asyncio.TimeoutError:
-            from .._errors import ProviderTimeout
-
-            raise ProviderTimeout(f"no answer within {request.timeout}s", model=self.name) from None
-        if isinstance(doc, dict) and ("error" in doc or ("code" in doc and "choices" not in doc)):
-            err = doc.get("error", doc)
-            msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-            raise ProviderError(f"llama.cpp: {msg}", model=self.name)
-        return parse_openai_completion(doc, request, self.name, self.price, time.perf_counter() - t0)
-
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        t0 = time.perf_counter()
-        body = self._body(request, True)
+        Closing this generator (the consumer stopped, was cancelled, or timed out) tells llama.cpp
+        to stop generating at the next token, so an abandoned call frees its slot at once.
+        """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
-        _END = object()
+        end = object()
 
         def on_chunk(doc: Any) -> bool:
             loop.call_soon_threadsafe(queue.put_nowait, doc)
             return cancelled.is_set()  # True tells llama.cpp to stop generating
 
         def run() -> None:
+            with self._count_lock:
+                self.active += 1
             try:
-                server = self._load()
-                server.handle_chat_completions(body, on_chunk)
+                self._load().handle_chat_completions(body, on_chunk)
             except BaseException as e:  # surfaced to the consumer, in order
                 loop.call_soon_threadsafe(queue.put_nowait, e)
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _END)
+                with self._count_lock:
+                    self.active -= 1
+                loop.call_soon_threadsafe(queue.put_nowait, end)
 
-        worker = loop.run_in_executor(None, run)
-        finish: str | None = None
-        usage: Usage | None = None
+        loop.run_in_executor(None, run)
         try:
             while True:
                 doc = await queue.get()
-                if doc is _END:
-                    break
-                if isinstance(doc, ValueError):
-                    raise InvalidRequest(str(doc), model=self.name)
+                if doc is end:
+                    return
                 if isinstance(doc, ModelNotInstalled):
                     raise doc
+                if isinstance(doc, ValueError):
+                    raise InvalidRequest(str(doc), model=self.name)
                 if isinstance(doc, BaseException):
                     raise ProviderError(f"llama.cpp: {type(doc).__name__}: {doc}", model=self.name)
                 if not isinstance(doc, dict):
                     raise BadResponse(f"unexpected stream event {str(doc)[:80]!r}", model=self.name)
                 if "error" in doc or ("code" in doc and "choices" not in doc):
                     err = doc.get("error", doc)
-                    raise ProviderError(f"llama.cpp: {err.get('message', err) if isinstance(err, dict) else err}", model=self.name)
+                    msg = err.get("message", err) if isinstance(err, dict) else err
+                    raise ProviderError(f"llama.cpp: {msg}", model=self.name)
+                yield doc
+        finally:
+            cancelled.set()
+
+    async def complete(self, request: Request) -> Completion:
+        """One whole answer. Generated through the streaming path so that cancelling the caller (or
+        ``request.timeout``) stops generation instead of leaving llama.cpp busy."""
+        t0 = time.perf_counter()
+        parts: list[str] = []
+        lps: list[tuple[str, float, tuple[tuple[str, float], ...]]] = []
+        finish: str | None = None
+        usage: Usage | None = None
+        raw_id: str | None = None
+        events = self._events(self._body(request, True))
+        try:
+            async with asyncio.timeout(request.timeout):
+                async for doc in events:
+                    raw_id = raw_id or doc.get("id")
+                    if doc.get("usage"):
+                        u = doc["usage"]
+                        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+                    for ch in doc.get("choices") or ():
+                        if ch.get("finish_reason"):
+                            finish = _FINISH.get(ch["finish_reason"], "unknown")
+                        delta = (ch.get("delta") or {}).get("content")
+                        if delta:
+                            parts.append(delta)
+                        if ch.get("logprobs"):
+                            lps.extend(parse_logprobs(ch) or ())
+        except TimeoutError:
+            raise ProviderTimeout(f"no answer within {request.timeout}s", model=self.name) from None
+        finally:
+            await events.aclose()
+        usage = usage or Usage()
+        return Completion(
+            "".join(parts), self.name, finish or "stop", usage, self.price.cost(usage),  # type: ignore[arg-type]
+            time.perf_counter() - t0, lps or None, raw_id,
+        )
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        t0 = time.perf_counter()
+        finish: str | None = None
+        usage: Usage | None = None
+        events = self._events(self._body(request, True))
+        try:
+            async for doc in events:
                 if doc.get("usage"):
                     u = doc["usage"]
                     usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
@@ -179,8 +209,7 @@ class LocalLLM:
                     if delta:
                         yield StreamChunk(delta, model=self.name)
         finally:
-            cancelled.set()
-        await worker
+            await events.aclose()
         usage = usage or Usage()
         yield StreamChunk("", True, finish or "stop", usage, self.price.cost(usage), time.perf_counter() - t0, self.name)  # type: ignore[arg-type]
 
