@@ -119,7 +119,9 @@ class HTTPClient:
         if s is None or self._loop is not loop:  # aclose() clears _session; nothing else closes it
             # limit_per_host stays 0: per-host accounting costs CPU on every request and an adapter
             # talks to one host anyway, so ``limit`` already is the per-host cap
-            connector = aiohttp.TCPConnector(limit=self.pool_size, ttl_dns_cache=300)
+            # keep idle connections for less time than common servers do (uvicorn and llama.cpp: 5 s),
+            # so the pool does not hand out a connection the server is closing
+            connector = aiohttp.TCPConnector(limit=self.pool_size, ttl_dns_cache=300, keepalive_timeout=4.0)
             s = aiohttp.ClientSession(
                 connector=connector,
                 # sock_connect, not connect: the latter arms a timer around every pool checkout
@@ -176,11 +178,14 @@ class HTTPClient:
     ) -> AsyncIterator[tuple[str | None, str]]:
         """Yield (event, data) pairs of a server-sent-event stream. ``timeout`` bounds each read."""
         t = timeout if timeout is not None else self.timeout
+        kw: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=None, sock_read=t, sock_connect=t)}
+        if self.proxy:
+            kw["proxy"] = self.proxy
         try:
-            async with self.session().post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_read=t, connect=t),
-                proxy=self.proxy,
-            ) as resp:
+            # A stream gets its own connection (``Connection: close``): streaming servers — llama.cpp's
+            # among them — drop the connection after a stream while the pool would still reuse it.
+            resp = await self.session().post(url, data=body, headers={**headers, "Connection": "close"}, **kw)
+            try:
                 if resp.status >= 400:
                     raise error_for_status(resp.status, await resp.read(), resp.headers, model, secret)
                 event: str | None = None
@@ -194,6 +199,8 @@ class HTTPClient:
                     elif s.startswith("data:"):
                         yield event, s[5:].lstrip()
                     # comments (":") and other fields are ignored per the SSE spec
+            finally:
+                resp.close()
         except ProviderError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:

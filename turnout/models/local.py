@@ -57,6 +57,7 @@ class LocalLLM:
         parallel: int = 2,
         price: Price = FREE,
         default_max_tokens: int = 512,
+        http_port: int | None = None,
     ) -> None:
         self.name = name
         self.price = price
@@ -66,6 +67,7 @@ class LocalLLM:
         self.context = context
         self.parallel = max(1, parallel)
         self.default_max_tokens = default_max_tokens
+        self.http_port = http_port  # also serve llama.cpp's OpenAI-compatible HTTP API on 127.0.0.1
         self._server: Any = None
         self._lock = threading.Lock()
         self.active = 0  # generations running in llama.cpp right now
@@ -93,6 +95,9 @@ class LocalLLM:
             p.cpuparams_batch.n_threads = self.threads
             p.verbosity = -1  # llama.cpp logs nothing; errors still surface as exceptions
             p.warmup = False
+            if self.http_port:
+                p.port = self.http_port
+                p.hostnames = ["127.0.0.1"]  # loopback only
             try:
                 self._server = xllamacpp.Server(p)
             except Exception as e:
@@ -102,6 +107,18 @@ class LocalLLM:
     async def load(self) -> None:
         """Load the model now instead of on the first call."""
         await asyncio.to_thread(self._load)
+
+    @property
+    def http_url(self) -> str | None:
+        """Base URL (…/v1) of llama.cpp's own OpenAI-compatible server when ``http_port`` was given.
+
+        Any OpenAI-compatible client — ``OpenAICompatible(base_url=llm.http_url)`` included — can
+        then use the embedded model over HTTP on loopback.
+        """
+        if not self.http_port:
+            return None
+        self._load()
+        return f"http://127.0.0.1:{self.http_port}/v1"
 
     def _body(self, request: Request, stream: bool) -> dict[str, Any]:
         body = openai_body(request, self.name, stream)
