@@ -152,8 +152,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         }
     # each repetition measures every client back to back, so the per-repetition ratio cancels the
     # slow drift of a shared machine; the median of those paired ratios is the headline number
-    paired = [t["cpu_us_per_call"] / a["cpu_us_per_call"] for t, a in zip(results["turnout"], results["aiohttp"])]
-    paired_bare = [t["cpu_us_per_call"] / a["cpu_us_per_call"] for t, a in zip(results["adapter-only"], results["aiohttp"])]
+    paired = [t["cpu_us_per_call"] / a["cpu_us_per_call"] for t, a in zip(results["turnout"], results["aiohttp"], strict=True)]
+    paired_bare = [t["cpu_us_per_call"] / a["cpu_us_per_call"] for t, a in zip(results["adapter-only"], results["aiohttp"], strict=True)]
     summary["ratio_cpu"] = statistics.median(paired)
     summary["ratio_cpu_all"] = [round(x, 3) for x in paired]
     summary["ratio_cpu_adapter_only"] = statistics.median(paired_bare)

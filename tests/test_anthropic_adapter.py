@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from turnout import AnthropicModel, AuthError, BadResponse, MissingAPIKey, Price, ProviderUnavailable, RateLimited, Request, ResponseFormat
+from turnout import (
+    AnthropicModel,
+    AuthError,
+    BadResponse,
+    MissingAPIKey,
+    Price,
+    ProviderUnavailable,
+    RateLimited,
+    Request,
+    ResponseFormat,
+)
 from turnout.testing import MockServer
 
 KEY = "sk-ant-SECRET-42"

@@ -7,7 +7,16 @@ import random
 
 import pytest
 
-from turnout import BudgetExceeded, BudgetLedger, Budgeted, Completion, Price, ProviderUnavailable, Request, Usage
+from turnout import (
+    Budgeted,
+    BudgetExceeded,
+    BudgetLedger,
+    Completion,
+    Price,
+    ProviderUnavailable,
+    Request,
+    Usage,
+)
 from turnout.testing import FunctionModel, ScriptedModel
 
 PRICE = Price(1000.0, 2000.0)  # USD per 1M tokens: big numbers so each call costs something visible
@@ -62,7 +71,7 @@ async def test_failed_call_releases_its_reservation():
 
 async def test_settles_real_cost_and_fires_alerts_once():
     fired: list[float] = []
-    ledger = BudgetLedger(0.01, alerts=(0.5, 0.9), on_alert=lambda l, f: fired.append(f))
+    ledger = BudgetLedger(0.01, alerts=(0.5, 0.9), on_alert=lambda ledger, f: fired.append(f))
     m = Budgeted(ScriptedModel(default="ok", price=Price(1, 1)), ledger)
     for _ in range(3):
         c = await m.complete(Request.of("x" * 4000, max_tokens=5))  # ~1001 in + 1 out tokens ≈ $0.001

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from turnout import BudgetLedger, Catalog, ConfigError, Fallback, Limited, MemorySink, ModelSpec, Price, Request, Retrying, Traced, UnknownModel
+from turnout import (
+    BudgetLedger,
+    Catalog,
+    ConfigError,
+    Fallback,
+    Limited,
+    MemorySink,
+    ModelSpec,
+    Price,
+    Request,
+    Retrying,
+    Traced,
+    UnknownModel,
+)
 
 YAML = """
 models:

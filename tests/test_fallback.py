@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from turnout import AllModelsFailed, AuthError, ConfigError, Fallback, InvalidRequest, MemorySink, OpenAICompatible, ProviderUnavailable, RateLimited, Request, Traced
+from turnout import (
+    AllModelsFailed,
+    AuthError,
+    ConfigError,
+    Fallback,
+    InvalidRequest,
+    MemorySink,
+    OpenAICompatible,
+    ProviderUnavailable,
+    RateLimited,
+    Request,
+    Traced,
+)
 from turnout.testing import MockServer, ScriptedModel
 
 REQ = Request.of("q")
@@ -95,7 +107,7 @@ async def test_stream_does_not_fall_back_after_first_token():
         a = OpenAICompatible("a", base_url=s1.url)
         b = OpenAICompatible("b", base_url=s2.url)
         got = []
-        with pytest.raises(Exception):
+        with pytest.raises(BadResponse):
             async for c in Fallback([a, b]).stream(Request.of("one two three four five six")):
                 got.append(c.delta)
         assert got and s2.count == 0  # tokens were already sent: no silent switch mid-answer

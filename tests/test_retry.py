@@ -16,7 +16,12 @@ from turnout import (
     RetryPolicy,
     Traced,
 )
-from turnout.policies import stop_after_attempt, stop_after_delay, wait_exponential, wait_fixed
+from turnout.policies import (
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_fixed,
+)
 from turnout.policies.retry import RetryState
 from turnout.testing import ScriptedModel
 

@@ -35,15 +35,15 @@ from .models import LocalLLM as LocalLLM
 from .models import ModelSpec as ModelSpec
 from .models import OpenAICompatible as OpenAICompatible
 from .models import PolicySpec as PolicySpec
-from .policies import BudgetLedger as BudgetLedger
 from .policies import Budgeted as Budgeted
+from .policies import BudgetLedger as BudgetLedger
 from .policies import CallEvent as CallEvent
 from .policies import Fallback as Fallback
-from .policies import MemorySink as MemorySink
 from .policies import Limited as Limited
+from .policies import MemorySink as MemorySink
 from .policies import RateLimiter as RateLimiter
-from .policies import RetryPolicy as RetryPolicy
 from .policies import Retrying as Retrying
+from .policies import RetryPolicy as RetryPolicy
 from .policies import Traced as Traced
 
 __version__ = "0.1.0"

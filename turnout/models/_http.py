@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from .._errors import (
     AuthError,
     BadResponse,
     InvalidRequest,
+    MissingAPIKey,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -30,6 +32,20 @@ _LOOPBACK = ("127.", "localhost", "[::1]", "0.0.0.0")
 def is_loopback(url: str) -> bool:
     host = url.split("://", 1)[-1]
     return host.startswith(_LOOPBACK)
+
+
+def resolve_key(
+    name: str, base_url: str, api_key: str | None, api_key_env: str | None, trust_env: bool, require_key: bool | None
+) -> str | None:
+    """Argument beats environment; a key is required unless the endpoint is on loopback."""
+    key = api_key
+    if key is None and trust_env and api_key_env:
+        key = os.environ.get(api_key_env) or None
+    if require_key is None:
+        require_key = not is_loopback(base_url)
+    if require_key and not key:
+        raise MissingAPIKey(name, api_key_env)
+    return key
 
 
 def scrub(text: str, secret: str | None) -> str:
@@ -165,7 +181,7 @@ class HTTPClient:
                     raise error_for_status(resp.status, raw, resp.headers, model, secret)
         except ProviderError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             raise translate_transport(e, model, timeout if timeout is not None else self.timeout) from None
         try:
             doc = json.loads(raw)
@@ -203,5 +219,5 @@ class HTTPClient:
                 resp.close()
         except ProviderError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             raise translate_transport(e, model, t) from None

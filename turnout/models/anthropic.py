@@ -7,15 +7,28 @@ JSON-schema output is done the Messages-API way: one tool whose ``input_schema``
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-from .._constants import ANTHROPIC_BASE_URL, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S
-from .._errors import BadResponse, MissingAPIKey, ProviderUnavailable
-from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
-from ._http import HTTPClient, excerpt, is_loopback
+from .._constants import (
+    ANTHROPIC_BASE_URL,
+    ANTHROPIC_VERSION,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_TIMEOUT_S,
+)
+from .._errors import BadResponse, ProviderUnavailable
+from .._types import (
+    FREE,
+    Completion,
+    Price,
+    Request,
+    StreamChunk,
+    Usage,
+    estimate_tokens,
+)
+from ._http import HTTPClient, excerpt, resolve_key
 
 __all__ = ["AnthropicModel"]
 
@@ -70,13 +83,7 @@ class AnthropicModel:
         self.name = name or model
         self.price = price
         self.base_url = base_url.rstrip("/")
-        key = api_key
-        if key is None and trust_env and api_key_env:
-            key = os.environ.get(api_key_env) or None
-        if require_key is None:
-            require_key = not is_loopback(self.base_url)
-        if require_key and not key:
-            raise MissingAPIKey(self.name, api_key_env)
+        key = resolve_key(self.name, self.base_url, api_key, api_key_env, trust_env, require_key)
         self.__key = key
         self._url = self.base_url + "/v1/messages"
         self._headers = {"Content-Type": "application/json", "anthropic-version": ANTHROPIC_VERSION}

@@ -289,7 +289,12 @@ class Catalog:
 
     def _with_own_policies(self, name: str) -> ChatModel:
         from ..policies.ratelimit import Limited, RateLimiter
-        from ..policies.retry import RetryPolicy, Retrying, stop_after_attempt, wait_exponential
+        from ..policies.retry import (
+            Retrying,
+            RetryPolicy,
+            stop_after_attempt,
+            wait_exponential,
+        )
 
         spec = self.spec(name)
         m: ChatModel = self.adapter(name)

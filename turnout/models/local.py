@@ -16,7 +16,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .._errors import BadResponse, InvalidRequest, ModelNotInstalled, ProviderError, ProviderTimeout
+from .._errors import (
+    BadResponse,
+    InvalidRequest,
+    ModelNotInstalled,
+    ProviderError,
+    ProviderTimeout,
+)
 from .._types import FREE, Completion, Price, Request, StreamChunk, Usage
 from ._weights import QWEN_05B, LocalWeights, ensure_gguf
 from .openai import openai_body, parse_logprobs
@@ -174,43 +180,8 @@ class LocalLLM:
         finally:
             cancelled.set()
 
-    async def complete(self, request: Request) -> Completion:
-        """One whole answer. Generated through the streaming path so that cancelling the caller (or
-        ``request.timeout``) stops generation instead of leaving llama.cpp busy."""
-        t0 = time.perf_counter()
-        parts: list[str] = []
-        lps: list[tuple[str, float, tuple[tuple[str, float], ...]]] = []
-        finish: str | None = None
-        usage: Usage | None = None
-        raw_id: str | None = None
-        events = self._events(self._body(request, True))
-        try:
-            async with asyncio.timeout(request.timeout):
-                async for doc in events:
-                    raw_id = raw_id or doc.get("id")
-                    if doc.get("usage"):
-                        u = doc["usage"]
-                        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-                    for ch in doc.get("choices") or ():
-                        if ch.get("finish_reason"):
-                            finish = _FINISH.get(ch["finish_reason"], "unknown")
-                        delta = (ch.get("delta") or {}).get("content")
-                        if delta:
-                            parts.append(delta)
-                        if ch.get("logprobs"):
-                            lps.extend(parse_logprobs(ch) or ())
-        except TimeoutError:
-            raise ProviderTimeout(f"no answer within {request.timeout}s", model=self.name) from None
-        finally:
-            await events.aclose()
-        usage = usage or Usage()
-        return Completion(
-            "".join(parts), self.name, finish or "stop", usage, self.price.cost(usage),  # type: ignore[arg-type]
-            time.perf_counter() - t0, lps or None, raw_id,
-        )
-
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        t0 = time.perf_counter()
+    async def _pieces(self, request: Request) -> AsyncIterator[tuple[str, Any, Any]]:
+        """Yield ``("delta", text, logprobs)`` per generated piece, then ``("end", finish, usage)``."""
         finish: str | None = None
         usage: Usage | None = None
         events = self._events(self._body(request, True))
@@ -224,11 +195,47 @@ class LocalLLM:
                         finish = _FINISH.get(ch["finish_reason"], "unknown")
                     delta = (ch.get("delta") or {}).get("content")
                     if delta:
-                        yield StreamChunk(delta, model=self.name)
+                        yield "delta", delta, parse_logprobs(ch) if ch.get("logprobs") else None
         finally:
             await events.aclose()
-        usage = usage or Usage()
-        yield StreamChunk("", True, finish or "stop", usage, self.price.cost(usage), time.perf_counter() - t0, self.name)  # type: ignore[arg-type]
+        yield "end", finish or "stop", usage or Usage()
+
+    async def complete(self, request: Request) -> Completion:
+        """One whole answer. Generated through the streaming path so that cancelling the caller (or
+        ``request.timeout``) stops generation instead of leaving llama.cpp busy."""
+        t0 = time.perf_counter()
+        parts: list[str] = []
+        lps: list[tuple[str, float, tuple[tuple[str, float], ...]]] = []
+        finish, usage = "stop", Usage()
+        pieces = self._pieces(request)
+        try:
+            async with asyncio.timeout(request.timeout):
+                async for kind, a, b in pieces:
+                    if kind == "delta":
+                        parts.append(a)
+                        lps.extend(b or ())
+                    else:
+                        finish, usage = a, b
+        except TimeoutError:
+            raise ProviderTimeout(f"no answer within {request.timeout}s", model=self.name) from None
+        finally:
+            await pieces.aclose()
+        return Completion(
+            "".join(parts), self.name, finish, usage, self.price.cost(usage),  # type: ignore[arg-type]
+            time.perf_counter() - t0, lps or None,
+        )
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        t0 = time.perf_counter()
+        pieces = self._pieces(request)
+        try:
+            async for kind, a, b in pieces:
+                if kind == "delta":
+                    yield StreamChunk(a, model=self.name)
+                else:
+                    yield StreamChunk("", True, a, b, self.price.cost(b), time.perf_counter() - t0, self.name)
+        finally:
+            await pieces.aclose()
 
     async def aclose(self) -> None:
         server, self._server = self._server, None

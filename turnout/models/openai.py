@@ -8,15 +8,22 @@ machine, raw aiohttp costs ~260 µs of client CPU a call, httpx 0.28 ~10,000 µs
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from .._constants import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S, OPENAI_BASE_URL
-from .._errors import BadResponse, MissingAPIKey
-from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
-from ._http import HTTPClient, excerpt, is_loopback
+from .._errors import BadResponse
+from .._types import (
+    FREE,
+    Completion,
+    Price,
+    Request,
+    StreamChunk,
+    Usage,
+    estimate_tokens,
+)
+from ._http import HTTPClient, excerpt, resolve_key
 
 __all__ = ["OpenAICompatible"]
 
@@ -110,13 +117,7 @@ class OpenAICompatible:
         self.name = name or model
         self.price = price
         self.base_url = base_url.rstrip("/")
-        key = api_key
-        if key is None and trust_env and api_key_env:
-            key = os.environ.get(api_key_env) or None
-        if require_key is None:
-            require_key = not is_loopback(self.base_url)
-        if require_key and not key:
-            raise MissingAPIKey(self.name, api_key_env)
+        key = resolve_key(self.name, self.base_url, api_key, api_key_env, trust_env, require_key)
         self.__key = key
         self._url = self.base_url + "/chat/completions"
         self._headers = {"Content-Type": "application/json", **(headers or {})}

@@ -1,13 +1,13 @@
 """Policies: ChatModels that wrap ChatModels (retry, rate limit, fallback, budget, trace)."""
 
 from .base import Wrapper as Wrapper
-from .budget import BudgetLedger as BudgetLedger
 from .budget import Budgeted as Budgeted
+from .budget import BudgetLedger as BudgetLedger
 from .fallback import Fallback as Fallback
 from .ratelimit import Limited as Limited
 from .ratelimit import RateLimiter as RateLimiter
-from .retry import RetryPolicy as RetryPolicy
 from .retry import Retrying as Retrying
+from .retry import RetryPolicy as RetryPolicy
 from .retry import stop_after_attempt as stop_after_attempt
 from .retry import stop_after_delay as stop_after_delay
 from .retry import wait_exponential as wait_exponential

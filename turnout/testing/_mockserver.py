@@ -54,7 +54,7 @@ def instance_of_schema(schema: Any) -> Any:
         props = schema.get("properties", {})
         req = schema.get("required", list(props))
         return {k: instance_of_schema(props[k]) for k in req if k in props}
-    return {"string": "x", "integer": 0, "number": 0, "boolean": True, "array": [], "null": None}.get(t or "", None)
+    return {"string": "x", "integer": 0, "number": 0, "boolean": True, "array": [], "null": None}.get(t or "")
 
 
 @dataclass
