@@ -7,6 +7,7 @@ import pytest
 from turnout import (
     AllModelsFailed,
     AuthError,
+    BadResponse,
     ConfigError,
     Fallback,
     InvalidRequest,

@@ -16,7 +16,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from .._types import (
 
 __all__ = ["FakeEmbedder", "FunctionModel", "ScriptedModel"]
 
-Reply = Union[str, Completion, BaseException, Callable[[Request], Any]]
+Reply = str | Completion | BaseException | Callable[[Request], Any]
 
 
 def _last_user(req: Request) -> str:
