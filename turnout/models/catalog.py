@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._errors import ConfigError, UnknownModel
+from .._yaml import load_yaml, located_error
 from .._types import Price
 from .base import ChatModel
 
@@ -177,21 +177,6 @@ def _spec_from(name: str, m: _ModelIn) -> ModelSpec:
     )
 
 
-def _line_of(node: Any, path: tuple[Any, ...]) -> int | None:
-    """1-based line of the YAML node at ``path`` (as deep as it exists)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for key in path:
-        if not isinstance(node, yaml.MappingNode):
-            break
-        for k, v in node.value:
-            if k.value == str(key):
-                node, line = v, k.start_mark.line + 1
-                break
-        else:
-            break
-    return line
-
-
 class Catalog:
     """Named models. ``trust_env=False`` stops adapters reading API keys from the environment."""
 
@@ -220,17 +205,7 @@ class Catalog:
     @classmethod
     def load(cls, path: str | os.PathLike[str], **kw: Any) -> Catalog:
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read the catalog: {e.strerror}") from None
-        try:
-            root = yaml.compose(text)
-            doc = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{p}:{mark.line + 1}" if mark else str(p)
-            raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        doc, root = load_yaml(p, what="catalog")
         if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
             raise ConfigError(f"{p}:1: a catalog file needs a top-level 'models:' mapping of name -> settings")
         specs = []
@@ -238,11 +213,7 @@ class Catalog:
             try:
                 m = _ModelIn.model_validate(body if body is not None else {})
             except ValidationError as e:
-                err = e.errors()[0]
-                loc = tuple(err["loc"])
-                line = _line_of(root, ("models", name, *loc))
-                field_path = ".".join(str(x) for x in ("models", name, *loc))
-                raise ConfigError(f"{p}:{line}: {field_path}: {err['msg']}") from None
+                raise located_error(p, root, e, ("models", name)) from None
             specs.append(_spec_from(str(name), m))
         try:
             return cls(specs, **kw)

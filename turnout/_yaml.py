@@ -1,0 +1,72 @@
+"""YAML files at the edge: parse, reject duplicate keys, and turn pydantic errors into file:line: field messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ._errors import ConfigError
+
+__all__ = ["line_of", "load_yaml", "located_error"]
+
+
+def _check_unique(node: Any, path: Path) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            key = getattr(k, "value", None)
+            if isinstance(key, str):
+                if key in seen:
+                    raise ConfigError(f"{path}:{k.start_mark.line + 1}: duplicate key {key!r} (first at line {seen[key]})")
+                seen[key] = k.start_mark.line + 1
+            _check_unique(v, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            _check_unique(v, path)
+
+
+def load_yaml(path: str | Path, *, what: str) -> tuple[Any, Any]:
+    """Return (document, node tree). Unreadable, invalid or duplicate-keyed files are ConfigErrors."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the {what}: {e.strerror}") from None
+    try:
+        root = yaml.compose(text)
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    _check_unique(root, p)
+    return doc, root
+
+
+def line_of(node: Any, path: tuple[Any, ...]) -> int | None:
+    """1-based line of the node at ``path`` (as deep as it exists)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == str(key):
+                    node, line = v, k.start_mark.line + 1
+                    break
+            else:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def located_error(path: str | Path, root: Any, err: ValidationError, prefix: tuple[Any, ...] = ()) -> ConfigError:
+    e = err.errors()[0]
+    loc = (*prefix, *e["loc"])
+    where = ".".join(str(x) for x in loc)
+    return ConfigError(f"{path}:{line_of(root, loc)}: {where}: {e['msg']}")

@@ -1,0 +1,114 @@
+"""CascadeRouter: cheap deterministic routing for clear cases, the LLM only for ambiguous ones.
+
+Stages run in order (rules -> semantic -> LLM by default); the first stage whose own choice clears
+that stage's confidence threshold decides, and the Decision names the stage. When no stage is sure,
+the cascade escalates (if some stage had a candidate and an escalation route exists) or falls back.
+Batches go stage by stage, so a semantic stage embeds all of its inputs in one call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .._errors import ConfigError
+from .base import Decision, RouteInput, Router
+
+__all__ = ["CascadeRouter", "Stage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    router: Router
+    threshold: float = 0.5  # the least confidence at which this stage's choice is accepted
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or getattr(self.router, "name", self.router.kind)
+
+
+class CascadeRouter:
+    kind = "cascade"
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        *,
+        fallback: str | None = None,
+        escalation: str | None = None,
+        name: str = "cascade",
+    ) -> None:
+        if not stages:
+            raise ConfigError(f"CascadeRouter {name!r} needs at least one stage")
+        names: list[str] = []
+        for st in stages:
+            for n in st.router.route_names:
+                if n not in names:
+                    names.append(n)
+        for label, r in (("fallback", fallback), ("escalation", escalation)):
+            if r is not None and r not in names:
+                raise ConfigError(f"CascadeRouter {name!r}: {label} route {r!r} is not a route of any stage")
+        self.stages = list(stages)
+        self.fallback, self.escalation = fallback, escalation
+        self.escalate_below = 0.0
+        self.name = name
+        self._names = names
+
+    @property
+    def route_names(self) -> list[str]:
+        return list(self._names)
+
+    def _accept(self, st: Stage, d: Decision) -> bool:
+        return d.chosen is not None and d.confidence >= st.threshold
+
+    def _combine(self, trail: list[tuple[Stage, Decision]], t0: float) -> Decision:
+        parts = [f"{st.label}: {d.chosen or 'abstain'} {d.confidence:.2f}" for st, d in trail]
+        cost = sum(d.cost_usd for _, d in trail)
+        st, d = trail[-1]
+        if self._accept(st, d):
+            reason = " -> ".join(parts) + f" (>= {st.threshold:.2f}) | {d.reason}"
+            return Decision(d.chosen, d.confidence, d.scores, "cascade", reason, time.perf_counter() - t0, "matched",
+                            d.chosen, st.label, cost)
+        # nobody was sure: keep the most confident candidate as `chosen`, for the record
+        cands = [(dd.confidence, stt, dd) for stt, dd in trail if dd.chosen is not None]
+        best = max(cands, key=lambda c: c[0]) if cands else None
+        chosen, conf = (best[2].chosen, best[0]) if best else (None, 0.0)
+        scores, stage = (best[2].scores, best[1].label) if best else ({}, None)
+        reason = " -> ".join(parts) + "; no stage was sure"
+        if best is not None and self.escalation is not None:
+            route, outcome, reason = self.escalation, "escalated", reason + ": escalated"
+        elif self.fallback is not None:
+            route, outcome, reason = self.fallback, "fallback", reason + ": fallback"
+        else:
+            route, outcome = None, "abstained"
+        return Decision(route, conf, scores, "cascade", reason, time.perf_counter() - t0, outcome, chosen, stage, cost)  # type: ignore[arg-type]
+
+    async def decide(self, x: RouteInput) -> Decision:
+        t0 = time.perf_counter()
+        trail: list[tuple[Stage, Decision]] = []
+        for st in self.stages:
+            d = await st.router.decide(x)
+            trail.append((st, d))
+            if self._accept(st, d):
+                break
+        return self._combine(trail, t0)
+
+    async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]:
+        t0 = time.perf_counter()
+        trails: list[list[tuple[Stage, Decision]]] = [[] for _ in xs]
+        pending = list(range(len(xs)))
+        for st in self.stages:
+            if not pending:
+                break
+            ds = await st.router.decide_many([xs[i] for i in pending])
+            still = []
+            for i, d in zip(pending, ds, strict=True):
+                trails[i].append((st, d))
+                if not self._accept(st, d):
+                    still.append(i)
+            pending = still
+        out = [self._combine(tr, t0) for tr in trails]
+        per = (time.perf_counter() - t0) / max(1, len(xs))
+        return [d._replace(latency_s=per) for d in out]

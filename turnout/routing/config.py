@@ -1,0 +1,227 @@
+"""Routers from YAML (or a dict): routes, utterances, keywords, regexes, field rules, descriptions,
+thresholds, fallback, escalation, and which model and embedder. One spec, the same objects as the
+Python API. ``save_fitted`` writes a fitted semantic router's knobs back into the spec.
+
+.. code-block:: yaml
+
+    name: support-triage
+    router: cascade            # rule | semantic | llm | cascade
+    fallback: general
+    escalation: human
+    embedder: local-minilm     # or "fake" (tests)
+    model: local               # a catalog name, for the LLM stage
+    routes:
+      billing:
+        description: invoices, charges, payment methods
+        utterances: ["I was charged twice", ...]
+        keywords: [invoice, charged twice]
+        fields: [{field: issue_type, op: "==", value: billing}]
+      general: {}
+      human: {target: {escalation: support-queue}}
+    stages:                    # cascade only; default rule -> semantic -> llm where each has material
+      - {router: rule, threshold: 1.0}
+      - {router: semantic, threshold: 0.6}
+      - {router: llm, threshold: 0.5}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .._errors import ConfigError
+from .._yaml import line_of, load_yaml, located_error
+from ..models.base import ChatModel, Embedder
+from .base import Route, Router
+from .cascade import CascadeRouter, Stage
+from .llm import LLMRouter
+from .rules import RuleRouter
+from .semantic import SemanticRouter
+
+__all__ = ["RouterSpec", "build_router", "load_router", "load_spec", "save_fitted"]
+
+
+class _FieldRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    field: str
+    op: Literal["==", "!=", ">", "<", ">=", "<=", "in", "not_in", "contains"] = "=="
+    value: Any = None
+
+
+class _RouteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    utterances: list[str] = []
+    keywords: list[str] = []
+    regexes: list[str] = []
+    fields: list[_FieldRule] = []
+    threshold: float | None = None
+    synonyms: list[str] = []
+    target: dict[str, Any] = {}
+
+
+class _SemanticIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scoring: Literal["centroid", "nearest", "hybrid"] = "centroid"
+    temperature: float = Field(0.05, gt=0)
+    hybrid_weight: float = Field(0.5, ge=0, le=1)
+    default_threshold: float = 0.0
+
+
+class _LLMIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    samples: int = Field(1, ge=1, le=32)
+    temperature: float | None = Field(None, ge=0, le=2)
+    instructions: str = ""
+    timeout: float | None = Field(60.0, gt=0)
+    use_logprobs: bool = True
+
+
+class _StageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    router: Literal["rule", "semantic", "llm"]
+    threshold: float = Field(0.5, ge=0, le=1)
+
+
+class RouterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "router"
+    router: Literal["rule", "semantic", "llm", "cascade"] = "cascade"
+    fallback: str | None = None
+    escalation: str | None = None
+    escalate_below: float = Field(0.0, ge=0, le=1)
+    embedder: str = "local-minilm"
+    model: str = "local"
+    routes: dict[str, _RouteIn]
+    semantic: _SemanticIn = _SemanticIn()
+    llm: _LLMIn = _LLMIn()
+    stages: list[_StageIn] | None = None
+
+
+def _routes(spec: RouterSpec) -> list[Route]:
+    return [
+        Route(
+            name, r.description, tuple(r.utterances), tuple(r.keywords), tuple(r.regexes),
+            tuple((f.field, f.op, f.value) for f in r.fields), r.threshold, r.target, tuple(r.synonyms),
+        )
+        for name, r in spec.routes.items()
+    ]
+
+
+def _embedder(name: str) -> Embedder:
+    if name == "local-minilm":
+        from ..models.embedder import LocalEmbedder
+
+        return LocalEmbedder()
+    if name == "fake":
+        from ..testing import FakeEmbedder
+
+        return FakeEmbedder()
+    raise ConfigError(f"unknown embedder {name!r}; known: local-minilm, fake")
+
+
+def build_router(
+    spec: RouterSpec | Mapping[str, Any],
+    *,
+    model: ChatModel | None = None,
+    embedder: Embedder | None = None,
+    catalog: Any = None,
+) -> Router:
+    """Build the router a spec describes. ``model``/``embedder`` override the spec's names."""
+    if not isinstance(spec, RouterSpec):
+        try:
+            spec = RouterSpec.model_validate(spec)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"router spec: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+    names = list(spec.routes)
+    for label, r in (("fallback", spec.fallback), ("escalation", spec.escalation)):
+        if r is not None and r not in names:
+            raise ConfigError(f"{label}: {r!r} is not one of the routes ({', '.join(names)})")
+    routes = _routes(spec)
+    pol = {"fallback": spec.fallback, "escalation": spec.escalation}
+
+    def rule() -> RuleRouter:
+        return RuleRouter(routes, name="rule", **pol)
+
+    def semantic() -> SemanticRouter:
+        s = spec.semantic
+        return SemanticRouter(routes, embedder or _embedder(spec.embedder), scoring=s.scoring, temperature=s.temperature,
+                              hybrid_weight=s.hybrid_weight, default_threshold=s.default_threshold,
+                              escalate_below=spec.escalate_below, name="semantic", **pol)
+
+    def llm() -> LLMRouter:
+        m = model
+        if m is None:
+            from ..models.catalog import Catalog
+
+            m = (catalog or Catalog()).model(spec.model)
+        s = spec.llm
+        return LLMRouter(routes, m, samples=s.samples, temperature=s.temperature, instructions=s.instructions,
+                         timeout=s.timeout, use_logprobs=s.use_logprobs, escalate_below=spec.escalate_below, name="llm", **pol)
+
+    makers = {"rule": rule, "semantic": semantic, "llm": llm}
+    if spec.router != "cascade":
+        return makers[spec.router]()
+    stages_in = spec.stages
+    if stages_in is None:  # the default cascade: each stage that has something to work with
+        stages_in = []
+        if any(r.keywords or r.regexes or r.fields for r in routes):
+            stages_in.append(_StageIn(router="rule", threshold=1.0))
+        if any(r.utterances for r in routes):
+            stages_in.append(_StageIn(router="semantic", threshold=0.6))
+        stages_in.append(_StageIn(router="llm", threshold=0.5))
+    stages = [Stage(makers[s.router](), s.threshold, s.router) for s in stages_in]
+    return CascadeRouter(stages, name=spec.name, **pol)
+
+
+def load_spec(path: str | Path) -> RouterSpec:
+    p = Path(path)
+    doc, root = load_yaml(p, what="router spec")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}:1: a router spec is a mapping with at least 'routes:'")
+    try:
+        spec = RouterSpec.model_validate(doc)
+    except ValidationError as e:
+        raise located_error(p, root, e) from None
+    names = list(spec.routes)
+    for label in ("fallback", "escalation"):
+        r = getattr(spec, label)
+        if r is not None and r not in names:
+            raise ConfigError(f"{p}:{line_of(root, (label,))}: {label}: {r!r} is not one of the routes ({', '.join(names)})")
+    return spec
+
+
+def load_router(path: str | Path, **kw: Any) -> Router:
+    """Build a router from a YAML spec file (errors name file, line and field)."""
+    p = Path(path)
+    try:
+        return build_router(load_spec(p), **kw)
+    except ConfigError as e:
+        if str(e).startswith(str(p)):
+            raise
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def semantic_of(router: Router) -> SemanticRouter | None:
+    if isinstance(router, SemanticRouter):
+        return router
+    if isinstance(router, CascadeRouter):
+        for st in router.stages:
+            if isinstance(st.router, SemanticRouter):
+                return st.router
+    return None
+
+
+def save_fitted(spec: RouterSpec, router: SemanticRouter, path: str | Path) -> None:
+    """Write the spec with the fitted scoring, temperature and per-route thresholds."""
+    doc = spec.model_dump(mode="json", exclude_defaults=False)
+    s = router.settings()
+    doc["semantic"].update({"scoring": s["scoring"], "temperature": s["temperature"], "hybrid_weight": s["hybrid_weight"]})
+    for name, t in s["thresholds"].items():
+        doc["routes"][name]["threshold"] = round(float(t), 6)
+    Path(path).write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120))

@@ -1,0 +1,160 @@
+"""Evaluation: accuracy, macro-F1, abstain rate, per-route precision/recall/F1, confusion matrix,
+decision latency, LLM cost, and a confidence-threshold sweep — from labelled rows.
+
+The metrics are pure functions of (decisions, labels); ``evaluate`` only runs the router.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import ConfigError
+from .base import Decision, RouteInput, Router
+
+__all__ = ["EvalReport", "LabeledRow", "evaluate", "load_jsonl", "metrics", "threshold_sweep"]
+
+ABSTAIN = "(none)"
+
+
+@dataclass(frozen=True, slots=True)
+class LabeledRow:
+    input: RouteInput
+    label: str | None
+    line: int = 0
+
+
+def load_jsonl(path: str | Path, *, routes: Sequence[str] | None = None) -> list[LabeledRow]:
+    """Rows ``{"text": ..., "label": ..., <fields>...}``. Errors name the file, line and problem."""
+    p = Path(path)
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    rows: list[LabeledRow] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as e:
+            raise ConfigError(f"{p}:{n}: not valid JSON: {e.msg}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+            raise ConfigError(f'{p}:{n}: each line needs a "text" string')
+        label = doc.get("label")
+        if label is not None and not isinstance(label, str):
+            raise ConfigError(f'{p}:{n}: "label" must be a string or null')
+        if routes is not None and label is not None and label not in routes:
+            raise ConfigError(f"{p}:{n}: label {label!r} is not a route ({', '.join(routes)})")
+        fields = {k: v for k, v in doc.items() if k != "label"}
+        rows.append(LabeledRow(doc["text"] if set(fields) == {"text"} else fields, label, n))
+    if not rows:
+        raise ConfigError(f"{p}: no rows")
+    return rows
+
+
+@dataclass
+class EvalReport:
+    n: int
+    accuracy: float
+    macro_f1: float
+    abstain_rate: float  # the router itself abstained (before fallback)
+    answered_accuracy: float  # accuracy on the rows where it did not abstain
+    per_route: dict[str, dict[str, float]]
+    labels: list[str]
+    confusion: list[list[int]]  # rows = true label, columns = routed-to (labels order)
+    latency_p50_ms: float
+    latency_p99_ms: float
+    cost_usd: float
+    outcomes: dict[str, int]
+    stages: dict[str, int]
+    sweep: list[dict[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def metrics(decisions: Sequence[Decision], labels: Sequence[str | None], route_names: Sequence[str]) -> EvalReport:
+    n = len(decisions)
+    if n == 0 or n != len(labels):
+        raise ConfigError("metrics() needs as many decisions as labels, and at least one")
+    names = list(route_names)
+    for y in labels:
+        if y is not None and y not in names:
+            names.append(y)
+    cols = names + [ABSTAIN]
+    idx = {k: i for i, k in enumerate(cols)}
+    conf = np.zeros((len(cols), len(cols)), dtype=int)
+    for d, y in zip(decisions, labels, strict=True):
+        conf[idx[y if y is not None else ABSTAIN], idx[d.route if d.route is not None else ABSTAIN]] += 1
+    correct = sum(d.route == y for d, y in zip(decisions, labels, strict=True))
+    answered = [(d, y) for d, y in zip(decisions, labels, strict=True) if d.chosen is not None]
+    per: dict[str, dict[str, float]] = {}
+    f1s = []
+    for r in names:
+        tp = int(conf[idx[r], idx[r]])
+        pred = int(conf[:, idx[r]].sum())
+        sup = int(conf[idx[r], :].sum())
+        p = tp / pred if pred else 0.0
+        rc = tp / sup if sup else 0.0
+        f1 = 2 * p * rc / (p + rc) if p + rc else 0.0
+        per[r] = {"precision": round(p, 4), "recall": round(rc, 4), "f1": round(f1, 4), "support": sup}
+        if sup:
+            f1s.append(f1)
+    lat = np.asarray([d.latency_s for d in decisions]) * 1000
+    outcomes: dict[str, int] = {}
+    stages: dict[str, int] = {}
+    for d in decisions:
+        outcomes[d.outcome] = outcomes.get(d.outcome, 0) + 1
+        if d.stage:
+            stages[d.stage] = stages.get(d.stage, 0) + 1
+    return EvalReport(
+        n=n,
+        accuracy=round(correct / n, 4),
+        macro_f1=round(float(np.mean(f1s)) if f1s else 0.0, 4),
+        abstain_rate=round(sum(d.chosen is None for d in decisions) / n, 4),
+        answered_accuracy=round(sum(d.chosen == y for d, y in answered) / len(answered), 4) if answered else 0.0,
+        per_route=per,
+        labels=cols,
+        confusion=conf.tolist(),
+        latency_p50_ms=round(float(np.percentile(lat, 50)), 4),
+        latency_p99_ms=round(float(np.percentile(lat, 99)), 4),
+        cost_usd=round(sum(d.cost_usd for d in decisions), 8),
+        outcomes=outcomes,
+        stages=stages,
+    )
+
+
+def threshold_sweep(
+    decisions: Sequence[Decision], labels: Sequence[str | None], fallback: str | None, steps: int = 21
+) -> list[dict[str, float]]:
+    """Accuracy and coverage if decisions below confidence t went to the fallback instead."""
+    out = []
+    n = len(decisions)
+    for t in np.linspace(0, 1, steps):
+        ok = cov = 0
+        for d, y in zip(decisions, labels, strict=True):
+            confident = d.chosen is not None and d.confidence >= t
+            final = d.chosen if confident else fallback
+            cov += confident
+            ok += final == y
+        out.append({"threshold": round(float(t), 3), "accuracy": round(ok / n, 4), "coverage": round(cov / n, 4)})
+    return out
+
+
+async def evaluate(router: Router, rows: Sequence[LabeledRow], *, batch: bool = True) -> EvalReport:
+    """Route every row (in one batch where the router supports it) and score the decisions."""
+    inputs = [r.input for r in rows]
+    if batch:
+        decisions = await router.decide_many(inputs)
+    else:
+        decisions = [await router.decide(x) for x in inputs]
+    labels = [r.label for r in rows]
+    rep = metrics(decisions, labels, router.route_names)
+    rep.sweep = threshold_sweep(decisions, labels, router.fallback)
+    return rep
