@@ -6,6 +6,7 @@ import typer
 
 from . import chat as _chat
 from . import models as _models
+from . import route as _route
 
 app = typer.Typer(
     name="turnout",
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.command("chat")(_chat.chat)
 app.command("models")(_models.models)
+app.add_typer(_route.app, name="route")
 
 
 def main() -> None:

@@ -109,6 +109,5 @@ class CascadeRouter:
                 if not self._accept(st, d):
                     still.append(i)
             pending = still
-        out = [self._combine(tr, t0) for tr in trails]
-        per = (time.perf_counter() - t0) / max(1, len(xs))
-        return [d._replace(latency_s=per) for d in out]
+        # an input's latency is what its stages spent on it (a batched stage reports its per-item share)
+        return [self._combine(tr, t0)._replace(latency_s=sum(d.latency_s for _, d in tr)) for tr in trails]

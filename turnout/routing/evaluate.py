@@ -147,9 +147,19 @@ def threshold_sweep(
     return out
 
 
+async def warm_up(router: Router) -> None:
+    """Load models and build indexes before anything is timed."""
+    stages = getattr(router, "stages", None)
+    for r in [st.router for st in stages] if stages else [router]:
+        prep = getattr(r, "prepare", None)
+        if prep is not None:
+            await prep(warm=True)
+
+
 async def evaluate(router: Router, rows: Sequence[LabeledRow], *, batch: bool = True) -> EvalReport:
     """Route every row (in one batch where the router supports it) and score the decisions."""
     inputs = [r.input for r in rows]
+    await warm_up(router)
     if batch:
         decisions = await router.decide_many(inputs)
     else:

@@ -95,8 +95,8 @@ class SemanticRouter:
         # routes with examples (or a description) are scored; the fallback/escalation routes may have none
         self.scored: list[Route] = []
         for r in routes:
-            if r.utterances or r.description:
-                self.scored.append(r)
+            if r.utterances or (r.description and r.name != escalation):
+                self.scored.append(r)  # the escalation route is the router's to pick, unless given examples
             elif r.name not in (fallback, escalation):
                 raise ConfigError(f"{who}: route {r.name!r} has no utterances (and no description) to compare against")
         if not self.scored:
@@ -118,8 +118,11 @@ class SemanticRouter:
         return list(self.all_routes)
 
     # -- index ---------------------------------------------------------------------------------
-    async def prepare(self) -> None:
-        """Embed the utterances (once; the cache keeps them) and build the score matrices."""
+    async def prepare(self, *, warm: bool = False) -> None:
+        """Embed the utterances (once; the cache keeps them) and build the score matrices.
+        ``warm=True`` also runs one query through the encoder, so the first decision is not slow."""
+        if warm:
+            await self.embedder.embed(["warm up"])
         if self._ready:
             return
         texts: list[str] = []

@@ -1,0 +1,181 @@
+"""``turnout route``: one decision, evaluation on labelled data, and fitting.
+
+    turnout route ROUTER.yaml "text"                 one decision
+    turnout route eval ROUTER.yaml DATA.jsonl        accuracy, F1, confusion matrix, latency, cost
+    turnout route fit ROUTER.yaml TRAIN.jsonl -o FITTED.yaml
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from .._errors import ConfigError
+from ._common import CatalogOpt, friendly_errors, load_catalog
+
+
+class _DefaultToDecide(TyperGroup):
+    """``turnout route ROUTER.yaml "text"`` means ``turnout route decide ROUTER.yaml "text"``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["decide", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_DefaultToDecide, no_args_is_help=True, help="Route inputs, evaluate routers on labelled data, fit them.")
+RouterArg = typer.Argument(..., help="Router spec (YAML).", exists=False, dir_okay=False)
+KindOpt = typer.Option(None, "--router", help="Use only this router kind of the spec: rule, semantic, llm or cascade.")
+
+
+def _router(spec_path: Path, kind: str | None, catalog: Path | None) -> Any:
+    from ..routing.config import build_router, load_spec
+
+    spec = load_spec(spec_path)
+    if kind:
+        if kind not in ("rule", "semantic", "llm", "cascade"):
+            raise ConfigError(f"--router must be rule, semantic, llm or cascade, not {kind!r}")
+        spec = spec.model_copy(update={"router": kind})
+    return spec, build_router(spec, catalog=load_catalog(catalog) if catalog else None)
+
+
+def _parse_fields(fields: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields:
+        if "=" not in f:
+            raise ConfigError(f"--field takes KEY=VALUE, got {f!r}")
+        k, v = f.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+@app.command("decide")
+def decide(
+    router: Path = RouterArg,
+    text: str = typer.Argument(..., help="The input text."),
+    field: list[str] = typer.Option([], "--field", "-f", help="A structured field KEY=VALUE (repeatable)."),
+    kind: str | None = KindOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
+    catalog: Path | None = CatalogOpt,
+) -> None:
+    """Route one input and print the decision."""
+    with friendly_errors():
+        _, r = _router(router, kind, catalog)
+        fields = _parse_fields(field)
+        x: Any = {"text": text, **fields} if fields else text
+        from ..routing.evaluate import warm_up
+
+        async def one() -> Any:
+            await warm_up(r)  # load models first, so the latency shown is the decision's own
+            return await r.decide(x)
+
+        d = asyncio.run(one())
+        if as_json:
+            print(json.dumps(d._asdict()))
+            return
+        c = Console()
+        c.print(f"[bold]{escape(str(d.route))}[/]  confidence {d.confidence:.2f}  ({d.outcome}, {escape(d.kind)}"
+                f"{', stage ' + escape(d.stage) if d.stage else ''}, {d.latency_s * 1000:.2f} ms)")
+        c.print(f"[dim]{escape(d.reason)}[/]")
+        if d.scores:
+            c.print("[dim]scores: " + escape(", ".join(f"{k} {v:.3f}" for k, v in sorted(d.scores.items(), key=lambda kv: -kv[1]))) + "[/]")
+
+
+def _print_report(rep: Any, console: Console) -> None:
+    t = Table(title="routing evaluation", title_justify="left", show_header=False)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in [("rows", rep.n), ("accuracy", f"{rep.accuracy:.3f}"), ("macro-F1", f"{rep.macro_f1:.3f}"),
+                 ("abstain rate", f"{rep.abstain_rate:.3f}"), ("accuracy on answered", f"{rep.answered_accuracy:.3f}"),
+                 ("latency p50 / p99", f"{rep.latency_p50_ms:.3f} / {rep.latency_p99_ms:.3f} ms"),
+                 ("LLM cost", f"${rep.cost_usd:.6f}"),
+                 ("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(rep.outcomes.items()))),
+                 ("decided by", ", ".join(f"{k} {v}" for k, v in sorted(rep.stages.items())) or "-")]:
+        t.add_row(k, escape(str(v)))
+    console.print(t)
+    pr = Table(title="per route", title_justify="left")
+    for col in ("route", "precision", "recall", "F1", "support"):
+        pr.add_column(col, justify="left" if col == "route" else "right")
+    for r, m in rep.per_route.items():
+        pr.add_row(escape(r), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    console.print(pr)
+    cm = Table(title="confusion matrix (rows: true label, columns: routed to)", title_justify="left")
+    cm.add_column("")
+    for lab in rep.labels:
+        cm.add_column(escape(lab), justify="right")
+    for lab, row in zip(rep.labels, rep.confusion, strict=True):
+        if any(row):
+            cm.add_row(escape(lab), *[(f"[bold]{v}[/]" if lab == rep.labels[j] else (str(v) if v else "·")) for j, v in enumerate(row)])
+    console.print(cm)
+
+
+@app.command("eval")
+def eval_(
+    router: Path = RouterArg,
+    data: Path = typer.Argument(..., help='Labelled JSONL: {"text": ..., "label": ..., <fields>}.', dir_okay=False),
+    kind: str | None = KindOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw the confusion matrix and threshold sweep to this PNG."),
+    one_by_one: bool = typer.Option(False, "--one-by-one", help="Decide inputs one at a time (true per-decision latency) instead of batched."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
+    catalog: Path | None = CatalogOpt,
+) -> None:
+    """Evaluate a router on labelled data."""
+    from ..routing.evaluate import evaluate, load_jsonl
+
+    with friendly_errors():
+        spec, r = _router(router, kind, catalog)
+        rows = load_jsonl(data, routes=list(spec.routes))[:limit]
+        rep = asyncio.run(evaluate(r, rows, batch=not one_by_one))
+        if plot is not None:
+            from ..routing.plot import plot_report
+
+            plot_report(rep, plot, title=f"{spec.name} ({r.kind}) on {data.name}")
+        if as_json:
+            print(json.dumps(rep.as_dict()))
+            return
+        _print_report(rep, Console())
+        if plot is not None:
+            Console(stderr=True).print(f"[dim]plot written to {escape(str(plot))}[/]")
+
+
+@app.command("fit")
+def fit(
+    router: Path = RouterArg,
+    train: Path = typer.Argument(..., help="Labelled JSONL to fit on.", dir_okay=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the fitted router spec.", dir_okay=False),
+    objective: str = typer.Option("accuracy", "--objective", help="accuracy, or precision (with --target-precision)."),
+    target_precision: float = typer.Option(0.9, "--target-precision", min=0.0, max=1.0),
+    catalog: Path | None = CatalogOpt,
+) -> None:
+    """Fit the semantic stage's scoring, thresholds and temperature; write the fitted spec."""
+    from ..routing.config import save_fitted, semantic_of
+    from ..routing.evaluate import load_jsonl
+
+    with friendly_errors():
+        if objective not in ("accuracy", "precision"):
+            raise ConfigError(f"--objective must be accuracy or precision, not {objective!r}")
+        spec, r = _router(router, None, catalog)
+        sem = semantic_of(r)
+        if sem is None:
+            raise ConfigError(f"{router}: fit needs a semantic router or a cascade with a semantic stage")
+        rows = load_jsonl(train, routes=list(spec.routes))
+        rep = asyncio.run(sem.fit([(x.input, x.label) for x in rows], objective=objective, target_precision=target_precision))  # type: ignore[arg-type]
+        save_fitted(spec, sem, out)
+        c = Console()
+        c.print(f"fitted on {len(rows)} rows ({rep.objective}): scoring [bold]{rep.scoring}[/], temperature {rep.temperature}")
+        c.print(f"semantic stage accuracy {rep.before['accuracy']:.3f} -> {rep.after['accuracy']:.3f}, "
+                f"abstain rate {rep.before['abstain_rate']:.3f} -> {rep.after['abstain_rate']:.3f} (on the training rows)")
+        c.print("thresholds: " + escape(", ".join(f"{k} {v:.3f}" for k, v in rep.thresholds.items())))
+        c.print(f"written to {escape(str(out))}")
