@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._errors import ConfigError, UnknownModel
-from .._yaml import load_yaml, located_error
 from .._types import Price
+from .._yaml import load_yaml, located_error
 from .base import ChatModel
 
 __all__ = ["Catalog", "ModelSpec", "PolicySpec"]

@@ -137,7 +137,7 @@ class LLMRouter:
             return await self.model.complete(self.request(text, seed)), None
         except ConfigError:
             raise
-        except (TurnoutError, asyncio.TimeoutError) as e:
+        except (TimeoutError, TurnoutError) as e:
             return None, f"LLM error: {type(e).__name__}: {str(e)[:120]}"
 
     async def decide(self, x: RouteInput) -> Decision:

@@ -108,7 +108,7 @@ class SemanticRouter:
         self.thresholds = {r.name: (r.threshold if r.threshold is not None else default_threshold) for r in self.scored}
         self.fallback, self.escalation, self.escalate_below = fallback, escalation, escalate_below
         self.name = name
-        self.cache = cache or EmbeddingCache()
+        self.cache = cache if cache is not None else EmbeddingCache()  # (an empty cache is falsy)
         self._ready = False
         self._names = [r.name for r in self.scored]
         self._thr = np.zeros(len(self.scored), dtype=np.float32)

@@ -1,0 +1,107 @@
+"""SemanticRouter with the deterministic FakeEmbedder: scoring, thresholds, batching, cache, fit."""
+
+from __future__ import annotations
+
+import pytest
+
+from turnout import ConfigError
+from turnout.routing import EmbeddingCache, Route, SemanticRouter
+from turnout.testing import FakeEmbedder
+
+ROUTES = [
+    Route("billing", utterances=("I was charged twice on my invoice", "my card payment failed", "send me my invoice")),
+    Route("technical", utterances=("the app crashes on startup", "I get an error when uploading", "login does not work")),
+    Route("sales", utterances=("how much does the team plan cost", "can I get a demo", "do you offer discounts")),
+    Route("general"),
+]
+
+LABELLED = [
+    ("charged twice on my invoice again", "billing"), ("invoice payment failed", "billing"),
+    ("the app crashes when uploading", "technical"), ("error on login", "technical"),
+    ("what does the team plan cost", "sales"), ("demo and discounts please", "sales"),
+    ("the weather is nice today", "general"), ("who won the football game", "general"),
+]
+
+
+def router(**kw):
+    return SemanticRouter(ROUTES, FakeEmbedder(), fallback="general", **kw)
+
+
+async def test_routes_by_similarity():
+    r = router()
+    for text, label in LABELLED[:6]:
+        d = await r.decide(text)
+        assert d.route == label, (text, d)
+        assert d.kind == "semantic" and 0 < d.confidence <= 1 and set(d.scores) == {"billing", "technical", "sales"}
+
+
+@pytest.mark.parametrize("scoring", ["centroid", "nearest", "hybrid"])
+async def test_each_scoring_routes(scoring):
+    d = await router(scoring=scoring).decide("the app crashes on startup")
+    assert d.route == "technical"
+
+
+async def test_threshold_abstains_to_fallback():
+    r = router(default_threshold=0.99)
+    d = await r.decide("charged twice on my invoice again")
+    assert d.route == "general" and d.outcome == "fallback" and d.chosen is None and "threshold" in d.reason
+
+
+async def test_empty_input_abstains_without_embedding():
+    emb = FakeEmbedder()
+    r = SemanticRouter(ROUTES, emb, fallback="general")
+    await r.prepare()
+    calls = emb.calls
+    d = await r.decide("   ")
+    assert d.route == "general" and "empty" in d.reason and emb.calls == calls
+
+
+async def test_batch_uses_one_embedding_call():
+    emb = FakeEmbedder()
+    r = SemanticRouter(ROUTES, emb, fallback="general")
+    await r.prepare()
+    before = emb.calls
+    ds = await r.decide_many([t for t, _ in LABELLED] + [""])
+    assert emb.calls == before + 1
+    assert [d.route for d in ds[:6]] == [y for _, y in LABELLED[:6]] and ds[-1].route == "general"
+
+
+async def test_utterances_are_embedded_once_and_shared_by_content_hash():
+    emb, cache = FakeEmbedder(), EmbeddingCache()
+    await SemanticRouter(ROUTES, emb, fallback="general", cache=cache).prepare()
+    texts = emb.texts
+    await SemanticRouter(ROUTES, emb, fallback="general", cache=cache).prepare()  # same utterances
+    assert emb.texts == texts and len(cache) == 9
+
+
+def test_route_without_utterances_is_an_error_unless_fallback():
+    with pytest.raises(ConfigError, match="route 'general' has no utterances"):
+        SemanticRouter(ROUTES, FakeEmbedder())  # general is not the fallback here
+    with pytest.raises(ConfigError, match="scoring must be one of"):
+        SemanticRouter(ROUTES, FakeEmbedder(), fallback="general", scoring="magic")  # type: ignore[arg-type]
+
+
+async def test_fit_repairs_a_mis_set_threshold():
+    r = router(default_threshold=0.98)  # deliberately far too strict: everything falls back
+    before = sum(d.route == y for d, (_, y) in zip(await r.decide_many([t for t, _ in LABELLED]), LABELLED, strict=True))
+    rep = await r.fit(LABELLED)
+    after = sum(d.route == y for d, (_, y) in zip(await r.decide_many([t for t, _ in LABELLED]), LABELLED, strict=True))
+    assert rep.before["accuracy"] < rep.after["accuracy"]
+    assert after > before and after == len(LABELLED)
+    assert all(t < 0.98 for t in rep.thresholds.values())
+    assert rep.scoring in ("centroid", "nearest", "hybrid") and rep.temperature > 0
+
+
+async def test_fit_for_precision_sets_least_threshold_meeting_target():
+    r = router()
+    rep = await r.fit(LABELLED, objective="precision", target_precision=1.0)
+    for name in ("billing", "technical", "sales"):
+        ds = [await r.decide(t) for t, _ in LABELLED]
+        routed = [y for d, (_, y) in zip(ds, LABELLED, strict=True) if d.chosen == name]
+        assert all(y == name for y in routed)
+    assert rep.objective == "precision"
+
+
+async def test_fit_rejects_unknown_labels():
+    with pytest.raises(ConfigError, match="label 'nope' is not a route"):
+        await router().fit([("x", "nope")])
