@@ -82,7 +82,7 @@ class LocalEmbedder:
             except Exception as e:
                 raise ModelNotInstalled("the MiniLM tokenizer", _INSTALL, f"cannot read {tok_path}: {e}") from None
             tok.enable_truncation(self.max_length)
-            tok.enable_padding(pad_id=0, pad_token="[PAD]")
+            tok.no_padding()  # batches are padded by length bucket in embed_sync
             opts = ort.SessionOptions()
             if self.threads:
                 opts.intra_op_num_threads = self.threads
@@ -105,11 +105,22 @@ class LocalEmbedder:
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts, not one string")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            batch = [t if t else " " for t in texts[start : start + self.batch_size]]
-            encs = self._tokenizer.encode_batch(batch)
-            ids = np.asarray([e.ids for e in encs], dtype=np.int64)
-            mask = np.asarray([e.attention_mask for e in encs], dtype=np.int64)
+        if not len(texts):
+            return out
+        encs = self._tokenizer.encode_batch([t if t else " " for t in texts])
+        # batch texts of similar length together: padding a batch to its longest text made mixed
+        # support messages 9× slower than short ones (69 vs 628 texts/s measured here)
+        lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            width = int(lengths[idx].max())
+            ids = np.zeros((len(idx), width), dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                n = lengths[i]
+                ids[row, :n] = encs[i].ids
+                mask[row, :n] = 1
             feeds = {"input_ids": ids, "attention_mask": mask}
             if "token_type_ids" in self._input_names:
                 feeds["token_type_ids"] = np.zeros_like(ids)
@@ -117,7 +128,7 @@ class LocalEmbedder:
             m = mask[:, :, None].astype(np.float32)
             pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-            out[start : start + len(batch)] = pooled
+            out[idx] = pooled
         return out
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -31,14 +31,10 @@ _OPS: Mapping[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def keyword_pattern(words: Sequence[str]) -> re.Pattern[str]:
-    parts = []
-    for w in sorted({w.strip() for w in words if w.strip()}, key=len, reverse=True):
-        e = re.escape(w)
-        left = r"\b" if re.match(r"\w", w) else ""
-        right = r"\b" if re.search(r"\w$", w) else ""
-        parts.append(f"{left}{e}{right}")
-    return re.compile("|".join(parts), re.IGNORECASE)
+def _boundary_pattern(word: str) -> re.Pattern[str]:
+    left = r"\b" if re.match(r"\w", word) else ""
+    right = r"\b" if re.search(r"\w$", word) else ""
+    return re.compile(f"{left}{re.escape(word)}{right}", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +43,25 @@ class Rule:
 
     route: str
     kind: str
-    pattern: re.Pattern[str] | None = None
+    pattern: re.Pattern[str] | None = None  # regex rules
+    needles: tuple[tuple[str, re.Pattern[str]], ...] = ()  # keyword rules: (lower-case keyword, boundary check)
     field: str = ""
     op: str = "=="
     value: Any = None
     label: str = ""
 
-    def fires(self, text: str, fields: Mapping[str, Any]) -> str | None:
-        """The matched evidence (for the reason), or None."""
+    def fires(self, text: str, low: str, fields: Mapping[str, Any]) -> str | None:
+        """The matched evidence (for the reason), or None. ``low`` is ``text.lower()``."""
+        if self.needles:
+            # a C-speed substring test first; the word-boundary regex only runs on a candidate
+            for kw, check in self.needles:
+                if kw in low and check.search(text):
+                    return kw
+            return None
         if self.pattern is not None:
             m = self.pattern.search(text)
             return m.group(0) if m else None
-        if self.field not in fields:
+        if not fields or self.field not in fields:
             return None
         try:
             ok = _OPS[self.op](fields[self.field], self.value)
@@ -81,8 +84,9 @@ def rules_from_routes(routes: Sequence[Route]) -> list[Rule]:
             except re.error as e:
                 raise ConfigError(f"route {r.name!r}: bad regex {rx!r}: {e}") from None
             rules.append(Rule(r.name, "regex", pat, label=f"regex /{rx}/"))
-        if r.keywords:
-            rules.append(Rule(r.name, "keywords", keyword_pattern(r.keywords), label="keyword"))
+        kws = sorted({k.strip().lower() for k in r.keywords if k.strip()}, key=len, reverse=True)
+        if kws:
+            rules.append(Rule(r.name, "keywords", needles=tuple((k, _boundary_pattern(k)) for k in kws), label="keyword"))
     return rules
 
 
@@ -100,11 +104,6 @@ class RuleRouter:
         self.routes = check_routes(routes, who=f"RuleRouter {name!r}")
         check_policy_routes(list(self.routes), fallback, escalation, who=f"RuleRouter {name!r}")
         self.rules = rules_from_routes(routes)
-        # one combined pattern answers "does any text rule fire at all?" in a single scan; only
-        # when it does are the rules walked in priority order (a leftmost match is not priority)
-        pats = [f"(?:{r.pattern.pattern})" for r in self.rules if r.pattern is not None]
-        self._any_text = re.compile("|".join(pats), re.IGNORECASE) if pats else None
-        self._has_fields = any(r.kind == "field" for r in self.rules)
         self.fallback = fallback
         self.escalation = escalation
         self.escalate_below = 0.0  # a rule either fires (confidence 1) or abstains
@@ -121,13 +120,13 @@ class RuleRouter:
         else:
             text = str(x.get("text") or "")  # type: ignore[union-attr]
             fields = x
-        if (self._has_fields and fields) or (self._any_text is not None and self._any_text.search(text)):
-            for rule in self.rules:
-                ev = rule.fires(text, fields)  # type: ignore[arg-type]
-                if ev is not None:
-                    reason = ev if rule.kind == "field" else f"{rule.label} {ev!r}"
-                    return Decision(rule.route, 1.0, {rule.route: 1.0}, "rule", reason,
-                                    time.perf_counter() - t0, "matched", rule.route, self.name)
+        low = text.lower()
+        for rule in self.rules:
+            ev = rule.fires(text, low, fields)  # type: ignore[arg-type]
+            if ev is not None:
+                reason = ev if rule.kind == "field" else f"{rule.label} {ev!r}"
+                return Decision(rule.route, 1.0, {rule.route: 1.0}, "rule", reason,
+                                time.perf_counter() - t0, "matched", rule.route, self.name)
         if self.fallback is not None:  # what finalize() would give, built directly on this hot path
             return Decision(self.fallback, 0.0, {}, "rule", "no rule fired; abstained: fallback",
                             time.perf_counter() - t0, "fallback", None, self.name)

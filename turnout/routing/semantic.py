@@ -157,13 +157,20 @@ class SemanticRouter:
         return w * (q @ self._centroids.T) + (1 - w) * nearest
 
     def _decide_row(self, scores: np.ndarray, t0: float, note: str = "") -> Decision:
-        best = int(scores.argmax())
+        # plain floats from here on: for a handful of routes, numpy's per-call cost dominates
+        vals = scores.tolist()
+        best = max(range(len(vals)), key=vals.__getitem__)
         name = self._names[best]
-        s = float(scores[best])
-        conf = _softmax_conf(scores, best, self.temperature)
-        score_map = {n: round(float(v), 4) for n, v in zip(self._names, scores, strict=True)}
-        if s < self._thr[best]:
-            raw = Decision(None, conf, score_map, "semantic", f"best {name} {s:.3f} < threshold {self._thr[best]:.3f}{note}",
+        s = vals[best]
+        T = max(self.temperature, 1e-6)
+        conf = 1.0 / sum(math.exp((v - s) / T) for v in vals)
+        score_map = dict(zip(self._names, (round(v, 4) for v in vals), strict=True))
+        thr = self.thresholds[name]
+        if s >= thr and conf >= self.escalate_below:  # the common case, built directly
+            return Decision(name, conf, score_map, "semantic", f"{name} {s:.3f} ({self.scoring}){note}",
+                            time.perf_counter() - t0, "matched", name, self.name)
+        if s < thr:
+            raw = Decision(None, conf, score_map, "semantic", f"best {name} {s:.3f} < threshold {thr:.3f}{note}",
                            0.0, "abstained", None, self.name)
         else:
             raw = Decision(name, conf, score_map, "semantic", f"{name} {s:.3f} ({self.scoring}){note}", 0.0, "matched", name, self.name)
