@@ -31,3 +31,13 @@ def test_first_python_example_runs(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].startswith("42")
     assert "'route': 'billing'" in out.stdout or "'route': '" in out.stdout
+
+
+@pytest.mark.local_model
+def test_routing_example_runs(tmp_path):
+    block = next(b for b in python_blocks() if "CascadeRouter" in b)
+    script = tmp_path / "routing_example.py"
+    script.write_text(block)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("billing ") and "matched" in out.stdout

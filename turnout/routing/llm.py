@@ -175,5 +175,12 @@ class LLMRouter:
         raw = Decision(route, conf, scores, "llm", reason + note, 0.0, "matched" if route else "abstained", route, self.name, cost)
         return finalize(raw, fallback=self.fallback, escalation=self.escalation, escalate_below=self.escalate_below, t0=t0)
 
-    async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]:
-        return list(await asyncio.gather(*(self.decide(x) for x in xs)))
+    async def decide_many(self, xs: Sequence[RouteInput], *, concurrency: int = 8) -> list[Decision]:
+        """Decide many inputs, at most ``concurrency`` model calls at a time (results in input order)."""
+        sem = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(x: RouteInput) -> Decision:
+            async with sem:
+                return await self.decide(x)
+
+        return list(await asyncio.gather(*(one(x) for x in xs)))
