@@ -74,3 +74,13 @@ async def test_batch_goes_stage_by_stage():
     assert [d.stage for d in ds[:2]] == ["rules", "semantic"]
     assert emb.calls == calls + 1  # the three rule misses were embedded together
     assert all(d.latency_s >= 0 for d in ds)
+
+
+async def test_targets_are_reachable_from_the_decision():
+    from turnout.routing import target_of
+
+    routes = [Route("billing", keywords=("invoice",), target={"handler": "billing-prompt"}), Route("general")]
+    c = CascadeRouter([Stage(RuleRouter(routes, name="rules"), 1.0)], fallback="general")
+    d = await c.decide("my invoice")
+    assert target_of(c, d) == {"handler": "billing-prompt"} and c.routes["billing"].target_kind == "handler"
+    assert target_of(c, await c.decide("hello")) == {}

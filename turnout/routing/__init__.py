@@ -5,6 +5,7 @@ from .base import Route as Route
 from .base import RouteInput as RouteInput
 from .base import Router as Router
 from .base import finalize as finalize
+from .base import target_of as target_of
 from .cascade import CascadeRouter as CascadeRouter
 from .cascade import Stage as Stage
 from .config import RouterSpec as RouterSpec
@@ -49,5 +50,6 @@ __all__ = [
     "load_spec",
     "metrics",
     "save_fitted",
+    "target_of",
     "threshold_sweep",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "finalize",
     "input_fields",
     "input_text",
+    "target_of",
 ]
 
 Outcome = Literal["matched", "escalated", "fallback", "abstained"]
@@ -126,6 +127,8 @@ class Router(Protocol):
     escalation: str | None
     escalate_below: float
 
+    routes: Mapping[str, Route]
+
     @property
     def route_names(self) -> list[str]: ...
 
@@ -134,6 +137,14 @@ class Router(Protocol):
         ...
 
     async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]: ...
+
+
+def target_of(router: Router, decision: Decision) -> Mapping[str, Any]:
+    """The target of the route a decision chose (``{}`` when it abstained or the route has none)."""
+    if decision.route is None:
+        return {}
+    r = router.routes.get(decision.route)
+    return r.target if r is not None else {}
 
 
 def finalize(

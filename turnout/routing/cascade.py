@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .._errors import ConfigError
 from .base import Decision, RouteInput, Router
@@ -43,10 +44,12 @@ class CascadeRouter:
         if not stages:
             raise ConfigError(f"CascadeRouter {name!r} needs at least one stage")
         names: list[str] = []
+        self.routes: dict[str, Any] = {}
         for st in stages:
             for n in st.router.route_names:
                 if n not in names:
                     names.append(n)
+            self.routes.update({k: v for k, v in getattr(st.router, "routes", {}).items() if k not in self.routes})
         for label, r in (("fallback", fallback), ("escalation", escalation)):
             if r is not None and r not in names:
                 raise ConfigError(f"CascadeRouter {name!r}: {label} route {r!r} is not a route of any stage")

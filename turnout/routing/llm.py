@@ -80,8 +80,8 @@ class LLMRouter:
         name: str = "llm",
     ) -> None:
         who = f"LLMRouter {name!r}"
-        self.all_routes = check_routes(routes, who=who)
-        check_policy_routes(list(self.all_routes), fallback, escalation, who=who)
+        self.routes = check_routes(routes, who=who)
+        check_policy_routes(list(self.routes), fallback, escalation, who=who)
         if samples < 1:
             raise ConfigError(f"{who}: samples must be >= 1")
         # the model chooses among routes it can be told about; escalation routes are the router's to pick
@@ -111,7 +111,7 @@ class LLMRouter:
 
     @property
     def route_names(self) -> list[str]:
-        return list(self.all_routes)
+        return list(self.routes)
 
     def request(self, text: str, seed: int | None = None) -> Request:
         return Request.of(
@@ -165,7 +165,11 @@ class LLMRouter:
             p = label_probability(c, route) if (route is not None and c is not None) else None
             conf = p if p is not None else (1.0 if route is not None else 0.0)
             scores = {route: round(conf, 4)} if route is not None else {}
-            reason = reasons[0] + (f" (p={p:.2f} from logprobs)" if p is not None else "")
+            if p is not None:
+                reason = reasons[0] + f" (p={p:.2f} from logprobs)"
+            else:
+                reason = reasons[0] + ("; no logprobs from this backend: confidence is not calibrated (use samples > 1)"
+                                       if route is not None else "")
         else:
             votes = Counter(label for label in labels if label is not None)
             route, n = votes.most_common(1)[0] if votes else (None, 0)

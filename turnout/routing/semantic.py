@@ -88,8 +88,8 @@ class SemanticRouter:
         cache: EmbeddingCache | None = None,
     ) -> None:
         who = f"SemanticRouter {name!r}"
-        self.all_routes = check_routes(routes, who=who)
-        check_policy_routes(list(self.all_routes), fallback, escalation, who=who)
+        self.routes = check_routes(routes, who=who)
+        check_policy_routes(list(self.routes), fallback, escalation, who=who)
         if scoring not in SCORINGS:
             raise ConfigError(f"{who}: scoring must be one of {', '.join(SCORINGS)}, not {scoring!r}")
         # routes with examples (or a description) are scored; the fallback/escalation routes may have none
@@ -115,7 +115,7 @@ class SemanticRouter:
 
     @property
     def route_names(self) -> list[str]:
-        return list(self.all_routes)
+        return list(self.routes)
 
     # -- index ---------------------------------------------------------------------------------
     async def prepare(self, *, warm: bool = False) -> None:
@@ -246,7 +246,7 @@ class SemanticRouter:
         """
         if not examples:
             raise ConfigError("fit() needs labelled examples")
-        names = set(self.all_routes)
+        names = set(self.routes)
         for _, y in examples:
             if y is not None and y not in names:
                 raise ConfigError(f"fit(): label {y!r} is not a route of {self.name!r} ({', '.join(sorted(names))})")
