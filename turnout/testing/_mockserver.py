@@ -83,6 +83,7 @@ class MockServer:
         host: str = "127.0.0.1",
         record: bool = True,
         retry_after: float = 1.0,
+        handler_cancellation: bool = False,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the mock server binds to loopback only")
@@ -100,6 +101,8 @@ class MockServer:
         self.active = 0
         self.max_active = 0
         self.disconnects = 0  # streams whose client went away before the end
+        self.handler_cancellation = handler_cancellation  # cancel a handler when its client disconnects
+        self.cancelled = 0  # handlers cancelled that way (with handler_cancellation=True)
         self._runner: web.AppRunner | None = None
 
     # -- control -----------------------------------------------------------------------------
@@ -128,7 +131,8 @@ class MockServer:
         return app
 
     async def start(self) -> MockServer:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5,
+                                     handler_cancellation=self.handler_cancellation)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
@@ -222,70 +226,76 @@ class MockServer:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
-            body, fault = await self._begin(request)
-            if self.latency:
-                await asyncio.sleep(self.latency)
-            if fault:
-                resp = await self._error(request, fault)
-                if resp is not None:
-                    return resp
-            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-                return web.json_response({"error": {"message": "'messages' must be a list", "type": "invalid_request_error"}}, status=400)
-            rf = body.get("response_format") or {}
-            schema = (rf.get("json_schema") or {}).get("schema") if rf.get("type") == "json_schema" else ({} if rf.get("type") == "json_object" else None)
-            text = self._answer(body, schema)
-            p_tok = sum(_words(str(m.get("content", ""))) for m in body["messages"])
-            c_tok = _words(text)
-            max_tokens = body.get("max_tokens")
-            finish = "stop"
-            if max_tokens is not None and c_tok > max_tokens:
-                text, c_tok, finish = " ".join(text.split()[:max_tokens]), max_tokens, "length"
-            cid = f"chatcmpl-mock{self.count}"
-            if not body.get("stream"):
-                if fault == "truncate":
-                    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-                    resp.content_length = 1000
-                    await resp.prepare(request)
-                    await resp.write(b'{"id": "x", "choices": [')
-                    if request.transport is not None:
-                        request.transport.close()
-                    return resp
-                return web.json_response({
-                    "id": cid, "object": "chat.completion", "created": int(time.time()), "model": body.get("model", "mock"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                    "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok},
-                })
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-            await resp.prepare(request)
-            pieces = [w + " " for w in text.split(" ")]
-            pieces[-1] = pieces[-1][:-1]
-
-            def chunk(delta: dict[str, Any], fin: str | None = None) -> bytes:
-                doc = {"id": cid, "object": "chat.completion.chunk", "model": body.get("model", "mock"),
-                       "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
-                return b"data: " + json.dumps(doc).encode() + b"\n\n"
-
-            try:
-                await resp.write(chunk({"role": "assistant", "content": ""}))
-                for i, piece in enumerate(pieces):
-                    if fault == "truncate" and i >= max(1, len(pieces) // 2):
-                        return resp  # ends without finish_reason or [DONE]
-                    if fault == "error_event" and i >= 1:
-                        await resp.write(b'data: {"error": {"message": "upstream failed mid-stream"}}\n\n')
-                        return resp
-                    if self.chunk_delay:
-                        await asyncio.sleep(self.chunk_delay)
-                    await resp.write(chunk({"content": piece}))
-                await resp.write(chunk({}, finish))
-                usage = {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}
-                await resp.write(b"data: " + json.dumps({"id": cid, "choices": [], "usage": usage}).encode() + b"\n\n")
-                await resp.write(b"data: [DONE]\n\n")
-            except (ConnectionResetError, asyncio.CancelledError):
-                self.disconnects += 1
-                raise
-            return resp
+            return await self._openai_inner(request)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         finally:
             self.active -= 1
+
+    async def _openai_inner(self, request: web.Request) -> web.StreamResponse:
+        body, fault = await self._begin(request)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if fault:
+            resp = await self._error(request, fault)
+            if resp is not None:
+                return resp
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return web.json_response({"error": {"message": "'messages' must be a list", "type": "invalid_request_error"}}, status=400)
+        rf = body.get("response_format") or {}
+        schema = (rf.get("json_schema") or {}).get("schema") if rf.get("type") == "json_schema" else ({} if rf.get("type") == "json_object" else None)
+        text = self._answer(body, schema)
+        p_tok = sum(_words(str(m.get("content", ""))) for m in body["messages"])
+        c_tok = _words(text)
+        max_tokens = body.get("max_tokens")
+        finish = "stop"
+        if max_tokens is not None and c_tok > max_tokens:
+            text, c_tok, finish = " ".join(text.split()[:max_tokens]), max_tokens, "length"
+        cid = f"chatcmpl-mock{self.count}"
+        if not body.get("stream"):
+            if fault == "truncate":
+                resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+                resp.content_length = 1000
+                await resp.prepare(request)
+                await resp.write(b'{"id": "x", "choices": [')
+                if request.transport is not None:
+                    request.transport.close()
+                return resp
+            return web.json_response({
+                "id": cid, "object": "chat.completion", "created": int(time.time()), "model": body.get("model", "mock"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok},
+            })
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        pieces = [w + " " for w in text.split(" ")]
+        pieces[-1] = pieces[-1][:-1]
+
+        def chunk(delta: dict[str, Any], fin: str | None = None) -> bytes:
+            doc = {"id": cid, "object": "chat.completion.chunk", "model": body.get("model", "mock"),
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
+            return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+        try:
+            await resp.write(chunk({"role": "assistant", "content": ""}))
+            for i, piece in enumerate(pieces):
+                if fault == "truncate" and i >= max(1, len(pieces) // 2):
+                    return resp  # ends without finish_reason or [DONE]
+                if fault == "error_event" and i >= 1:
+                    await resp.write(b'data: {"error": {"message": "upstream failed mid-stream"}}\n\n')
+                    return resp
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+                await resp.write(chunk({"content": piece}))
+            await resp.write(chunk({}, finish))
+            usage = {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}
+            await resp.write(b"data: " + json.dumps({"id": cid, "choices": [], "usage": usage}).encode() + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnects += 1
+            raise
+        return resp
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         self.active += 1

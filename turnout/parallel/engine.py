@@ -1,0 +1,236 @@
+"""One fan-out engine under sectioning, voting, guardrails and orchestration.
+
+Structured concurrency: ``min(cap, n)`` workers in one ``asyncio.TaskGroup`` pull branch indices in
+order, so no task outlives the call and a branch that was never started costs nothing. Every
+branch ends as an :class:`Envelope` — ``ok``, ``error``, ``timeout`` or ``cancelled`` — in input
+order, with its value or error, cost, tokens and latency.
+
+Policies: ``"best_effort"`` runs everything; ``"fail_fast"`` cancels the rest at the first failure;
+``Quorum(k)`` stops (and cancels the rest) as soon as k branches succeed. ``stop_when`` lets a caller
+(voting's early stop) end the fan-out after any branch. Cancellation is real: a cancelled branch's
+coroutine is cancelled, which closes its HTTP request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
+
+from .._errors import BudgetExceeded, ConfigError, TurnoutError
+
+__all__ = ["Envelope", "FanoutError", "FanoutResult", "Quorum", "fan_out"]
+
+T = TypeVar("T")
+Status = Literal["ok", "error", "timeout", "cancelled"]
+
+
+class Envelope(NamedTuple, Generic[T]):
+    index: int
+    status: Status
+    value: T | None = None
+    error: BaseException | None = None
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Quorum:
+    """Stop as soon as ``k`` branches have succeeded."""
+
+    k: int
+
+
+Policy = Literal["best_effort", "fail_fast"] | Quorum
+
+
+class FanoutError(TurnoutError, ExceptionGroup):  # type: ignore[misc]
+    """Raised by :meth:`FanoutResult.raise_for_errors`: every failed branch's error, grouped."""
+
+    def __new__(cls, message: str, errors: Sequence[BaseException]) -> FanoutError:
+        return super().__new__(cls, message, list(errors))
+
+    def __init__(self, message: str, errors: Sequence[BaseException]) -> None:
+        super().__init__(message, list(errors))
+
+
+@dataclass
+class FanoutResult(Generic[T]):
+    envelopes: list[Envelope[T]]
+    stopped_early: bool = False
+    stop_reason: str = ""
+    wall_s: float = 0.0
+    max_concurrent: int = 0
+
+    @property
+    def values(self) -> list[T]:
+        """The successful values, in input order."""
+        return [e.value for e in self.envelopes if e.status == "ok"]  # type: ignore[misc]
+
+    @property
+    def failed(self) -> list[Envelope[T]]:
+        return [e for e in self.envelopes if e.status in ("error", "timeout")]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(e.cost_usd for e in self.envelopes)
+
+    @property
+    def started(self) -> int:
+        return sum(1 for e in self.envelopes if not (e.status == "cancelled" and e.latency_s == 0.0))
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.envelopes:
+            out[e.status] = out.get(e.status, 0) + 1
+        return out
+
+    def raise_for_errors(self) -> None:
+        errs = [e.error or TimeoutError(f"branch {e.index} timed out") for e in self.failed]
+        if errs:
+            raise FanoutError(f"{len(errs)} of {len(self.envelopes)} branches failed", errs)
+
+
+def _usage(value: Any) -> tuple[float, int, int]:
+    cost = getattr(value, "cost_usd", 0.0) or 0.0
+    u = getattr(value, "usage", None)
+    return float(cost), int(getattr(u, "input_tokens", 0) or 0), int(getattr(u, "output_tokens", 0) or 0)
+
+
+async def fan_out(
+    branches: Sequence[Callable[[], Awaitable[T]]],
+    *,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    policy: Policy = "best_effort",
+    stop_when: Callable[[list[Envelope[T] | None]], bool] | None = None,
+    ledger: Any = None,
+    estimated_cost: float = 0.0,
+) -> FanoutResult[T]:
+    """Run ``branches`` (zero-argument coroutine functions) with at most ``concurrency`` at once.
+
+    ``timeout`` bounds each branch, ``deadline`` the whole fan-out (branches still running then
+    end as ``timeout``, those not started as ``cancelled``). With a ``ledger`` (BudgetLedger), a
+    fan-out whose ``estimated_cost`` (total) exceeds what is left is refused before anything starts.
+    """
+    n = len(branches)
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    if isinstance(policy, Quorum) and not 1 <= policy.k <= max(1, n):
+        raise ConfigError(f"quorum k={policy.k} is impossible with {n} branches")
+    if ledger is not None and estimated_cost > ledger.remaining + 1e-12:
+        raise BudgetExceeded(limit=ledger.limit, spent=ledger.spent, reserved=ledger.reserved, requested=estimated_cost,
+                             name=getattr(ledger, "name", ""))
+    t_start = time.perf_counter()
+    results: list[Envelope[T] | None] = [None] * n
+    if n == 0:
+        return FanoutResult([], wall_s=0.0)
+    cap = min(n, concurrency or n)
+    next_index = 0
+    running: dict[int, asyncio.Task[Any]] = {}  # branch index -> the worker task running it
+    state = {"stopping": False, "reason": "", "active": 0, "max_active": 0, "succeeded": 0, "deadline_hit": False}
+
+    def stop(reason: str) -> None:
+        if state["stopping"]:
+            return
+        state["stopping"] = True
+        state["reason"] = reason
+        me = asyncio.current_task()
+        for task in list(running.values()):
+            if task is not me:
+                task.cancel()
+
+    def after(env: Envelope[T]) -> None:
+        results[env.index] = env
+        if env.status == "ok":
+            state["succeeded"] += 1
+            if isinstance(policy, Quorum) and state["succeeded"] >= policy.k:
+                stop(f"quorum of {policy.k} reached")
+        elif env.status in ("error", "timeout") and policy == "fail_fast":
+            stop(f"branch {env.index} failed ({env.status})")
+        if stop_when is not None and not state["stopping"] and stop_when(results):
+            stop("stop condition met")
+
+    async def run_one(i: int) -> None:
+        t0 = time.perf_counter()
+        state["active"] += 1
+        state["max_active"] = max(state["max_active"], state["active"])
+        try:
+            if timeout is not None:
+                async with asyncio.timeout(timeout):
+                    value = await branches[i]()
+            else:
+                value = await branches[i]()
+        except TimeoutError as e:
+            after(Envelope(i, "timeout", None, e, time.perf_counter() - t0))
+        except asyncio.CancelledError:
+            if not state["stopping"]:
+                raise  # the caller cancelled us: structured cancellation propagates
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # our own stop: the branch ends as an envelope, the worker exits
+            status: Status = "timeout" if state["deadline_hit"] else "cancelled"
+            results[i] = Envelope(i, status, None, None, time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001 - every failure becomes an envelope
+            after(Envelope(i, "error", None, e, time.perf_counter() - t0))
+        else:
+            cost, tin, tout = _usage(value)
+            after(Envelope(i, "ok", value, None, time.perf_counter() - t0, cost, tin, tout))
+        finally:
+            state["active"] -= 1
+
+    async def worker() -> None:
+        nonlocal next_index
+        me = asyncio.current_task()
+        assert me is not None
+        while not state["stopping"] and next_index < n:
+            i = next_index
+            next_index += 1
+            running[i] = me
+            try:
+                await run_one(i)
+            except asyncio.CancelledError:
+                if not state["stopping"]:
+                    raise
+                if results[i] is None:
+                    results[i] = Envelope(i, "timeout" if state["deadline_hit"] else "cancelled", None, None, 0.0)
+                # a cancel aimed at the branch may also land between branches: swallow it, we are stopping
+                me.uncancel()
+                return
+            finally:
+                running.pop(i, None)
+
+    loop = asyncio.get_running_loop()
+    watchdog = None
+    if deadline is not None:
+        def on_deadline() -> None:
+            state["deadline_hit"] = True
+            for task in list(running.values()):
+                task.cancel()
+            stop(f"deadline of {deadline}s reached")
+
+        watchdog = loop.call_later(deadline, on_deadline)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(cap):
+                tg.create_task(worker())
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+    for i in range(n):
+        if results[i] is None:  # never started
+            results[i] = Envelope(i, "timeout" if state["deadline_hit"] else "cancelled")
+    return FanoutResult(results, state["stopping"], state["reason"], time.perf_counter() - t_start, state["max_active"])  # type: ignore[arg-type]
