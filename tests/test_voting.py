@@ -1,0 +1,148 @@
+"""Voting: extraction, pure tallies, tie policies, exact early stopping, judge, escalation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from turnout import ConfigError, ProviderUnavailable, Request
+from turnout.parallel import (
+    Vote,
+    beta_confidence,
+    extract_json_field,
+    extract_label,
+    extract_number,
+    extract_regex,
+    extract_text,
+    is_decided,
+    panel,
+    sampler,
+    tally,
+    threshold,
+    vote,
+)
+from turnout.testing import ScriptedModel
+
+
+def votes(*keys, sources=None):
+    return [Vote(k, str(k), (sources or [""] * len(keys))[i], 1.0, i) for i, k in enumerate(keys)]
+
+
+@pytest.mark.parametrize("text", ["42", "42.0", "The answer is 42.", "12 + 30 = 42", "4.2e1", "**42**"])
+def test_numbers_normalise_to_one_vote(text):
+    assert extract_number(text) == "42"
+
+
+def test_other_extractors():
+    assert extract_number("1,250 apples") == "1250" and extract_number("no digits") is None
+    assert extract_text("  Paris. ") == "paris"
+    lab = extract_label(["billing", "technical_support"], synonyms={"tech": "technical_support"})
+    assert lab("Billing") == "billing" and lab("I think it's technical support.") == "technical_support"
+    assert lab("tech") == "technical_support" and lab("billing or technical support") is None and lab("sales") is None
+    assert extract_json_field("answer.value")('Sure: {"answer": {"value": 42.0}}') == "42"
+    assert extract_json_field("ok")('{"ok": true}') == "true" and extract_json_field("x")("not json") is None
+    assert extract_regex(r"answer:\s*(\w+)")("The ANSWER: Yes!") == "yes"
+
+
+def test_plurality_majority_unanimity_threshold():
+    v = votes("a", "a", "b", "c", None)
+    p = tally(v)
+    assert (p.answer, p.outcome, p.abstained) == ("a", "decided", 1) and p.agreement == pytest.approx(0.5)
+    assert tally(v, rule="majority").outcome == "no_decision"  # 2 of 4 valid votes is not > 50%
+    assert tally(votes("a", "a", "b"), rule="majority").answer == "a"
+    assert tally(votes("a", "a", "a"), rule="unanimity").answer == "a"
+    assert tally(votes("a", "a", "b"), rule="unanimity").answer is None
+    assert tally(votes("a", "a", "b"), rule=threshold(0.6)).answer == "a"
+    assert tally(votes("a", "a", "b", "b", "c"), rule=threshold(0.6)).answer is None
+    assert tally(votes(None, None)).outcome == "no_votes"
+
+
+def test_weighted_votes():
+    v = votes("a", "b", "b", sources=["strong", "weak", "weak"])
+    assert tally(v).answer == "b"
+    assert tally(v, weights={"strong": 3.0, "weak": 1.0}).answer == "a"
+
+
+@pytest.mark.parametrize(
+    ("policy", "answer", "outcome"),
+    [("escalate", None, "tie"), ("first_seen", "b", "decided"), ("weight_order", "a", "decided"), ("judge", None, "tie")],
+)
+def test_tie_policies(policy, answer, outcome):
+    v = votes("b", "a", sources=["small", "big"])
+    t = tally(v, tie=policy, weights={"big": 1.0, "small": 1.0}, source_order=["big", "small"])
+    assert (t.answer, t.outcome) == (answer, outcome) and t.tied == ["b", "a"]
+
+
+def test_decided_rule_is_exact():
+    # 8 planned: after 4 unanimous votes the other 4 could still tie; after 5 they cannot
+    assert not is_decided(votes("a", "a", "a", "a"), 8)
+    assert is_decided(votes("a", "a", "a", "a", "a"), 8)
+    assert not is_decided(votes("a", "b", "a", "a", "a", "b"), 8)  # 4-2 with 2 left: could tie
+    assert is_decided(votes("a", "b", "a", "a", "a", "b", "a"), 8)
+
+
+def test_beta_rule():
+    assert beta_confidence(3, 0) == pytest.approx(15 / 16) and beta_confidence(4, 0) == pytest.approx(31 / 32)
+    assert not is_decided(votes("a", "a", "a"), 8, mode="beta", level=0.95)
+    assert is_decided(votes("a", "a", "a", "a"), 8, mode="beta", level=0.95)
+
+
+async def test_adaptive_voting_stops_exactly_when_decided():
+    m = ScriptedModel(default="The answer is 7.")
+    v = await vote(sampler(m, Request.of("3 + 4?")), 8, extract=extract_number, wave=1)
+    assert v.answer == "7" and m.calls == 5 and v.samples_used == 5 and v.samples_saved == 3
+    assert "stopped early" in v.reason and v.agreement == 1.0
+
+
+async def test_fixed_n_without_early_stop_uses_all_samples():
+    m = ScriptedModel(default="7")
+    v = await vote(sampler(m, Request.of("q")), 8, extract=extract_number, early_stop=None, wave=4)
+    assert m.calls == 8 and v.samples_used == 8 and v.answer == "7"
+
+
+async def test_split_votes_run_to_the_end_and_seeds_differ():
+    m = ScriptedModel(queue=["1", "2"] * 4)
+    v = await vote(sampler(m, Request.of("q")), 8, extract=extract_number, wave=2)
+    assert m.calls == 8 and v.outcome == "tie"
+    assert len({r.seed for r in m.history}) == 8 and all(r.temperature == 0.7 for r in m.history)
+
+
+async def test_unparseable_and_failed_samples_are_reported():
+    m = ScriptedModel(queue=["I don't know", ProviderUnavailable("down"), "5", "5", "5"])
+    v = await vote(sampler(m, Request.of("q")), 5, extract=extract_number, wave=1, early_stop=None)
+    assert v.answer == "5" and v.abstained == 1 and "1 samples failed" in v.reason
+
+
+async def test_judge_settles_a_tie_and_invalid_choices_escalate():
+    m = ScriptedModel(queue=["12", "13"])
+    judge = ScriptedModel(default=json.dumps({"choice": 1}))
+    v = await vote(sampler(m, Request.of("q")), 2, extract=extract_number, tie="judge", judge=judge, question="5+8?")
+    assert v.answer == "13" and v.outcome == "judged" and "Candidate answers" in judge.history[0].messages[-1].content
+    bad = ScriptedModel(default=json.dumps({"choice": 9}))
+    m2 = ScriptedModel(queue=["12", "13"])
+    v2 = await vote(sampler(m2, Request.of("q")), 2, extract=extract_number, tie="judge", judge=bad)
+    assert v2.answer is None and v2.outcome == "escalated" and "invalid choice" in v2.reason
+    with pytest.raises(ConfigError):
+        await vote(sampler(m, Request.of("q")), 2, tie="judge")
+
+
+async def test_low_agreement_triggers_the_escalation_hook():
+    m = ScriptedModel(queue=["1", "2", "3", "1"])
+    strong = ScriptedModel(default="1")
+    called = []
+
+    async def escalate(v):
+        called.append(v.agreement)
+        c = await strong.complete(Request.of("q"))
+        return tally([Vote(extract_number(c.text), c.text, "strong")])
+
+    v = await vote(sampler(m, Request.of("q")), 4, extract=extract_number, early_stop=None, escalate_below=0.75, on_escalate=escalate)
+    assert called == [0.5] and v.answer == "1" and v.outcome == "escalated" and strong.calls == 1
+
+
+async def test_panel_of_models_with_weights():
+    a, b, c = ScriptedModel(default="x", name="a"), ScriptedModel(default="y", name="b"), ScriptedModel(default="y", name="c")
+    sample, sources = panel([(a, Request.of("q")), (b, Request.of("q")), (c, Request.of("q"))])
+    v = await vote(sample, 3, sources=sources, early_stop=None, wave=3, weights={"a": 5.0})
+    assert v.answer == "x" and sources == ["a", "b", "c"]

@@ -1,0 +1,394 @@
+"""Voting: the same task N times (or across a panel of models/prompts), answers extracted and
+normalised, tallied by a pure function, ties settled by an explicit policy, and sampling stopped
+as soon as the outcome is decided.
+
+Extraction makes "42", "42.0" and "The answer is 42." one vote; an answer nothing can be extracted
+from is an abstaining vote, counted and reported. Tallies (``plurality``, ``majority``,
+``unanimity``, ``threshold(q)``, any of them weighted by model) are pure functions of the votes.
+
+Early stopping (``early_stop=``):
+- ``"decided"``: stop when the votes still to come cannot change the winner;
+- ``"beta"``: Adaptive-Consistency style — stop when P(leader's true share > runner-up's), under a
+  uniform Beta prior on the two leading answers, reaches ``confidence_level``.
+Samples run ``wave`` at a time through the fan-out engine, so stopping saves real calls (and
+cancels the ones in flight).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .._errors import ConfigError, TurnoutError
+from .._types import Completion, Request, ResponseFormat
+from ..models.base import ChatModel
+from .engine import fan_out
+
+__all__ = [
+    "Verdict",
+    "Vote",
+    "beta_confidence",
+    "extract_json_field",
+    "extract_label",
+    "extract_number",
+    "extract_regex",
+    "extract_text",
+    "is_decided",
+    "tally",
+    "threshold",
+    "vote",
+]
+
+Extractor = Callable[[str], "str | None"]
+
+# -- extraction ---------------------------------------------------------------------------------
+_NUM = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def normalise_number(s: str) -> str | None:
+    try:
+        v = float(s.replace(",", ""))
+    except ValueError:
+        return None
+    if math.isnan(v) or math.isinf(v):
+        return None
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return repr(round(v, 10))
+
+
+def extract_number(text: str) -> str | None:
+    """The last number in the text, normalised: "42", "42.0", "The answer is 42." and "4.2e1" -> "42"."""
+    nums = _NUM.findall(text or "")
+    return normalise_number(nums[-1]) if nums else None
+
+
+def extract_text(text: str) -> str | None:
+    """The whole answer, case- and whitespace-normalised, trailing punctuation dropped."""
+    s = re.sub(r"\s+", " ", (text or "").strip().lower()).rstrip(".!")
+    return s or None
+
+
+def extract_label(labels: Sequence[str], synonyms: Mapping[str, str] | None = None) -> Extractor:
+    """One label out of a set: an exact (normalised) match, else the only label named in the text."""
+    norm = {re.sub(r"[\s_-]+", " ", x.lower()).strip(): x for x in labels}
+    for k, v in (synonyms or {}).items():
+        norm[re.sub(r"[\s_-]+", " ", k.lower()).strip()] = v
+    pats = {k: re.compile(rf"\b{re.escape(k)}\b") for k in norm}
+
+    def extract(text: str) -> str | None:
+        t = re.sub(r"[\s_-]+", " ", (text or "").lower()).strip().strip(".\"'!")
+        if t in norm:
+            return norm[t]
+        found = {norm[k] for k, p in pats.items() if p.search(t)}
+        return found.pop() if len(found) == 1 else None
+
+    return extract
+
+
+def extract_json_field(path: str, *, as_number: bool = False) -> Extractor:
+    """A field of a JSON answer (dotted path, list indices allowed); numbers normalised."""
+    keys = path.split(".")
+
+    def extract(text: str) -> str | None:
+        m = re.search(r"\{.*\}|\[.*\]", text or "", re.S)
+        try:
+            v: Any = json.loads(m.group(0) if m else text)
+        except (ValueError, TypeError):
+            return None
+        for k in keys:
+            if isinstance(v, dict) and k in v:
+                v = v[k]
+            elif isinstance(v, list) and k.isdigit() and int(k) < len(v):
+                v = v[int(k)]
+            else:
+                return None
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, (int, float)) or as_number:
+            return normalise_number(str(v))
+        return extract_text(str(v)) if v is not None else None
+
+    return extract
+
+
+def extract_regex(pattern: str, group: int | str = 1, *, number: bool = False) -> Extractor:
+    rx = re.compile(pattern, re.I | re.S)
+
+    def extract(text: str) -> str | None:
+        m = rx.search(text or "")
+        if not m:
+            return None
+        g = m.group(group)
+        return normalise_number(g) if number else extract_text(g)
+
+    return extract
+
+
+# -- votes and verdicts ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Vote:
+    key: str | None  # the normalised answer; None = abstained (nothing could be extracted)
+    raw: str
+    source: str = ""  # model (or panel member) that cast it
+    weight: float = 1.0
+    index: int = 0
+    cost_usd: float = 0.0
+
+
+Outcome = Literal["decided", "tie", "no_decision", "no_votes", "judged", "escalated"]
+
+
+@dataclass
+class Verdict:
+    answer: str | None
+    agreement: float  # the winner's share of the (weighted) valid votes
+    confidence: float
+    counts: dict[str, float]
+    votes: list[Vote]
+    outcome: Outcome
+    reason: str
+    samples_used: int = 0
+    samples_planned: int = 0
+    abstained: int = 0
+    tied: list[str] = field(default_factory=list)
+    cost_usd: float = 0.0
+
+    @property
+    def samples_saved(self) -> int:
+        return self.samples_planned - self.samples_used
+
+
+Rule = Literal["plurality", "majority", "unanimity"] | float  # a float q: the winner needs a share >= q
+TiePolicy = Literal["escalate", "weight_order", "first_seen", "judge"]
+
+
+def threshold(q: float) -> float:
+    """``rule=threshold(0.6)``: the winner needs at least 60% of the valid votes."""
+    if not 0 < q <= 1:
+        raise ConfigError(f"a threshold quorum is a share in (0, 1], not {q}")
+    return q
+
+
+def _counts(votes: Sequence[Vote], weights: Mapping[str, float] | None) -> tuple[dict[str, float], dict[str, int]]:
+    counts: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for v in votes:
+        if v.key is None:
+            continue
+        w = weights.get(v.source, v.weight) if weights else v.weight
+        counts[v.key] = counts.get(v.key, 0.0) + w
+        first.setdefault(v.key, v.index)
+    return counts, first
+
+
+def tally(
+    votes: Sequence[Vote],
+    *,
+    rule: Rule = "plurality",
+    tie: TiePolicy = "escalate",
+    weights: Mapping[str, float] | None = None,
+    source_order: Sequence[str] = (),
+) -> Verdict:
+    """Pure: the verdict of these votes under ``rule``, with ties settled by ``tie``.
+
+    ``weights`` maps a vote's source (model) to its weight; ``source_order`` ranks sources for
+    ``tie="weight_order"`` (default: by weight, then first seen). ``tie="judge"`` leaves the tie
+    for the caller's judge (``outcome="tie"``, ``tied`` lists the candidates).
+    """
+    counts, first = _counts(votes, weights)
+    abstained = sum(1 for v in votes if v.key is None)
+    total = sum(counts.values())
+    used = len(votes)
+    cost = sum(v.cost_usd for v in votes)
+    if not counts:
+        return Verdict(None, 0.0, 0.0, {}, list(votes), "no_votes", f"no usable answer in {used} votes", used, used, abstained, cost_usd=cost)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], first[kv[0]]))
+    top = ranked[0][1]
+    tied = [k for k, c in ranked if abs(c - top) < 1e-9]
+    share = top / total
+    base = dict(counts=dict(ranked), votes=list(votes), samples_used=used, samples_planned=used, abstained=abstained, cost_usd=cost)
+    if len(tied) > 1 and rule != "unanimity":
+        if tie == "first_seen":
+            win = min(tied, key=lambda k: first[k])
+            return Verdict(win, share, share, outcome="decided", reason=f"tie between {tied}; first seen wins", tied=tied, **base)  # type: ignore[arg-type]
+        if tie == "weight_order":
+            order = list(source_order) or sorted({v.source for v in votes}, key=lambda s: -(weights or {}).get(s, 1.0))
+            rank = {s: i for i, s in enumerate(order)}
+            best = min((v for v in votes if v.key in tied), key=lambda v: (rank.get(v.source, len(rank)), v.index))
+            return Verdict(best.key, share, share, outcome="decided", reason=f"tie between {tied}; {best.source or 'first source'} ranks first",
+                           tied=tied, **base)  # type: ignore[arg-type]
+        return Verdict(None, share, share, outcome="tie", reason=f"tie between {', '.join(tied)}", tied=tied, **base)  # type: ignore[arg-type]
+    win = ranked[0][0]
+    if rule == "unanimity" and len(counts) > 1:
+        return Verdict(None, share, share, outcome="no_decision", reason=f"not unanimous: {dict(ranked)}", **base)  # type: ignore[arg-type]
+    if rule == "majority" and not share > 0.5:
+        return Verdict(None, share, share, outcome="no_decision", reason=f"no absolute majority ({share:.0%} for {win})", **base)  # type: ignore[arg-type]
+    if isinstance(rule, float) and share < rule:
+        return Verdict(None, share, share, outcome="no_decision", reason=f"{win} has {share:.0%} < {rule:.0%}", **base)  # type: ignore[arg-type]
+    return Verdict(win, share, share, outcome="decided", reason=f"{win}: {top:g} of {total:g} votes ({share:.0%})", **base)  # type: ignore[arg-type]
+
+
+def beta_confidence(leader: float, runner_up: float) -> float:
+    """P(p_leader > p_runner_up | counts) with a uniform prior: P(Beta(a+1, b+1) > 1/2).
+
+    For whole counts this is exactly P(Binomial(a+b+1, 1/2) <= a); fractional (weighted) counts are
+    rounded down, which only makes stopping later.
+    """
+    a, b = int(leader), int(runner_up)
+    n = a + b + 1
+    return sum(math.comb(n, k) for k in range(a + 1)) / 2**n
+
+
+def is_decided(
+    votes: Sequence[Vote], planned: int, *, rule: Rule = "plurality", mode: str = "decided", level: float = 0.95,
+    weights: Mapping[str, float] | None = None,
+) -> bool:
+    """Pure: can sampling stop? ``planned`` is the total votes that would be cast."""
+    counts, _ = _counts(votes, weights)
+    remaining = max(0, planned - len(votes))
+    if remaining == 0:
+        return True
+    if not counts:
+        return False
+    ranked = sorted(counts.values(), reverse=True)
+    lead, second = ranked[0], (ranked[1] if len(ranked) > 1 else 0.0)
+    w_max = max((weights or {}).values(), default=1.0) if weights else 1.0
+    if mode == "beta":
+        return beta_confidence(lead, second) >= level
+    if rule == "unanimity":
+        return len(counts) > 1  # already failed; more votes cannot make it unanimous
+    if rule == "majority":
+        total_max = sum(counts.values()) + remaining * w_max
+        return lead > total_max / 2 or lead + remaining * w_max <= (total_max / 2)
+    return lead - second > remaining * w_max  # plurality (and threshold): the runner-up cannot catch up
+
+
+# -- the driver ---------------------------------------------------------------------------------
+Sampler = Callable[[int], Awaitable["Completion | str"]]
+
+
+async def _judge(judge: ChatModel, question: str, verdict: Verdict) -> Verdict:
+    cands = verdict.tied or list(verdict.counts)
+    examples = {}
+    for v in verdict.votes:
+        if v.key in cands and v.key not in examples:
+            examples[v.key] = v.raw
+    listing = "\n".join(f"{i}: {examples[k][:800]}" for i, k in enumerate(cands))
+    req = Request.of(
+        f"Question:\n{question}\n\nCandidate answers:\n{listing}\n\nWhich candidate answer is correct? "
+        'Reply with JSON {"choice": <number>}.',
+        system="You are a careful judge.", temperature=0.0, max_tokens=16,
+        response_format=ResponseFormat.json_schema(
+            {"type": "object", "properties": {"choice": {"type": "integer", "enum": list(range(len(cands)))}}, "required": ["choice"]}),
+    )
+    try:
+        c = await judge.complete(req)
+        choice = json.loads(c.text).get("choice")
+    except (TurnoutError, ValueError, AttributeError) as e:
+        verdict.reason += f"; judge failed ({type(e).__name__}): escalated"
+        verdict.outcome = "escalated"
+        return verdict
+    if not isinstance(choice, int) or not 0 <= choice < len(cands):
+        verdict.reason += f"; judge returned an invalid choice {choice!r}: escalated"
+        verdict.outcome = "escalated"
+        return verdict
+    verdict.answer = cands[choice]
+    verdict.outcome = "judged"
+    verdict.cost_usd += c.cost_usd
+    verdict.reason += f"; judge chose {cands[choice]}"
+    return verdict
+
+
+async def vote(
+    sample: Sampler,
+    n: int,
+    *,
+    extract: Extractor = extract_text,
+    rule: Rule = "plurality",
+    tie: TiePolicy = "escalate",
+    weights: Mapping[str, float] | None = None,
+    sources: Sequence[str] | None = None,
+    early_stop: Literal["decided", "beta"] | None = "decided",
+    confidence_level: float = 0.95,
+    min_samples: int = 2,
+    wave: int = 2,
+    timeout: float | None = None,
+    judge: ChatModel | None = None,
+    question: str = "",
+    escalate_below: float | None = None,
+    on_escalate: Callable[[Verdict], Awaitable[Verdict | None]] | None = None,
+) -> Verdict:
+    """Cast up to ``n`` votes, ``sample(i)`` producing the i-th answer, ``wave`` at a time.
+
+    ``sources[i]`` names who cast vote i (for weights and ``tie="weight_order"``). With
+    ``escalate_below``, a verdict whose agreement is lower calls ``on_escalate`` (e.g. ask a stronger
+    model or queue for a person); what it returns replaces the verdict.
+    """
+    if n < 1:
+        raise ConfigError("vote() needs n >= 1")
+    if tie == "judge" and judge is None:
+        raise ConfigError('tie="judge" needs judge=<a ChatModel>')
+
+    def to_vote(i: int, out: Completion | str) -> Vote:
+        raw = out.text if isinstance(out, Completion) else str(out)
+        src = sources[i] if sources else (out.model if isinstance(out, Completion) else "")
+        return Vote(extract(raw), raw, src, 1.0, i, out.cost_usd if isinstance(out, Completion) else 0.0)
+
+    def branch(i: int) -> Callable[[], Awaitable[Vote]]:
+        async def run() -> Vote:
+            return to_vote(i, await sample(i))
+        return run
+
+    def stop_when(envs: list[Any]) -> bool:
+        if early_stop is None:
+            return False
+        done = [e.value for e in envs if e is not None and e.status == "ok"]
+        failed = sum(1 for e in envs if e is not None and e.status != "ok")
+        if len(done) < min_samples:
+            return False
+        return is_decided(done, n - failed, rule=rule, mode=early_stop, level=confidence_level, weights=weights)
+
+    res = await fan_out([branch(i) for i in range(n)], concurrency=max(1, wave), timeout=timeout, stop_when=stop_when)
+    cast = [e.value for e in res.envelopes if e.status == "ok"]
+    errors = [e for e in res.envelopes if e.status in ("error", "timeout")]
+    v = tally(cast, rule=rule, tie=tie, weights=weights, source_order=list(dict.fromkeys(sources)) if sources else ())  # type: ignore[arg-type]
+    v.samples_planned = n
+    v.samples_used = res.started
+    v.cost_usd = sum(x.cost_usd for x in cast)
+    if errors:
+        v.reason += f"; {len(errors)} samples failed ({', '.join(sorted({e.status for e in errors}))})"
+    if res.stopped_early:
+        v.reason += f"; stopped early after {v.samples_used} of {n} samples"
+    if v.outcome == "tie" and tie == "judge" and judge is not None:
+        v = await _judge(judge, question, v)
+    if escalate_below is not None and (v.answer is None or v.agreement < escalate_below) and on_escalate is not None:
+        v.reason += f"; agreement {v.agreement:.0%} below {escalate_below:.0%}: escalated"
+        replaced = await on_escalate(v)
+        if replaced is not None:
+            v = replaced
+        v.outcome = "escalated" if v.outcome != "judged" else v.outcome
+    return v
+
+
+def sampler(model: ChatModel, request: Request, *, temperature: float = 0.7, seed: int = 1000) -> Sampler:
+    """Samples of one request from one model: the given temperature, a different seed each."""
+    t = request.temperature if request.temperature not in (None, 0.0) else temperature
+
+    async def run(i: int) -> Completion:
+        return await model.complete(request.with_(temperature=t, seed=seed + i))
+
+    return run
+
+
+def panel(members: Sequence[tuple[ChatModel, Request]]) -> tuple[Sampler, list[str]]:
+    """A panel of (model, request) pairs: vote i goes to member i. Returns (sampler, sources)."""
+    async def run(i: int) -> Completion:
+        m, r = members[i]
+        return await m.complete(r)
+
+    return run, [m.name for m, _ in members]
