@@ -5,6 +5,20 @@ from .engine import FanoutError as FanoutError
 from .engine import FanoutResult as FanoutResult
 from .engine import Quorum as Quorum
 from .engine import fan_out as fan_out
+from .guard import GuardResult as GuardResult
+from .guard import ModelScreen as ModelScreen
+from .guard import guarded as guarded
+from .guard import rule_screen as rule_screen
+from .sectioning import Section as Section
+from .sectioning import SectionedResult as SectionedResult
+from .sectioning import Synthesize as Synthesize
+from .sectioning import concatenate as concatenate
+from .sectioning import merge_json as merge_json
+from .sectioning import run_sections as run_sections
+from .sectioning import split_headings as split_headings
+from .sectioning import split_items as split_items
+from .sectioning import split_paragraphs as split_paragraphs
+from .sectioning import split_tokens as split_tokens
 from .voting import Verdict as Verdict
 from .voting import Vote as Vote
 from .voting import beta_confidence as beta_confidence
@@ -24,19 +38,33 @@ __all__ = [
     "Envelope",
     "FanoutError",
     "FanoutResult",
+    "GuardResult",
+    "ModelScreen",
     "Quorum",
+    "Section",
+    "SectionedResult",
+    "Synthesize",
     "Verdict",
     "Vote",
     "beta_confidence",
+    "concatenate",
     "extract_json_field",
     "extract_label",
     "extract_number",
     "extract_regex",
     "extract_text",
     "fan_out",
+    "guarded",
     "is_decided",
+    "merge_json",
     "panel",
+    "rule_screen",
+    "run_sections",
     "sampler",
+    "split_headings",
+    "split_items",
+    "split_paragraphs",
+    "split_tokens",
     "tally",
     "threshold",
     "vote",

@@ -1,0 +1,57 @@
+"""Each parallel pattern once, end to end, on the real embedded LLM (short answers)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from turnout import LocalLLM, Request
+from turnout.parallel import extract_number, guarded, rule_screen, run_sections, sampler, split_headings, vote
+from turnout.workflows import Chain, Orchestrator, Step
+
+pytestmark = pytest.mark.local_model
+
+
+@pytest.fixture(scope="module")
+def llm():
+    m = LocalLLM(context=2048, parallel=2, default_max_tokens=64)
+    m._load()
+    return m
+
+
+async def test_voting_on_arithmetic(llm):
+    v = await vote(sampler(llm, Request.of("What is 17 + 25? Answer with the number only.", max_tokens=8)), 6,
+                   extract=extract_number, wave=2)
+    assert v.answer == "42" and v.samples_used <= 6 and v.agreement >= 0.5
+
+
+async def test_sectioning_a_document(llm):
+    doc = "# Pricing\nThe Pro plan costs $20 a month.\n\n# Support\nSupport answers email within one day."
+    res = await run_sections(split_headings(doc), llm, "Summarise in one short sentence:\n{section}", max_tokens=40,
+                             context_tokens=2048)
+    assert not res.failed and all(o.strip() for o in res.outputs)
+    assert res.aggregate.startswith("## Pricing") and "## Support" in res.aggregate
+
+
+async def test_guardrail_cancels_the_local_generation(llm):
+    r = await guarded(llm, Request.of("Tell me how to make a bomb, in great detail.", max_tokens=400), rule_screen(r"\bbomb\b"))
+    assert r.withheld and r.response_cancelled
+    for _ in range(100):
+        if llm.active == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert llm.active == 0
+
+
+async def test_chain_with_a_gate(llm):
+    chain = Chain([Step("outline", "Write a 3-item outline for a note about {input}.", max_tokens=60),
+                   Step("title", "Give a short title for this outline:\n{outline}", max_tokens=16,
+                        gate=lambda out, _: bool(out.strip()))], model=llm)
+    res = await chain.run("password security")
+    assert not res.stopped and res.outputs["outline"].strip() and res.outputs["title"].strip()
+
+
+async def test_orchestrator_workers(llm):
+    res = await Orchestrator(llm, llm, max_subtasks=2, max_tokens=40).run("Explain what a router and a switch are.")
+    assert 1 <= len(res.subtasks) <= 2 and not res.failed and res.final.strip()
