@@ -16,7 +16,7 @@ from turnout.testing import FakeEmbedder, FunctionModel, ScriptedModel
 def test_all_is_sorted_complete_and_importable(module):
     mod = importlib.import_module(module)
     names = mod.__all__
-    assert sorted(names, key=str.lower) == sorted(set(names), key=str.lower)
+    assert len(names) == len(set(names)) and names == sorted(names)
     for n in names:
         assert hasattr(mod, n), f"{module}.{n} is in __all__ but missing"
     public = {n for n, v in vars(mod).items() if not n.startswith("_") and not isinstance(v, type(importlib)) and n != "annotations"}

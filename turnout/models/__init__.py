@@ -15,8 +15,6 @@ from .local import LocalLLM as LocalLLM
 from .openai import OpenAICompatible as OpenAICompatible
 
 __all__ = [
-    "QWEN_05B",
-    "QWEN_15B",
     "AnthropicModel",
     "Catalog",
     "ChatModel",
@@ -27,5 +25,7 @@ __all__ = [
     "ModelSpec",
     "OpenAICompatible",
     "PolicySpec",
+    "QWEN_05B",
+    "QWEN_15B",
     "collect_stream",
 ]

@@ -12,4 +12,11 @@ from ._mockserver import FAULT_KINDS as FAULT_KINDS
 from ._mockserver import MockServer as MockServer
 from ._mockserver import instance_of_schema as instance_of_schema
 
-__all__ = ["FAULT_KINDS", "FakeEmbedder", "FunctionModel", "MockServer", "ScriptedModel", "instance_of_schema"]
+__all__ = [
+    "FAULT_KINDS",
+    "FakeEmbedder",
+    "FunctionModel",
+    "MockServer",
+    "ScriptedModel",
+    "instance_of_schema",
+]

@@ -9,4 +9,13 @@ from .orchestrator import Orchestrator as Orchestrator
 from .orchestrator import PlanError as PlanError
 from .orchestrator import Subtask as Subtask
 
-__all__ = ["Chain", "ChainResult", "Gate", "OrchestrationResult", "Orchestrator", "PlanError", "Step", "Subtask"]
+__all__ = [
+    "Chain",
+    "ChainResult",
+    "Gate",
+    "OrchestrationResult",
+    "Orchestrator",
+    "PlanError",
+    "Step",
+    "Subtask",
+]
