@@ -41,3 +41,14 @@ def test_routing_example_runs(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("billing ") and "matched" in out.stdout
+
+
+@pytest.mark.local_model
+def test_parallel_example_runs(tmp_path):
+    block = next(b for b in python_blocks() if "run_sections" in b)
+    script = tmp_path / "parallel_example.py"
+    script.write_text(block)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("42 ") and "## Pricing" in out.stdout and lines[-1].startswith("True ")
