@@ -6,7 +6,9 @@ deterministic per seed). For each problem:
 - single: one sample at the sampling temperature (the first of the fixed-N samples);
 - fixed-N: N samples at the sampling temperature (``--temperature``, default 0.7), plurality vote;
 - adaptive: the same sampling, ``early_stop="decided"`` (stop when the rest cannot change the
-  winner) and ``early_stop="beta"`` (Adaptive-Consistency's Beta rule at 0.95), in waves of 2.
+  winner) and ``early_stop="beta"`` (Adaptive-Consistency's Beta rule at 0.95), in waves of 2;
+- a replay of the fixed-N votes one at a time under each stopping rule (decided, Beta at 0.95,
+  0.9, 0.8): the pure stopping functions on the recorded votes, no extra calls.
 Reports accuracy and mean samples used. Target: adaptive ≤ half the samples of fixed N=8 with
 accuracy within 1 point.
 
@@ -23,7 +25,7 @@ import statistics
 import time
 
 from turnout import LocalLLM, Request
-from turnout.parallel import extract_number, sampler, vote
+from turnout.parallel import extract_number, is_decided, sampler, tally, vote
 
 NAMES = ["Tom", "Ana", "Li", "Sara", "Omar", "Kim", "Ravi", "Eva"]
 THINGS = ["apples", "stickers", "marbles", "books", "coins", "pencils"]
@@ -69,7 +71,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                          early_stop="decided", wave=2)
         beta = await vote(sampler(llm, req, temperature=args.temperature, seed=100), args.samples, extract=extract_number,
                           early_stop="beta", confidence_level=0.95, wave=2)
-        rows.append({"answer": str(ans), "greedy": greedy, "single": single, "fixed": fixed.answer, "decided": dec.answer,
+        seq = [vt for vt in sorted(fixed.votes, key=lambda vt: vt.index)]
+        sims = {}
+        for label, mode, level in (("decided", "decided", 0.95), ("beta_0.95", "beta", 0.95), ("beta_0.9", "beta", 0.9),
+                                   ("beta_0.8", "beta", 0.8)):
+            k = next((j for j in range(2, len(seq) + 1) if is_decided(seq[:j], args.samples, mode=mode, level=level)), len(seq))
+            sims[label] = (tally(seq[:k]).answer, k)
+        rows.append({"sim": sims, "answer": str(ans), "greedy": greedy, "single": single, "fixed": fixed.answer, "decided": dec.answer,
                      "decided_used": dec.samples_used, "beta": beta.answer, "beta_used": beta.samples_used,
                      "fixed_used": fixed.samples_used})
     wall = time.perf_counter() - t0
@@ -80,6 +88,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     return {
         "problems": len(rows), "model": args.model, "samples": args.samples, "temperature": args.temperature, "wall_s": round(wall, 1),
         "accuracy": {k: round(acc(k), 4) for k in ("greedy", "single", "fixed", "decided", "beta")},
+        "sequential_replay": {
+            label: {"accuracy": round(sum(r["sim"][label][0] == r["answer"] for r in rows) / len(rows), 4),
+                    "mean_samples": round(statistics.mean(r["sim"][label][1] for r in rows), 3)}
+            for label in ("decided", "beta_0.95", "beta_0.9", "beta_0.8")
+        },
         "mean_samples": {"single": 1, "fixed": statistics.mean(r["fixed_used"] for r in rows),
                          "decided": round(statistics.mean(r["decided_used"] for r in rows), 3),
                          "beta": round(statistics.mean(r["beta_used"] for r in rows), 3)},
@@ -112,6 +125,12 @@ def main() -> None:
         used = 1 if k in ("greedy", "single") else r["mean_samples"][k]  # type: ignore[index]
         t.add_row(label, f"{r['accuracy'][k]:.3f}", f"{used:.2f}", f"{used / fixed_used:.2f}")  # type: ignore[index]
     Console().print(t)
+    t2 = Table(title="the same fixed-N votes replayed one at a time (wave 1) under each stopping rule")
+    for col in ("rule", "accuracy", "mean samples"):
+        t2.add_column(col)
+    for label, v in r["sequential_replay"].items():  # type: ignore[union-attr]
+        t2.add_row(label, f"{v['accuracy']:.3f}", f"{v['mean_samples']:.2f}")
+    Console().print(t2)
 
 
 if __name__ == "__main__":
