@@ -111,6 +111,26 @@ class BareAdapterClient(TurnoutClient):
         return c.text
 
 
+class SQLiteTracedClient(TurnoutClient):
+    """The same stack, tracing every call to a SQLite file (batched writes off the hot path)."""
+
+    def __init__(self, url: str, cap: int) -> None:
+        import tempfile
+
+        from turnout.store import SQLiteStore
+
+        super().__init__(url, cap)
+        self._dir = tempfile.TemporaryDirectory()
+        self.store = SQLiteStore(f"{self._dir.name}/bench.db")
+        limiter = RateLimiter(rpm=10_000_000, tpm=10_000_000_000)
+        self.model = Traced(Retrying(Limited(self.adapter, limiter)), self.store)
+
+    async def close(self) -> None:
+        await super().close()
+        self.store.close()
+        self._dir.cleanup()
+
+
 class SectioningClient(TurnoutClient):
     """The same stack driven by turnout's fan-out engine through sectioning (map + concatenate)."""
 
@@ -122,7 +142,8 @@ class SectioningClient(TurnoutClient):
         assert not res.failed and len(res.outputs) == n
 
 
-CLIENTS = {"aiohttp": RawClient, "turnout": TurnoutClient, "adapter-only": BareAdapterClient, "sectioning": SectioningClient}
+CLIENTS = {"aiohttp": RawClient, "turnout": TurnoutClient, "adapter-only": BareAdapterClient, "sectioning": SectioningClient,
+           "sqlite-trace": SQLiteTracedClient}
 
 
 async def measure(kind: str, url: str, n: int, cap: int) -> dict[str, float]:
@@ -174,6 +195,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     summary["ratio_cpu_adapter_only"] = statistics.median(paired_bare)
     paired_sec = [t["cpu_us_per_call"] / a["cpu_us_per_call"] for t, a in zip(results["sectioning"], results["aiohttp"], strict=True)]
     summary["ratio_cpu_sectioning"] = statistics.median(paired_sec)
+    paired_sql = [t["cpu_us_per_call"] / a["cpu_us_per_call"] for t, a in zip(results["sqlite-trace"], results["aiohttp"], strict=True)]
+    summary["ratio_cpu_sqlite_trace"] = statistics.median(paired_sql)
     summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary["target_ratio"] = 1.2
     summary["python"] = sys.version.split()[0]
@@ -200,11 +223,12 @@ def main() -> None:
     for col in ("client", "CPU µs/call", "paired ratio", "wall s", "wall / ideal", "RSS Δ MB"):
         t.add_column(col, justify="right" if col != "client" else "left")
     labels = {"aiohttp": "raw aiohttp (baseline)", "adapter-only": "turnout adapter, no policies",
-              "turnout": "turnout trace+retry+limit", "sectioning": "same stack via fan-out engine + sectioning"}
-    for kind in ("aiohttp", "adapter-only", "turnout", "sectioning"):
+              "turnout": "turnout trace+retry+limit", "sectioning": "same stack via fan-out engine + sectioning",
+              "sqlite-trace": "same stack, traced to SQLite"}
+    for kind in ("aiohttp", "adapter-only", "turnout", "sectioning", "sqlite-trace"):
         r = s[kind]  # type: ignore[index]
         ratio = {"aiohttp": 1.0, "adapter-only": s["ratio_cpu_adapter_only"], "turnout": s["ratio_cpu"],
-                 "sectioning": s["ratio_cpu_sectioning"]}[kind]
+                 "sectioning": s["ratio_cpu_sectioning"], "sqlite-trace": s["ratio_cpu_sqlite_trace"]}[kind]
         t.add_row(labels[kind], f"{r['cpu_us_per_call_median']:.0f}",
                   f"{ratio:.2f}×", f"{r['wall_s_median']:.3f}", f"{r['wall_vs_ideal']:.2f}", f"{r['rss_delta_mb_median']:.1f}")
     Console().print(t)

@@ -16,6 +16,6 @@ def test_overhead_benchmark_runs_and_reports_both_clients():
         capture_output=True, text=True, timeout=120, check=True,
     )
     doc = json.loads(out.stdout)
-    for kind in ("aiohttp", "turnout", "adapter-only", "sectioning"):
+    for kind in ("aiohttp", "turnout", "adapter-only", "sectioning", "sqlite-trace"):
         assert doc[kind]["cpu_us_per_call_median"] > 0 and doc[kind]["wall_s_median"] > 0
     assert doc["ratio_cpu"] > 0 and doc["ratio_cpu_sectioning"] > 0 and doc["ideal_wall_s"] > 0

@@ -12,7 +12,7 @@ from turnout import ChatModel, ConfigError, Embedder, ProviderUnavailable, Reque
 from turnout.testing import FakeEmbedder, FunctionModel, ScriptedModel
 
 
-@pytest.mark.parametrize("module", ["turnout", "turnout.models", "turnout.policies", "turnout.routing", "turnout.parallel", "turnout.testing", "turnout.workflows"])
+@pytest.mark.parametrize("module", ["turnout", "turnout.models", "turnout.policies", "turnout.routing", "turnout.parallel", "turnout.testing", "turnout.workflows", "turnout.store"])
 def test_all_is_sorted_complete_and_importable(module):
     mod = importlib.import_module(module)
     names = mod.__all__

@@ -1,0 +1,122 @@
+"""The SQLite trace store: migrations, what is recorded, redaction, concurrency, failure handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from turnout import ConfigError, ProviderUnavailable, Request, Traced
+from turnout.routing import Route, RuleRouter
+from turnout.store import SQLiteStore, StoreError
+from turnout.testing import ScriptedModel
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "t.db", flush_interval=0.05)
+    yield s
+    s.close()
+
+
+def test_migrations_apply_once_and_reopen_cleanly(tmp_path):
+    p = tmp_path / "t.db"
+    with SQLiteStore(p) as s:
+        assert s.schema_version == 1
+    with SQLiteStore(p) as s:
+        assert s.schema_version == 1
+    rows = sqlite3.connect(p).execute("SELECT version FROM schema_migrations").fetchall()
+    assert rows == [(1,)]
+
+
+async def test_calls_are_recorded_and_attributed_to_the_run(store):
+    m = Traced(ScriptedModel(queue=["ok", ProviderUnavailable("down")], default="ok", name="s"), store)
+    with store.run("triage", "hello") as run_id:
+        await m.complete(Request.of("q1"))
+        with pytest.raises(ProviderUnavailable):
+            await m.complete(Request.of("q2"))
+    await m.complete(Request.of("outside"))  # not in a run
+    calls = store.calls(run_id=run_id)
+    assert [(c.model, c.ok, c.error_type) for c in calls] == [("s", True, None), ("s", False, "ProviderUnavailable")]
+    assert calls[0].output_tokens > 0 and len(store.calls(model="s")) == 3
+    run = store.runs()[0]
+    assert run.run_id == run_id and run.workflow == "triage" and run.status == "ok" and run.input == "hello"
+    assert run.output_tokens == calls[0].output_tokens
+
+
+async def test_decisions_are_recorded(store):
+    r = RuleRouter([Route("billing", keywords=("invoice",)), Route("general")], fallback="general", name="rules")
+    with store.run("route") as run_id:
+        for text in ("my invoice", "hello"):
+            store.record_decision(await r.decide(text), router="support", input=text)
+    ds = store.decisions(run_id=run_id)
+    assert [(d.route, d.outcome, d.input) for d in ds] == [("billing", "matched", "my invoice"), ("general", "fallback", "hello")]
+    assert ds[0].scores == {"billing": 1.0} and ds[0].router == "support"
+
+
+def test_redaction_stores_hashes(tmp_path):
+    with SQLiteStore(tmp_path / "r.db", redact=True) as s:
+        with s.run("wf", "my card is 4111 1111 1111 1111"):
+            pass
+        row = s.runs()[0]
+    assert row.input.startswith("sha256:") and "4111" not in row.input
+    assert b"4111" not in (tmp_path / "r.db").read_bytes()
+
+
+async def test_many_tasks_lose_no_rows(store):
+    m = Traced(ScriptedModel(default="ok"), store)
+    await asyncio.gather(*(m.complete(Request.of(str(i))) for i in range(500)))
+    assert len(store.calls()) == 500
+
+
+def test_two_processes_share_one_file(tmp_path):
+    p = tmp_path / "shared.db"
+    code = (
+        "import sys; from turnout.store import SQLiteStore\n"
+        "from turnout.policies.trace import CallEvent\n"
+        "s = SQLiteStore(sys.argv[1], flush_interval=0.01)\n"
+        "for i in range(300): s.record(CallEvent(sys.argv[2], 0.0, 0.01, True))\n"
+        "s.close()\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(p), f"proc{k}"]) for k in range(2)]
+    assert all(pr.wait(timeout=60) == 0 for pr in procs)
+    with SQLiteStore(p) as s:
+        assert len(s.calls(model="proc0")) == 300 and len(s.calls(model="proc1")) == 300
+
+
+async def test_a_locked_database_does_not_fail_the_run(tmp_path, caplog):
+    s = SQLiteStore(tmp_path / "l.db", flush_interval=3600)
+    blocker = sqlite3.connect(tmp_path / "l.db", timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    s._db.execute("PRAGMA busy_timeout=50")
+    m = Traced(ScriptedModel(default="ok"), s)
+    with caplog.at_level(logging.WARNING):
+        assert (await m.complete(Request.of("q"))).text == "ok"  # the call itself succeeds
+        s.flush()
+        s.flush()
+    assert sum("cannot write" in r.message for r in caplog.records) == 1  # reported once
+    blocker.rollback()
+    blocker.close()
+    assert len(s.calls()) == 1  # the kept row is written once the lock is gone
+    s.close()
+
+
+def test_strict_store_raises_and_bad_paths_are_clear(tmp_path):
+    s = SQLiteStore(tmp_path / "s.db", strict=True, flush_interval=3600)
+    blocker = sqlite3.connect(tmp_path / "s.db", timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    s._db.execute("PRAGMA busy_timeout=50")
+    s.start_run("wf")
+    with pytest.raises(StoreError, match="trace store write failed"):
+        s.flush()
+    blocker.rollback()
+    blocker.close()
+    s.close()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="cannot open the trace store"):
+        SQLiteStore(tmp_path / "file" / "sub.db")
+

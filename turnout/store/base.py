@@ -1,0 +1,93 @@
+"""The trace store interface: runs, model calls and routing decisions, queryable afterwards.
+
+Writes go through ``record_*`` methods that only enqueue (the hot path is a list append); a
+background flusher writes in batches. A store that cannot write (locked, read-only, full disk)
+reports the failure once, clearly, and keeps the run going — unless it was opened ``strict``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["CallRow", "DecisionRow", "RunRow", "TraceStore", "text_or_hash"]
+
+
+def text_or_hash(text: str | None, redact: bool) -> str | None:
+    """The text itself, or (redaction on) ``sha256:<hex>`` of it."""
+    if text is None:
+        return None
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest() if redact else text
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    run_id: str
+    workflow: str
+    status: str
+    started_at: float
+    input: str | None = None
+    output: str | None = None
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRow:
+    run_id: str | None
+    model: str
+    started_at: float
+    latency_s: float
+    ok: bool
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    error_type: str | None = None
+    retries: int = 0
+    fallback: str | None = None
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    run_id: str | None
+    router: str
+    route: str | None
+    chosen: str | None
+    confidence: float
+    outcome: str
+    kind: str
+    stage: str | None
+    reason: str
+    latency_s: float
+    at: float
+    input: str | None = None
+    scores: Mapping[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class TraceStore(Protocol):
+    def start_run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> str: ...
+
+    def finish_run(self, run_id: str, *, status: str = "ok", output: str | None = None) -> None: ...
+
+    def record(self, event: Any) -> None:
+        """A policies.trace.CallEvent (so a store is a sink for ``Traced``)."""
+        ...
+
+    def record_decision(self, decision: Any, *, router: str = "", input: str | None = None, run_id: str | None = None) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def runs(self, *, limit: int = 100) -> Sequence[RunRow]: ...
+
+    def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]: ...
+
+    def decisions(self, *, run_id: str | None = None, router: str | None = None, since: float | None = None) -> Sequence[DecisionRow]: ...

@@ -1,0 +1,292 @@
+"""SQLite trace store: one file, WAL mode, numbered migrations applied on open, batched writes.
+
+``record_*`` only appends to a queue; a daemon thread writes the queue in one transaction every
+``flush_interval`` seconds (or when ``batch`` rows are waiting), so tracing stays off the hot path.
+Two processes can share a file (WAL + a busy timeout). If writing fails, the failure is logged
+once and the rows are kept for the next attempt (up to ``max_pending``); ``strict=True`` raises
+the failure from the next ``record``/``flush`` call instead.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigError, TurnoutError
+from .base import CallRow, DecisionRow, RunRow, text_or_hash
+
+__all__ = ["MIGRATIONS", "SQLiteStore", "StoreError", "current_run", "default_path"]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: list[tuple[int, str]] = []
+
+
+def migration(version: int) -> Callable[[Callable[[], str]], Callable[[], str]]:
+    """Register a numbered migration (its function returns the SQL). Applied in order, once."""
+    def register(fn: Callable[[], str]) -> Callable[[], str]:
+        MIGRATIONS.append((version, fn()))
+        MIGRATIONS.sort()
+        return fn
+    return register
+
+
+@migration(1)
+def _m1() -> str:
+    return """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL,
+        finished_at REAL, input TEXT, output TEXT, tags TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY, run_id TEXT, model TEXT NOT NULL, started_at REAL NOT NULL, latency_s REAL NOT NULL,
+        ok INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+        error_type TEXT, retries INTEGER NOT NULL, fallback TEXT, stream INTEGER NOT NULL
+    );
+    CREATE INDEX calls_run ON calls(run_id);
+    CREATE INDEX calls_model_time ON calls(model, started_at);
+    CREATE TABLE decisions (
+        id INTEGER PRIMARY KEY, run_id TEXT, router TEXT NOT NULL, route TEXT, chosen TEXT, confidence REAL NOT NULL,
+        outcome TEXT NOT NULL, kind TEXT NOT NULL, stage TEXT, reason TEXT NOT NULL, latency_s REAL NOT NULL,
+        at REAL NOT NULL, input TEXT, scores TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX decisions_run ON decisions(run_id);
+    CREATE INDEX decisions_router_time ON decisions(router, at);
+    """
+
+
+class StoreError(TurnoutError):
+    """The trace store could not write (raised only by a store opened with ``strict=True``)."""
+
+
+_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("turnout_run", default=None)
+
+
+def current_run() -> str | None:
+    return _RUN.get()
+
+
+def default_path() -> Path:
+    """``TURNOUT_DB`` or ``./.turnout/turnout.db``."""
+    return Path(os.environ.get("TURNOUT_DB") or Path(".turnout") / "turnout.db")
+
+
+class SQLiteStore:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        redact: bool = False,
+        strict: bool = False,
+        flush_interval: float = 0.2,
+        batch: int = 500,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self.redact, self.strict = redact, strict
+        self.flush_interval, self.batch, self.max_pending = flush_interval, batch, max_pending
+        self._q: deque[tuple[str, tuple[Any, ...]]] = deque()
+        self._lock = threading.Lock()  # one writer at a time (flusher thread or an explicit flush)
+        self._error: BaseException | None = None
+        self._reported = False
+        self.dropped = 0
+        try:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=5.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except (sqlite3.Error, OSError) as e:
+            raise ConfigError(f"{self.path}: cannot open the trace store: {e}") from None
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="turnout-trace-flush", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r}, redact={self.redact})"
+
+    # -- schema ------------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        db = self._db
+        db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+        done = {v for (v,) in db.execute("SELECT version FROM schema_migrations")}
+        for version, sql in MIGRATIONS:
+            if version in done:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # re-checked inside the write lock: another process may have just applied it
+                if db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone() is None:
+                    for statement in sql.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        row = self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    # -- writing (hot path: enqueue only) ------------------------------------------------------------
+    def _put(self, kind: str, row: tuple[Any, ...]) -> None:
+        if self._error is not None and self.strict:
+            err, self._error = self._error, None
+            raise StoreError(f"{self.path}: trace store write failed: {err}") from err
+        if len(self._q) >= self.max_pending:
+            self._q.popleft()
+            self.dropped += 1
+        self._q.append((kind, row))
+        if len(self._q) >= self.batch:
+            self._kick.set()  # a full batch: the flusher writes now instead of at its next tick
+
+    @contextmanager
+    def run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+        """``with store.run("triage", text) as run_id:`` — calls and decisions inside are attributed to it."""
+        run_id = self.start_run(workflow, input, tags=tags)
+        token = _RUN.set(run_id)
+        status = "ok"
+        try:
+            yield run_id
+        except BaseException:
+            status = "error"
+            raise
+        finally:
+            _RUN.reset(token)
+            self.finish_run(run_id, status=status)
+
+    def start_run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> str:
+        run_id = uuid.uuid4().hex
+        self._put("run", (run_id, workflow, "running", time.time(), text_or_hash(input, self.redact), json.dumps(dict(tags or {}))))
+        return run_id
+
+    def finish_run(self, run_id: str, *, status: str = "ok", output: str | None = None) -> None:
+        self._put("finish", (status, time.time(), text_or_hash(output, self.redact), run_id))
+
+    def record(self, event: Any) -> None:
+        """Record a ``CallEvent`` (this makes the store a sink for ``Traced``)."""
+        u = event.usage
+        self._put("call", (_RUN.get(), event.model, event.started_at, event.latency_s, int(event.ok), u.input_tokens,
+                           u.output_tokens, event.cost_usd, event.error_type, event.retries, event.fallback, int(event.stream)))
+
+    def record_decision(self, decision: Any, *, router: str = "", input: str | None = None, run_id: str | None = None) -> None:
+        d = decision
+        self._put("decision", (run_id or _RUN.get(), router or d.stage or d.kind, d.route, d.chosen, d.confidence, d.outcome, d.kind,
+                               d.stage, d.reason, d.latency_s, time.time(), text_or_hash(input, self.redact), json.dumps(dict(d.scores))))
+
+    # -- the flusher -----------------------------------------------------------------------------------
+    _SQL = {
+        "run": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags) VALUES (?, ?, ?, ?, ?, ?)",
+        "finish": "UPDATE runs SET status = ?, finished_at = ?, output = COALESCE(?, output) WHERE run_id = ?",
+        "call": "INSERT INTO calls (run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, "
+                "retries, fallback, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "decision": "INSERT INTO decisions (run_id, router, route, chosen, confidence, outcome, kind, stage, reason, latency_s, at, "
+                    "input, scores) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    }
+
+    def flush(self) -> None:
+        """Write everything queued now (also called by the flusher thread and by ``close``)."""
+        with self._lock:
+            items: list[tuple[str, tuple[Any, ...]]] = []
+            while self._q:
+                items.append(self._q.popleft())
+            if not items:
+                return
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for kind, row in items:
+                    self._db.execute(self._SQL[kind], row)
+                self._db.execute("COMMIT")
+                self._reported = False
+            except sqlite3.Error as e:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                self._q.extendleft(reversed(items))  # keep them for the next attempt
+                self._error = e
+                if not self._reported:
+                    log.warning("turnout trace store %s: cannot write (%s); the run goes on, rows are kept and retried", self.path, e)
+                    self._reported = True
+        if self._error is not None and self.strict and threading.current_thread() is not self._thread:
+            err, self._error = self._error, None
+            raise StoreError(f"{self.path}: trace store write failed: {err}") from err
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._kick.wait(self.flush_interval)
+            self._kick.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the flusher never dies; errors are reported by flush()
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._kick.set()
+        self._thread.join(timeout=5)
+        self.flush()
+        self._db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------------------------------
+    def runs(self, *, limit: int = 100) -> Sequence[RunRow]:
+        self.flush()
+        out = []
+        for r in self._db.execute(
+            "SELECT r.run_id, r.workflow, r.status, r.started_at, r.input, r.output, r.tags, r.finished_at, "
+            "COALESCE(SUM(c.cost_usd), 0), COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.output_tokens), 0) "
+            "FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT ?", (limit,)
+        ):
+            latency = (r[7] - r[3]) if r[7] else 0.0
+            out.append(RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[8], r[9], r[10], latency, json.loads(r[6])))
+        return out
+
+    def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]:
+        self.flush()
+        q, args = "SELECT run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, retries, " \
+                  "fallback, stream FROM calls WHERE 1=1", []
+        for col, val in (("run_id", run_id), ("model", model)):
+            if val is not None:
+                q += f" AND {col} = ?"
+                args.append(val)
+        if since is not None:
+            q += " AND started_at >= ?"
+            args.append(since)
+        return [CallRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]))
+                for r in self._db.execute(q + " ORDER BY id", args)]
+
+    def decisions(self, *, run_id: str | None = None, router: str | None = None, since: float | None = None) -> Sequence[DecisionRow]:
+        self.flush()
+        q, args = "SELECT run_id, router, route, chosen, confidence, outcome, kind, stage, reason, latency_s, at, input, scores " \
+                  "FROM decisions WHERE 1=1", []
+        for col, val in (("run_id", run_id), ("router", router)):
+            if val is not None:
+                q += f" AND {col} = ?"
+                args.append(val)
+        if since is not None:
+            q += " AND at >= ?"
+            args.append(since)
+        return [DecisionRow(*r[:12], json.loads(r[12])) for r in self._db.execute(q + " ORDER BY id", args)]
