@@ -10,6 +10,7 @@ the failure from the next ``record``/``flush`` call instead.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import os
@@ -211,8 +212,9 @@ class SQLiteStore:
                 return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for kind, row in items:
-                    self._db.execute(self._SQL[kind], row)
+                # consecutive rows of one kind go in one executemany (order across kinds is kept)
+                for kind, group in itertools.groupby(items, key=lambda it: it[0]):
+                    self._db.executemany(self._SQL[kind], [row for _, row in group])
                 self._db.execute("COMMIT")
                 self._reported = False
             except sqlite3.Error as e:
