@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import chat as _chat
+from . import feedback as _feedback
 from . import models as _models
 from . import route as _route
 
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.command("chat")(_chat.chat)
 app.command("models")(_models.models)
+app.command("feedback")(_feedback.feedback)
 app.add_typer(_route.app, name="route")
 
 

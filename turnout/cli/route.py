@@ -47,6 +47,12 @@ def _router(spec_path: Path, kind: str | None, catalog: Path | None) -> Any:
     return spec, build_router(spec, catalog=load_catalog(catalog) if catalog else None)
 
 
+def _router_name(spec_path: Path) -> str:
+    from ..routing.config import load_spec
+
+    return load_spec(spec_path).name
+
+
 def _parse_fields(fields: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields:
@@ -67,9 +73,10 @@ def decide(
     field: list[str] = typer.Option([], "--field", "-f", help="A structured field KEY=VALUE (repeatable)."),
     kind: str | None = KindOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
+    db: Path | None = typer.Option(None, "--db", help="Also log the decision, in a run, to this trace database.", dir_okay=False),
     catalog: Path | None = CatalogOpt,
 ) -> None:
-    """Route one input and print the decision."""
+    """Route one input and print the decision (with --db, log it and print the run id)."""
     with friendly_errors():
         _, r = _router(router, kind, catalog)
         fields = _parse_fields(field)
@@ -81,13 +88,22 @@ def decide(
             return await r.decide(x)
 
         d = asyncio.run(one())
+        run_id = None
+        if db is not None:
+            from ..store import SQLiteStore
+
+            spec_name = _router_name(router)
+            with SQLiteStore(db) as store, store.run(f"route:{spec_name}", text) as run_id:
+                store.record_decision(d, router=spec_name, input=text)
         if as_json:
-            print(json.dumps(d._asdict()))
+            print(json.dumps({**d._asdict(), **({"run_id": run_id} if run_id else {})}))
             return
         c = Console()
         c.print(f"[bold]{escape(str(d.route))}[/]  confidence {d.confidence:.2f}  ({d.outcome}, {escape(d.kind)}"
                 f"{', stage ' + escape(d.stage) if d.stage else ''}, {d.latency_s * 1000:.2f} ms)")
         c.print(f"[dim]{escape(d.reason)}[/]")
+        if run_id:
+            c.print(f"[dim]logged as run {run_id}[/]")
         if d.scores:
             c.print("[dim]scores: " + escape(", ".join(f"{k} {v:.3f}" for k, v in sorted(d.scores.items(), key=lambda kv: -kv[1]))) + "[/]")
 
@@ -179,3 +195,38 @@ def fit(
                 f"abstain rate {rep.before['abstain_rate']:.3f} -> {rep.after['abstain_rate']:.3f} (on the training rows)")
         c.print("thresholds: " + escape(", ".join(f"{k} {v:.3f}" for k, v in rep.thresholds.items())))
         c.print(f"written to {escape(str(out))}")
+
+
+@app.command("misroutes")
+def misroutes(
+    db: Path | None = typer.Option(None, "--db", help="Trace database (default: $TURNOUT_DB or ./.turnout/turnout.db).", dir_okay=False),
+    router_name: str | None = typer.Option(None, "--router-name", help="Only decisions of this router (its spec's name)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the misroutes as labelled JSONL (for `turnout route fit`).", dir_okay=False),
+    all_labelled: bool = typer.Option(False, "--all", help="Export every decision with a route label, not only the misroutes."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Decisions whose feedback names another route: a confusion table, and a JSONL to fit on."""
+    from ..store import SQLiteStore
+
+    with friendly_errors():
+        with SQLiteStore(db) as store:
+            wrong = store.misroutes(router=router_name)
+            rows = store.labelled_decisions(router=router_name) if all_labelled else wrong
+        pairs: dict[tuple[str, str], int] = {}
+        for d, want in wrong:
+            pairs[(str(d.route), want)] = pairs.get((str(d.route), want), 0) + 1
+        if out is not None:
+            usable = [(d, want) for d, want in rows if d.input and not d.input.startswith("sha256:")]
+            out.write_text("".join(json.dumps({"text": d.input, "label": want}) + "\n" for d, want in usable))
+        if as_json:
+            print(json.dumps({"misroutes": len(wrong), "pairs": [{"routed": a, "correct": b, "count": n} for (a, b), n in pairs.items()]}))
+            return
+        c = Console()
+        t = Table(title=f"misroutes: {len(wrong)}", title_justify="left")
+        for col in ("routed to", "should be", "count"):
+            t.add_column(col)
+        for (a, b), n in sorted(pairs.items(), key=lambda kv: -kv[1]):
+            t.add_row(escape(a), escape(b), str(n))
+        c.print(t)
+        if out is not None:
+            c.print(f"wrote {len(rows)} labelled rows to {escape(str(out))} (redacted inputs are skipped)")

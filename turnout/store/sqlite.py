@@ -67,6 +67,17 @@ def _m1() -> str:
     """
 
 
+@migration(2)
+def _m2() -> str:
+    return """
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, at REAL NOT NULL, score REAL, labels TEXT NOT NULL DEFAULT '{}',
+        comment TEXT
+    );
+    CREATE INDEX feedback_run ON feedback(run_id);
+    """
+
+
 class StoreError(TurnoutError):
     """The trace store could not write (raised only by a store opened with ``strict=True``)."""
 
@@ -192,12 +203,53 @@ class SQLiteStore:
         self._put("decision", (run_id or _RUN.get(), router or d.stage or d.kind, d.route, d.chosen, d.confidence, d.outcome, d.kind,
                                d.stage, d.reason, d.latency_s, time.time(), text_or_hash(input, self.redact), json.dumps(dict(d.scores))))
 
+    def add_feedback(self, run_id: str, *, score: float | None = None, labels: Mapping[str, str] | None = None,
+                     comment: str | None = None) -> None:
+        """Feedback on a run: a score, labels (``{"route": "billing"}`` = the correct route), a comment."""
+        if not run_id:
+            raise ConfigError("feedback needs a run id")
+        self.flush()
+        if self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            raise ConfigError(f"no run {run_id!r} in {self.path}")
+        self._put("feedback", (run_id, time.time(), score, json.dumps(dict(labels or {})), comment))
+        self.flush()
+
+    def feedback(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        self.flush()
+        q, args = "SELECT run_id, at, score, labels, comment FROM feedback", []
+        if run_id is not None:
+            q, args = q + " WHERE run_id = ?", [run_id]
+        return [{"run_id": r[0], "at": r[1], "score": r[2], "labels": json.loads(r[3]), "comment": r[4]}
+                for r in self._db.execute(q + " ORDER BY id", args)]
+
+    def misroutes(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]:
+        """Decisions whose run's latest feedback names another route: (decision, correct route)."""
+        self.flush()
+        correct: dict[str, str] = {}
+        for fb in self.feedback():
+            r = fb["labels"].get("route")
+            if r:
+                correct[fb["run_id"]] = r  # the latest feedback wins
+        out = []
+        for d in self.decisions(router=router):
+            want = correct.get(d.run_id or "")
+            if want is not None and d.route != want:
+                out.append((d, want))
+        return out
+
+    def labelled_decisions(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]:
+        """Every decision whose run has a route label in its feedback: (decision, correct route)."""
+        self.flush()
+        correct = {fb["run_id"]: fb["labels"]["route"] for fb in self.feedback() if fb["labels"].get("route")}
+        return [(d, correct[d.run_id]) for d in self.decisions(router=router) if d.run_id in correct]
+
     # -- the flusher -----------------------------------------------------------------------------------
     _SQL = {
         "run": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags) VALUES (?, ?, ?, ?, ?, ?)",
         "finish": "UPDATE runs SET status = ?, finished_at = ?, output = COALESCE(?, output) WHERE run_id = ?",
         "call": "INSERT INTO calls (run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, "
                 "retries, fallback, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "feedback": "INSERT INTO feedback (run_id, at, score, labels, comment) VALUES (?, ?, ?, ?, ?)",
         "decision": "INSERT INTO decisions (run_id, router, route, chosen, confidence, outcome, kind, stage, reason, latency_s, at, "
                     "input, scores) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     }
