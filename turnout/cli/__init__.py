@@ -7,6 +7,7 @@ import typer
 from . import chat as _chat
 from . import feedback as _feedback
 from . import models as _models
+from . import report as _report
 from . import route as _route
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.command("chat")(_chat.chat)
 app.command("models")(_models.models)
 app.command("feedback")(_feedback.feedback)
+app.command("report")(_report.report)
 app.add_typer(_route.app, name="route")
 
 

@@ -1,0 +1,62 @@
+"""`turnout report` over a real trace store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from turnout import ConfigError, Fallback, Price, ProviderUnavailable, Request, Traced
+from turnout.cli import app
+from turnout.routing import Route, RuleRouter
+from turnout.store import SQLiteStore
+from turnout.store.report import parse_since
+from turnout.testing import ScriptedModel
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "t.db"
+
+    async def fill():
+        with SQLiteStore(path) as store:
+            a = ScriptedModel(queue=[ProviderUnavailable("down")], default="ok", name="primary", price=Price(1000, 1000))
+            b = ScriptedModel(default="ok", name="backup", price=Price(1000, 1000))
+            m = Traced(Fallback([a, b]), store)
+            for i in range(4):
+                await m.complete(Request.of(f"q{i}"))
+            r = RuleRouter([Route("billing", keywords=("invoice",)), Route("general")], fallback="general", name="rules")
+            for text in ("invoice", "invoice again", "hello"):
+                store.record_decision(await r.decide(text), router="support", input=text)
+
+    asyncio.run(fill())
+    return path
+
+
+def test_report_by_model(db):
+    r = runner.invoke(app, ["report", "--db", str(db), "--json"])
+    rows = json.loads(r.output)
+    # primary failed once and then cooled down, so the backup answered all four calls
+    assert rows[0]["model"] == "primary" and rows[0]["calls"] == 4 and rows[0]["fallback_rate"] == 1.0 and rows[0]["error_rate"] == 0
+    assert rows[0]["cost_usd"] > 0 and rows[0]["latency_p95_ms"] >= rows[0]["latency_p50_ms"]
+    r = runner.invoke(app, ["report", "--db", str(db)])
+    assert r.exit_code == 0 and "primary" in r.output and "100.0%" in r.output
+
+
+def test_report_by_route(db):
+    rows = json.loads(runner.invoke(app, ["report", "--by", "route", "--db", str(db), "--json"]).output)
+    assert [(x["route"], x["decisions"]) for x in rows] == [("billing", 2), ("general", 1)]
+    assert rows[1]["outcomes"] == {"fallback": 1} and rows[1]["low_confidence"] == 1
+
+
+def test_since_and_bad_options(db):
+    assert json.loads(runner.invoke(app, ["report", "--db", str(db), "--since", "1h", "--json"]).output)[0]["calls"] == 4
+    assert parse_since("2d", now=1_000_000) == 1_000_000 - 2 * 86400
+    with pytest.raises(ConfigError):
+        parse_since("yesterday")
+    r = runner.invoke(app, ["report", "--by", "color", "--db", str(db)])
+    assert r.exit_code == 2 and "--by must be" in r.output

@@ -1,0 +1,68 @@
+"""Reports over the trace store: by model (calls, tokens, cost, latency, errors, retries, fallbacks)
+and by route (decisions, share, mean confidence, outcomes, low-confidence count). Pure functions of
+the rows, so any backend can use them."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._errors import ConfigError
+from .base import CallRow, DecisionRow
+
+__all__ = ["by_model", "by_route", "parse_since"]
+
+
+def parse_since(text: str | None, now: float | None = None) -> float | None:
+    """``30m``, ``12h``, ``1d``, ``2w`` -> a unix time that long ago (None: no limit)."""
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not m:
+        raise ConfigError(f"--since takes a duration like 30m, 12h, 1d or 2w, not {text!r}")
+    mult = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    return (now if now is not None else time.time()) - float(m.group(1)) * mult
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) if xs else 0.0
+
+
+def by_model(calls: Sequence[CallRow]) -> list[dict[str, Any]]:
+    groups: dict[str, list[CallRow]] = {}
+    for c in calls:
+        groups.setdefault(c.model, []).append(c)
+    out = []
+    for model, cs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        lat = [c.latency_s * 1000 for c in cs]
+        out.append({
+            "model": model, "calls": len(cs), "input_tokens": sum(c.input_tokens for c in cs),
+            "output_tokens": sum(c.output_tokens for c in cs), "cost_usd": round(sum(c.cost_usd for c in cs), 8),
+            "latency_p50_ms": round(_pct(lat, 50), 2), "latency_p95_ms": round(_pct(lat, 95), 2),
+            "error_rate": round(sum(not c.ok for c in cs) / len(cs), 4), "retries": sum(c.retries for c in cs),
+            "fallback_rate": round(sum(c.fallback is not None for c in cs) / len(cs), 4),
+        })
+    return out
+
+
+def by_route(decisions: Sequence[DecisionRow], *, low_confidence: float = 0.5) -> list[dict[str, Any]]:
+    groups: dict[str, list[DecisionRow]] = {}
+    for d in decisions:
+        groups.setdefault(str(d.route), []).append(d)
+    n = max(1, len(decisions))
+    out = []
+    for route, ds in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        outcomes: dict[str, int] = {}
+        for d in ds:
+            outcomes[d.outcome] = outcomes.get(d.outcome, 0) + 1
+        out.append({
+            "route": route, "decisions": len(ds), "share": round(len(ds) / n, 4),
+            "mean_confidence": round(float(np.mean([d.confidence for d in ds])), 4),
+            "low_confidence": sum(d.confidence < low_confidence for d in ds), "outcomes": outcomes,
+            "latency_p50_ms": round(_pct([d.latency_s * 1000 for d in ds], 50), 3),
+        })
+    return out
