@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -57,4 +58,4 @@ def report(
                 else:
                     cells.append(str(v))
             t.add_row(*(escape(c) for c in cells))
-        Console().print(t if rows else "[dim]no rows in the trace store yet[/]")
+        Console(width=None if sys.stdout.isatty() else 200).print(t if rows else "[dim]no rows in the trace store yet[/]")
