@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import chat as _chat
+from . import experiment as _experiment
 from . import feedback as _feedback
 from . import models as _models
 from . import report as _report
@@ -22,6 +23,7 @@ app.command("models")(_models.models)
 app.command("feedback")(_feedback.feedback)
 app.command("report")(_report.report)
 app.add_typer(_route.app, name="route")
+app.add_typer(_experiment.app, name="experiment")
 
 
 def main() -> None:

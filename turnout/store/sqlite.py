@@ -78,6 +78,17 @@ def _m2() -> str:
     """
 
 
+@migration(3)
+def _m3() -> str:
+    return """
+    CREATE TABLE experiment_outcomes (
+        id INTEGER PRIMARY KEY, experiment TEXT NOT NULL, variant TEXT NOT NULL, unit TEXT, run_id TEXT, at REAL NOT NULL,
+        cost_usd REAL NOT NULL, latency_s REAL NOT NULL, error INTEGER NOT NULL, correct INTEGER, score REAL
+    );
+    CREATE INDEX experiment_outcomes_name ON experiment_outcomes(experiment, variant);
+    """
+
+
 class StoreError(TurnoutError):
     """The trace store could not write (raised only by a store opened with ``strict=True``)."""
 
@@ -243,12 +254,26 @@ class SQLiteStore:
         correct = {fb["run_id"]: fb["labels"]["route"] for fb in self.feedback() if fb["labels"].get("route")}
         return [(d, correct[d.run_id]) for d in self.decisions(router=router) if d.run_id in correct]
 
+    def record_outcome(self, experiment: str, variant: str, *, unit: str | None = None, cost_usd: float = 0.0,
+                       latency_s: float = 0.0, error: bool = False, correct: bool | None = None, score: float | None = None) -> None:
+        """One unit's outcome in an A/B experiment (see ``turnout.store.experiments``)."""
+        self._put("outcome", (experiment, variant, unit, _RUN.get(), time.time(), cost_usd, latency_s, int(error),
+                              None if correct is None else int(correct), score))
+
+    def outcomes(self, experiment: str) -> list[dict[str, Any]]:
+        self.flush()
+        cols = ("variant", "unit", "run_id", "at", "cost_usd", "latency_s", "error", "correct", "score")
+        return [dict(zip(cols, r, strict=True)) for r in self._db.execute(
+            f"SELECT {', '.join(cols)} FROM experiment_outcomes WHERE experiment = ? ORDER BY id", (experiment,))]
+
     # -- the flusher -----------------------------------------------------------------------------------
     _SQL = {
         "run": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags) VALUES (?, ?, ?, ?, ?, ?)",
         "finish": "UPDATE runs SET status = ?, finished_at = ?, output = COALESCE(?, output) WHERE run_id = ?",
         "call": "INSERT INTO calls (run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, "
                 "retries, fallback, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "outcome": "INSERT INTO experiment_outcomes (experiment, variant, unit, run_id, at, cost_usd, latency_s, error, correct, "
+                   "score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "feedback": "INSERT INTO feedback (run_id, at, score, labels, comment) VALUES (?, ?, ?, ?, ?)",
         "decision": "INSERT INTO decisions (run_id, router, route, chosen, confidence, outcome, kind, stage, reason, latency_s, at, "
                     "input, scores) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
