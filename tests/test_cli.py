@@ -88,3 +88,11 @@ def test_turnout_chat_answers_from_the_embedded_model_with_no_key():
     assert out.returncode == 0, out.stderr
     assert "42" in out.stdout
     assert "local" in out.stderr and "tokens" in out.stderr
+
+
+def test_chat_can_trace_to_the_store_for_reports(catalog, tmp_path):
+    db = tmp_path / "t.db"
+    for q in ("one", "two"):
+        assert runner.invoke(app, ["chat", "-m", "mock", "-c", str(catalog), "--db", str(db), q]).exit_code == 0
+    rows = json.loads(runner.invoke(app, ["report", "--db", str(db), "--json"]).output)
+    assert rows[0]["model"] == "mock" and rows[0]["calls"] == 2 and rows[0]["cost_usd"] > 0

@@ -27,6 +27,7 @@ def chat(
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="Most tokens to generate."),
     temperature: float | None = typer.Option(None, "--temperature", "-t", min=0.0, max=2.0),
     seed: int | None = typer.Option(None, "--seed"),
+    db: Path | None = typer.Option(None, "--db", help="Trace the call (in a run) to this database, for `turnout report`.", dir_okay=False),
     catalog: Path | None = CatalogOpt,
 ) -> None:
     """Ask one model one question; the answer streams as it is generated."""
@@ -42,12 +43,23 @@ def chat(
                 raise ConfigError(f"{schema}: not valid JSON: {e}") from None
         req = Request.of(text, system=system, max_tokens=max_tokens, temperature=temperature, seed=seed, response_format=rf)
         cat = load_catalog(catalog)
-        asyncio.run(_run(cat, model, req, as_json))
+        if db is None:
+            asyncio.run(_run(cat, model, req, as_json, None))
+            return
+        from ..store import SQLiteStore
+
+        with SQLiteStore(db) as store, store.run(f"chat:{model}", text):
+            asyncio.run(_run(cat, model, req, as_json, store))
 
 
-async def _run(cat: Any, name: str, req: Request, as_json: bool) -> None:
+async def _run(cat: Any, name: str, req: Request, as_json: bool, store: Any) -> None:
     sink = MemorySink()
-    m = cat.model(name, sink=sink)
+    if store is not None:
+        from ..store import Tee
+
+        m = cat.model(name, sink=Tee(sink, store))
+    else:
+        m = cat.model(name, sink=sink)
     try:
         if as_json:
             c = await m.complete(req)

@@ -3,6 +3,7 @@
 from .base import CallRow as CallRow
 from .base import DecisionRow as DecisionRow
 from .base import RunRow as RunRow
+from .base import Tee as Tee
 from .base import TraceStore as TraceStore
 from .sqlite import MIGRATIONS as MIGRATIONS
 from .sqlite import SQLiteStore as SQLiteStore
@@ -17,6 +18,7 @@ __all__ = [
     "RunRow",
     "SQLiteStore",
     "StoreError",
+    "Tee",
     "TraceStore",
     "current_run",
     "default_path",

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CallRow", "DecisionRow", "RunRow", "TraceStore", "text_or_hash"]
+__all__ = ["CallRow", "DecisionRow", "RunRow", "Tee", "TraceStore", "text_or_hash"]
 
 
 def text_or_hash(text: str | None, redact: bool) -> str | None:
@@ -91,3 +91,22 @@ class TraceStore(Protocol):
     def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]: ...
 
     def decisions(self, *, run_id: str | None = None, router: str | None = None, since: float | None = None) -> Sequence[DecisionRow]: ...
+
+
+class Tee:
+    """Send every event to several sinks (e.g. a SQLiteStore and Metrics)."""
+
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def record(self, event: Any) -> None:
+        for s in self.sinks:
+            s.record(event)
+
+    def record_decision(self, decision: Any, **kw: Any) -> None:
+        for s in self.sinks:
+            f = getattr(s, "record_decision", None)
+            if f is not None:
+                f(decision, **kw)
+
+

@@ -13,6 +13,8 @@ from .._errors import ConfigError
 
 __all__ = ["Metrics", "Tee"]
 
+from .base import Tee  # noqa: E402  (re-exported: sinks are usually combined with metrics)
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -58,22 +60,3 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
-
-
-class Tee:
-    """Send every event to several sinks (e.g. a SQLiteStore and Metrics)."""
-
-    def __init__(self, *sinks: Any) -> None:
-        self.sinks = sinks
-
-    def record(self, event: Any) -> None:
-        for s in self.sinks:
-            s.record(event)
-
-    def record_decision(self, decision: Any, **kw: Any) -> None:
-        for s in self.sinks:
-            f = getattr(s, "record_decision", None)
-            if f is not None:
-                f(decision, **kw)
-
-
