@@ -106,6 +106,8 @@ def default_path() -> Path:
 
 
 class SQLiteStore:
+    _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
@@ -125,14 +127,9 @@ class SQLiteStore:
         self._reported = False
         self.dropped = 0
         try:
-            if str(self.path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=5.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db = self._open()
             self._migrate()
-        except (sqlite3.Error, OSError) as e:
+        except (*self._db_errors, sqlite3.Error, OSError) as e:
             raise ConfigError(f"{self.path}: cannot open the trace store: {e}") from None
         self._stop = threading.Event()
         self._kick = threading.Event()
@@ -141,6 +138,15 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, redact={self.redact})"
+
+    def _open(self) -> Any:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=5.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
 
     # -- schema ------------------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -294,10 +300,10 @@ class SQLiteStore:
                     self._db.executemany(self._SQL[kind], [row for _, row in group])
                 self._db.execute("COMMIT")
                 self._reported = False
-            except sqlite3.Error as e:
+            except self._db_errors as e:
                 try:
                     self._db.execute("ROLLBACK")
-                except sqlite3.Error:
+                except self._db_errors:
                     pass
                 self._q.extendleft(reversed(items))  # keep them for the next attempt
                 self._error = e

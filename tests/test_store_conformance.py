@@ -1,0 +1,135 @@
+"""One conformance suite for every trace-store backend: SQLite always, PostgreSQL when a server is
+given (``TURNOUT_TEST_PG_URL``; `.ci/run` installs and starts one with scripts/start-postgres.sh)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+
+from turnout import ConfigError, Request, Traced
+from turnout.routing import Route, RuleRouter
+from turnout.store import SQLiteStore
+from turnout.testing import ScriptedModel
+
+PG_URL = os.environ.get("TURNOUT_TEST_PG_URL")  # read at import: the autouse fixture clears TURNOUT_*
+
+
+def _reset_pg() -> None:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as c:
+        c.execute("DROP SCHEMA public CASCADE")
+        c.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request, tmp_path):
+    if request.param == "postgres":
+        if not PG_URL:
+            pytest.skip("no PostgreSQL server (set TURNOUT_TEST_PG_URL; .ci/run starts one)")
+        from turnout.store.postgres import PostgresStore
+
+        _reset_pg()
+        target = PG_URL
+        factory = PostgresStore
+    else:
+        target = str(tmp_path / "c.db")
+        factory = SQLiteStore
+    opened = []
+
+    def make(**kw):
+        s = factory(target, flush_interval=0.05, **kw)
+        opened.append(s)
+        return s
+
+    make.target = target  # type: ignore[attr-defined]
+    make.kind = request.param  # type: ignore[attr-defined]
+    yield make
+    for s in opened:
+        try:
+            s.close()
+        except Exception:  # noqa: BLE001 - already closed
+            pass
+
+
+def test_migrations(open_store):
+    s = open_store()
+    assert s.schema_version == 3
+    s.close()
+    assert open_store().schema_version == 3
+
+
+async def test_calls_runs_and_decisions(open_store):
+    s = open_store()
+    m = Traced(ScriptedModel(default="answer", name="m"), s)
+    r = RuleRouter([Route("billing", keywords=("invoice",)), Route("general")], fallback="general", name="rules")
+    with s.run("wf", "hello", tags={"team": "a"}) as run_id:
+        await m.complete(Request.of("q"))
+        s.record_decision(await r.decide("my invoice"), router="support", input="my invoice")
+    assert [c.model for c in s.calls(run_id=run_id)] == ["m"]
+    d = s.decisions(run_id=run_id)[0]
+    assert (d.route, d.outcome, d.scores) == ("billing", "matched", {"billing": 1.0})
+    run = s.runs()[0]
+    assert (run.run_id, run.status, run.tags, run.input) == (run_id, "ok", {"team": "a"}, "hello")
+
+
+def test_redaction(open_store):
+    s = open_store(redact=True)
+    with s.run("wf", "card 4111 1111 1111 1111"):
+        pass
+    assert s.runs()[0].input.startswith("sha256:")
+
+
+async def test_concurrent_tasks_lose_no_rows(open_store):
+    s = open_store()
+    m = Traced(ScriptedModel(default="ok"), s)
+    await asyncio.gather(*(m.complete(Request.of(str(i))) for i in range(300)))
+    assert len(s.calls()) == 300
+
+
+def test_two_processes(open_store):
+    kind, target = open_store.kind, open_store.target
+    open_store().close()  # create the schema first
+    cls = "SQLiteStore" if kind == "sqlite" else "PostgresStore"
+    mod = "turnout.store" if kind == "sqlite" else "turnout.store.postgres"
+    code = (f"import sys; from {mod} import {cls}\n"
+            "from turnout.policies.trace import CallEvent\n"
+            f"s = {cls}(sys.argv[1], flush_interval=0.01)\n"
+            "for i in range(200): s.record(CallEvent(sys.argv[2], 0.0, 0.01, True))\n"
+            "s.close()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, target, f"p{k}"]) for k in range(2)]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    s = open_store()
+    assert len(s.calls(model="p0")) == 200 and len(s.calls(model="p1")) == 200
+
+
+def test_feedback_misroutes_and_experiments(open_store):
+    from turnout.routing import Decision
+
+    s = open_store()
+    with s.run("wf") as run_id:
+        s.record_decision(Decision("general", 0.4, {}, "semantic", "", 0.0, "matched", "general"), router="r", input="refund me")
+    s.add_feedback(run_id, score=0, labels={"route": "refund"}, comment="wrong")
+    mis = s.misroutes()
+    assert [(d.route, want) for d, want in mis] == [("general", "refund")]
+    with pytest.raises(ConfigError):
+        s.add_feedback("no-such-run", score=1)
+    s.record_outcome("exp", "control", unit="u1", cost_usd=0.1, correct=True)
+    assert s.outcomes("exp")[0]["variant"] == "control"
+
+
+def test_postgres_password_is_never_shown():
+    from turnout.store.postgres import scrub_url
+
+    assert scrub_url("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    if PG_URL:
+        bad = PG_URL.replace("turnout_test", "no_such_db")
+        from turnout.store.postgres import PostgresStore
+
+        with pytest.raises(ConfigError) as ei:
+            PostgresStore(bad)
+        assert "turnout-test" not in str(ei.value)

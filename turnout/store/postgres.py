@@ -1,0 +1,75 @@
+"""PostgreSQL trace store for teams: the same store as SQLite (same migrations, batching and
+failure handling) over psycopg 3. ``PostgresStore("postgresql://user:pass@host/db")``;
+``pip install 'turnout[postgres]'``. The password never appears in errors or reprs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .._errors import ConfigError
+from .sqlite import SQLiteStore
+
+__all__ = ["PostgresStore"]
+
+_MIGRATION_LOCK = 727_001  # pg_advisory_lock key: one process migrates at a time
+
+
+def _dialect(sql: str) -> str:
+    sql = sql.replace("BEGIN IMMEDIATE", "BEGIN").replace("?", "%s")
+    sql = re.sub(r"\bINTEGER PRIMARY KEY\b", "BIGSERIAL PRIMARY KEY", sql)
+    return re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
+
+
+class _Conn:
+    """Just enough of sqlite3.Connection's surface, translated to PostgreSQL."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, args: Any = ()) -> Any:
+        return self.conn.execute(_dialect(sql), args or None)
+
+    def executemany(self, sql: str, rows: list[Any]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(_dialect(sql), rows)
+
+    def executescript(self, sql: str) -> None:
+        self.conn.execute(_dialect(sql))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def scrub_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+class PostgresStore(SQLiteStore):
+    def __init__(self, url: str, **kw: Any) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError("the PostgreSQL store needs psycopg: pip install 'turnout[postgres]'") from None
+        self.url = url
+        self._psycopg = psycopg
+        self._db_errors = (psycopg.Error,)
+        super().__init__(scrub_url(url), **kw)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({scrub_url(self.url)!r}, redact={self.redact})"
+
+    def _open(self) -> Any:
+        try:
+            conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as e:
+            raise ConfigError(f"{scrub_url(self.url)}: cannot connect to PostgreSQL: {str(e).replace(self.url, scrub_url(self.url))}") from None
+        return _Conn(conn)
+
+    def _migrate(self) -> None:
+        self._db.execute(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+        try:
+            super()._migrate()
+        finally:
+            self._db.execute(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
