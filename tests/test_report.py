@@ -60,3 +60,20 @@ def test_since_and_bad_options(db):
         parse_since("yesterday")
     r = runner.invoke(app, ["report", "--by", "color", "--db", str(db)])
     assert r.exit_code == 2 and "--by must be" in r.output
+
+
+def test_report_by_vote(tmp_path):
+    from turnout.parallel import extract_number, sampler, vote
+
+    db = tmp_path / "v.db"
+
+    async def run():
+        with SQLiteStore(db) as store:
+            for reply in ("42", "7"):
+                v = await vote(sampler(ScriptedModel(default=reply), Request.of("q")), 8, extract=extract_number, wave=1)
+                store.record_verdict(v, name="arith")
+
+    asyncio.run(run())
+    rows = json.loads(runner.invoke(app, ["report", "--by", "vote", "--db", str(db), "--json"]).output)
+    assert rows == [{"name": "arith", "verdicts": 2, "mean_agreement": 1.0, "low_agreement": 0, "samples_used": 10,
+                     "samples_planned": 16, "samples_saved": 6, "outcomes": {"decided": 2}}]

@@ -58,9 +58,9 @@ def open_store(request, tmp_path):
 
 def test_migrations(open_store):
     s = open_store()
-    assert s.schema_version == 3
+    assert s.schema_version == 4
     s.close()
-    assert open_store().schema_version == 3
+    assert open_store().schema_version == 4
 
 
 async def test_calls_runs_and_decisions(open_store):

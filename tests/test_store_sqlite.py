@@ -26,11 +26,11 @@ def store(tmp_path):
 def test_migrations_apply_once_and_reopen_cleanly(tmp_path):
     p = tmp_path / "t.db"
     with SQLiteStore(p) as s:
-        assert s.schema_version == 3
+        assert s.schema_version == 4
     with SQLiteStore(p) as s:
-        assert s.schema_version == 3
+        assert s.schema_version == 4
     rows = sqlite3.connect(p).execute("SELECT version FROM schema_migrations").fetchall()
-    assert rows == [(1,), (2,), (3,)]
+    assert rows == [(1,), (2,), (3,), (4,)]
 
 
 async def test_calls_are_recorded_and_attributed_to_the_run(store):

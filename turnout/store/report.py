@@ -14,7 +14,7 @@ import numpy as np
 from .._errors import ConfigError
 from .base import CallRow, DecisionRow
 
-__all__ = ["by_model", "by_route", "parse_since"]
+__all__ = ["by_model", "by_route", "by_vote", "parse_since"]
 
 
 def parse_since(text: str | None, now: float | None = None) -> float | None:
@@ -64,5 +64,24 @@ def by_route(decisions: Sequence[DecisionRow], *, low_confidence: float = 0.5) -
             "mean_confidence": round(float(np.mean([d.confidence for d in ds])), 4),
             "low_confidence": sum(d.confidence < low_confidence for d in ds), "outcomes": outcomes,
             "latency_p50_ms": round(_pct([d.latency_s * 1000 for d in ds], 50), 3),
+        })
+    return out
+
+
+def by_vote(verdicts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Voting: verdicts per name, mean agreement, low-agreement count, samples used vs planned."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for v in verdicts:
+        groups.setdefault(v["name"], []).append(v)
+    out = []
+    for name, vs in sorted(groups.items()):
+        used, planned = sum(v["samples_used"] for v in vs), sum(v["samples_planned"] for v in vs)
+        outcomes: dict[str, int] = {}
+        for v in vs:
+            outcomes[v["outcome"]] = outcomes.get(v["outcome"], 0) + 1
+        out.append({
+            "name": name, "verdicts": len(vs), "mean_agreement": round(float(np.mean([v["agreement"] for v in vs])), 4),
+            "low_agreement": sum(v["agreement"] < 0.5 for v in vs), "samples_used": used, "samples_planned": planned,
+            "samples_saved": planned - used, "outcomes": outcomes,
         })
     return out

@@ -89,6 +89,18 @@ def _m3() -> str:
     """
 
 
+@migration(4)
+def _m4() -> str:
+    return """
+    CREATE TABLE verdicts (
+        id INTEGER PRIMARY KEY, run_id TEXT, name TEXT NOT NULL, at REAL NOT NULL, answer TEXT, outcome TEXT NOT NULL,
+        agreement REAL NOT NULL, samples_used INTEGER NOT NULL, samples_planned INTEGER NOT NULL, abstained INTEGER NOT NULL,
+        counts TEXT NOT NULL DEFAULT '{}', cost_usd REAL NOT NULL
+    );
+    CREATE INDEX verdicts_name_time ON verdicts(name, at);
+    """
+
+
 class StoreError(TurnoutError):
     """The trace store could not write (raised only by a store opened with ``strict=True``)."""
 
@@ -260,6 +272,29 @@ class SQLiteStore:
         correct = {fb["run_id"]: fb["labels"]["route"] for fb in self.feedback() if fb["labels"].get("route")}
         return [(d, correct[d.run_id]) for d in self.decisions(router=router) if d.run_id in correct]
 
+    def record_verdict(self, verdict: Any, *, name: str = "vote", run_id: str | None = None) -> None:
+        """A voting ``Verdict``: answer, outcome, agreement, samples used of planned, the tally."""
+        v = verdict
+        self._put("verdict", (run_id or _RUN.get(), name, time.time(), v.answer, v.outcome, v.agreement, v.samples_used,
+                              v.samples_planned, v.abstained, json.dumps(dict(v.counts)), v.cost_usd))
+
+    def verdicts(self, *, name: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        self.flush()
+        cols = ("run_id", "name", "at", "answer", "outcome", "agreement", "samples_used", "samples_planned", "abstained", "counts", "cost_usd")
+        q, args = f"SELECT {', '.join(cols)} FROM verdicts WHERE 1=1", []
+        if name is not None:
+            q += " AND name = ?"
+            args.append(name)
+        if since is not None:
+            q += " AND at >= ?"
+            args.append(since)
+        out = []
+        for r in self._db.execute(q + " ORDER BY id", args):
+            d = dict(zip(cols, r, strict=True))
+            d["counts"] = json.loads(d["counts"])
+            out.append(d)
+        return out
+
     def record_outcome(self, experiment: str, variant: str, *, unit: str | None = None, cost_usd: float = 0.0,
                        latency_s: float = 0.0, error: bool = False, correct: bool | None = None, score: float | None = None) -> None:
         """One unit's outcome in an A/B experiment (see ``turnout.store.experiments``)."""
@@ -278,6 +313,8 @@ class SQLiteStore:
         "finish": "UPDATE runs SET status = ?, finished_at = ?, output = COALESCE(?, output) WHERE run_id = ?",
         "call": "INSERT INTO calls (run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, "
                 "retries, fallback, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "verdict": "INSERT INTO verdicts (run_id, name, at, answer, outcome, agreement, samples_used, samples_planned, abstained, "
+                   "counts, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "outcome": "INSERT INTO experiment_outcomes (experiment, variant, unit, run_id, at, cost_usd, latency_s, error, correct, "
                    "score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "feedback": "INSERT INTO feedback (run_id, at, score, labels, comment) VALUES (?, ?, ?, ?, ?)",
