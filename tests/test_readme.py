@@ -1,4 +1,4 @@
-"""The README's first Python example runs as written, on the embedded model."""
+"""The README's commands and Python examples, run as written on the embedded models."""
 
 from __future__ import annotations
 
@@ -16,6 +16,16 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 
+def run_block(tmp_path: Path, marker: str) -> str:
+    """Run the first README Python block containing ``marker``; return its stdout."""
+    block = next(b for b in python_blocks() if marker in b)
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_readme_commands_are_the_two_documented_ones():
     text = README.read_text()
     assert "pip install -e '.[local]' && turnout chat" in text
@@ -24,31 +34,18 @@ def test_readme_commands_are_the_two_documented_ones():
 
 @pytest.mark.local_model
 def test_first_python_example_runs(tmp_path):
-    script = tmp_path / "example.py"
-    script.write_text(python_blocks()[0])
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith("42")
-    assert "'route': 'billing'" in out.stdout or "'route': '" in out.stdout
+    out = run_block(tmp_path, "BudgetLedger(0.50)")
+    assert out.splitlines()[0].startswith("42") and "'route': '" in out
 
 
 @pytest.mark.local_model
 def test_routing_example_runs(tmp_path):
-    block = next(b for b in python_blocks() if "CascadeRouter" in b)
-    script = tmp_path / "routing_example.py"
-    script.write_text(block)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("billing ") and "matched" in out.stdout
+    out = run_block(tmp_path, "CascadeRouter")
+    assert out.startswith("billing ") and "matched" in out
 
 
 @pytest.mark.local_model
 def test_parallel_example_runs(tmp_path):
-    block = next(b for b in python_blocks() if "run_sections" in b)
-    script = tmp_path / "parallel_example.py"
-    script.write_text(block)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith("42 ") and "## Pricing" in out.stdout and lines[-1].startswith("True ")
+    out = run_block(tmp_path, "run_sections")
+    lines = out.splitlines()
+    assert lines[0].startswith("42 ") and "## Pricing" in out and lines[-1].startswith("True ")
