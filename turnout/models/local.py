@@ -238,8 +238,6 @@ class LocalLLM:
             await pieces.aclose()
 
     async def aclose(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            await asyncio.to_thread(lambda: None)  # let in-flight callbacks drain
-            del server
+        """Drop the llama.cpp server; it is freed once no in-flight generation holds it."""
+        self._server = None
 

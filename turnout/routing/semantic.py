@@ -111,7 +111,6 @@ class SemanticRouter:
         self.cache = cache if cache is not None else EmbeddingCache()  # (an empty cache is falsy)
         self._ready = False
         self._names = [r.name for r in self.scored]
-        self._thr = np.zeros(len(self.scored), dtype=np.float32)
 
     @property
     def route_names(self) -> list[str]:
@@ -139,11 +138,10 @@ class SemanticRouter:
         cents = np.stack([self._examples[s : s + c].mean(axis=0) for s, c in zip(self._starts, counts, strict=True)])
         cents /= np.clip(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12, None)
         self._centroids = np.ascontiguousarray(cents.astype(np.float32))
-        self._sync_thresholds()
         self._ready = True
 
-    def _sync_thresholds(self) -> None:
-        self._thr = np.asarray([self.thresholds[n] for n in self._names], dtype=np.float32)
+    def _threshold_array(self) -> np.ndarray:
+        return np.asarray([self.thresholds[n] for n in self._names], dtype=np.float32)
 
     def score_matrix(self, q: np.ndarray, scoring: Scoring | None = None) -> np.ndarray:
         """Route scores for query vectors ``q`` (n × dim) -> (n × routes)."""
@@ -253,7 +251,7 @@ class SemanticRouter:
         await self.prepare()
         labels = [y for _, y in examples]
         q = await self.cache.get_many(self.embedder, [input_text(x) or " " for x, _ in examples])
-        before_acc, before_abs = self._final_accuracy(self.score_matrix(q), labels, self._thr)
+        before_acc, before_abs = self._final_accuracy(self.score_matrix(q), labels, self._threshold_array())
         before = {"accuracy": round(before_acc, 4), "abstain_rate": round(before_abs, 4)}
         notes: list[str] = []
 
@@ -291,7 +289,6 @@ class SemanticRouter:
                     best_t, best_v = t, v
             new_thr[name] = round(max(best_t, -1.0), 6)
         self.thresholds.update(new_thr)
-        self._sync_thresholds()
 
         # 3. temperature: least negative log-likelihood of the true route among scored routes
         idx = {n: i for i, n in enumerate(self._names)}
@@ -306,7 +303,7 @@ class SemanticRouter:
                 if nll < best_nll:
                     best_T, best_nll = T, nll
             self.temperature = best_T
-        after_acc, after_abs = self._final_accuracy(scores, labels, self._thr)
+        after_acc, after_abs = self._final_accuracy(scores, labels, self._threshold_array())
         after = {"accuracy": round(after_acc, 4), "abstain_rate": round(after_abs, 4)}
         return FitReport(before, after, self.scoring, self.temperature, dict(self.thresholds), objective, notes)
 

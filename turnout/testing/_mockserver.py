@@ -222,16 +222,20 @@ class MockServer:
             raise asyncio.CancelledError
         return None
 
-    async def _openai(self, request: web.Request) -> web.StreamResponse:
+    async def _tracked(self, inner: Any, request: web.Request) -> web.StreamResponse:
+        """Concurrency and cancellation accounting shared by both wire formats."""
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
-            return await self._openai_inner(request)
+            return await inner(request)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
         finally:
             self.active -= 1
+
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
+        return await self._tracked(self._openai_inner, request)
 
     async def _openai_inner(self, request: web.Request) -> web.StreamResponse:
         body, fault = await self._begin(request)
@@ -298,57 +302,55 @@ class MockServer:
         return resp
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        try:
-            body, fault = await self._begin(request)
-            if self.latency:
-                await asyncio.sleep(self.latency)
-            if fault:
-                resp = await self._error(request, fault)
-                if resp is not None:
-                    return resp
-            if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "max_tokens" not in body:
-                return web.json_response({"type": "error", "error": {"type": "invalid_request_error", "message": "messages and max_tokens are required"}}, status=400)
-            tools = body.get("tools") or []
-            schema = tools[0].get("input_schema") if tools else None
-            answer = self._answer(body, None)
-            p_tok = sum(_words(str(m.get("content", ""))) for m in body["messages"]) + (_words(body["system"]) if body.get("system") else 0)
-            mid = f"msg_mock{self.count}"
-            if not body.get("stream"):
-                if schema is not None:
-                    content = [{"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"], "input": instance_of_schema(schema)}]
-                    c_tok, stop = 5, "tool_use"
-                else:
-                    content, c_tok, stop = [{"type": "text", "text": answer}], _words(answer), "end_turn"
-                return web.json_response({
-                    "id": mid, "type": "message", "role": "assistant", "model": body.get("model"), "content": content,
-                    "stop_reason": stop, "usage": {"input_tokens": p_tok, "output_tokens": c_tok},
-                })
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await resp.prepare(request)
+        return await self._tracked(self._anthropic_inner, request)
 
-            async def ev(name: str, doc: dict[str, Any]) -> None:
-                await resp.write(f"event: {name}\ndata: {json.dumps(doc)}\n\n".encode())
+    async def _anthropic_inner(self, request: web.Request) -> web.StreamResponse:
+        body, fault = await self._begin(request)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if fault:
+            resp = await self._error(request, fault)
+            if resp is not None:
+                return resp
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "max_tokens" not in body:
+            return web.json_response({"type": "error", "error": {"type": "invalid_request_error", "message": "messages and max_tokens are required"}}, status=400)
+        tools = body.get("tools") or []
+        schema = tools[0].get("input_schema") if tools else None
+        answer = self._answer(body, None)
+        p_tok = sum(_words(str(m.get("content", ""))) for m in body["messages"]) + (_words(body["system"]) if body.get("system") else 0)
+        mid = f"msg_mock{self.count}"
+        if not body.get("stream"):
+            if schema is not None:
+                content = [{"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"], "input": instance_of_schema(schema)}]
+                c_tok, stop = 5, "tool_use"
+            else:
+                content, c_tok, stop = [{"type": "text", "text": answer}], _words(answer), "end_turn"
+            return web.json_response({
+                "id": mid, "type": "message", "role": "assistant", "model": body.get("model"), "content": content,
+                "stop_reason": stop, "usage": {"input_tokens": p_tok, "output_tokens": c_tok},
+            })
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
 
-            await ev("message_start", {"type": "message_start", "message": {"id": mid, "usage": {"input_tokens": p_tok, "output_tokens": 1}}})
-            await ev("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-            words = answer.split(" ")
-            for i, w in enumerate(words):
-                if fault == "truncate" and i >= max(1, len(words) // 2):
-                    return resp
-                if fault == "error_event" and i >= 1:
-                    await ev("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
-                    return resp
-                if self.chunk_delay:
-                    await asyncio.sleep(self.chunk_delay)
-                await ev("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w + (" " if i < len(words) - 1 else "")}})
-            await ev("content_block_stop", {"type": "content_block_stop", "index": 0})
-            await ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": len(words)}})
-            await ev("message_stop", {"type": "message_stop"})
-            return resp
-        finally:
-            self.active -= 1
+        async def ev(name: str, doc: dict[str, Any]) -> None:
+            await resp.write(f"event: {name}\ndata: {json.dumps(doc)}\n\n".encode())
+
+        await ev("message_start", {"type": "message_start", "message": {"id": mid, "usage": {"input_tokens": p_tok, "output_tokens": 1}}})
+        await ev("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        words = answer.split(" ")
+        for i, w in enumerate(words):
+            if fault == "truncate" and i >= max(1, len(words) // 2):
+                return resp
+            if fault == "error_event" and i >= 1:
+                await ev("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                return resp
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+            await ev("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w + (" " if i < len(words) - 1 else "")}})
+        await ev("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": len(words)}})
+        await ev("message_stop", {"type": "message_stop"})
+        return resp
 
 
 async def _serve_forever(args: Any) -> None:
