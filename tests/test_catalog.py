@@ -92,8 +92,8 @@ def test_declared_policies_are_stacked(tmp_path, mock_server):
 
 async def test_callers_share_one_limiter_and_fallback_state(tmp_path, mock_server):
     cat = Catalog.load(write(tmp_path, YAML.format(url=mock_server.url)))
-    a, b = cat.model("cheap"), cat.model("cheap")
-    assert a is b or a.models[0].inner.limiter is b.models[0].inner.limiter
+    a, b = cat.model("cheap").inner, cat.model("cheap").inner  # under Traced: the shared Fallback chain
+    assert a is b and a.models[0].inner.limiter is b.models[0].inner.limiter
     mock_server.fail("401")  # cheap fails for good -> backup answers, and cheap cools down for everyone
     sink = MemorySink()
     c = await cat.model("cheap", sink=sink).complete(Request.of("hi"))

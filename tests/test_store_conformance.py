@@ -12,7 +12,7 @@ import pytest
 
 from turnout import ConfigError, Request, Traced
 from turnout.routing import Route, RuleRouter
-from turnout.store import SQLiteStore
+from turnout.store import MIGRATIONS, SQLiteStore
 from turnout.testing import ScriptedModel
 
 PG_URL = os.environ.get("TURNOUT_TEST_PG_URL")  # read at import: the autouse fixture clears TURNOUT_*
@@ -58,9 +58,67 @@ def open_store(request, tmp_path):
 
 def test_migrations(open_store):
     s = open_store()
-    assert s.schema_version == 4
+    assert s.schema_version == MIGRATIONS[-1][0]
     s.close()
-    assert open_store().schema_version == 4
+    assert open_store().schema_version == MIGRATIONS[-1][0]
+
+
+async def test_steps_sections_and_verdicts_inside_a_run(open_store):
+    from turnout.parallel import extract_number, run_sections, sampler, split_items, vote
+
+    s = open_store()
+    m = Traced(ScriptedModel(default="it is 7", name="m"))  # no sink: the active run's store gets the calls
+    with s.run("wf") as run_id:
+        await run_sections(split_items(["a", "b", "c"]), m, "do {section}", name="map")
+        await vote(sampler(m, Request.of("q")), n=4, extract=extract_number, name="v")
+        s.record_step("map", "section", latency_s=0.5, cost_usd=0.01, detail={"sections": 3})
+    assert [(r["idx"], r["title"], r["status"]) for r in s.sections(run_id=run_id)] == [(0, "Item 1", "ok"), (1, "Item 2", "ok"),
+                                                                                         (2, "Item 3", "ok")]
+    (step,) = s.steps(run_id=run_id)
+    assert (step["name"], step["kind"], step["detail"]) == ("map", "section", {"sections": 3})
+    (v,) = s.verdicts(name="v")
+    assert v["answer"] == "7" and v["run_id"] == run_id
+    assert len(s.calls(run_id=run_id)) == 3 + v["samples_used"]
+
+
+def test_unreachable_at_open_keeps_the_run_going(open_store, tmp_path, caplog):
+    if open_store.kind == "postgres":
+        from turnout.store.postgres import PostgresStore
+
+        target, factory = "postgresql://u:hunter2@127.0.0.1:9/db", PostgresStore  # nothing listens on port 9
+    else:
+        (tmp_path / "blocker").write_text("x")
+        target, factory = str(tmp_path / "blocker" / "t.db"), SQLiteStore
+    with pytest.raises(ConfigError, match="cannot open the trace store"):
+        factory(target, strict=True)
+    with caplog.at_level("WARNING", logger="turnout.store.sqlite"):
+        s = factory(target, reconnect_interval=0.05)
+    assert not s.connected and "cannot open the trace store" in caplog.text and "hunter2" not in caplog.text
+    with s.run("wf", "text"):
+        s.record(_event())
+    from turnout.store import StoreError
+
+    with pytest.raises(StoreError, match="cannot be reached"):
+        s.runs()
+    assert len(s._q) == 3  # run, call, finish: queued, not lost
+    s.close()
+
+
+def test_reachable_again_writes_what_was_queued(tmp_path):
+    (tmp_path / "later").write_text("not yet a directory")
+    s = SQLiteStore(tmp_path / "later" / "t.db", flush_interval=0.02, reconnect_interval=0.02)
+    with s.run("wf"):
+        s.record(_event())
+    (tmp_path / "later").unlink()
+    (tmp_path / "later").mkdir()
+    assert s.calls()[0].model == "m" and s.runs()[0].workflow == "wf" and s.connected
+    s.close()
+
+
+def _event():
+    from turnout.policies.trace import CallEvent
+
+    return CallEvent("m", 0.0, 0.01, True)
 
 
 async def test_calls_runs_and_decisions(open_store):
@@ -131,5 +189,5 @@ def test_postgres_password_is_never_shown():
         from turnout.store.postgres import PostgresStore
 
         with pytest.raises(ConfigError) as ei:
-            PostgresStore(bad)
+            PostgresStore(bad, strict=True)
         assert "turnout-test" not in str(ei.value)

@@ -12,7 +12,7 @@ import pytest
 
 from turnout import ConfigError, ProviderUnavailable, Request, Traced
 from turnout.routing import Route, RuleRouter
-from turnout.store import SQLiteStore, StoreError
+from turnout.store import MIGRATIONS, SQLiteStore, StoreError
 from turnout.testing import ScriptedModel
 
 
@@ -26,11 +26,11 @@ def store(tmp_path):
 def test_migrations_apply_once_and_reopen_cleanly(tmp_path):
     p = tmp_path / "t.db"
     with SQLiteStore(p) as s:
-        assert s.schema_version == 4
+        assert s.schema_version == MIGRATIONS[-1][0]
     with SQLiteStore(p) as s:
-        assert s.schema_version == 4
+        assert s.schema_version == MIGRATIONS[-1][0]
     rows = sqlite3.connect(p).execute("SELECT version FROM schema_migrations").fetchall()
-    assert rows == [(1,), (2,), (3,), (4,)]
+    assert rows == [(v,) for v, _ in MIGRATIONS] == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
 
 
 async def test_calls_are_recorded_and_attributed_to_the_run(store):
@@ -52,10 +52,38 @@ async def test_decisions_are_recorded(store):
     r = RuleRouter([Route("billing", keywords=("invoice",)), Route("general")], fallback="general", name="rules")
     with store.run("route") as run_id:
         for text in ("my invoice", "hello"):
-            store.record_decision(await r.decide(text), router="support", input=text)
+            store.record_decision(r.decide_sync(text), router="support", input=text)
     ds = store.decisions(run_id=run_id)
     assert [(d.route, d.outcome, d.input) for d in ds] == [("billing", "matched", "my invoice"), ("general", "fallback", "hello")]
     assert ds[0].scores == {"billing": 1.0} and ds[0].router == "support"
+
+
+async def test_everything_inside_a_run_records_itself(store):
+    """No wiring: decisions (once per cascade, not per stage), calls and verdicts land in the active run."""
+    from turnout.parallel import extract_number, run_sections, sampler, split_items, vote
+    from turnout.routing import CascadeRouter, Stage
+    from turnout.testing import FunctionModel
+
+    rules = RuleRouter([Route("billing", keywords=("invoice",)), Route("general")], name="rules")
+    sem = RuleRouter([Route("billing", keywords=("money",)), Route("general", keywords=("hello",))], name="second")
+    cascade = CascadeRouter([Stage(rules), Stage(sem)], name="triage")
+    model = Traced(ScriptedModel(default="The answer is 42."))  # no sink of its own
+    await rules.decide("an invoice")  # outside any run: not recorded
+    with store.run("wf") as run_id:
+        assert [d.route for d in await cascade.decide_many(["my invoice", "hello"])] == ["billing", "general"]
+        await rules.decide("invoice again")
+        v = await vote(sampler(model, Request.of("q")), n=3, extract=extract_number, name="answer")
+        failing = FunctionModel(lambda r: (_ for _ in ()).throw(ProviderUnavailable("down")) if "B" in r.messages[-1].content else "ok")
+        res = await run_sections(split_items(["A", "B"]), Traced(failing), "say {section}", name="parts")
+    ds = store.decisions(run_id=run_id)
+    assert [(d.router, d.route, d.input) for d in ds] == [
+        ("triage", "billing", "my invoice"), ("triage", "general", "hello"), ("rules", "billing", "invoice again")]
+    assert len(store.decisions()) == 3
+    assert len(store.calls(run_id=run_id)) == v.samples_used + 2
+    assert [(r["step"], r["idx"], r["status"]) for r in store.sections(run_id=run_id)] == [("parts", 0, "ok"), ("parts", 1, "error")]
+    assert "down" in store.sections(step="parts")[1]["error"] and res.failed[0][0] == 1
+    (verdict,) = store.verdicts(name="answer")
+    assert verdict["run_id"] == run_id and verdict["answer"] == "42"
 
 
 def test_redaction_stores_hashes(tmp_path):
@@ -118,5 +146,5 @@ def test_strict_store_raises_and_bad_paths_are_clear(tmp_path):
     s.close()
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="cannot open the trace store"):
-        SQLiteStore(tmp_path / "file" / "sub.db")
+        SQLiteStore(tmp_path / "file" / "sub.db", strict=True)
 

@@ -295,8 +295,7 @@ class Catalog:
             m = fb_chain
         if ledger is not None:
             m = Budgeted(m, ledger)
-        if sink is not None:
-            m = Traced(m, sink)
+        m = Traced(m, sink)  # no sink: still recorded into the active run's store, if any
         return m
 
     async def aclose(self) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from .._errors import ConfigError
 from .._types import Completion, Request
 from ..models.base import ChatModel
+from ..store.base import _ACTIVE
 from .engine import Envelope, Policy, fan_out
 
 __all__ = [
@@ -229,6 +230,7 @@ async def run_sections(
     max_tokens: int | None = None,
     count_tokens: CountTokens | None = None,
     extra: dict[str, Any] | None = None,
+    name: str = "sections",
 ) -> SectionedResult:
     """Map ``prompt`` over the sections concurrently, then aggregate.
 
@@ -252,6 +254,9 @@ async def run_sections(
     reqs = [Request.of(prompt.format(section=s.text, title=s.title, index=s.index, task=task, **(extra or {})), system=system,
                        max_tokens=max_tokens, metadata={"section": str(s.index)}) for s in sections]
     res = await fan_out([lambda r=r: model.complete(r) for r in reqs], concurrency=concurrency, timeout=timeout, policy=policy)
+    a = _ACTIVE.get()
+    if a is not None:  # inside ``with store.run(...)``: one row per section envelope
+        a[0].record_sections(name, res.envelopes, [s.title for s in sections], run_id=a[1])
     out = SectionedResult(list(sections), res.envelopes, cost_usd=res.cost_usd)
     if aggregate == "concatenate":
         out.aggregate = concatenate(sections, res.envelopes)

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from .._errors import ConfigError, TurnoutError
 from .._types import Completion, Request, ResponseFormat
 from ..models.base import ChatModel
+from ..store.base import _ACTIVE
 from .engine import fan_out
 
 __all__ = [
@@ -322,12 +323,14 @@ async def vote(
     question: str = "",
     escalate_below: float | None = None,
     on_escalate: Callable[[Verdict], Awaitable[Verdict | None]] | None = None,
+    name: str = "vote",
 ) -> Verdict:
     """Cast up to ``n`` votes, ``sample(i)`` producing the i-th answer, ``wave`` at a time.
 
     ``sources[i]`` names who cast vote i (for weights and ``tie="weight_order"``). With
     ``escalate_below``, a verdict whose agreement is lower calls ``on_escalate`` (e.g. ask a stronger
-    model or queue for a person); what it returns replaces the verdict.
+    model or queue for a person); what it returns replaces the verdict. Inside ``with store.run(...)``
+    the verdict is recorded under ``name``.
     """
     if n < 1:
         raise ConfigError("vote() needs n >= 1")
@@ -372,6 +375,9 @@ async def vote(
         if replaced is not None:
             v = replaced
         v.outcome = "escalated" if v.outcome != "judged" else v.outcome
+    a = _ACTIVE.get()
+    if a is not None:
+        a[0].record_verdict(v, name=name, run_id=a[1])
     return v
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from .._types import Completion, Request, StreamChunk, Usage
 from ..models.base import ChatModel
+from ..store.base import _ACTIVE
 from .base import _CALL_INFO, Wrapper
 
 __all__ = ["CallEvent", "MemorySink", "TraceSink", "Traced"]
@@ -67,10 +68,26 @@ class MemorySink:
         }
 
 
+class _NoSink:
+    def record(self, event: CallEvent) -> None:
+        pass
+
+
 class Traced(Wrapper):
-    def __init__(self, inner: ChatModel, sink: TraceSink) -> None:
+    """One ``CallEvent`` per call into ``sink`` — and into the store of the active run (``with
+    store.run(...)``) when that is not already the sink, so calls are attributed without wiring."""
+
+    def __init__(self, inner: ChatModel, sink: TraceSink | None = None) -> None:
         super().__init__(inner)
-        self.sink = sink
+        self.sink: TraceSink = sink if sink is not None else _NoSink()
+        inner_sinks = getattr(self.sink, "sinks", ())
+        self._sinks = {id(self.sink), *map(id, inner_sinks)}
+
+    def _emit(self, event: CallEvent) -> None:
+        self.sink.record(event)
+        a = _ACTIVE.get()
+        if a is not None and id(a[0]) not in self._sinks:
+            a[0].record(event)
 
     def _event(self, request: Request, t0: float, wall: float, info: dict[str, Any], *, ok: bool, stream: bool,
                c: Completion | StreamChunk | None = None, err: BaseException | None = None) -> CallEvent:
@@ -90,11 +107,11 @@ class Traced(Wrapper):
         try:
             c = await self.inner.complete(request)
         except BaseException as e:
-            self.sink.record(self._event(request, t0, wall, info, ok=False, stream=False, err=e))
+            self._emit(self._event(request, t0, wall, info, ok=False, stream=False, err=e))
             raise
         finally:
             _CALL_INFO.reset(token)
-        self.sink.record(self._event(request, t0, wall, info, ok=True, stream=False, c=c))
+        self._emit(self._event(request, t0, wall, info, ok=True, stream=False, c=c))
         return c
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
@@ -109,10 +126,10 @@ class Traced(Wrapper):
             except StopAsyncIteration:
                 break
             except BaseException as e:
-                self.sink.record(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
+                self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
                 raise
             finally:
                 _CALL_INFO.reset(token)
             last = chunk
             yield chunk
-        self.sink.record(self._event(request, t0, wall, info, ok=last is not None and last.done, stream=True, c=last))
+        self._emit(self._event(request, t0, wall, info, ok=last is not None and last.done, stream=True, c=last))

@@ -12,12 +12,14 @@ A router's raw decision names the route it chose (or ``None``: it abstains) with
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .._errors import ConfigError
+from ..store.base import _ACTIVE
 
 __all__ = [
     "Decision",
@@ -27,6 +29,7 @@ __all__ = [
     "finalize",
     "input_fields",
     "input_text",
+    "logged",
     "target_of",
 ]
 
@@ -165,3 +168,22 @@ def finalize(
         return raw._replace(route=fallback, chosen=chosen, outcome="fallback", latency_s=latency,
                             reason=f"{raw.reason}; {why}: fallback")
     return raw._replace(route=None, chosen=chosen, outcome="abstained", latency_s=latency, reason=f"{raw.reason}; {why}")
+
+
+# True while a cascade asks its stages: only the cascade's own decision is logged
+_NESTED: contextvars.ContextVar[bool] = contextvars.ContextVar("turnout_router_nested", default=False)
+
+
+def logged(router: Any, x: RouteInput, d: Decision) -> Decision:
+    """Record ``d`` into the active run's store (``with store.run(...)``), if any; return it."""
+    a = _ACTIVE.get()
+    if a is not None and not _NESTED.get():
+        a[0].record_decision(d, router=getattr(router, "name", "") or router.kind, input=input_text(x), run_id=a[1])
+    return d
+
+
+def logged_many(router: Any, xs: Sequence[RouteInput], ds: list[Decision]) -> list[Decision]:
+    if _ACTIVE.get() is not None and not _NESTED.get():
+        for x, d in zip(xs, ds, strict=True):
+            logged(router, x, d)
+    return ds

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ConfigError
-from .base import Decision, RouteInput, Router
+from .base import _NESTED, Decision, RouteInput, Router, logged, logged_many
 
 __all__ = ["CascadeRouter", "Stage"]
 
@@ -91,26 +91,34 @@ class CascadeRouter:
     async def decide(self, x: RouteInput) -> Decision:
         t0 = time.perf_counter()
         trail: list[tuple[Stage, Decision]] = []
-        for st in self.stages:
-            d = await st.router.decide(x)
-            trail.append((st, d))
-            if self._accept(st, d):
-                break
-        return self._combine(trail, t0)
+        token = _NESTED.set(True)  # the stages' own decisions are in the cascade's reason, not logged apart
+        try:
+            for st in self.stages:
+                d = await st.router.decide(x)
+                trail.append((st, d))
+                if self._accept(st, d):
+                    break
+        finally:
+            _NESTED.reset(token)
+        return logged(self, x, self._combine(trail, t0))
 
     async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]:
         t0 = time.perf_counter()
         trails: list[list[tuple[Stage, Decision]]] = [[] for _ in xs]
         pending = list(range(len(xs)))
-        for st in self.stages:
-            if not pending:
-                break
-            ds = await st.router.decide_many([xs[i] for i in pending])
-            still = []
-            for i, d in zip(pending, ds, strict=True):
-                trails[i].append((st, d))
-                if not self._accept(st, d):
-                    still.append(i)
-            pending = still
+        token = _NESTED.set(True)
+        try:
+            for st in self.stages:
+                if not pending:
+                    break
+                ds = await st.router.decide_many([xs[i] for i in pending])
+                still = []
+                for i, d in zip(pending, ds, strict=True):
+                    trails[i].append((st, d))
+                    if not self._accept(st, d):
+                        still.append(i)
+                pending = still
+        finally:
+            _NESTED.reset(token)
         # an input's latency is what its stages spent on it (a batched stage reports its per-item share)
-        return [self._combine(tr, t0)._replace(latency_s=sum(d.latency_s for _, d in tr)) for tr in trails]
+        return logged_many(self, xs, [self._combine(tr, t0)._replace(latency_s=sum(d.latency_s for _, d in tr)) for tr in trails])

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from .._errors import ConfigError, TurnoutError
 from .._types import Completion, Request, ResponseFormat
 from ..models.base import ChatModel
-from .base import Decision, Route, RouteInput, check_policy_routes, check_routes, finalize, input_text
+from .base import Decision, Route, RouteInput, check_policy_routes, check_routes, finalize, input_text, logged
 
 __all__ = ["LLMRouter", "normalise_label"]
 
@@ -146,7 +146,7 @@ class LLMRouter:
         note = f"; input cut to {self.max_chars} characters" if len(text) > self.max_chars else ""
         if not text.strip():
             raw = Decision(None, 0.0, {}, "llm", "empty input", 0.0, "abstained", None, self.name)
-            return finalize(raw, fallback=self.fallback, escalation=None, escalate_below=0.0, t0=t0)
+            return logged(self, x, finalize(raw, fallback=self.fallback, escalation=None, escalate_below=0.0, t0=t0))
         results = await asyncio.gather(*(self._one(text, None if self.samples == 1 else 1000 + i) for i in range(self.samples)))
         cost = sum(c.cost_usd for c, _ in results if c is not None)
         labels: list[str | None] = []
@@ -177,7 +177,8 @@ class LLMRouter:
             scores = {k: round(v / self.samples, 4) for k, v in votes.items()}
             reason = f"{n}/{self.samples} samples chose {route}" if route else "; ".join(dict.fromkeys(reasons))
         raw = Decision(route, conf, scores, "llm", reason + note, 0.0, "matched" if route else "abstained", route, self.name, cost)
-        return finalize(raw, fallback=self.fallback, escalation=self.escalation, escalate_below=self.escalate_below, t0=t0)
+        d = finalize(raw, fallback=self.fallback, escalation=self.escalation, escalate_below=self.escalate_below, t0=t0)
+        return logged(self, x, d)
 
     async def decide_many(self, xs: Sequence[RouteInput], *, concurrency: int = 8) -> list[Decision]:
         """Decide many inputs, at most ``concurrency`` model calls at a time (results in input order)."""

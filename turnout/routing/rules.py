@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ConfigError
-from .base import Decision, Route, RouteInput, check_policy_routes, check_routes
+from .base import Decision, Route, RouteInput, check_policy_routes, check_routes, logged, logged_many
 
 __all__ = ["Rule", "RuleRouter"]
 
@@ -133,7 +133,7 @@ class RuleRouter:
         return Decision(None, 0.0, {}, "rule", "no rule fired; abstained", time.perf_counter() - t0, "abstained", None, self.name)
 
     async def decide(self, x: RouteInput) -> Decision:
-        return self.decide_sync(x)
+        return logged(self, x, self.decide_sync(x))
 
     async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]:
-        return [self.decide_sync(x) for x in xs]
+        return logged_many(self, xs, [self.decide_sync(x) for x in xs])

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._errors import ConfigError
 from ..models.base import Embedder
-from .base import Decision, Route, RouteInput, check_policy_routes, check_routes, finalize, input_text
+from .base import Decision, Route, RouteInput, check_policy_routes, check_routes, finalize, input_text, logged, logged_many
 
 __all__ = ["EmbeddingCache", "FitReport", "SemanticRouter"]
 
@@ -189,9 +189,9 @@ class SemanticRouter:
         await self.prepare()
         text = input_text(x)
         if not text.strip():
-            return self._empty(t0)
+            return logged(self, x, self._empty(t0))
         q = await self.embedder.embed([text])
-        return self._decide_row(self.score_matrix(q)[0], t0, self._note(text))
+        return logged(self, x, self._decide_row(self.score_matrix(q)[0], t0, self._note(text)))
 
     async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]:
         """Route many inputs with one embedding call. Latency is the batch's time per item."""
@@ -210,7 +210,7 @@ class SemanticRouter:
         for i, d in enumerate(out):
             if d is None:
                 out[i] = self._empty(time.perf_counter())
-        return out  # type: ignore[return-value]
+        return logged_many(self, xs, out)  # type: ignore[arg-type]
 
     # -- fitting -------------------------------------------------------------------------------
     def _final_accuracy(self, scores: np.ndarray, labels: list[str | None], thr: np.ndarray) -> tuple[float, float]:

@@ -7,12 +7,23 @@ reports the failure once, clearly, and keeps the run going — unless it was ope
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CallRow", "DecisionRow", "RunRow", "Tee", "TraceStore", "text_or_hash"]
+__all__ = ["CallRow", "DecisionRow", "RunRow", "Tee", "TraceStore", "active_run", "text_or_hash"]
+
+# (store, run_id) of the run the current task is in: set by ``with store.run(...)``. Everything that
+# runs inside — model calls through ``Traced``, router decisions, votes, sections, workflow steps —
+# records itself into that store without being handed it.
+_ACTIVE: contextvars.ContextVar[tuple[Any, str] | None] = contextvars.ContextVar("turnout_active_run", default=None)
+
+
+def active_run() -> tuple[Any, str] | None:
+    """``(store, run_id)`` when called inside ``with store.run(...)``, else None."""
+    return _ACTIVE.get()
 
 
 def text_or_hash(text: str | None, redact: bool) -> str | None:
@@ -82,6 +93,13 @@ class TraceStore(Protocol):
 
     def record_decision(self, decision: Any, *, router: str = "", input: str | None = None, run_id: str | None = None) -> None: ...
 
+    def record_verdict(self, verdict: Any, *, name: str = "vote", run_id: str | None = None) -> None: ...
+
+    def record_sections(self, step: str, envelopes: Sequence[Any], titles: Sequence[str] = (), *, run_id: str | None = None) -> None: ...
+
+    def record_step(self, name: str, kind: str, *, latency_s: float, status: str = "ok", cost_usd: float = 0.0,
+                    detail: Mapping[str, Any] | None = None, run_id: str | None = None) -> None: ...
+
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
@@ -103,10 +121,22 @@ class Tee:
         for s in self.sinks:
             s.record(event)
 
-    def record_decision(self, decision: Any, **kw: Any) -> None:
+    def _forward(self, method: str, *args: Any, **kw: Any) -> None:
         for s in self.sinks:
-            f = getattr(s, "record_decision", None)
+            f = getattr(s, method, None)
             if f is not None:
-                f(decision, **kw)
+                f(*args, **kw)
+
+    def record_decision(self, decision: Any, **kw: Any) -> None:
+        self._forward("record_decision", decision, **kw)
+
+    def record_verdict(self, verdict: Any, **kw: Any) -> None:
+        self._forward("record_verdict", verdict, **kw)
+
+    def record_sections(self, step: str, envelopes: Sequence[Any], titles: Sequence[str] = (), **kw: Any) -> None:
+        self._forward("record_sections", step, envelopes, titles, **kw)
+
+    def record_step(self, name: str, kind: str, **kw: Any) -> None:
+        self._forward("record_step", name, kind, **kw)
 
 

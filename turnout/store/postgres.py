@@ -47,25 +47,33 @@ def scrub_url(url: str) -> str:
 
 
 class PostgresStore(SQLiteStore):
-    def __init__(self, url: str, **kw: Any) -> None:
+    def __init__(self, url: str, *, connect_timeout: int = 10, **kw: Any) -> None:
         try:
             import psycopg
         except ImportError:
             raise ConfigError("the PostgreSQL store needs psycopg: pip install 'turnout[postgres]'") from None
         self.url = url
+        self.connect_timeout = connect_timeout
         self._psycopg = psycopg
         self._db_errors = (psycopg.Error,)
         super().__init__(scrub_url(url), **kw)
 
+    @property  # type: ignore[override]
+    def path(self) -> str:  # what messages name: the URL without its password
+        return scrub_url(self.url)
+
+    @path.setter
+    def path(self, _: Any) -> None:
+        pass
+
     def __repr__(self) -> str:
         return f"PostgresStore({scrub_url(self.url)!r}, redact={self.redact})"
 
+    def _describe(self, e: BaseException) -> str:
+        return str(e).replace(self.url, scrub_url(self.url))
+
     def _open(self) -> Any:
-        try:
-            conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-        except self._psycopg.Error as e:
-            raise ConfigError(f"{scrub_url(self.url)}: cannot connect to PostgreSQL: {str(e).replace(self.url, scrub_url(self.url))}") from None
-        return _Conn(conn)
+        return _Conn(self._psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout))
 
     def _migrate(self) -> None:
         self._db.execute(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")

@@ -9,7 +9,6 @@ the failure from the next ``record``/``flush`` call instead.
 
 from __future__ import annotations
 
-import contextvars
 import itertools
 import json
 import logging
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError, TurnoutError
-from .base import CallRow, DecisionRow, RunRow, text_or_hash
+from .base import _ACTIVE, CallRow, DecisionRow, RunRow, text_or_hash
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "StoreError", "current_run", "default_path"]
 
@@ -101,15 +100,31 @@ def _m4() -> str:
     """
 
 
+@migration(5)
+def _m5() -> str:
+    return """
+    CREATE TABLE steps (
+        id INTEGER PRIMARY KEY, run_id TEXT, name TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL, latency_s REAL NOT NULL,
+        status TEXT NOT NULL, cost_usd REAL NOT NULL, detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX steps_run ON steps(run_id);
+    CREATE TABLE sections (
+        id INTEGER PRIMARY KEY, run_id TEXT, step TEXT NOT NULL, idx INTEGER NOT NULL, title TEXT, status TEXT NOT NULL,
+        error TEXT, cost_usd REAL NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, latency_s REAL NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX sections_run ON sections(run_id);
+    """
+
+
 class StoreError(TurnoutError):
     """The trace store could not write (raised only by a store opened with ``strict=True``)."""
 
 
-_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("turnout_run", default=None)
-
-
 def current_run() -> str | None:
-    return _RUN.get()
+    """The id of the run the current task is inside (``with store.run(...)``), else None."""
+    a = _ACTIVE.get()
+    return a[1] if a is not None else None
 
 
 def default_path() -> Path:
@@ -129,6 +144,7 @@ class SQLiteStore:
         flush_interval: float = 0.2,
         batch: int = 500,
         max_pending: int = 100_000,
+        reconnect_interval: float = 5.0,
     ) -> None:
         self.path = Path(path) if path is not None else default_path()
         self.redact, self.strict = redact, strict
@@ -138,11 +154,20 @@ class SQLiteStore:
         self._error: BaseException | None = None
         self._reported = False
         self.dropped = 0
+        self.reconnect_interval = reconnect_interval
+        self._db: Any = None
+        self._closed = False
+        self._retry_at = 0.0
         try:
-            self._db = self._open()
-            self._migrate()
+            self._connect()
         except (*self._db_errors, sqlite3.Error, OSError) as e:
-            raise ConfigError(f"{self.path}: cannot open the trace store: {e}") from None
+            msg = f"{self.path}: cannot open the trace store: {self._describe(e)}"
+            if strict:
+                raise ConfigError(msg) from None
+            # not strict: the run goes on; rows queue up and the store is retried from the flusher
+            self._error, self._reported = e, True
+            self._retry_at = time.monotonic() + reconnect_interval
+            log.warning("turnout %s; the run goes on, rows are kept and the store is retried every %gs", msg, reconnect_interval)
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="turnout-trace-flush", daemon=True)
@@ -150,6 +175,35 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, redact={self.redact})"
+
+    def _describe(self, e: BaseException) -> str:
+        return str(e)
+
+    def _connect(self) -> None:
+        db = self._open()
+        try:
+            self._db = db
+            self._migrate()
+        except BaseException:
+            self._db = None
+            db.close()
+            raise
+
+    @property
+    def connected(self) -> bool:
+        """False while the database cannot be opened (rows are queued meanwhile)."""
+        return self._db is not None
+
+    def _reading(self) -> Any:
+        """Flush, then the connection to read from (StoreError when the store cannot be reached)."""
+        if self._db is None:
+            self._retry_at = 0.0  # a reader asks now: try to reach the store again at once
+        self.flush()
+        if self._db is None:
+            self._reconnect()
+        if self._db is None:
+            raise StoreError(f"{self.path}: the trace store cannot be reached: {self._describe(self._error) if self._error else 'closed'}")
+        return self._db
 
     def _open(self) -> Any:
         if str(self.path) != ":memory:":
@@ -183,14 +237,14 @@ class SQLiteStore:
 
     @property
     def schema_version(self) -> int:
-        row = self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        row = self._reading().execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return int(row[0] or 0)
 
     # -- writing (hot path: enqueue only) ------------------------------------------------------------
     def _put(self, kind: str, row: tuple[Any, ...]) -> None:
         if self._error is not None and self.strict:
             err, self._error = self._error, None
-            raise StoreError(f"{self.path}: trace store write failed: {err}") from err
+            raise StoreError(f"{self.path}: trace store write failed: {self._describe(err)}") from None
         if len(self._q) >= self.max_pending:
             self._q.popleft()
             self.dropped += 1
@@ -202,7 +256,7 @@ class SQLiteStore:
     def run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> Iterator[str]:
         """``with store.run("triage", text) as run_id:`` — calls and decisions inside are attributed to it."""
         run_id = self.start_run(workflow, input, tags=tags)
-        token = _RUN.set(run_id)
+        token = _ACTIVE.set((self, run_id))
         status = "ok"
         try:
             yield run_id
@@ -210,8 +264,12 @@ class SQLiteStore:
             status = "error"
             raise
         finally:
-            _RUN.reset(token)
+            _ACTIVE.reset(token)
             self.finish_run(run_id, status=status)
+
+    def _run_id(self) -> str | None:
+        a = _ACTIVE.get()
+        return a[1] if a is not None and a[0] is self else None
 
     def start_run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> str:
         run_id = uuid.uuid4().hex
@@ -224,12 +282,12 @@ class SQLiteStore:
     def record(self, event: Any) -> None:
         """Record a ``CallEvent`` (this makes the store a sink for ``Traced``)."""
         u = event.usage
-        self._put("call", (_RUN.get(), event.model, event.started_at, event.latency_s, int(event.ok), u.input_tokens,
+        self._put("call", (self._run_id(), event.model, event.started_at, event.latency_s, int(event.ok), u.input_tokens,
                            u.output_tokens, event.cost_usd, event.error_type, event.retries, event.fallback, int(event.stream)))
 
     def record_decision(self, decision: Any, *, router: str = "", input: str | None = None, run_id: str | None = None) -> None:
         d = decision
-        self._put("decision", (run_id or _RUN.get(), router or d.stage or d.kind, d.route, d.chosen, d.confidence, d.outcome, d.kind,
+        self._put("decision", (run_id or self._run_id(), router or d.stage or d.kind, d.route, d.chosen, d.confidence, d.outcome, d.kind,
                                d.stage, d.reason, d.latency_s, time.time(), text_or_hash(input, self.redact), json.dumps(dict(d.scores))))
 
     def add_feedback(self, run_id: str, *, score: float | None = None, labels: Mapping[str, str] | None = None,
@@ -237,19 +295,19 @@ class SQLiteStore:
         """Feedback on a run: a score, labels (``{"route": "billing"}`` = the correct route), a comment."""
         if not run_id:
             raise ConfigError("feedback needs a run id")
-        self.flush()
-        if self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+        db = self._reading()
+        if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
             raise ConfigError(f"no run {run_id!r} in {self.path}")
         self._put("feedback", (run_id, time.time(), score, json.dumps(dict(labels or {})), comment))
         self.flush()
 
     def feedback(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        self.flush()
+        db = self._reading()
         q, args = "SELECT run_id, at, score, labels, comment FROM feedback", []
         if run_id is not None:
             q, args = q + " WHERE run_id = ?", [run_id]
         return [{"run_id": r[0], "at": r[1], "score": r[2], "labels": json.loads(r[3]), "comment": r[4]}
-                for r in self._db.execute(q + " ORDER BY id", args)]
+                for r in db.execute(q + " ORDER BY id", args)]
 
     def misroutes(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]:
         """Decisions whose run's latest feedback names another route: (decision, correct route)."""
@@ -275,11 +333,11 @@ class SQLiteStore:
     def record_verdict(self, verdict: Any, *, name: str = "vote", run_id: str | None = None) -> None:
         """A voting ``Verdict``: answer, outcome, agreement, samples used of planned, the tally."""
         v = verdict
-        self._put("verdict", (run_id or _RUN.get(), name, time.time(), v.answer, v.outcome, v.agreement, v.samples_used,
+        self._put("verdict", (run_id or self._run_id(), name, time.time(), v.answer, v.outcome, v.agreement, v.samples_used,
                               v.samples_planned, v.abstained, json.dumps(dict(v.counts)), v.cost_usd))
 
     def verdicts(self, *, name: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
-        self.flush()
+        db = self._reading()
         cols = ("run_id", "name", "at", "answer", "outcome", "agreement", "samples_used", "samples_planned", "abstained", "counts", "cost_usd")
         q, args = f"SELECT {', '.join(cols)} FROM verdicts WHERE 1=1", []
         if name is not None:
@@ -289,22 +347,59 @@ class SQLiteStore:
             q += " AND at >= ?"
             args.append(since)
         out = []
-        for r in self._db.execute(q + " ORDER BY id", args):
+        for r in db.execute(q + " ORDER BY id", args):
             d = dict(zip(cols, r, strict=True))
             d["counts"] = json.loads(d["counts"])
             out.append(d)
         return out
 
+    def record_step(self, name: str, kind: str, *, latency_s: float, status: str = "ok", cost_usd: float = 0.0,
+                    detail: Mapping[str, Any] | None = None, run_id: str | None = None) -> None:
+        """One workflow step (route, section, vote, chain, call, ...) of a run."""
+        self._put("step", (run_id or self._run_id(), name, kind, time.time(), latency_s, status, cost_usd,
+                           json.dumps(dict(detail or {}), default=str)))
+
+    def steps(self, *, run_id: str | None = None) -> list[dict[str, Any]]:
+        db = self._reading()
+        cols = ("run_id", "name", "kind", "at", "latency_s", "status", "cost_usd", "detail")
+        q, args = f"SELECT {', '.join(cols)} FROM steps", []
+        if run_id is not None:
+            q, args = q + " WHERE run_id = ?", [run_id]
+        out = []
+        for r in db.execute(q + " ORDER BY id", args):
+            d = dict(zip(cols, r, strict=True))
+            d["detail"] = json.loads(d["detail"])
+            out.append(d)
+        return out
+
+    def record_sections(self, step: str, envelopes: Sequence[Any], titles: Sequence[str] = (), *, run_id: str | None = None) -> None:
+        """The fan-out envelopes of a sectioning step: status, error, cost, tokens, latency per section."""
+        rid, now = run_id or self._run_id(), time.time()
+        for e in envelopes:
+            title = titles[e.index] if e.index < len(titles) else None
+            self._put("section", (rid, step, e.index, title, e.status, str(e.error)[:300] if e.error else None, e.cost_usd,
+                                  e.input_tokens, e.output_tokens, e.latency_s, now))
+
+    def sections(self, *, run_id: str | None = None, step: str | None = None) -> list[dict[str, Any]]:
+        db = self._reading()
+        cols = ("run_id", "step", "idx", "title", "status", "error", "cost_usd", "input_tokens", "output_tokens", "latency_s")
+        q, args = f"SELECT {', '.join(cols)} FROM sections WHERE 1=1", []
+        for col, val in (("run_id", run_id), ("step", step)):
+            if val is not None:
+                q += f" AND {col} = ?"
+                args.append(val)
+        return [dict(zip(cols, r, strict=True)) for r in db.execute(q + " ORDER BY id", args)]
+
     def record_outcome(self, experiment: str, variant: str, *, unit: str | None = None, cost_usd: float = 0.0,
                        latency_s: float = 0.0, error: bool = False, correct: bool | None = None, score: float | None = None) -> None:
         """One unit's outcome in an A/B experiment (see ``turnout.store.experiments``)."""
-        self._put("outcome", (experiment, variant, unit, _RUN.get(), time.time(), cost_usd, latency_s, int(error),
+        self._put("outcome", (experiment, variant, unit, self._run_id(), time.time(), cost_usd, latency_s, int(error),
                               None if correct is None else int(correct), score))
 
     def outcomes(self, experiment: str) -> list[dict[str, Any]]:
-        self.flush()
+        db = self._reading()
         cols = ("variant", "unit", "run_id", "at", "cost_usd", "latency_s", "error", "correct", "score")
-        return [dict(zip(cols, r, strict=True)) for r in self._db.execute(
+        return [dict(zip(cols, r, strict=True)) for r in db.execute(
             f"SELECT {', '.join(cols)} FROM experiment_outcomes WHERE experiment = ? ORDER BY id", (experiment,))]
 
     # -- the flusher -----------------------------------------------------------------------------------
@@ -317,6 +412,9 @@ class SQLiteStore:
                    "counts, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "outcome": "INSERT INTO experiment_outcomes (experiment, variant, unit, run_id, at, cost_usd, latency_s, error, correct, "
                    "score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "step": "INSERT INTO steps (run_id, name, kind, at, latency_s, status, cost_usd, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "section": "INSERT INTO sections (run_id, step, idx, title, status, error, cost_usd, input_tokens, output_tokens, latency_s, "
+                   "at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "feedback": "INSERT INTO feedback (run_id, at, score, labels, comment) VALUES (?, ?, ?, ?, ?)",
         "decision": "INSERT INTO decisions (run_id, router, route, chosen, confidence, outcome, kind, stage, reason, latency_s, at, "
                     "input, scores) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -329,6 +427,9 @@ class SQLiteStore:
             while self._q:
                 items.append(self._q.popleft())
             if not items:
+                return
+            if self._db is None and not self._reconnect():
+                self._q.extendleft(reversed(items))
                 return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -345,11 +446,26 @@ class SQLiteStore:
                 self._q.extendleft(reversed(items))  # keep them for the next attempt
                 self._error = e
                 if not self._reported:
-                    log.warning("turnout trace store %s: cannot write (%s); the run goes on, rows are kept and retried", self.path, e)
+                    log.warning("turnout trace store %s: cannot write (%s); the run goes on, rows are kept and retried", self.path,
+                                self._describe(e))
                     self._reported = True
         if self._error is not None and self.strict and threading.current_thread() is not self._thread:
             err, self._error = self._error, None
-            raise StoreError(f"{self.path}: trace store write failed: {err}") from err
+            raise StoreError(f"{self.path}: trace store write failed: {self._describe(err)}") from None
+
+    def _reconnect(self) -> bool:
+        """Try to open the store again (at most every ``reconnect_interval`` seconds)."""
+        if self._closed or time.monotonic() < self._retry_at:
+            return False
+        try:
+            self._connect()
+        except (*self._db_errors, sqlite3.Error, OSError) as e:
+            self._error = e
+            self._retry_at = time.monotonic() + self.reconnect_interval
+            return False
+        log.warning("turnout trace store %s: reachable again; writing %d queued rows", self.path, len(self._q))
+        self._error, self._reported = None, False
+        return True
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -364,8 +480,15 @@ class SQLiteStore:
         self._stop.set()
         self._kick.set()
         self._thread.join(timeout=5)
+        self._retry_at = 0.0  # one last attempt
         self.flush()
-        self._db.close()
+        if self._db is None:
+            if self._q:
+                log.warning("turnout trace store %s: closed while unreachable; %d rows not written", self.path, len(self._q))
+        else:
+            self._db.close()
+            self._db = None
+        self._closed = True
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -375,9 +498,9 @@ class SQLiteStore:
 
     # -- reading ------------------------------------------------------------------------------------
     def runs(self, *, limit: int = 100) -> Sequence[RunRow]:
-        self.flush()
+        db = self._reading()
         out = []
-        for r in self._db.execute(
+        for r in db.execute(
             "SELECT r.run_id, r.workflow, r.status, r.started_at, r.input, r.output, r.tags, r.finished_at, "
             "COALESCE(SUM(c.cost_usd), 0), COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.output_tokens), 0) "
             "FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT ?", (limit,)
@@ -387,7 +510,7 @@ class SQLiteStore:
         return out
 
     def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]:
-        self.flush()
+        db = self._reading()
         q, args = "SELECT run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, retries, " \
                   "fallback, stream FROM calls WHERE 1=1", []
         for col, val in (("run_id", run_id), ("model", model)):
@@ -398,10 +521,10 @@ class SQLiteStore:
             q += " AND started_at >= ?"
             args.append(since)
         return [CallRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]))
-                for r in self._db.execute(q + " ORDER BY id", args)]
+                for r in db.execute(q + " ORDER BY id", args)]
 
     def decisions(self, *, run_id: str | None = None, router: str | None = None, since: float | None = None) -> Sequence[DecisionRow]:
-        self.flush()
+        db = self._reading()
         q, args = "SELECT run_id, router, route, chosen, confidence, outcome, kind, stage, reason, latency_s, at, input, scores " \
                   "FROM decisions WHERE 1=1", []
         for col, val in (("run_id", run_id), ("router", router)):
@@ -411,4 +534,4 @@ class SQLiteStore:
         if since is not None:
             q += " AND at >= ?"
             args.append(since)
-        return [DecisionRow(*r[:12], json.loads(r[12])) for r in self._db.execute(q + " ORDER BY id", args)]
+        return [DecisionRow(*r[:12], json.loads(r[12])) for r in db.execute(q + " ORDER BY id", args)]
