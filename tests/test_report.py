@@ -77,3 +77,52 @@ def test_report_by_vote(tmp_path):
     rows = json.loads(runner.invoke(app, ["report", "--by", "vote", "--db", str(db), "--json"]).output)
     assert rows == [{"name": "arith", "verdicts": 2, "mean_agreement": 1.0, "low_agreement": 0, "samples_used": 10,
                      "samples_planned": 16, "samples_saved": 6, "outcomes": {"decided": 2}}]
+
+
+@pytest.fixture
+def runs_db(tmp_path):
+    path = tmp_path / "w.db"
+
+    async def fill():
+        with SQLiteStore(path) as store:
+            m = Traced(ScriptedModel(default="ok", name="<b>m</b>", price=Price(1000, 1000)))
+            r = RuleRouter([Route("billing", keywords=("invoice",)), Route("general")], fallback="general", name="rules")
+            for i in range(3):
+                with store.run("triage", f"invoice {i}"):
+                    await r.decide(f"invoice {i}")
+                    await m.complete(Request.of("q"))
+            with pytest.raises(RuntimeError), store.run("summary", "doc"):
+                await m.complete(Request.of("q"))
+                raise RuntimeError("boom")
+
+    asyncio.run(fill())
+    return path
+
+
+def test_report_by_workflow(runs_db):
+    rows = json.loads(runner.invoke(app, ["report", "--by", "workflow", "--db", str(runs_db), "--json"]).output)
+    assert [(x["workflow"], x["runs"], x["status"]) for x in rows] == [("triage", 3, {"ok": 3}), ("summary", 1, {"error": 1})]
+    assert rows[1]["error_rate"] == 1.0 and rows[0]["cost_usd"] == pytest.approx(3 * rows[1]["cost_usd"])
+    out = runner.invoke(app, ["report", "--by", "workflow", "--db", str(runs_db)]).output
+    assert "triage" in out and "ok 3" in out
+
+
+def test_report_html_is_one_self_contained_page(runs_db, tmp_path):
+    page = tmp_path / "out" / "report.html"
+    r = runner.invoke(app, ["report", "--db", str(runs_db), "--html", str(page)])
+    assert r.exit_code == 2 and "cannot write the HTML report" in r.output  # the folder does not exist: said, not a traceback
+    page = tmp_path / "report.html"
+    r = runner.invoke(app, ["report", "--db", str(runs_db), "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    text = page.read_text()
+    assert text.startswith("<!doctype html>") and text.count("<svg") >= 6
+    assert "<script" not in text and "http://" not in text and "https://" not in text  # nothing to fetch
+    assert "&lt;b&gt;m&lt;/b&gt;" in text and "<b>m</b>" not in text  # names are escaped
+    assert "billing" in text and "triage" in text and "summary" in text
+    assert ">4</b>runs" in text.replace("\n", "") or "<b>4</b>runs" in text  # the runs tile
+
+
+def test_report_on_an_unreachable_store_is_one_clear_line(tmp_path):
+    (tmp_path / "f").write_text("x")
+    r = runner.invoke(app, ["report", "--db", str(tmp_path / "f" / "t.db")])
+    assert r.exit_code == 2 and "cannot open the trace store" in r.output and "Traceback" not in r.output

@@ -23,6 +23,11 @@ CatalogOpt = typer.Option(
 )
 
 
+DbOpt = typer.Option(
+    None, "--db", help="Trace store: a SQLite file or a postgresql:// URL (default: $TURNOUT_DB, else ./.turnout/turnout.db).",
+)
+
+
 def load_catalog(path: Path | None) -> Catalog:
     """Argument beats environment beats the built-in catalog."""
     p = path or (Path(os.environ["TURNOUT_CATALOG"]) if os.environ.get("TURNOUT_CATALOG") else None)

@@ -27,7 +27,7 @@ def chat(
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="Most tokens to generate."),
     temperature: float | None = typer.Option(None, "--temperature", "-t", min=0.0, max=2.0),
     seed: int | None = typer.Option(None, "--seed"),
-    db: Path | None = typer.Option(None, "--db", help="Trace the call (in a run) to this database, for `turnout report`.", dir_okay=False),
+    db: str | None = typer.Option(None, "--db", help="Trace the call (in a run) to this database, for `turnout report`. A SQLite file or a postgresql:// URL."),
     catalog: Path | None = CatalogOpt,
 ) -> None:
     """Ask one model one question; the answer streams as it is generated."""
@@ -46,9 +46,9 @@ def chat(
         if db is None:
             asyncio.run(_run(cat, model, req, as_json, None))
             return
-        from ..store import SQLiteStore
+        from ..store import open_store
 
-        with SQLiteStore(db) as store, store.run(f"chat:{model}", text):
+        with open_store(db) as store, store.run(f"chat:{model}", text):
             asyncio.run(_run(cat, model, req, as_json, store))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -21,14 +20,14 @@ app = typer.Typer(no_args_is_help=True, help="A/B experiments recorded in the tr
 def report(
     name: str = typer.Argument(..., help="The experiment's name."),
     as_json: bool = typer.Option(False, "--json"),
-    db: Path | None = typer.Option(None, "--db", help="Trace database (default: $TURNOUT_DB or ./.turnout/turnout.db).", dir_okay=False),
+    db: str | None = typer.Option(None, "--db", help="Trace database (default: $TURNOUT_DB or ./.turnout/turnout.db). A SQLite file or a postgresql:// URL."),
 ) -> None:
     """Per-variant cost, latency, error rate, score and accuracy with 95% intervals, and a verdict."""
-    from ..store import SQLiteStore
+    from ..store import open_store
     from ..store.experiments import experiment_report
 
     with friendly_errors():
-        with SQLiteStore(db) as store:
+        with open_store(db, strict=True) as store:
             rows = store.outcomes(name)
         if not rows:
             raise ConfigError(f"no outcomes recorded for experiment {name!r}")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from .._errors import ConfigError
-from ._common import friendly_errors
-
-DbOpt = typer.Option(None, "--db", help="Trace database (default: $TURNOUT_DB or ./.turnout/turnout.db).", dir_okay=False)
+from ._common import DbOpt, friendly_errors
 
 
 def feedback(
@@ -19,10 +15,10 @@ def feedback(
     score: float | None = typer.Option(None, "--score", help="A score, e.g. 1 good / 0 bad."),
     label: list[str] = typer.Option([], "--label", "-l", help="KEY=VALUE, e.g. route=billing for the correct route (repeatable)."),
     comment: str | None = typer.Option(None, "--comment"),
-    db: Path | None = DbOpt,
+    db: str | None = DbOpt,
 ) -> None:
     """Record feedback on a run; `route=...` labels feed `turnout route misroutes`."""
-    from ..store import SQLiteStore
+    from ..store import open_store
 
     with friendly_errors():
         labels = {}
@@ -33,6 +29,6 @@ def feedback(
             labels[k.strip()] = v.strip()
         if score is None and not labels and not comment:
             raise ConfigError("give at least one of --score, --label, --comment")
-        with SQLiteStore(db) as store:
+        with open_store(db, strict=True) as store:
             store.add_feedback(run_id, score=score, labels=labels, comment=comment)
         Console().print(f"feedback recorded for run {escape(run_id)}")

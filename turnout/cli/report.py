@@ -12,30 +12,43 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._errors import ConfigError
-from ._common import friendly_errors
+from ._common import DbOpt, err_console, friendly_errors
 
 
 def report(
-    by: str = typer.Option("model", "--by", help="model, route or vote"),
+    by: str = typer.Option("model", "--by", help="model, route, vote or workflow"),
     since: str | None = typer.Option(None, "--since", help="Only the last 30m / 12h / 1d / 2w."),
     as_json: bool = typer.Option(False, "--json"),
-    db: Path | None = typer.Option(None, "--db", help="Trace database (default: $TURNOUT_DB or ./.turnout/turnout.db).", dir_okay=False),
+    html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML page with charts to this file.",
+                                     dir_okay=False),
+    db: str | None = DbOpt,
 ) -> None:
-    """Requests, tokens, cost, latency, error and fallback rates by model; decisions by route."""
-    from ..store import SQLiteStore
-    from ..store.report import by_model, by_route, by_vote, parse_since
+    """Requests, tokens, cost, latency, error and fallback rates by model; decisions by route; voting; workflows."""
+    from ..store import open_store
+    from ..store.report import by_model, by_route, by_vote, by_workflow, parse_since
 
     with friendly_errors():
-        if by not in ("model", "route", "vote"):
-            raise ConfigError(f"--by must be model, route or vote, not {by!r}")
+        if by not in ("model", "route", "vote", "workflow"):
+            raise ConfigError(f"--by must be model, route, vote or workflow, not {by!r}")
         t0 = parse_since(since)
-        with SQLiteStore(db) as store:
+        with open_store(db, strict=True) as store:
             if by == "model":
                 rows = by_model(store.calls(since=t0))
             elif by == "route":
                 rows = by_route(store.decisions(since=t0))
-            else:
+            elif by == "vote":
                 rows = by_vote(store.verdicts(since=t0))
+            else:
+                rows = by_workflow(store.runs(limit=None, since=t0))
+            if html is not None:
+                from ..store.html import render_html
+
+                page = render_html(store, since=t0)
+                try:
+                    html.write_text(page)
+                except OSError as e:
+                    raise ConfigError(f"{html}: cannot write the HTML report: {e.strerror}") from None
+                err_console.print(f"wrote {html} ({len(page) // 1024} KiB)")
         if as_json:
             print(json.dumps(rows))
             return
@@ -48,19 +61,24 @@ def report(
             t = Table(title=f"voting{' since ' + since if since else ''}", title_justify="left")
             cols = [("name", "name"), ("verdicts", "verdicts"), ("mean agreement", "mean_agreement"), ("low agreement", "low_agreement"),
                     ("samples used", "samples_used"), ("planned", "samples_planned"), ("saved", "samples_saved"), ("outcomes", "outcomes")]
+        elif by == "workflow":
+            t = Table(title=f"workflow runs{' since ' + since if since else ''}", title_justify="left")
+            cols = [("workflow", "workflow"), ("runs", "runs"), ("status", "status"), ("in tokens", "input_tokens"),
+                    ("out tokens", "output_tokens"), ("cost $", "cost_usd"), ("p50 ms", "latency_p50_ms"), ("p95 ms", "latency_p95_ms"),
+                    ("errors", "error_rate")]
         else:
             t = Table(title=f"routing decisions{' since ' + since if since else ''}", title_justify="left")
             cols = [("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
                     ("low conf.", "low_confidence"), ("outcomes", "outcomes"), ("p50 ms", "latency_p50_ms")]
         for head, _ in cols:
-            t.add_column(head, justify="left" if head in ("model", "route", "name", "outcomes") else "right")
+            t.add_column(head, justify="left" if head in ("model", "route", "name", "outcomes", "workflow", "status") else "right")
         for r in rows:
             cells = []
             for _, key in cols:
                 v = r[key]
                 if key in ("error_rate", "fallback_rate", "share"):
                     cells.append(f"{v:.1%}")
-                elif key == "outcomes":
+                elif key in ("outcomes", "status"):
                     cells.append(", ".join(f"{k} {n}" for k, n in sorted(v.items())))
                 elif key == "cost_usd":
                     cells.append(f"{v:.6f}")

@@ -73,7 +73,7 @@ def decide(
     field: list[str] = typer.Option([], "--field", "-f", help="A structured field KEY=VALUE (repeatable)."),
     kind: str | None = KindOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
-    db: Path | None = typer.Option(None, "--db", help="Also log the decision, in a run, to this trace database.", dir_okay=False),
+    db: str | None = typer.Option(None, "--db", help="Also log the decision, in a run, to this trace database. A SQLite file or a postgresql:// URL."),
     catalog: Path | None = CatalogOpt,
 ) -> None:
     """Route one input and print the decision (with --db, log it and print the run id)."""
@@ -90,10 +90,10 @@ def decide(
         d = asyncio.run(one())
         run_id = None
         if db is not None:
-            from ..store import SQLiteStore
+            from ..store import open_store
 
             spec_name = _router_name(router)
-            with SQLiteStore(db) as store, store.run(f"route:{spec_name}", text) as run_id:
+            with open_store(db) as store, store.run(f"route:{spec_name}", text) as run_id:
                 store.record_decision(d, router=spec_name, input=text)
         if as_json:
             print(json.dumps({**d._asdict(), **({"run_id": run_id} if run_id else {})}))
@@ -199,17 +199,17 @@ def fit(
 
 @app.command("misroutes")
 def misroutes(
-    db: Path | None = typer.Option(None, "--db", help="Trace database (default: $TURNOUT_DB or ./.turnout/turnout.db).", dir_okay=False),
+    db: str | None = typer.Option(None, "--db", help="Trace database (default: $TURNOUT_DB or ./.turnout/turnout.db). A SQLite file or a postgresql:// URL."),
     router_name: str | None = typer.Option(None, "--router-name", help="Only decisions of this router (its spec's name)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the misroutes as labelled JSONL (for `turnout route fit`).", dir_okay=False),
     all_labelled: bool = typer.Option(False, "--all", help="Export every decision with a route label, not only the misroutes."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Decisions whose feedback names another route: a confusion table, and a JSONL to fit on."""
-    from ..store import SQLiteStore
+    from ..store import open_store
 
     with friendly_errors():
-        with SQLiteStore(db) as store:
+        with open_store(db, strict=True) as store:
             wrong = store.misroutes(router=router_name)
             rows = store.labelled_decisions(router=router_name) if all_labelled else wrong
         pairs: dict[tuple[str, str], int] = {}

@@ -1,10 +1,17 @@
-"""Trace store: runs, model calls and routing decisions (SQLite now; PostgreSQL next)."""
+"""Trace store: runs, steps, model calls, routing decisions, verdicts, sections, feedback, experiments
+and the batch ledger — SQLite by default, PostgreSQL by URL (``open_store``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
 
 from .base import CallRow as CallRow
 from .base import DecisionRow as DecisionRow
 from .base import RunRow as RunRow
 from .base import Tee as Tee
 from .base import TraceStore as TraceStore
+from .base import active_run as active_run
 from .sqlite import MIGRATIONS as MIGRATIONS
 from .sqlite import SQLiteStore as SQLiteStore
 from .sqlite import StoreError as StoreError
@@ -20,6 +27,19 @@ __all__ = [
     "StoreError",
     "Tee",
     "TraceStore",
+    "active_run",
+    "open_store",
     "current_run",
     "default_path",
 ]
+
+
+def open_store(target: str | os.PathLike[str] | None = None, **kw: Any) -> SQLiteStore:
+    """A PostgreSQL store for a ``postgresql://`` URL, else a SQLite file (default ``$TURNOUT_DB`` or
+    ``./.turnout/turnout.db``; ``TURNOUT_DB`` may itself be a PostgreSQL URL)."""
+    t = str(target) if target is not None else os.environ.get("TURNOUT_DB")
+    if t and t.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(t, **kw)
+    return SQLiteStore(t, **kw)

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from .._errors import ConfigError
-from .base import CallRow, DecisionRow
+from .base import CallRow, DecisionRow, RunRow
 
-__all__ = ["by_model", "by_route", "by_vote", "parse_since"]
+__all__ = ["by_model", "by_route", "by_vote", "by_workflow", "parse_since"]
 
 
 def parse_since(text: str | None, now: float | None = None) -> float | None:
@@ -83,5 +83,25 @@ def by_vote(verdicts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "name": name, "verdicts": len(vs), "mean_agreement": round(float(np.mean([v["agreement"] for v in vs])), 4),
             "low_agreement": sum(v["agreement"] < 0.5 for v in vs), "samples_used": used, "samples_planned": planned,
             "samples_saved": planned - used, "outcomes": outcomes,
+        })
+    return out
+
+
+def by_workflow(runs: Sequence[RunRow]) -> list[dict[str, Any]]:
+    """Runs per workflow: count, status mix, cost, tokens, end-to-end latency p50/p95."""
+    groups: dict[str, list[RunRow]] = {}
+    for r in runs:
+        groups.setdefault(r.workflow, []).append(r)
+    out = []
+    for wf, rs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        status: dict[str, int] = {}
+        for r in rs:
+            status[r.status] = status.get(r.status, 0) + 1
+        lat = [r.latency_s * 1000 for r in rs if r.latency_s]
+        out.append({
+            "workflow": wf, "runs": len(rs), "status": status, "cost_usd": round(sum(r.cost_usd for r in rs), 8),
+            "input_tokens": sum(r.input_tokens for r in rs), "output_tokens": sum(r.output_tokens for r in rs),
+            "latency_p50_ms": round(_pct(lat, 50), 1), "latency_p95_ms": round(_pct(lat, 95), 1),
+            "error_rate": round(sum(r.status == "error" for r in rs) / len(rs), 4),
         })
     return out

@@ -497,13 +497,22 @@ class SQLiteStore:
         self.close()
 
     # -- reading ------------------------------------------------------------------------------------
-    def runs(self, *, limit: int = 100) -> Sequence[RunRow]:
+    def runs(self, *, limit: int | None = 100, since: float | None = None, workflow: str | None = None) -> Sequence[RunRow]:
+        """Newest first, with cost and tokens summed over the run's calls."""
         db = self._reading()
         out = []
+        where, args = "WHERE 1=1", []
+        if since is not None:
+            where += " AND r.started_at >= ?"
+            args.append(since)
+        if workflow is not None:
+            where += " AND r.workflow = ?"
+            args.append(workflow)
+        args.append(limit if limit is not None else 2**62)
         for r in db.execute(
             "SELECT r.run_id, r.workflow, r.status, r.started_at, r.input, r.output, r.tags, r.finished_at, "
             "COALESCE(SUM(c.cost_usd), 0), COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.output_tokens), 0) "
-            "FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT ?", (limit,)
+            f"FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id {where} GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT ?", args
         ):
             latency = (r[7] - r[3]) if r[7] else 0.0
             out.append(RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[8], r[9], r[10], latency, json.loads(r[6])))
