@@ -69,4 +69,5 @@ def located_error(path: str | Path, root: Any, err: ValidationError, prefix: tup
     e = err.errors()[0]
     loc = (*prefix, *e["loc"])
     where = ".".join(str(x) for x in loc)
-    return ConfigError(f"{path}:{line_of(root, loc)}: {where}: {e['msg']}")
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    return ConfigError(f"{path}:{line_of(root, loc)}: {where}: {msg}")

@@ -10,6 +10,7 @@ from . import feedback as _feedback
 from . import models as _models
 from . import report as _report
 from . import route as _route
+from . import workflow as _workflow
 
 app = typer.Typer(
     name="turnout",
@@ -22,6 +23,9 @@ app.command("chat")(_chat.chat)
 app.command("models")(_models.models)
 app.command("feedback")(_feedback.feedback)
 app.command("report")(_report.report)
+app.command("validate")(_workflow.validate)
+app.command("run")(_workflow.run)
+app.command("batch")(_workflow.batch)
 app.add_typer(_route.app, name="route")
 app.add_typer(_experiment.app, name="experiment")
 

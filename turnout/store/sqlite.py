@@ -117,6 +117,20 @@ def _m5() -> str:
     """
 
 
+@migration(6)
+def _m6() -> str:
+    return """
+    CREATE TABLE batches (
+        batch_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL, total INTEGER NOT NULL
+    );
+    CREATE TABLE batch_items (
+        batch_id TEXT NOT NULL, item_key TEXT NOT NULL, line INTEGER NOT NULL, status TEXT NOT NULL, run_id TEXT, output TEXT,
+        error TEXT, cost_usd REAL NOT NULL, latency_s REAL NOT NULL, attempts INTEGER NOT NULL, updated_at REAL NOT NULL,
+        PRIMARY KEY (batch_id, item_key)
+    );
+    """
+
+
 class StoreError(TurnoutError):
     """The trace store could not write (raised only by a store opened with ``strict=True``)."""
 
@@ -401,6 +415,43 @@ class SQLiteStore:
         cols = ("variant", "unit", "run_id", "at", "cost_usd", "latency_s", "error", "correct", "score")
         return [dict(zip(cols, r, strict=True)) for r in db.execute(
             f"SELECT {', '.join(cols)} FROM experiment_outcomes WHERE experiment = ? ORDER BY id", (experiment,))]
+
+    # -- the batch ledger (written at once, not queued: a finished item must survive kill -9) -------------
+    def _now(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self._db is None and not self._reconnect():
+                raise StoreError(f"{self.path}: the batch ledger needs the store, which cannot be reached")
+            self._db.execute(sql, args)
+
+    def ledger_open(self, batch_id: str, *, workflow: str, source: str, total: int) -> dict[str, dict[str, Any]]:
+        """Register a batch (or find it again) and return what is known of its items by key."""
+        db = self._reading()
+        with self._lock:
+            if db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone() is None:
+                db.execute("INSERT INTO batches (batch_id, workflow, source, created_at, total) VALUES (?, ?, ?, ?, ?)",
+                           (batch_id, workflow, source, time.time(), total))
+            cols = ("item_key", "line", "status", "run_id", "output", "error", "cost_usd", "latency_s", "attempts")
+            rows = db.execute(f"SELECT {', '.join(cols)} FROM batch_items WHERE batch_id = ?", (batch_id,)).fetchall()
+        return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
+
+    def ledger_record(self, batch_id: str, key: str, *, line: int, status: str, run_id: str | None = None, output: str | None = None,
+                      error: str | None = None, cost_usd: float = 0.0, latency_s: float = 0.0) -> None:
+        """An item's state (``running``, ``done``, ``error``), committed before this returns."""
+        self._now(
+            "INSERT INTO batch_items (batch_id, item_key, line, status, run_id, output, error, cost_usd, latency_s, attempts, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (batch_id, item_key) DO UPDATE SET status = excluded.status, "
+            "run_id = COALESCE(excluded.run_id, batch_items.run_id), output = excluded.output, error = excluded.error, "
+            "cost_usd = batch_items.cost_usd + excluded.cost_usd, latency_s = excluded.latency_s, updated_at = excluded.updated_at, "
+            "attempts = batch_items.attempts + CASE WHEN excluded.status = 'running' THEN 1 ELSE 0 END",
+            (batch_id, key, line, status, run_id, output, error, cost_usd, latency_s, time.time()),
+        )
+
+    def ledger_items(self, batch_id: str) -> list[dict[str, Any]]:
+        db = self._reading()
+        cols = ("item_key", "line", "status", "run_id", "output", "error", "cost_usd", "latency_s", "attempts")
+        with self._lock:
+            rows = db.execute(f"SELECT {', '.join(cols)} FROM batch_items WHERE batch_id = ? ORDER BY line", (batch_id,)).fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in rows]
 
     # -- the flusher -----------------------------------------------------------------------------------
     _SQL = {

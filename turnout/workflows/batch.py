@@ -1,0 +1,194 @@
+"""Resumable batch runs: every input line through a workflow, ``concurrency`` at a time, each item's
+state in the store's ledger (committed as it changes). After Ctrl-C or kill -9, the same command
+finds the ledger and runs only what is not done — finished items are never run (or billed) again.
+
+An input file is JSON Lines: each line a JSON string (the input text) or an object (its fields are
+the input; ``id`` is the item's key, else a hash of the line). Lines that are not JSON are reported
+with their numbers and skipped (``strict`` refuses the whole file before anything runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigError
+from .nodes import as_text
+from .runner import Workflow
+
+__all__ = ["BatchItem", "BatchSummary", "batch_id_for", "read_items", "run_batch", "write_output"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    key: str
+    line: int
+    input: Any
+
+
+@dataclass
+class BatchSummary:
+    batch_id: str
+    total: int
+    done: int = 0
+    errors: int = 0
+    skipped_done: int = 0  # finished in an earlier attempt: not run again
+    ran: int = 0
+    cost_usd: float = 0.0
+    elapsed_s: float = 0.0
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.done - self.errors
+
+
+def read_items(path: str | Path) -> tuple[list[BatchItem], list[tuple[int, str]]]:
+    """(items, invalid lines as (line number, why)). Blank lines are ignored."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the input file: {e.strerror}") from None
+    items: list[BatchItem] = []
+    bad: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError as e:
+            bad.append((n, f"not JSON: {e.msg} at column {e.colno}"))
+            continue
+        if isinstance(doc, dict):
+            if "id" in doc and not isinstance(doc["id"], (str, int)):
+                bad.append((n, "'id' must be a string or an integer"))
+                continue
+            key = str(doc["id"]) if "id" in doc else None
+            value: Any = doc["input"] if "input" in doc and len(doc) <= 2 and set(doc) <= {"id", "input"} else doc
+        elif isinstance(doc, str):
+            key, value = None, doc
+        else:
+            bad.append((n, f"a line is a JSON string or object, not {type(doc).__name__}"))
+            continue
+        if key is None:
+            key = "sha:" + hashlib.sha256(raw.strip().encode()).hexdigest()[:16]
+        if key in seen:
+            if "id" in (doc if isinstance(doc, dict) else {}):
+                bad.append((n, f"duplicate id {key!r} (first on line {seen[key]})"))
+                continue
+            k = 2
+            while f"{key}#{k}" in seen:
+                k += 1
+            key = f"{key}#{k}"  # the same line twice: two items
+        seen[key] = n
+        items.append(BatchItem(key, n, value))
+    return items, bad
+
+
+def batch_id_for(workflow_path: str | Path, input_path: str | Path) -> str:
+    """The same workflow file (content) over the same input file (path) is the same batch."""
+    h = hashlib.sha256()
+    h.update(Path(workflow_path).read_bytes())
+    h.update(b"\0" + str(Path(input_path).resolve()).encode())
+    return h.hexdigest()[:20]
+
+
+async def run_batch(
+    wf: Workflow,
+    items: list[BatchItem],
+    *,
+    store: Any,
+    batch_id: str,
+    source: str = "",
+    concurrency: int = 4,
+    on_item: Callable[[BatchSummary, BatchItem, Any], None] | None = None,
+    retry_errors: bool = True,
+) -> BatchSummary:
+    """Run the items not yet done; ``on_item(summary, item, result)`` after each (for progress)."""
+    if concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    known = store.ledger_open(batch_id, workflow=wf.name, source=source, total=len(items))
+    summary = BatchSummary(batch_id, len(items))
+    todo: list[BatchItem] = []
+    for it in items:
+        st = known.get(it.key, {}).get("status")
+        if st == "done" or (st == "error" and not retry_errors):
+            summary.skipped_done += 1
+            summary.done += st == "done"
+            summary.errors += st == "error"
+            summary.cost_usd += known[it.key]["cost_usd"]
+        else:
+            todo.append(it)
+    t0 = time.perf_counter()
+    queue: asyncio.Queue[BatchItem] = asyncio.Queue()
+    for it in todo:
+        queue.put_nowait(it)
+
+    async def worker() -> None:
+        while True:
+            try:
+                it = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            store.ledger_record(batch_id, it.key, line=it.line, status="running")
+            res = await wf.run(it.input, store=store, tags={"batch": batch_id, "item": it.key})
+            ok = res.status != "error"
+            out = res.output if isinstance(res.output, (str, int, float, bool, list, dict)) or res.output is None else as_text(res.output)
+            store.ledger_record(batch_id, it.key, line=it.line, status="done" if ok else "error", run_id=res.run_id,
+                                output=json.dumps({"output": out, "status": res.status}), error=res.error, cost_usd=res.cost_usd,
+                                latency_s=res.latency_s)
+            summary.ran += 1
+            summary.cost_usd += res.cost_usd
+            if ok:
+                summary.done += 1
+            else:
+                summary.errors += 1
+            summary.elapsed_s = time.perf_counter() - t0
+            if on_item is not None:
+                on_item(summary, it, res)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(concurrency, len(todo)) or 0):
+                tg.create_task(worker())
+    except asyncio.CancelledError:
+        summary.interrupted = True
+        raise
+    finally:
+        summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+def write_output(store: Any, batch_id: str, items: list[BatchItem], path: str | Path) -> int:
+    """Write every finished item, in input order, to ``path`` (atomically). Returns the count."""
+    by_key = {r["item_key"]: r for r in store.ledger_items(batch_id)}
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    n = 0
+    try:
+        with tmp.open("w") as f:
+            for it in items:
+                r = by_key.get(it.key)
+                if r is None or r["status"] not in ("done", "error"):
+                    continue
+                body = json.loads(r["output"]) if r["output"] else {"output": None, "status": r["status"]}
+                row = {"id": it.key, "line": it.line, "status": body.get("status", r["status"]), "output": body.get("output"),
+                       "run_id": r["run_id"], "cost_usd": round(r["cost_usd"], 8)}
+                if r["error"]:
+                    row["error"] = r["error"]
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, p)
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot write the output: {e.strerror}") from None
+    return n

@@ -1,0 +1,160 @@
+"""``Workflow``: load a YAML workflow (or wrap a node tree) and run it — once, traced to the store,
+with a summary of what it did (route and confidence, calls, tokens, cost, latency)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .._errors import ConfigError
+from .._yaml import located_error
+from ..models.base import ChatModel, Embedder
+from ..routing.base import Decision
+from ..store.base import _ACTIVE
+from .nodes import Node, RunContext, StepRecord, as_text, render
+from .spec import WorkflowSpec, compile_workflow, load_workflow_spec
+
+__all__ = ["RunResult", "Workflow"]
+
+# the run's status: the most telling status among its steps
+_STATUS_ORDER = ("error", "escalated", "withheld", "stopped", "partial", "low_agreement", "no_answer", "ok")
+
+
+@dataclass
+class RunResult:
+    output: Any
+    status: str
+    run_id: str | None
+    latency_s: float
+    calls: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    decisions: list[tuple[str, Decision]] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    escalations: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return as_text(self.output)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "run_id": self.run_id, "latency_s": round(self.latency_s, 3), "calls": self.calls,
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "cost_usd": round(self.cost_usd, 8),
+            "routes": [{"step": s, "route": d.route, "confidence": round(d.confidence, 4), "outcome": d.outcome} for s, d in self.decisions],
+            "escalations": self.escalations, **({"error": self.error} if self.error else {}),
+        }
+
+
+class Workflow:
+    """A compiled workflow. ``Workflow.load("wf.yaml")`` or ``Workflow(node, name=...)`` from Python.
+
+    ``models`` replaces catalog models by name (e.g. fakes in tests); ``embedder`` replaces the
+    semantic routers' embedder.
+    """
+
+    def __init__(self, root: Node, *, name: str = "workflow", resolve: Any = None, default_model: str = "local",
+                 output: str | None = None, example: str | None = None, description: str = "") -> None:
+        self.catalog: Any = None
+        if resolve is None:
+            from ..models.catalog import Catalog
+
+            self.catalog = Catalog()
+            resolve = self.catalog.model
+        self.root, self.name, self.resolve, self.default_model = root, name, resolve, default_model
+        self.output, self.example, self.description = output, example, description
+
+    @classmethod
+    def load(cls, path: str | Path, *, catalog: Any = None, models: Mapping[str, ChatModel] | None = None,
+             embedder: Embedder | None = None) -> Workflow:
+        from ..models.catalog import Catalog, _ModelIn, _spec_from
+
+        p = Path(path)
+        spec, root = load_workflow_spec(p)
+        base = catalog
+        if spec.catalog:
+            try:
+                base = Catalog.load(p.parent / spec.catalog)
+            except ConfigError as e:
+                raise ConfigError(f"{p}: catalog: {e}") from None
+        extra = []
+        for name, body in spec.models.items():
+            try:
+                extra.append(_spec_from(name, _ModelIn.model_validate(body or {})))
+            except ValidationError as e:
+                raise located_error(p, root, e, ("models", name)) from None
+        cat = base if base is not None else Catalog()
+        if extra:
+            try:
+                cat = Catalog([*cat.specs(), *extra], include_embedded=False, adapters=cat.adapters, trust_env=cat.trust_env)
+            except ConfigError as e:
+                raise ConfigError(f"{p}: models: {e}") from None
+        overrides = dict(models or {})
+
+        def resolve(name: str) -> ChatModel:
+            m = overrides.get(name)
+            return m if m is not None else cat.model(name)
+
+        known = set(cat.names()) | set(overrides)
+        if spec.default_model not in known:
+            raise ConfigError(f"{p}: default_model: unknown model {spec.default_model!r} (known: {', '.join(sorted(known))})")
+        node = compile_workflow(p, spec, root, known_models=known, resolve=resolve, embedder=embedder, catalog=cat)
+        wf = cls(node, name=spec.name, resolve=resolve, default_model=spec.default_model, output=spec.output, example=spec.example,
+                 description=spec.description)
+        wf.spec, wf.path, wf.catalog = spec, p, cat  # type: ignore[attr-defined]
+        return wf
+
+    async def aclose(self) -> None:
+        """Close the catalog models this workflow opened (HTTP sessions, local model servers)."""
+        if self.catalog is not None:
+            await self.catalog.aclose()
+
+    @staticmethod
+    def validate(path: str | Path, **kw: Any) -> WorkflowSpec:
+        """Compile without running (and without loading any model): ConfigError on any problem."""
+        wf = Workflow.load(path, **kw)
+        return wf.spec  # type: ignore[attr-defined,no-any-return]
+
+    async def run(self, input: Any, *, store: Any = None, tags: Mapping[str, str] | None = None) -> RunResult:
+        """Run once. With ``store`` (or inside ``with store.run(...)``), everything is traced to it.
+
+        A failing step does not raise: the result has ``status="error"`` and ``error`` (the steps
+        and calls that happened are kept and traced)."""
+        ctx = RunContext(self.resolve, self.default_model, original=input)
+        t0 = time.perf_counter()
+        token, run_id = None, None
+        if store is not None:
+            run_id = store.start_run(self.name, as_text(input), tags=tags)
+            token = _ACTIVE.set((store, run_id))
+        elif _ACTIVE.get() is not None:
+            run_id = _ACTIVE.get()[1]  # type: ignore[index]
+        out: Any = None
+        error = None
+        try:
+            out = await self.root.run(ctx, input)
+            if self.output:
+                out = render(self.output, ctx.scope(out), where="output: ")
+        except Exception as e:  # noqa: BLE001 - a failed run is a result, with its reason
+            from .._errors import TurnoutError
+
+            if not isinstance(e, TurnoutError):
+                raise
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            if token is not None:
+                _ACTIVE.reset(token)
+        statuses = {s.status for s in ctx.steps} - {"error", "cancelled"}  # a failed branch shows as "partial"
+        status = "error" if error else next((s for s in _STATUS_ORDER if s in statuses), "ok")
+        if store is not None and run_id is not None:
+            store.finish_run(run_id, status=status, output=as_text(out) if out is not None else None)
+        m = ctx.meter
+        return RunResult(out, status, run_id, time.perf_counter() - t0, m.calls, m.errors, m.input_tokens, m.output_tokens,
+                         m.cost_usd, ctx.decisions, ctx.steps, ctx.escalations, error)

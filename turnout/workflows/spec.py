@@ -1,0 +1,516 @@
+"""Workflows as YAML: validated with pydantic, compiled to the node objects of ``turnout.workflows.nodes``
+(one implementation, two doors). Every error names the file, the line and the field, and is raised
+before any model is called.
+
+.. code-block:: yaml
+
+    name: support-triage
+    models: {}                      # extra catalog entries (same fields as a catalog file), optional
+    catalog: models.yaml            # or a catalog file, optional
+    routers:
+      triage: {file: router.yaml}   # or an inline router spec
+    handlers:
+      billing: {call: {system: "You handle billing.", prompt: "{input}", max_tokens: 200}}
+    steps:
+      - name: answer
+        route:
+          router: triage
+          routes: {billing: billing, human: {escalate: {queue: support}}}
+          default: {call: {prompt: "{input}"}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .._errors import ConfigError
+from .._yaml import line_of, load_yaml, located_error
+from ..models.base import ChatModel, Embedder
+from ..parallel import sectioning as sec
+from ..parallel import voting as vt
+from .nodes import (
+    Call,
+    Escalate,
+    GuardStep,
+    Node,
+    OrchestrateStep,
+    RouteStep,
+    SectionStep,
+    Sequence,
+    StepGate,
+    VoteStep,
+    template_names,
+)
+
+__all__ = ["WorkflowSpec", "compile_workflow", "load_workflow_spec"]
+
+_KINDS = ("call", "handler", "route", "section", "vote", "chain", "orchestrate", "guard", "escalate", "workflow")
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CallIn(_Base):
+    prompt: str = "{input}"
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    json_schema: dict[str, Any] | None = None
+
+
+class EscalateIn(_Base):
+    queue: str = "human"
+    message: str | None = None
+
+
+class GateIn(_Base):
+    regex: str | None = None
+    contains: str | None = None
+    not_contains: str | None = None
+    min_chars: int | None = Field(None, ge=0)
+    max_chars: int | None = Field(None, ge=0)
+    json_: bool = Field(False, alias="json")
+    divert: str | None = None
+    message: str | None = None
+
+
+class RouteIn(_Base):
+    router: str
+    routes: dict[str, StepIn | str] = {}
+    default: StepIn | str | None = None
+
+
+class SplitIn(_Base):
+    by: Literal["items", "lines", "paragraphs", "headings", "tokens"] = "paragraphs"
+    size: int | None = Field(None, gt=0, description="tokens per window (by: tokens)")
+    overlap: int = Field(0, ge=0)
+    max_chars: int | None = Field(None, gt=0, description="merge neighbouring paragraphs up to this size")
+    max_level: int = Field(6, ge=1, le=6)
+
+
+class SynthIn(_Base):
+    synthesize: CallIn
+
+
+class SectionIn(_Base):
+    split: SplitIn | Literal["items", "lines", "paragraphs", "headings"] = "paragraphs"
+    map: StepIn | str
+    aggregate: Literal["concatenate", "merge_json", "count"] | SynthIn = "concatenate"
+    concurrency: int = Field(4, ge=1, le=256)
+    timeout: float | None = Field(None, gt=0)
+    context_tokens: int = Field(4096, gt=0)
+
+
+class VoteIn(_Base):
+    sample: StepIn | str
+    n: int = Field(5, ge=1, le=64)
+    extract: Literal["text", "number", "label", "json", "regex"] = "text"
+    labels: list[str] = []
+    field: str | None = None
+    pattern: str | None = None
+    rule: Literal["plurality", "majority", "unanimity"] | float = "plurality"
+    tie: Literal["escalate", "first_seen", "weight_order"] = "first_seen"
+    early_stop: Literal["decided", "beta", "none"] = "decided"
+    confidence: float = Field(0.95, gt=0, lt=1)
+    wave: int = Field(2, ge=1)
+    escalate_below: float | None = Field(None, ge=0, le=1)
+    escalate: StepIn | str | None = None
+
+
+class ChainIn(_Base):
+    steps: list[StepIn] = Field(min_length=1)
+    max_steps: int = Field(20, ge=1)
+
+
+class OrchestrateIn(_Base):
+    planner: str | None = None
+    worker: str | None = None
+    synthesizer: str | None = None
+    max_subtasks: int = Field(4, ge=1, le=32)
+    max_depth: int = Field(1, ge=1, le=3)
+    concurrency: int = Field(4, ge=1)
+    router: str | None = None
+    route_models: dict[str, str] = {}
+    max_tokens: int | None = Field(384, gt=0)
+
+
+class GuardIn(_Base):
+    respond: CallIn | str
+    patterns: list[str] = []
+    screen_model: str | None = None
+    policy: str | None = None
+    message: str = "Sorry, I can't help with that request."
+
+
+class StepIn(_Base):
+    name: str | None = None
+    gate: GateIn | None = None
+    call: CallIn | None = None
+    handler: str | None = None
+    route: RouteIn | None = None
+    section: SectionIn | None = None
+    vote: VoteIn | None = None
+    chain: ChainIn | None = None
+    orchestrate: OrchestrateIn | None = None
+    guard: GuardIn | None = None
+    escalate: EscalateIn | None = None
+    workflow: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                raise ValueError(f"unknown step kind or key {unknown[0]!r} (a step is one of: {', '.join(_KINDS)}; "
+                                 "with optional name and gate)")
+        elif data is not None and not isinstance(data, StepIn):
+            raise ValueError(f"a step is a mapping like {{call: {{prompt: ...}}}}, not {type(data).__name__}")
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StepIn:
+        given = [k for k in _KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            what = "none" if not given else ", ".join(given)
+            raise ValueError(f"a step has exactly one of {', '.join(_KINDS)} (got {what})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in _KINDS if getattr(self, k) is not None)
+
+
+class RouterRef(_Base):
+    file: str
+
+
+class WorkflowSpec(_Base):
+    name: str
+    description: str = ""
+    catalog: str | None = None
+    models: dict[str, dict[str, Any]] = {}
+    default_model: str = "local"
+    routers: dict[str, RouterRef | dict[str, Any]] = {}
+    handlers: dict[str, StepIn] = {}
+    steps: list[StepIn] = Field(min_length=1)
+    output: str | None = None
+    example: str | None = Field(None, description="a sample input (turnout run WF.yaml with no --input uses it)")
+
+
+for _m in (RouteIn, SectionIn, VoteIn, ChainIn, StepIn, WorkflowSpec):
+    _m.model_rebuild()
+
+
+def load_workflow_spec(path: str | Path) -> tuple[WorkflowSpec, Any]:
+    p = Path(path)
+    doc, root = load_yaml(p, what="workflow")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}:1: a workflow is a mapping with at least 'name:' and 'steps:'")
+    try:
+        return WorkflowSpec.model_validate(doc), root
+    except ValidationError as e:
+        raise located_error(p, root, e) from None
+
+
+_BASE_VARS = {"input", "original", "steps"}
+
+
+class _Compiler:
+    def __init__(self, path: Path, spec: WorkflowSpec, root: Any, *, known_models: set[str], resolve: Any,
+                 embedder: Embedder | None, catalog: Any, stack: tuple[Path, ...]) -> None:
+        self.path, self.spec, self.root = path, spec, root
+        self.known_models, self.resolve, self.embedder, self.catalog = known_models, resolve, embedder, catalog
+        self.stack = stack
+        self.handler_nodes: dict[str, Node] = {}
+        self.handler_stack: list[str] = []
+        self.routers: dict[str, Any] = {}
+        self.step_names: set[str] = set()
+        self._collect_names(spec)
+
+    def err(self, loc: tuple[Any, ...], msg: str) -> ConfigError:
+        where = ".".join(str(x) for x in loc)
+        return ConfigError(f"{self.path}:{line_of(self.root, loc)}: {where}: {msg}")
+
+    def _collect_names(self, spec: WorkflowSpec) -> None:
+        def walk(obj: Any) -> None:
+            if isinstance(obj, StepIn) and obj.name:
+                self.step_names.add(obj.name)
+            if isinstance(obj, BaseModel):
+                for k in type(obj).model_fields:
+                    walk(getattr(obj, k))
+            elif isinstance(obj, dict):
+                for v in obj.values():
+                    walk(v)
+            elif isinstance(obj, list):
+                for v in obj:
+                    walk(v)
+        walk(spec.steps)
+        walk(spec.handlers)
+
+    # -- checks ------------------------------------------------------------------------------------
+    def check_template(self, text: str | None, loc: tuple[Any, ...], scope: set[str]) -> None:
+        if not text:
+            return
+        for name in template_names(text):
+            parts = name.split(".")
+            if parts[0] not in scope:
+                raise self.err(loc, f"template variable {{{name}}} is not defined here (known: {', '.join(sorted(scope))})")
+            if parts[0] == "steps" and (len(parts) < 2 or parts[1] not in self.step_names):
+                raise self.err(loc, f"template variable {{{name}}} names no step of this workflow "
+                                    f"(named steps: {', '.join(sorted(self.step_names)) or 'none'})")
+
+    def check_model(self, name: str | None, loc: tuple[Any, ...]) -> None:
+        if name is not None and name not in self.known_models:
+            raise self.err(loc, f"unknown model {name!r} (known: {', '.join(sorted(self.known_models))})")
+
+    # -- building ----------------------------------------------------------------------------------
+    def router(self, name: str, loc: tuple[Any, ...]) -> Any:
+        if name in self.routers:
+            return self.routers[name]
+        if name not in self.spec.routers:
+            raise self.err(loc, f"unknown router {name!r} (defined: {', '.join(sorted(self.spec.routers)) or 'none'})")
+        from ..routing.config import RouterSpec, build_router, load_spec
+
+        ref = self.spec.routers[name]
+        rloc: tuple[Any, ...] = ("routers", name)
+        if isinstance(ref, RouterRef):
+            rpath = (self.path.parent / ref.file)
+            rspec = load_spec(rpath)
+        else:
+            try:
+                rspec = RouterSpec.model_validate({"name": name, **ref})
+            except ValidationError as e:
+                raise located_error(self.path, self.root, e, rloc) from None
+        if rspec.router in ("llm", "cascade"):
+            self.check_model(rspec.model, (*rloc, "model"))
+        try:
+            r = build_router(rspec, embedder=self.embedder, model=self.resolve(rspec.model) if rspec.router in ("llm", "cascade") else None)
+        except ConfigError as e:
+            raise self.err(rloc, str(e)) from None
+        r.name = name if not getattr(r, "name", None) or r.name in ("rule", "semantic", "llm") else r.name
+        self.routers[name] = r
+        return r
+
+    def handler(self, name: str, loc: tuple[Any, ...], scope: set[str]) -> Node:
+        if name not in self.spec.handlers:
+            raise self.err(loc, f"unknown handler {name!r} (defined: {', '.join(sorted(self.spec.handlers)) or 'none'})")
+        if name in self.handler_stack:
+            cycle = " -> ".join([*self.handler_stack[self.handler_stack.index(name):], name])
+            raise self.err(("handlers", name), f"handlers refer to each other in a cycle: {cycle}")
+        if name not in self.handler_nodes:
+            self.handler_stack.append(name)
+            try:
+                node = self.step(self.spec.handlers[name], ("handlers", name), scope | {"route", "confidence", "section", "title",
+                                                                                        "index", "answer", "agreement"})
+            finally:
+                self.handler_stack.pop()
+            if not node.name:
+                node.name = name
+            self.handler_nodes[name] = node
+        return self.handler_nodes[name]
+
+    def target(self, t: StepIn | str, loc: tuple[Any, ...], scope: set[str]) -> Node:
+        return self.handler(t, loc, scope) if isinstance(t, str) else self.step(t, loc, scope)
+
+    def call(self, c: CallIn, loc: tuple[Any, ...], scope: set[str], name: str = "") -> Call:
+        self.check_template(c.prompt, (*loc, "prompt"), scope)
+        self.check_template(c.system, (*loc, "system"), scope)
+        self.check_model(c.model, (*loc, "model"))
+        return Call(c.prompt, c.model, c.system, c.max_tokens, c.temperature, c.json_schema, name)
+
+    def step(self, s: StepIn, loc: tuple[Any, ...], scope: set[str]) -> Node:
+        kind = s.kind
+        kl = (*loc, kind)
+        name = s.name or ""
+        node: Node
+        if kind == "call":
+            node = self.call(s.call, kl, scope, name)  # type: ignore[arg-type]
+        elif kind == "handler":
+            h = self.handler(s.handler, kl, scope)  # type: ignore[arg-type]
+            node = h if not name else Sequence([h], name=name)
+        elif kind == "escalate":
+            e = s.escalate
+            assert e is not None
+            self.check_template(e.message, (*kl, "message"), scope | {"queue"})
+            node = Escalate(e.queue, e.message or Escalate.message, name)
+        elif kind == "route":
+            r = s.route
+            assert r is not None
+            router = self.router(r.router, (*kl, "router"))
+            names = list(router.routes)
+            inner = scope | {"route", "confidence"}
+            targets = {}
+            for route, t in r.routes.items():
+                if route not in names:
+                    raise self.err((*kl, "routes", route), f"{route!r} is not a route of router {r.router!r} ({', '.join(names)})")
+                targets[route] = self.target(t, (*kl, "routes", route), inner)
+            default = self.target(r.default, (*kl, "default"), inner) if r.default is not None else None
+            missing = [n for n in names if n not in targets]
+            if missing and default is None:
+                raise self.err((*kl, "routes"), f"routes of {r.router!r} with no target here: {', '.join(missing)} — add them or a "
+                                                "'default:'")
+            node = RouteStep(router, targets, default, name)
+        elif kind == "section":
+            sc = s.section
+            assert sc is not None
+            split = sc.split if isinstance(sc.split, SplitIn) else SplitIn(by=sc.split)
+            if split.by == "tokens" and not split.size:
+                raise self.err((*kl, "split", "size"), "split by tokens needs size (tokens per window)")
+            if split.by == "tokens" and split.overlap >= (split.size or 0):
+                raise self.err((*kl, "split", "overlap"), "overlap must be smaller than size")
+            mapper = self.target(sc.map, (*kl, "map"), scope | {"section", "title", "index"})
+            agg: Any = sc.aggregate
+            if isinstance(agg, SynthIn):
+                if "{outputs}" not in agg.synthesize.prompt:
+                    raise self.err((*kl, "aggregate", "synthesize", "prompt"), "the synthesis prompt must contain {outputs}")
+                agg = self.call(agg.synthesize, (*kl, "aggregate", "synthesize"), scope | {"outputs"})
+            node = SectionStep(_splitter(split), mapper, agg, sc.concurrency, sc.timeout, sc.context_tokens, name)
+        elif kind == "vote":
+            v = s.vote
+            assert v is not None
+            sample = self.target(v.sample, (*kl, "sample"), scope)
+            extract = self.extractor(v, kl)
+            esc = self.target(v.escalate, (*kl, "escalate"), scope | {"answer", "agreement"}) if v.escalate is not None else None
+            if esc is not None and v.escalate_below is None:
+                raise self.err((*kl, "escalate"), "escalate needs escalate_below (the agreement under which to escalate)")
+            node = VoteStep(sample, v.n, extract, v.rule, v.tie, None if v.early_stop == "none" else v.early_stop, v.confidence, v.wave,  # type: ignore[arg-type]
+                            v.escalate_below, esc, name)
+        elif kind == "chain":
+            ch = s.chain
+            assert ch is not None
+            node = self.sequence(ch.steps, (*kl, "steps"), scope, name, ch.max_steps)
+        elif kind == "orchestrate":
+            o = s.orchestrate
+            assert o is not None
+            for f in ("planner", "worker", "synthesizer"):
+                self.check_model(getattr(o, f), (*kl, f))
+            for rname, m in o.route_models.items():
+                self.check_model(m, (*kl, "route_models", rname))
+            router = self.router(o.router, (*kl, "router")) if o.router else None
+            node = OrchestrateStep(o.planner, o.worker, o.synthesizer, o.max_subtasks, o.max_depth, o.concurrency, router,
+                                   o.route_models, o.max_tokens, name)
+        elif kind == "guard":
+            g = s.guard
+            assert g is not None
+            if isinstance(g.respond, str):
+                h = self.handler(g.respond, (*kl, "respond"), scope)
+                if not isinstance(h, Call):
+                    raise self.err((*kl, "respond"), f"handler {g.respond!r} must be a call to be guarded")
+                respond = h
+            else:
+                respond = self.call(g.respond, (*kl, "respond"), scope)
+            if not g.patterns and g.screen_model is None:
+                raise self.err(kl, "a guard needs patterns, a screen_model, or both")
+            self.check_model(g.screen_model, (*kl, "screen_model"))
+            node = GuardStep(respond, g.patterns, g.screen_model, g.policy, g.message, name)
+        else:  # workflow: a sub-workflow file
+            sub = (self.path.parent / s.workflow).resolve()  # type: ignore[operator]
+            if sub in self.stack:
+                chain = " -> ".join(str(x.name) for x in (*self.stack, sub))
+                raise self.err(kl, f"workflows include each other in a cycle: {chain}")
+            spec, root = load_workflow_spec(sub)
+            node = _Compiler(sub, spec, root, known_models=self.known_models, resolve=self.resolve, embedder=self.embedder,
+                             catalog=self.catalog, stack=(*self.stack, sub)).root_node()
+            node.name = name or spec.name
+        if s.gate is not None:
+            node = self.gated(node, s, loc)
+        return node
+
+    def gated(self, node: Node, s: StepIn, loc: tuple[Any, ...]) -> Node:
+        # a gate outside a chain: a one-step chain that stops with the gate's message
+        g = s.gate
+        assert g is not None
+        if g.divert is not None:
+            raise self.err((*loc, "gate", "divert"), "divert works only for steps inside a chain (steps: or chain:)")
+        if not node.name:
+            node.name = f"gated-{node.kind}"
+        return Sequence([node], {node.name: _gate(g)}, name="")
+
+    def sequence(self, steps: list[StepIn], loc: tuple[Any, ...], scope: set[str], name: str, max_steps: int = 20) -> Sequence:
+        nodes, gates = [], {}
+        names = [s.name for s in steps if s.name]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise self.err(loc, f"duplicate step names: {', '.join(sorted(dup))}")
+        for i, s in enumerate(steps):
+            gate = s.gate
+            node = self.step(s.model_copy(update={"gate": None}), (*loc, i), scope)
+            if gate is not None:
+                if gate.divert is not None and gate.divert not in names:
+                    raise self.err((*loc, i, "gate", "divert"), f"divert to {gate.divert!r}: no step of that name in this chain "
+                                                                f"({', '.join(names) or 'none named'})")
+                if not node.name:
+                    node.name = f"step{i + 1}"
+                self.check_template(gate.message, (*loc, i, "gate", "message"), scope | {"reason"})
+                gates[node.name] = _gate(gate)
+            nodes.append(node)
+        return Sequence(nodes, gates, max_steps, name)
+
+    def extractor(self, v: VoteIn, loc: tuple[Any, ...]) -> vt.Extractor:
+        if v.extract == "number":
+            return vt.extract_number
+        if v.extract == "label":
+            if not v.labels:
+                raise self.err((*loc, "labels"), "extract: label needs labels: [...]")
+            return vt.extract_label(v.labels)
+        if v.extract == "json":
+            if not v.field:
+                raise self.err((*loc, "field"), "extract: json needs field: (a dotted path)")
+            return vt.extract_json_field(v.field)
+        if v.extract == "regex":
+            if not v.pattern:
+                raise self.err((*loc, "pattern"), "extract: regex needs pattern:")
+            try:
+                return vt.extract_regex(v.pattern)
+            except Exception as e:  # noqa: BLE001 - a bad regex, said with its place
+                raise self.err((*loc, "pattern"), f"not a valid regex: {e}") from None
+        return vt.extract_text
+
+    def root_node(self) -> Sequence:
+        return self.sequence(self.spec.steps, ("steps",), set(_BASE_VARS), self.spec.name)
+
+
+def _gate(g: GateIn) -> StepGate:
+    return StepGate(g.regex, g.contains, g.not_contains, g.min_chars, g.max_chars, g.json_, g.divert, g.message)
+
+
+def _splitter(s: SplitIn) -> Any:
+    def split(value: Any) -> list[sec.Section]:
+        if s.by in ("items", "lines"):
+            if isinstance(value, (list, tuple)):
+                return sec.split_items(value)
+            if isinstance(value, Mapping) and isinstance(value.get("items"), list):
+                return sec.split_items(value["items"])
+            text = value if isinstance(value, str) else (value.get("text", "") if isinstance(value, Mapping) else str(value))
+            return sec.split_items([ln.strip() for ln in text.splitlines() if ln.strip()])
+        text = value if isinstance(value, str) else (value.get("text", "") if isinstance(value, Mapping) else json.dumps(value))
+        if s.by == "paragraphs":
+            return sec.split_paragraphs(text, max_chars=s.max_chars)
+        if s.by == "headings":
+            return sec.split_headings(text, max_level=s.max_level)
+        return sec.split_tokens(text, s.size or 512, overlap=s.overlap)
+    return split
+
+
+def compile_workflow(path: Path, spec: WorkflowSpec, root: Any, *, known_models: set[str], resolve: Any,
+                     embedder: Embedder | None = None, catalog: Any = None) -> Sequence:
+    """The workflow's root node (a ``Sequence``); raises ConfigError with file:line: field on any problem."""
+    c = _Compiler(path, spec, root, known_models=known_models, resolve=resolve, embedder=embedder, catalog=catalog,
+                  stack=(path.resolve(),))
+    node = c.root_node()
+    if spec.output:
+        c.check_template(spec.output, ("output",), set(_BASE_VARS))
+    for h in spec.handlers:  # a handler nobody uses is still checked
+        c.handler(h, ("handlers", h), set(_BASE_VARS))
+    return node
+
+
+ModelMap = Mapping[str, ChatModel]
