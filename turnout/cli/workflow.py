@@ -137,7 +137,7 @@ def batch(
         wf = _load(workflow, catalog)
         items, bad = read_items(inputs)
         for line, why in bad[:20]:
-            err_console.print(f"[yellow]{escape(str(inputs))}:{line}: skipped: {escape(why)}[/]")
+            err_console.print(f"[yellow]{escape(str(inputs))}:{line}: skipped: {escape(why)}[/]", soft_wrap=True)
         if len(bad) > 20:
             err_console.print(f"[yellow]... and {len(bad) - 20} more invalid lines[/]")
         if bad and strict:
@@ -172,7 +172,7 @@ def batch(
                 already = sum(1 for it in items if first.get(it.key, {}).get("status") == "done")
                 progress.update(task, completed=already)
                 if already:
-                    err_console.print(f"resuming batch {bid}: {already} of {len(items)} items already done")
+                    err_console.print(f"resuming batch {bid}: {already} of {len(items)} items already done", soft_wrap=True)
                 try:
                     summary = asyncio.run(go())
                 except KeyboardInterrupt:

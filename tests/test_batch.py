@@ -1,0 +1,83 @@
+"""`turnout batch`: invalid lines reported by number, output in input order, and resume after kill -9
+with every item exactly once and finished items never re-billed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from turnout.cli import app
+from turnout.workflows.batch import read_items
+
+runner = CliRunner()
+
+WF = "name: upper\nsteps:\n  - call: {prompt: 'Item: {input}'}\n"
+
+
+def test_read_items_reports_invalid_lines_and_keys(tmp_path):
+    p = tmp_path / "in.jsonl"
+    p.write_text('"a"\n\n{"id": "x", "text": "b"}\nnot json\n[1, 2]\n"a"\n{"id": "x", "text": "dup"}\n{"id": 7, "input": "c"}\n')
+    items, bad = read_items(p)
+    assert [(i.line, i.input) for i in items] == [(1, "a"), (3, {"id": "x", "text": "b"}), (6, "a"), (8, "c")]
+    assert items[2].key == items[0].key + "#2" and items[1].key == "x" and items[3].key == "7"
+    assert [n for n, _ in bad] == [4, 5, 7] and "duplicate id 'x' (first on line 3)" in bad[2][1]
+
+
+def _files(tmp_path, url, n):
+    (tmp_path / "wf.yaml").write_text(WF)
+    (tmp_path / "models.yaml").write_text(f"models:\n  local: {{adapter: openai, base_url: '{url}', model: m}}\n")
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"i{k}", "text": f"t{k}"}) + "\n" for k in range(n)) + "oops\n")
+    return ["batch", str(tmp_path / "wf.yaml"), str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"),
+            "--db", str(tmp_path / "b.db"), "-c", str(tmp_path / "models.yaml"), "-n", "2"]
+
+
+def test_strict_refuses_before_running(tmp_path, mock_process):
+    args = _files(tmp_path, mock_process, 3)
+    r = runner.invoke(app, [*args, "--strict"])
+    assert r.exit_code == 2 and "in.jsonl:4: skipped" in r.output and "nothing was run" in r.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def _done(db) -> int:
+    try:
+        with sqlite3.connect(db) as c:
+            return c.execute("SELECT COUNT(*) FROM batch_items WHERE status = 'done'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+async def test_resume_after_kill_runs_each_item_exactly_once(tmp_path):
+    from turnout.testing import MockServer
+
+    n = 12
+    async with MockServer(latency=0.25) as srv:
+        args = _files(tmp_path, srv.url, n)
+        cmd = [sys.executable, "-m", "turnout", *args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        for _ in range(600):  # until a few items are done, at most ~60 s
+            if _done(tmp_path / "b.db") >= 4:
+                break
+            await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        first_done, calls_before = _done(tmp_path / "b.db"), srv.count
+        assert 4 <= first_done < n, "the batch should have been killed part-way"
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        text = err.decode()
+        assert f"{first_done} of {n} items already done" in text and "in.jsonl:13: skipped" in text
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"i{k}" for k in range(n)]  # each once, in input order
+    assert all(r["output"] == f"echo: Item: t{k}" and r["status"] == "ok" for k, r in enumerate(rows))
+    # finished items were not called again: only the unfinished ones (and at most the 2 in flight at the kill) were
+    assert srv.count - calls_before == n - first_done
+    assert calls_before <= first_done + 2
