@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import sys
 
-import pytest
 from typer.testing import CliRunner
 
 from turnout.cli import app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import chat as _chat
+from . import demo as _demo
 from . import experiment as _experiment
 from . import feedback as _feedback
 from . import models as _models
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("demo")(_demo.demo)
 app.command("chat")(_chat.chat)
 app.command("models")(_models.models)
 app.command("feedback")(_feedback.feedback)

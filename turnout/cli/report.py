@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -13,6 +14,44 @@ from rich.table import Table
 
 from .._errors import ConfigError
 from ._common import DbOpt, err_console, friendly_errors
+
+
+def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) -> Table:
+    """The report's rich table for ``--by`` (model, route, vote, workflow)."""
+    if by == "model":
+        t = Table(title=f"model calls{' since ' + since if since else ''}", title_justify="left")
+        cols = [("model", "model"), ("calls", "calls"), ("in tokens", "input_tokens"), ("out tokens", "output_tokens"),
+                ("cost $", "cost_usd"), ("p50 ms", "latency_p50_ms"), ("p95 ms", "latency_p95_ms"),
+                ("errors", "error_rate"), ("retries", "retries"), ("fallbacks", "fallback_rate")]
+    elif by == "vote":
+        t = Table(title=f"voting{' since ' + since if since else ''}", title_justify="left")
+        cols = [("name", "name"), ("verdicts", "verdicts"), ("mean agreement", "mean_agreement"), ("low agreement", "low_agreement"),
+                ("samples used", "samples_used"), ("planned", "samples_planned"), ("saved", "samples_saved"), ("outcomes", "outcomes")]
+    elif by == "workflow":
+        t = Table(title=f"workflow runs{' since ' + since if since else ''}", title_justify="left")
+        cols = [("workflow", "workflow"), ("runs", "runs"), ("status", "status"), ("in tokens", "input_tokens"),
+                ("out tokens", "output_tokens"), ("cost $", "cost_usd"), ("p50 ms", "latency_p50_ms"), ("p95 ms", "latency_p95_ms"),
+                ("errors", "error_rate")]
+    else:
+        t = Table(title=f"routing decisions{' since ' + since if since else ''}", title_justify="left")
+        cols = [("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
+                ("low conf.", "low_confidence"), ("outcomes", "outcomes"), ("p50 ms", "latency_p50_ms")]
+    for head, _ in cols:
+        t.add_column(head, justify="left" if head in ("model", "route", "name", "outcomes", "workflow", "status") else "right")
+    for r in rows:
+        cells = []
+        for _, key in cols:
+            v = r[key]
+            if key in ("error_rate", "fallback_rate", "share"):
+                cells.append(f"{v:.1%}")
+            elif key in ("outcomes", "status"):
+                cells.append(", ".join(f"{k} {n}" for k, n in sorted(v.items())))
+            elif key == "cost_usd":
+                cells.append(f"{v:.6f}")
+            else:
+                cells.append(str(v))
+        t.add_row(*(escape(c) for c in cells))
+    return t
 
 
 def report(
@@ -52,37 +91,5 @@ def report(
         if as_json:
             print(json.dumps(rows))
             return
-        if by == "model":
-            t = Table(title=f"model calls{' since ' + since if since else ''}", title_justify="left")
-            cols = [("model", "model"), ("calls", "calls"), ("in tokens", "input_tokens"), ("out tokens", "output_tokens"),
-                    ("cost $", "cost_usd"), ("p50 ms", "latency_p50_ms"), ("p95 ms", "latency_p95_ms"),
-                    ("errors", "error_rate"), ("retries", "retries"), ("fallbacks", "fallback_rate")]
-        elif by == "vote":
-            t = Table(title=f"voting{' since ' + since if since else ''}", title_justify="left")
-            cols = [("name", "name"), ("verdicts", "verdicts"), ("mean agreement", "mean_agreement"), ("low agreement", "low_agreement"),
-                    ("samples used", "samples_used"), ("planned", "samples_planned"), ("saved", "samples_saved"), ("outcomes", "outcomes")]
-        elif by == "workflow":
-            t = Table(title=f"workflow runs{' since ' + since if since else ''}", title_justify="left")
-            cols = [("workflow", "workflow"), ("runs", "runs"), ("status", "status"), ("in tokens", "input_tokens"),
-                    ("out tokens", "output_tokens"), ("cost $", "cost_usd"), ("p50 ms", "latency_p50_ms"), ("p95 ms", "latency_p95_ms"),
-                    ("errors", "error_rate")]
-        else:
-            t = Table(title=f"routing decisions{' since ' + since if since else ''}", title_justify="left")
-            cols = [("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
-                    ("low conf.", "low_confidence"), ("outcomes", "outcomes"), ("p50 ms", "latency_p50_ms")]
-        for head, _ in cols:
-            t.add_column(head, justify="left" if head in ("model", "route", "name", "outcomes", "workflow", "status") else "right")
-        for r in rows:
-            cells = []
-            for _, key in cols:
-                v = r[key]
-                if key in ("error_rate", "fallback_rate", "share"):
-                    cells.append(f"{v:.1%}")
-                elif key in ("outcomes", "status"):
-                    cells.append(", ".join(f"{k} {n}" for k, n in sorted(v.items())))
-                elif key == "cost_usd":
-                    cells.append(f"{v:.6f}")
-                else:
-                    cells.append(str(v))
-            t.add_row(*(escape(c) for c in cells))
+        t = render_table(by, rows, since)
         Console(width=None if sys.stdout.isatty() else 200).print(t if rows else "[dim]no rows in the trace store yet[/]")
