@@ -28,7 +28,7 @@ def run_block(tmp_path: Path, marker: str) -> str:
 
 def test_readme_commands_are_the_two_documented_ones():
     text = README.read_text()
-    assert "pip install -e '.[local]' && turnout chat" in text
+    assert "pip install -e '.[local]' && turnout demo" in text
     assert "pip install -e '.[test]' && python -m pytest" in text
 
 
