@@ -276,6 +276,8 @@ steps:
     r = runner.invoke(app, ["run", str(p), "-c", str(cat), "--db", str(db), "--json"])
     body = json.loads(r.output)
     assert body["output"] == "echo: B refund my invoice" and body["routes"][0]["route"] == "billing" and body["calls"] == 1
+    with SQLiteStore(db) as store:
+        assert len(store.calls(run_id=body["run_id"])) == 1  # once, though the catalog model and the run's meter both see it
     r = runner.invoke(app, ["run", str(p), "-c", str(cat), "--db", str(db), "-i", "my lawyer"])
     assert r.exit_code == 0 and "passed to a person (people)" in r.output and re.search(r"route \(answer\)\s+human", r.output)
     bad = write(tmp_path, "name: x\nsteps:\n  - call: {prompt: '{x}'}\n", "bad.yaml")

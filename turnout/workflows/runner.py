@@ -97,7 +97,10 @@ class Workflow:
                 cat = Catalog([*cat.specs(), *extra], include_embedded=False, adapters=cat.adapters, trust_env=cat.trust_env)
             except ConfigError as e:
                 raise ConfigError(f"{p}: models: {e}") from None
-        overrides = dict(models or {})
+        from ..policies.trace import Traced
+
+        # given models are traced like catalog ones: inside a run, their calls land in the store
+        overrides = {k: m if isinstance(m, Traced) else Traced(m) for k, m in (models or {}).items()}
 
         def resolve(name: str) -> ChatModel:
             m = overrides.get(name)
