@@ -3,8 +3,8 @@ and the batch ledger — SQLite by default, PostgreSQL by URL (``open_store``)."
 
 from __future__ import annotations
 
-import os
-from typing import Any
+import os as _os
+from typing import Any as _Any
 
 from .base import CallRow as CallRow
 from .base import DecisionRow as DecisionRow
@@ -28,16 +28,16 @@ __all__ = [
     "Tee",
     "TraceStore",
     "active_run",
-    "open_store",
     "current_run",
     "default_path",
+    "open_store",
 ]
 
 
-def open_store(target: str | os.PathLike[str] | None = None, **kw: Any) -> SQLiteStore:
+def open_store(target: str | _os.PathLike[str] | None = None, **kw: _Any) -> SQLiteStore:
     """A PostgreSQL store for a ``postgresql://`` URL, else a SQLite file (default ``$TURNOUT_DB`` or
     ``./.turnout/turnout.db``; ``TURNOUT_DB`` may itself be a PostgreSQL URL)."""
-    t = str(target) if target is not None else os.environ.get("TURNOUT_DB")
+    t = str(target) if target is not None else _os.environ.get("TURNOUT_DB")
     if t and t.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
