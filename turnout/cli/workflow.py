@@ -168,8 +168,8 @@ def batch(
 
             interrupted = False
             with progress:
-                first = store.ledger_open(bid, workflow=wf.name, source=str(inputs.resolve()), total=len(items))
-                already = sum(1 for it in items if first.get(it.key, {}).get("status") == "done")
+                earlier = {r["item_key"]: r["status"] for r in store.ledger_items(bid)}
+                already = sum(1 for it in items if earlier.get(it.key) == "done")
                 progress.update(task, completed=already)
                 if already:
                     err_console.print(f"resuming batch {bid}: {already} of {len(items)} items already done", soft_wrap=True)
@@ -179,8 +179,8 @@ def batch(
                     interrupted = True
                     summary = summary_box.get("s")
             n = write_output(store, bid, items, output)
-            done = sum(1 for r in store.ledger_items(bid) if r["status"] == "done")
-            errors = sum(1 for r in store.ledger_items(bid) if r["status"] == "error")
+            states = [r["status"] for r in store.ledger_items(bid)]
+            done, errors = states.count("done"), states.count("error")
         if interrupted:
             err_console.print(f"[yellow]interrupted:[/] {done} of {len(items)} done (written to {escape(str(output))}); "
                               "run the same command to continue")

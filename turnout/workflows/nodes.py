@@ -153,6 +153,11 @@ class RunContext:
         return {"input": value, "original": self.original, "steps": self.outputs, **{k: v for k, v in self.vars.items() if k[0] != "_"}}
 
 
+def _last_escalated(ctx: RunContext) -> bool:
+    """The step that just finished handed the input to people (its parent reports that too)."""
+    return bool(ctx.steps) and ctx.steps[-1].status == "escalated"
+
+
 class Node:
     name: str = ""
     kind: str = "step"
@@ -264,8 +269,8 @@ class RouteStep(Node):
         sub = ctx.branch(route=d.route, confidence=round(d.confidence, 4))
         sub.meter = ctx.meter  # sequential: count straight into this step
         out = await target.run(sub, value)
-        ctx.outputs.update({k: v for k, v in sub.outputs.items()})
-        if ctx.steps and ctx.steps[-1].status == "escalated":
+        ctx.outputs.update(sub.outputs)
+        if _last_escalated(ctx):
             detail["_status"] = "escalated"
         return out
 
@@ -398,7 +403,7 @@ class VoteStep(Node):
             sub = ctx.branch(answer=v.answer, agreement=round(v.agreement, 4))
             sub.meter = ctx.meter
             out = await self.escalate.run(sub, value)
-            if ctx.steps and ctx.steps[-1].status == "escalated":
+            if _last_escalated(ctx):
                 detail["_status"] = "escalated"
             return out
         if v.answer is None:
@@ -464,7 +469,7 @@ class Sequence(Node):
                 return cur
             st = self.steps[i]
             cur = await st.run(ctx, cur)
-            if ctx.steps and ctx.steps[-1].status == "escalated":
+            if _last_escalated(ctx):
                 detail["_status"] = "escalated"
             gate = self.gates.get(st.name) if st.name else None
             why = gate.check(cur) if gate is not None else None

@@ -295,7 +295,8 @@ class _Compiler:
             r = build_router(rspec, embedder=self.embedder, model=self.resolve(rspec.model) if rspec.router in ("llm", "cascade") else None)
         except ConfigError as e:
             raise self.err(rloc, str(e)) from None
-        r.name = name if not getattr(r, "name", None) or r.name in ("rule", "semantic", "llm") else r.name
+        if r.name in ("rule", "semantic", "llm"):  # a single-kind router is named after its kind: name it as the workflow does
+            r.name = name
         self.routers[name] = r
         return r
 
