@@ -18,6 +18,7 @@ from turnout import (
     Traced,
     UnknownModel,
 )
+from turnout.policies.compliance import ComplianceGate, Compliant
 
 YAML = """
 models:
@@ -85,14 +86,17 @@ def test_declared_policies_are_stacked(tmp_path, mock_server):
     cat = Catalog.load(write(tmp_path, YAML.format(url=mock_server.url)))
     m = cat.model("cheap", sink=MemorySink(), ledger=BudgetLedger(1.0))
     assert isinstance(m, Traced)
-    chain = m.inner.inner  # Traced -> Budgeted -> Fallback
+    gate = m.inner.inner  # Traced -> Budgeted -> ComplianceGate (cheap declares data_classes) -> Fallback
+    assert isinstance(gate, ComplianceGate) and [n for n, _, _ in gate.members] == ["cheap", "backup"]
+    chain = gate.inner
     assert isinstance(chain, Fallback) and [x.name for x in chain.models] == ["cheap", "backup"]
     assert isinstance(chain.models[0], Retrying) and isinstance(chain.models[0].inner, Limited)
+    assert isinstance(chain.models[0].inner.inner, Compliant)  # innermost: the last check before the adapter
 
 
 async def test_callers_share_one_limiter_and_fallback_state(tmp_path, mock_server):
     cat = Catalog.load(write(tmp_path, YAML.format(url=mock_server.url)))
-    a, b = cat.model("cheap").inner, cat.model("cheap").inner  # under Traced: the shared Fallback chain
+    a, b = cat.model("cheap").inner.inner, cat.model("cheap").inner.inner  # under Traced and the gate: the shared Fallback chain
     assert a is b and a.models[0].inner.limiter is b.models[0].inner.limiter
     mock_server.fail("401")  # cheap fails for good -> backup answers, and cheap cools down for everyone
     sink = MemorySink()

@@ -14,7 +14,9 @@
     │   ├── BadResponse             not JSON, wrong shape, cut stream
     │   ├── AuthError               401/403
     │   ├── InvalidRequest          other 4xx: the provider refused the request
+    │   │   └── DataClassNotAllowed  this model may not receive the request's data classes
     │   └── AllModelsFailed         a Fallback chain ran out; .errors holds each failure
+    ├── ComplianceError             no allowed model may receive the request's data classes
     └── BudgetExceeded              a reservation would pass the budget's limit
 
 Vendor and transport exceptions are translated into this tree at the provider boundary; nothing
@@ -29,7 +31,9 @@ __all__ = [
     "AuthError",
     "BadResponse",
     "BudgetExceeded",
+    "ComplianceError",
     "ConfigError",
+    "DataClassNotAllowed",
     "InvalidRequest",
     "MissingAPIKey",
     "ModelNotInstalled",
@@ -117,6 +121,24 @@ class AuthError(ProviderError):
 
 class InvalidRequest(ProviderError):
     pass
+
+
+class DataClassNotAllowed(InvalidRequest):
+    """This model may not receive the request's data classes (a ``Fallback`` skips it, no cooldown)."""
+
+    def __init__(self, message: str, *, model: str = "", data_classes: list[str] | None = None) -> None:
+        self.data_classes = data_classes or []
+        super().__init__(message, model=model)
+
+
+class ComplianceError(TurnoutError):
+    """The request carries data classes that no candidate model may receive (and policy says refuse)."""
+
+    def __init__(self, data_classes: list[str], models: list[str], reasons: str = "") -> None:
+        self.data_classes, self.models = data_classes, models
+        msg = (f"refused: the request contains {', '.join(data_classes)}, and no model among {', '.join(models) or '(none)'} "
+               "may receive it")
+        super().__init__(msg + (f" — {reasons}" if reasons else ""))
 
 
 class AllModelsFailed(ProviderError):

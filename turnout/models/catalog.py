@@ -2,8 +2,13 @@
 
 Built in Python (``Catalog([ModelSpec(...)])``) or loaded from YAML (``Catalog.load("models.yaml")``);
 the embedded models are always present at price 0. ``catalog.model(name)`` returns the model with
-its declared policy stack, ``Traced(Budgeted(Fallback(Retrying(Limited(adapter)), ...)))``,
-where every caller of one model shares that model's rate limiter.
+its declared policy stack,
+``Traced(ComplianceGate(Fallback(Budgeted(Retrying(Limited(Compliant(adapter))))), ...)))``,
+where every caller of one model shares that model's rate limiter. The compliance layers are there
+when the catalog has a data policy (a ``compliance:`` section, or any model declaring
+``data_classes`` other than ``["*"]``): then no member of any chain ever receives a data class it
+does not declare. ``spend=`` (a ``SpendControl``, or a ``budgets:`` section) charges every call to
+the budgets that apply to it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._errors import ConfigError, UnknownModel
 from .._types import Price
-from .._yaml import load_yaml, located_error
+from .._yaml import line_of, load_yaml, located_error
 from .base import ChatModel
 
 __all__ = ["Catalog", "ModelSpec", "PolicySpec"]
@@ -145,6 +150,21 @@ class _PoliciesIn(BaseModel):
     timeout: float | None = Field(None, gt=0)
 
 
+class _ComplianceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    detect: list[str] | None = Field(None, description="built-in data classes to detect (default: all)")
+    custom: dict[str, str] = Field({}, description="data class -> regex")
+    allow: list[str] = Field([], description="literal strings or regexes that are not sensitive (false positives)")
+    regions: dict[str, list[str]] = Field({}, description="data class -> regions its models must be in")
+    redact: list[str] = Field([], description="classes redacted (not refused) when no model may receive them")
+
+    def build(self) -> Any:
+        from ..policies.compliance import DataPolicy, Detector, expand
+
+        det = Detector(self.detect, custom=self.custom, allow=self.allow)
+        return DataPolicy(det, {k: tuple(v) for k, v in self.regions.items()}, expand(self.redact))
+
+
 class _ModelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     adapter: Literal["openai", "anthropic", "local"] | str
@@ -187,6 +207,9 @@ class Catalog:
         include_embedded: bool = True,
         adapters: Mapping[str, AdapterFactory] | None = None,
         trust_env: bool = True,
+        policy: Any = None,
+        spend: Any = None,
+        audit: Callable[[Any], None] | None = None,
     ) -> None:
         self._specs: dict[str, ModelSpec] = {}
         if include_embedded:
@@ -199,6 +222,13 @@ class Catalog:
         self._built: dict[str, ChatModel] = {}
         self._limiters: dict[str, Any] = {}
         self._fallbacks: dict[str, Any] = {}
+        self.spend = spend
+        self.audit_sink = audit
+        if policy is None and any(tuple(sp.data_classes) != ("*",) for sp in self._specs.values()):
+            from ..policies.compliance import DataPolicy
+
+            policy = DataPolicy()  # some model is restricted: enforce with the default detector
+        self.policy = policy
         self.validate()
 
     # -- loading ----------------------------------------------------------------------------------
@@ -208,6 +238,9 @@ class Catalog:
         doc, root = load_yaml(p, what="catalog")
         if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
             raise ConfigError(f"{p}:1: a catalog file needs a top-level 'models:' mapping of name -> settings")
+        unknown = sorted(set(doc) - {"models", "compliance", "budgets"})
+        if unknown:
+            raise ConfigError(f"{p}:{line_of(root, (unknown[0],))}: {unknown[0]}: unknown section; a catalog has models, compliance, budgets")
         specs = []
         for name, body in doc["models"].items():
             try:
@@ -215,6 +248,17 @@ class Catalog:
             except ValidationError as e:
                 raise located_error(p, root, e, ("models", name)) from None
             specs.append(_spec_from(str(name), m))
+        if doc.get("compliance") is not None and "policy" not in kw:
+            try:
+                kw["policy"] = _ComplianceIn.model_validate(doc["compliance"]).build()
+            except ValidationError as e:
+                raise located_error(p, root, e, ("compliance",)) from None
+            except ConfigError as e:
+                raise ConfigError(f"{p}:{line_of(root, ('compliance',))}: compliance: {e}") from None
+        if doc.get("budgets") is not None and "spend" not in kw:
+            from ..policies.spend import load_budgets
+
+            kw["spend"] = load_budgets(doc["budgets"], p, root)
         try:
             return cls(specs, **kw)
         except ConfigError as e:
@@ -247,7 +291,22 @@ class Catalog:
         return name in self._specs
 
     def with_spec(self, spec: ModelSpec) -> Catalog:
-        return Catalog([*self._specs.values(), spec], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env)
+        return Catalog([*self._specs.values(), spec], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env,
+                       policy=self.policy, spend=self.spend, audit=self.audit_sink)
+
+    def allowed(self, name: str, classes: Iterable[str]) -> bool:
+        """May model ``name`` receive these data classes (its data_classes, region and the policy)?"""
+        classes = list(classes)
+        if not classes:
+            return True
+        sp = self.spec(name)
+        if self.policy is None:
+            return True
+        return self.policy.allows(sp.data_classes, sp.region, classes)
+
+    def classes_of(self, request: Any) -> frozenset[str]:
+        """The data classes the catalog's policy finds in a request or text (empty without a policy)."""
+        return self.policy.detector.classes(request) if self.policy is not None else frozenset()
 
     # -- building ---------------------------------------------------------------------------------
     def adapter(self, name: str) -> ChatModel:
@@ -269,6 +328,10 @@ class Catalog:
 
         spec = self.spec(name)
         m: ChatModel = self.adapter(name)
+        if self.policy is not None:
+            from ..policies.compliance import Compliant
+
+            m = Compliant(m, data_classes=spec.data_classes, region=spec.region, policy=self.policy, sink=self.audit_sink, name=name)
         pol = spec.policies
         if pol.rpm or pol.tpm:
             lim = self._limiters.get(name)
@@ -277,6 +340,10 @@ class Catalog:
             m = Limited(m, lim)
         if pol.retry_attempts > 1:
             m = Retrying(m, RetryPolicy(stop=stop_after_attempt(pol.retry_attempts), wait=wait_exponential(max=pol.retry_max_delay)))
+        if self.spend is not None:
+            from ..policies.budget import Budgeted
+
+            m = Budgeted(m, self.spend)  # per member: a fallback is charged to its own model budget
         return m
 
     def model(self, name: str, *, sink: Any = None, ledger: Any = None) -> ChatModel:
@@ -293,6 +360,12 @@ class Catalog:
                 members = [m, *(self._with_own_policies(fb) for fb in spec.policies.fallback)]
                 fb_chain = self._fallbacks[name] = Fallback(members, cooldown=spec.policies.cooldown, name=name)
             m = fb_chain
+        if self.policy is not None:
+            from ..policies.compliance import ComplianceGate
+
+            members = [name, *spec.policies.fallback]
+            m = ComplianceGate(m, [(n, self.spec(n).data_classes, self.spec(n).region) for n in members], policy=self.policy,
+                               sink=self.audit_sink)
         if ledger is not None:
             m = Budgeted(m, ledger)
         m = Traced(m, sink)  # no sink: still recorded into the active run's store, if any

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .._errors import BudgetExceeded, ConfigError
 from .._types import Completion, Price, Request, StreamChunk
@@ -60,7 +61,7 @@ class BudgetLedger:
     def remaining(self) -> float:
         return self.limit - self.spent - self.reserved
 
-    def reserve(self, amount: float) -> Reservation:
+    def reserve(self, amount: float, *, model: str = "") -> Reservation:
         with self._lock:
             if self.spent + self.reserved + amount > self.limit + 1e-12:
                 raise BudgetExceeded(limit=self.limit, spent=self.spent, reserved=self.reserved, requested=amount, name=self.name)
@@ -91,9 +92,10 @@ class BudgetLedger:
 
 
 class Budgeted(Wrapper):
-    """Refuses calls (``BudgetExceeded``) that could take ``ledger`` past its limit."""
+    """Refuses calls (``BudgetExceeded``) that could take ``ledger`` past its limit. ``ledger`` is a
+    ``BudgetLedger`` or a ``SpendControl`` (every budget that applies to this model and scope)."""
 
-    def __init__(self, inner: ChatModel, ledger: BudgetLedger, *, price: Price | None = None, default_max_tokens: int = 512) -> None:
+    def __init__(self, inner: ChatModel, ledger: Any, *, price: Price | None = None, default_max_tokens: int = 512) -> None:
         super().__init__(inner)
         self.ledger = ledger
         self._price = price
@@ -104,7 +106,7 @@ class Budgeted(Wrapper):
         return self._price or self.inner.price
 
     async def complete(self, request: Request) -> Completion:
-        r = self.ledger.reserve(self.price.estimate(request, self.default_max_tokens))
+        r = self.ledger.reserve(self.price.estimate(request, self.default_max_tokens), model=self.inner.name)
         try:
             c = await self.inner.complete(request)
         except BaseException:
@@ -114,7 +116,7 @@ class Budgeted(Wrapper):
         return c
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        r = self.ledger.reserve(self.price.estimate(request, self.default_max_tokens))
+        r = self.ledger.reserve(self.price.estimate(request, self.default_max_tokens), model=self.inner.name)
         try:
             async for chunk in self.inner.stream(request):
                 if chunk.done:

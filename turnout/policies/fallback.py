@@ -4,7 +4,14 @@ A model that fails with an availability error (unavailable, timeout, rate limite
 skipped for ``cooldown`` seconds (or the provider's Retry-After) while other models are healthy;
 when every model is cooling down they are tried anyway, soonest-recovering first, so a request
 never dead-ends on the breaker alone. Streams fall back only before their first chunk is sent.
-Misuse (ConfigError) and budget refusals are never "fallen back" from: they are raised at once.
+Misuse (ConfigError) is never "fallen back" from. A member refused by a budget (its own model
+budget spent) is skipped for the next member; if every member is refused by budgets, the first
+``BudgetExceeded`` is raised.
+
+A member that may not receive the request's data classes (``DataClassNotAllowed``, raised by its
+``Compliant`` guard) is skipped without a cooldown; cooling members are then tried too, so a
+request is never refused for compliance while an allowed member exists. When every member refuses
+on data classes, the chain raises ``ComplianceError``.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from .._errors import AllModelsFailed, InvalidRequest, ProviderError
+from .._errors import AllModelsFailed, BudgetExceeded, ComplianceError, DataClassNotAllowed, InvalidRequest, ProviderError
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel
 from .base import call_info
@@ -69,12 +76,31 @@ class Fallback:
             if info is not None:
                 info["fallback"] = self.models[i].name
 
-    async def complete(self, request: Request) -> Completion:
+    def _tries(self, errors: list[tuple[str, BaseException]]):  # type: ignore[no-untyped-def]
+        """Member indices to try: the healthy ones, then the cooling ones if no healthy member could
+        take the request (all refused on data classes) or none is healthy."""
         healthy, cooling = self._order()
+        yield from healthy
+        if not healthy or all(isinstance(e, DataClassNotAllowed) for _, e in errors):
+            yield from cooling
+
+    def _raise(self, errors: list[tuple[str, BaseException]]) -> None:
+        if errors and all(isinstance(e, BudgetExceeded) for _, e in errors):
+            raise errors[0][1]
+        if errors and all(isinstance(e, DataClassNotAllowed) for _, e in errors):
+            classes = sorted({c for _, e in errors for c in getattr(e, "data_classes", [])})
+            raise ComplianceError(classes, [n for n, _ in errors], "; ".join(str(e) for _, e in errors))
+        tried = {n for n, _ in errors}
+        raise AllModelsFailed(errors, skipped=[m.name for m in self.models if m.name not in tried])
+
+    async def complete(self, request: Request) -> Completion:
         errors: list[tuple[str, BaseException]] = []
-        for i in healthy or cooling:
+        for i in self._tries(errors):
             try:
                 c = await self.models[i].complete(request)
+            except BudgetExceeded as e:
+                errors.append((self.models[i].name, e))
+                continue
             except ProviderError as e:
                 self._failed(i, e)
                 errors.append((self.models[i].name, e))
@@ -82,17 +108,21 @@ class Fallback:
             self.cooling.pop(i, None)
             self._note(i)
             return c
-        raise AllModelsFailed(errors, skipped=[self.models[i].name for i in cooling] if healthy else [])
+        self._raise(errors)
+        raise AssertionError("unreachable")
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        healthy, cooling = self._order()
         errors: list[tuple[str, BaseException]] = []
-        for i in healthy or cooling:
+        for i in self._tries(errors):
             agen = self.models[i].stream(request).__aiter__()
             try:
                 first = await agen.__anext__()
             except StopAsyncIteration:
                 return
+            except BudgetExceeded as e:
+                await agen.aclose()
+                errors.append((self.models[i].name, e))
+                continue
             except ProviderError as e:
                 await agen.aclose()
                 self._failed(i, e)
@@ -104,7 +134,7 @@ class Fallback:
             async for chunk in agen:
                 yield chunk
             return
-        raise AllModelsFailed(errors, skipped=[self.models[i].name for i in cooling] if healthy else [])
+        self._raise(errors)
 
     async def aclose(self) -> None:
         for m in self.models:

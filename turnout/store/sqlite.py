@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError, TurnoutError
+from .._scope import spend_scope
 from .base import _ACTIVE, CallRow, DecisionRow, RunRow, text_or_hash
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "StoreError", "current_run", "default_path"]
@@ -128,6 +129,18 @@ def _m6() -> str:
         error TEXT, cost_usd REAL NOT NULL, latency_s REAL NOT NULL, attempts INTEGER NOT NULL, updated_at REAL NOT NULL,
         PRIMARY KEY (batch_id, item_key)
     );
+    """
+
+
+@migration(7)
+def _m7() -> str:
+    return """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY, run_id TEXT, at REAL NOT NULL, model TEXT NOT NULL, action TEXT NOT NULL, data_classes TEXT NOT NULL,
+        digest TEXT NOT NULL, reason TEXT NOT NULL
+    );
+    CREATE INDEX audit_run ON audit(run_id);
+    CREATE INDEX audit_model_time ON audit(model, at)
     """
 
 
@@ -271,9 +284,11 @@ class SQLiteStore:
         """``with store.run("triage", text) as run_id:`` — calls and decisions inside are attributed to it."""
         run_id = self.start_run(workflow, input, tags=tags)
         token = _ACTIVE.set((self, run_id))
+        t = tags or {}
         status = "ok"
         try:
-            yield run_id
+            with spend_scope(run=run_id, workflow=workflow, key=t.get("key"), team=t.get("team")):
+                yield run_id
         except BaseException:
             status = "error"
             raise
@@ -404,6 +419,46 @@ class SQLiteStore:
                 args.append(val)
         return [dict(zip(cols, r, strict=True)) for r in db.execute(q + " ORDER BY id", args)]
 
+    def record_audit(self, rec: Any, *, run_id: str | None = None) -> None:
+        """A compliance audit record: which model was sent (or refused) which data classes, and the
+        sha256 of the text — never the text."""
+        self._put("audit", (run_id or self._run_id(), rec.at or time.time(), rec.model, rec.action, ",".join(rec.data_classes),
+                            rec.digest, rec.reason))
+
+    def audit(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        db = self._reading()
+        cols = ("run_id", "at", "model", "action", "data_classes", "digest", "reason")
+        q, args = f"SELECT {', '.join(cols)} FROM audit WHERE 1=1", []
+        for col, op, val in (("run_id", "=", run_id), ("model", "=", model), ("at", ">=", since)):
+            if val is not None:
+                q += f" AND {col} {op} ?"
+                args.append(val)
+        out = []
+        for r in db.execute(q + " ORDER BY id", args):
+            d = dict(zip(cols, r, strict=True))
+            d["data_classes"] = [c for c in d["data_classes"].split(",") if c]
+            out.append(d)
+        return out
+
+    def spend(self, *, since: float | None = None, model: str | None = None, workflow: str | None = None,
+              key: str | None = None, team: str | None = None) -> float:
+        """USD recorded for calls since ``since`` (unix time), narrowed to a model, a workflow, or the
+        runs tagged with an API key / team (``tags={"key": ..., "team": ...}``)."""
+        db = self._reading()
+        q, args = "SELECT c.cost_usd, r.tags FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id WHERE 1=1", []
+        for col, val in (("c.started_at >=", since), ("c.model =", model), ("r.workflow =", workflow)):
+            if val is not None:
+                q += f" AND {col} ?"
+                args.append(val)
+        total = 0.0
+        for cost, tags in db.execute(q, args):
+            if key is not None or team is not None:
+                t = json.loads(tags or "{}")
+                if (key is not None and t.get("key") != key) or (team is not None and t.get("team") != team):
+                    continue
+            total += cost or 0.0
+        return total
+
     def record_outcome(self, experiment: str, variant: str, *, unit: str | None = None, cost_usd: float = 0.0,
                        latency_s: float = 0.0, error: bool = False, correct: bool | None = None, score: float | None = None) -> None:
         """One unit's outcome in an A/B experiment (see ``turnout.store.experiments``)."""
@@ -466,6 +521,7 @@ class SQLiteStore:
         "step": "INSERT INTO steps (run_id, name, kind, at, latency_s, status, cost_usd, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         "section": "INSERT INTO sections (run_id, step, idx, title, status, error, cost_usd, input_tokens, output_tokens, latency_s, "
                    "at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "audit": "INSERT INTO audit (run_id, at, model, action, data_classes, digest, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
         "feedback": "INSERT INTO feedback (run_id, at, score, labels, comment) VALUES (?, ?, ?, ?, ?)",
         "decision": "INSERT INTO decisions (run_id, router, route, chosen, confidence, outcome, kind, stage, reason, latency_s, at, "
                     "input, scores) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

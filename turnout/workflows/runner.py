@@ -4,6 +4,7 @@ with a summary of what it did (route and confidence, calls, tokens, cost, latenc
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._errors import ConfigError
+from .._scope import spend_scope
 from .._yaml import located_error
 from ..models.base import ChatModel, Embedder
 from ..routing.base import Decision
@@ -141,10 +143,13 @@ class Workflow:
             run_id = _ACTIVE.get()[1]  # type: ignore[index]
         out: Any = None
         error = None
+        t = tags or {}
+        scope = spend_scope(run=run_id or uuid.uuid4().hex, workflow=self.name, key=t.get("key"), team=t.get("team"))
         try:
-            out = await self.root.run(ctx, input)
-            if self.output:
-                out = render(self.output, ctx.scope(out), where="output: ")
+            with scope:
+                out = await self.root.run(ctx, input)
+                if self.output:
+                    out = render(self.output, ctx.scope(out), where="output: ")
         except Exception as e:  # noqa: BLE001 - a failed run is a result, with its reason
             from .._errors import TurnoutError
 
