@@ -8,7 +8,9 @@ from ._errors import AllModelsFailed as AllModelsFailed
 from ._errors import AuthError as AuthError
 from ._errors import BadResponse as BadResponse
 from ._errors import BudgetExceeded as BudgetExceeded
+from ._errors import ComplianceError as ComplianceError
 from ._errors import ConfigError as ConfigError
+from ._errors import DataClassNotAllowed as DataClassNotAllowed
 from ._errors import InvalidRequest as InvalidRequest
 from ._errors import MissingAPIKey as MissingAPIKey
 from ._errors import ModelNotInstalled as ModelNotInstalled
@@ -18,6 +20,7 @@ from ._errors import ProviderUnavailable as ProviderUnavailable
 from ._errors import RateLimited as RateLimited
 from ._errors import TurnoutError as TurnoutError
 from ._errors import UnknownModel as UnknownModel
+from ._scope import spend_scope as spend_scope
 from ._sync import run_sync as run_sync
 from ._types import Completion as Completion
 from ._types import Message as Message
@@ -37,13 +40,17 @@ from .models import OpenAICompatible as OpenAICompatible
 from .models import PolicySpec as PolicySpec
 from .policies import Budgeted as Budgeted
 from .policies import BudgetLedger as BudgetLedger
+from .policies import Budget as Budget
 from .policies import CallEvent as CallEvent
+from .policies import DataPolicy as DataPolicy
+from .policies import Detector as Detector
 from .policies import Fallback as Fallback
 from .policies import Limited as Limited
 from .policies import MemorySink as MemorySink
 from .policies import RateLimiter as RateLimiter
 from .policies import Retrying as Retrying
 from .policies import RetryPolicy as RetryPolicy
+from .policies import SpendControl as SpendControl
 from .policies import Traced as Traced
 
 __version__ = "0.1.0"
@@ -53,6 +60,7 @@ __all__ = [
     "AnthropicModel",
     "AuthError",
     "BadResponse",
+    "Budget",
     "BudgetExceeded",
     "BudgetLedger",
     "Budgeted",
@@ -60,7 +68,11 @@ __all__ = [
     "Catalog",
     "ChatModel",
     "Completion",
+    "ComplianceError",
     "ConfigError",
+    "DataClassNotAllowed",
+    "DataPolicy",
+    "Detector",
     "Embedder",
     "Fallback",
     "InvalidRequest",
@@ -84,10 +96,12 @@ __all__ = [
     "ResponseFormat",
     "RetryPolicy",
     "Retrying",
+    "SpendControl",
     "StreamChunk",
     "Traced",
     "TurnoutError",
     "UnknownModel",
     "Usage",
     "run_sync",
+    "spend_scope",
 ]

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._errors import ConfigError
-from ._common import DbOpt, err_console, friendly_errors
+from ._common import CatalogOpt, DbOpt, err_console, friendly_errors, load_catalog
 
 
 def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) -> Table:
@@ -23,6 +23,11 @@ def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) 
         cols = [("model", "model"), ("calls", "calls"), ("in tokens", "input_tokens"), ("out tokens", "output_tokens"),
                 ("cost $", "cost_usd"), ("p50 ms", "latency_p50_ms"), ("p95 ms", "latency_p95_ms"),
                 ("errors", "error_rate"), ("retries", "retries"), ("fallbacks", "fallback_rate")]
+        if any("budget" in r for r in rows):
+            cols.append(("budget", "budget"))
+    elif by == "audit":
+        t = Table(title=f"compliance audit{' since ' + since if since else ''}: what each model was sent", title_justify="left")
+        cols = [("model", "model"), ("data class", "data_class"), ("sent", "sent"), ("redacted", "redacted"), ("refused", "refused")]
     elif by == "vote":
         t = Table(title=f"voting{' since ' + since if since else ''}", title_justify="left")
         cols = [("name", "name"), ("verdicts", "verdicts"), ("mean agreement", "mean_agreement"), ("low agreement", "low_agreement"),
@@ -37,7 +42,7 @@ def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) 
         cols = [("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
                 ("low conf.", "low_confidence"), ("outcomes", "outcomes"), ("p50 ms", "latency_p50_ms")]
     for head, _ in cols:
-        t.add_column(head, justify="left" if head in ("model", "route", "name", "outcomes", "workflow", "status") else "right")
+        t.add_column(head, justify="left" if head in ("model", "route", "name", "outcomes", "workflow", "status", "data class") else "right")
     for r in rows:
         cells = []
         for _, key in cols:
@@ -48,6 +53,8 @@ def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) 
                 cells.append(", ".join(f"{k} {n}" for k, n in sorted(v.items())))
             elif key == "cost_usd":
                 cells.append(f"{v:.6f}")
+            elif key == "budget":
+                cells.append("; ".join(f"${b['spent_usd']:.4f} of ${b['limit_usd']:g} {b['period']} ({b['used']:.0%})" for b in v) or "-")
             else:
                 cells.append(str(v))
         t.add_row(*(escape(c) for c in cells))
@@ -55,24 +62,31 @@ def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) 
 
 
 def report(
-    by: str = typer.Option("model", "--by", help="model, route, vote or workflow"),
+    by: str = typer.Option("model", "--by", help="model, route, vote, workflow or audit"),
     since: str | None = typer.Option(None, "--since", help="Only the last 30m / 12h / 1d / 2w."),
     as_json: bool = typer.Option(False, "--json"),
     html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML page with charts to this file.",
                                      dir_okay=False),
     db: str | None = DbOpt,
+    catalog: Path | None = CatalogOpt,
 ) -> None:
-    """Requests, tokens, cost, latency, error and fallback rates by model; decisions by route; voting; workflows."""
+    """Requests, tokens, cost, latency, error and fallback rates by model (with spend against the
+    catalog's model budgets); decisions by route; voting; workflows; the compliance audit."""
     from ..store import open_store
-    from ..store.report import by_model, by_route, by_vote, by_workflow, parse_since
+    from ..store.report import budget_columns, by_audit, by_model, by_route, by_vote, by_workflow, parse_since
 
     with friendly_errors():
-        if by not in ("model", "route", "vote", "workflow"):
-            raise ConfigError(f"--by must be model, route, vote or workflow, not {by!r}")
+        if by not in ("model", "route", "vote", "workflow", "audit"):
+            raise ConfigError(f"--by must be model, route, vote, workflow or audit, not {by!r}")
+        cat = load_catalog(catalog) if by == "model" else None
         t0 = parse_since(since)
         with open_store(db, strict=True) as store:
             if by == "model":
                 rows = by_model(store.calls(since=t0))
+                if cat is not None and cat.spend is not None:
+                    rows = budget_columns(rows, cat.spend, store)
+            elif by == "audit":
+                rows = by_audit(store.audit(since=t0))
             elif by == "route":
                 rows = by_route(store.decisions(since=t0))
             elif by == "vote":

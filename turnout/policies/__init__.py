@@ -2,6 +2,10 @@
 
 from .base import Wrapper as Wrapper
 from .budget import Budgeted as Budgeted
+from .compliance import ComplianceGate as ComplianceGate
+from .compliance import Compliant as Compliant
+from .compliance import DataPolicy as DataPolicy
+from .compliance import Detector as Detector
 from .budget import BudgetLedger as BudgetLedger
 from .fallback import Fallback as Fallback
 from .ratelimit import Limited as Limited
@@ -13,22 +17,32 @@ from .retry import stop_after_delay as stop_after_delay
 from .retry import wait_exponential as wait_exponential
 from .retry import wait_fixed as wait_fixed
 from .retry import wait_random as wait_random
+from .spend import Budget as Budget
+from .spend import SpendControl as SpendControl
+from .spend import spend_scope as spend_scope
 from .trace import CallEvent as CallEvent
 from .trace import MemorySink as MemorySink
 from .trace import Traced as Traced
 
 __all__ = [
+    "Budget",
     "BudgetLedger",
     "Budgeted",
     "CallEvent",
+    "ComplianceGate",
+    "Compliant",
+    "DataPolicy",
+    "Detector",
     "Fallback",
     "Limited",
     "MemorySink",
     "RateLimiter",
     "RetryPolicy",
     "Retrying",
+    "SpendControl",
     "Traced",
     "Wrapper",
+    "spend_scope",
     "stop_after_attempt",
     "stop_after_delay",
     "wait_exponential",

@@ -133,9 +133,10 @@ _BUILTIN: tuple[_Pattern, ...] = (
              lambda s: luhn_ok(re.sub(r"[ -]", "", s))),
     _Pattern("national_id", "us ssn", re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), _ssn_ok),
     _Pattern("national_id", "uk nino", re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")),
-    _Pattern("phone", "phone", re.compile(
-        r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?!\w)"),
-        lambda s: 9 <= sum(c.isdigit() for c in s) <= 15 and (s.startswith(("+", "(")) or bool(re.search(r"[ .-]", s)))),
+    _Pattern("phone", "international phone", re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"),
+             lambda s: 8 <= sum(c.isdigit() for c in s) <= 15),
+    _Pattern("phone", "nanp phone", re.compile(r"(?<![\w-])(?:\(\d{3}\) ?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w-])")),
+    _Pattern("phone", "national phone", re.compile(r"(?<![\w-])0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}(?![\w-])")),
 )
 
 
@@ -193,10 +194,10 @@ class Detector:
                 hit = m.group(0)
                 if p.check is not None and not p.check(hit):
                     continue
+                taken.append((s, e))  # an allow-listed span is taken too: no shorter pattern re-finds part of it
                 if self._allowed(hit):
                     log.debug("allow-listed %s finding ignored", p.data_class)
                     continue
-                taken.append((s, e))
                 out.append(Finding(p.data_class, s, e, p.kind))
         out.sort(key=lambda f: f.start)
         return out

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._errors import BudgetExceeded, ConfigError
-from .._scope import current_scope
+from .._scope import current_scope, spend_scope
 from ..store.base import _ACTIVE
 from .budget import BudgetLedger, Reservation
 
-__all__ = ["Budget", "BudgetStatus", "SpendControl", "load_budgets", "period_start"]
+__all__ = ["Budget", "BudgetStatus", "SpendControl", "load_budgets", "period_start", "spend_scope"]
 
 log = logging.getLogger(__name__)
 

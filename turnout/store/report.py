@@ -14,7 +14,7 @@ import numpy as np
 from .._errors import ConfigError
 from .base import CallRow, DecisionRow, RunRow
 
-__all__ = ["by_model", "by_route", "by_vote", "by_workflow", "parse_since"]
+__all__ = ["budget_columns", "by_audit", "by_model", "by_route", "by_vote", "by_workflow", "parse_since"]
 
 
 def parse_since(text: str | None, now: float | None = None) -> float | None:
@@ -105,3 +105,38 @@ def by_workflow(runs: Sequence[RunRow]) -> list[dict[str, Any]]:
             "error_rate": round(sum(r.status == "error" for r in rs) / len(rs), 4),
         })
     return out
+
+
+def budget_columns(rows: list[dict[str, Any]], spend: Any, store: Any, now: float | None = None) -> list[dict[str, Any]]:
+    """Add ``budget`` to each by-model row: the model budgets of ``spend`` (a SpendControl) with the
+    spend the store recorded in their current period (all time for a budget without a period)."""
+    from ..policies.spend import period_start
+
+    now = time.time() if now is None else now
+    models = {r["model"] for r in rows} | {b.match for b in spend.budgets if b.scope == "model" and b.match != "*"}
+    have = {r["model"] for r in rows}
+    for m in sorted(models - have):
+        rows.append({"model": m, "calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "latency_p50_ms": 0.0,
+                     "latency_p95_ms": 0.0, "error_rate": 0.0, "retries": 0, "fallback_rate": 0.0})
+    for r in rows:
+        out = []
+        for b in spend.budgets:
+            if b.scope != "model" or b.match not in ("*", r["model"]):
+                continue
+            start = period_start(b.period, now) if b.period else None
+            spent = store.spend(since=start, model=r["model"])
+            out.append({"budget": b.label, "period": b.period or "total", "limit_usd": b.limit_usd, "spent_usd": round(spent, 8),
+                        "used": round(spent / b.limit_usd, 4) if b.limit_usd else 1.0})
+        r["budget"] = out
+    return rows
+
+
+def by_audit(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Compliance audit: per model and data class, how many requests were sent, redacted, refused."""
+    groups: dict[tuple[str, str], dict[str, int]] = {}
+    for a in records:
+        for c in a["data_classes"] or ["(none)"]:
+            g = groups.setdefault((a["model"], c), {})
+            g[a["action"]] = g.get(a["action"], 0) + 1
+    return [{"model": m, "data_class": c, "sent": g.get("sent", 0), "redacted": g.get("redacted", 0), "refused": g.get("refused", 0)}
+            for (m, c), g in sorted(groups.items())]
