@@ -56,6 +56,8 @@ class ModelSpec:
     options: Mapping[str, Any] = field(default_factory=dict)  # passed to the adapter's constructor
     policies: PolicySpec = PolicySpec()
     description: str = ""
+    quality: float | None = None  # a benchmark score, higher is better (ModelRouter prefer="quality")
+    latency_ms: float | None = None  # typical latency of a call (ModelRouter prefer="fastest", until it has measured)
 
     @property
     def where(self) -> str:
@@ -180,6 +182,8 @@ class _ModelIn(BaseModel):
     options: dict[str, Any] = {}
     policies: _PoliciesIn = _PoliciesIn()
     description: str = ""
+    quality: float | None = None
+    latency_ms: float | None = Field(None, gt=0)
 
 
 def _spec_from(name: str, m: _ModelIn) -> ModelSpec:
@@ -193,7 +197,7 @@ def _spec_from(name: str, m: _ModelIn) -> ModelSpec:
             rpm=p.rate_limit.rpm if p.rate_limit else None, tpm=p.rate_limit.tpm if p.rate_limit else None,
             fallback=tuple(p.fallback), cooldown=p.cooldown, timeout=p.timeout,
         ),
-        description=m.description,
+        description=m.description, quality=m.quality, latency_ms=m.latency_ms,
     )
 
 

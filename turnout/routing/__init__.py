@@ -13,6 +13,9 @@ from .config import build_router as build_router
 from .config import load_router as load_router
 from .config import load_spec as load_spec
 from .config import save_fitted as save_fitted
+from .escalation import EscalationCascade as EscalationCascade
+from .escalation import Tier as Tier
+from .escalation import fit_threshold as fit_threshold
 from .evaluate import EvalReport as EvalReport
 from .evaluate import LabeledRow as LabeledRow
 from .evaluate import evaluate as evaluate
@@ -20,6 +23,9 @@ from .evaluate import load_jsonl as load_jsonl
 from .evaluate import metrics as metrics
 from .evaluate import threshold_sweep as threshold_sweep
 from .llm import LLMRouter as LLMRouter
+from .model_router import ComplexityRules as ComplexityRules
+from .model_router import ModelRouter as ModelRouter
+from .model_router import difficulty_router as difficulty_router
 from .rules import Rule as Rule
 from .rules import RuleRouter as RuleRouter
 from .semantic import EmbeddingCache as EmbeddingCache
@@ -28,12 +34,15 @@ from .semantic import SemanticRouter as SemanticRouter
 
 __all__ = [
     "CascadeRouter",
+    "ComplexityRules",
     "Decision",
     "EmbeddingCache",
+    "EscalationCascade",
     "EvalReport",
     "FitReport",
     "LLMRouter",
     "LabeledRow",
+    "ModelRouter",
     "Route",
     "RouteInput",
     "Router",
@@ -42,9 +51,12 @@ __all__ = [
     "RuleRouter",
     "SemanticRouter",
     "Stage",
+    "Tier",
     "build_router",
+    "difficulty_router",
     "evaluate",
     "finalize",
+    "fit_threshold",
     "load_jsonl",
     "load_router",
     "load_spec",
