@@ -11,7 +11,16 @@ from turnout import Catalog, ComplianceError, ConfigError, ModelSpec, Price, Req
 from turnout._errors import ProviderUnavailable
 from turnout.models.catalog import PolicySpec
 from turnout.parallel import extract_number
-from turnout.routing import ComplexityRules, EscalationCascade, ModelRouter, RuleRouter, Route, Tier, difficulty_router, fit_threshold
+from turnout.routing import (
+    ComplexityRules,
+    EscalationCascade,
+    ModelRouter,
+    Route,
+    RuleRouter,
+    Tier,
+    difficulty_router,
+    fit_threshold,
+)
 from turnout.routing.escalation import Outcome, sweep
 from turnout.store import SQLiteStore
 from turnout.testing import FakeEmbedder, FunctionModel, ScriptedModel

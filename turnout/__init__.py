@@ -38,9 +38,9 @@ from .models import LocalLLM as LocalLLM
 from .models import ModelSpec as ModelSpec
 from .models import OpenAICompatible as OpenAICompatible
 from .models import PolicySpec as PolicySpec
+from .policies import Budget as Budget
 from .policies import Budgeted as Budgeted
 from .policies import BudgetLedger as BudgetLedger
-from .policies import Budget as Budget
 from .policies import CallEvent as CallEvent
 from .policies import DataPolicy as DataPolicy
 from .policies import Detector as Detector

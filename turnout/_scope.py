@@ -22,11 +22,12 @@ class CallScope(NamedTuple):
     team: str | None = None
 
 
-_SCOPE: contextvars.ContextVar[CallScope] = contextvars.ContextVar("turnout_scope", default=CallScope())
+_EMPTY = CallScope()
+_SCOPE: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar("turnout_scope", default=None)
 
 
 def current_scope() -> CallScope:
-    return _SCOPE.get()
+    return _SCOPE.get() or _EMPTY
 
 
 @contextmanager
@@ -34,7 +35,7 @@ def spend_scope(*, run: str | None = None, workflow: str | None = None, key: str
                 team: str | None = None) -> Iterator[CallScope]:
     """``with spend_scope(key="k-42", team="search"):`` — calls inside are charged to those budgets too.
     Fields left ``None`` keep the enclosing scope's value."""
-    cur = _SCOPE.get()
+    cur = current_scope()
     new = CallScope(run or cur.run, workflow or cur.workflow, key or cur.key, team or cur.team)
     token = _SCOPE.set(new)
     try:

@@ -1,4 +1,5 @@
 import pickle
 
+
 def load(blob):
     return pickle.loads(blob)  # blob comes from the request body

@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 app.command("demo")(_demo.demo)
 app.command("chat")(_chat.chat)
-app.command("models")(_models.models)
+app.add_typer(_models.app, name="models")
 app.command("feedback")(_feedback.feedback)
 app.command("report")(_report.report)
 app.command("validate")(_workflow.validate)

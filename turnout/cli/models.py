@@ -1,4 +1,4 @@
-"""``turnout models``: the catalog as a table."""
+"""``turnout models``: the catalog as a table; ``turnout models eval``: cost vs quality of routing strategies."""
 
 from __future__ import annotations
 
@@ -28,11 +28,18 @@ def _installed(spec: ModelSpec) -> str:
     return "yes" if Path(spec.weights).is_file() else f"no: {spec.weights} missing"
 
 
+app = typer.Typer(invoke_without_command=True, help="List the catalog's models; evaluate model-routing strategies.")
+
+
+@app.callback()
 def models(
+    ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     catalog: Path | None = CatalogOpt,
 ) -> None:
     """List the models in the catalog: tier, prices, context window and where each runs."""
+    if ctx.invoked_subcommand is not None:
+        return
     with friendly_errors():
         cat = load_catalog(catalog)
         specs = cat.specs()
@@ -54,3 +61,103 @@ def models(
                      ", ".join(s.data_classes), s.where, _installed(s)]
             t.add_row(*(escape(c) for c in cells))
         Console(width=None if sys.stdout.isatty() else 200).print(t)
+
+
+@app.command("eval")
+def eval_(
+    config: Path = typer.Argument(..., help="Eval config YAML (cheap, strong, prices, prompt, check, samples, threshold, router).",
+                                  dir_okay=False),
+    data: Path = typer.Argument(None, help="Labelled JSONL: {\"question\": ..., \"answer\": ...} per line.", dir_okay=False),
+    n: int | None = typer.Option(None, "--n", help="Only the first N rows."),
+    threshold: float | None = typer.Option(None, "--threshold", help="The cascade's agreement threshold (default: the config's)."),
+    plot_to: Path | None = typer.Option(None, "--plot", help="Draw the cost-vs-quality curve to this PNG.", dir_okay=False),
+    save: Path | None = typer.Option(None, "--save", help="Save every model answer (JSONL) to re-score later with --replay.",
+                                     dir_okay=False),
+    replay: Path | None = typer.Option(None, "--replay", help="Score saved answers instead of calling the models.", dir_okay=False),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run a labelled set through always-cheap, always-strong, random at the same mix, the model router
+    and the agreement-gated cascade; print accuracy, cost, model time and call shares per strategy."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .._errors import ConfigError
+    from .._types import Price
+    from ..models.catalog import Catalog
+    from ..routing.model_eval import collect, load_eval_config, load_rows, plot, score
+    from ._common import err_console
+
+    with friendly_errors():
+        cfg = load_eval_config(config)
+        cat = Catalog.load(cfg.catalog) if cfg.catalog else Catalog()
+        for m in (cfg.cheap, cfg.strong):
+            cat.spec(m)  # UnknownModel names the catalog
+        prices = {m: Price(cfg.prices[m].input, cfg.prices[m].output) if m in cfg.prices else cat.spec(m).price
+                  for m in (cfg.cheap, cfg.strong)}
+        if replay is not None:
+            records = [json.loads(x) for x in replay.read_text().splitlines() if x.strip()]
+            if n is not None:
+                records = records[:n]
+        else:
+            if data is None:
+                raise ConfigError("give DATA.jsonl (or --replay FILE)")
+            rows = load_rows(data, n)
+            router = _router(cfg)
+
+            async def go() -> list[dict]:
+                with Progress(TextColumn("[bold]models eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                              console=err_console, transient=True) as bar:
+                    task = bar.add_task("eval", total=len(rows))
+                    try:
+                        return await collect(cfg, rows, cat, router, progress=lambda k: bar.update(task, completed=k))
+                    finally:
+                        await cat.aclose()
+
+            records = asyncio.run(go())
+            if save is not None:
+                save.write_text("".join(json.dumps(r) + "\n" for r in records))
+                err_console.print(f"saved {len(records)} items to {save} (re-score with --replay)")
+        result = score(cfg, records, prices, threshold)
+        if plot_to is not None:
+            plot(result, plot_to)
+            err_console.print(f"wrote {plot_to}")
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    t = Table(title=f"models eval: {result['n']} items, {cfg.cheap} -> {cfg.strong}", title_justify="left")
+    for col in ("strategy", "accuracy", "vs strong", "cost $/item", "vs strong cost", "model s/item", "calls"):
+        t.add_column(col, justify="left" if col in ("strategy", "calls") else "right")
+    for s in result["strategies"]:
+        t.add_row(escape(s["strategy"]), f"{s['accuracy']:.3f}",
+                  f"{s['accuracy_vs_strong']:.0%}" if s["accuracy_vs_strong"] is not None else "-", f"{s['cost_usd']:.8f}",
+                  f"{s['cost_vs_strong']:.0%}" if s["cost_vs_strong"] is not None else "-", f"{s['seconds']:.2f}",
+                  escape(", ".join(f"{k} {v:.0%}" for k, v in s["share"].items() if v)))
+    con = Console(width=None if sys.stdout.isatty() else 200)
+    con.print(t)
+    best = [p for p in result["curve"]]
+    strong = next(s for s in result["strategies"] if s["strategy"] == "always-strong")
+    goal = [p for p in best if strong["accuracy"] and p["accuracy"] >= 0.95 * strong["accuracy"]
+            and strong["cost_usd"] and p["cost_usd"] <= 0.5 * strong["cost_usd"]]
+    if goal:
+        g = min(goal, key=lambda p: p["cost_usd"])
+        con.print(f"cascade at threshold {g['threshold']:g}: {g['accuracy'] / strong['accuracy']:.0%} of strong accuracy at "
+                  f"{g['cost_usd'] / strong['cost_usd']:.0%} of its cost")
+    else:
+        con.print("no cascade threshold reaches 95% of strong accuracy at <= 50% of its cost on this set")
+
+
+def _router(cfg):  # type: ignore[no-untyped-def]
+    from ..routing.model_router import ComplexityRules, difficulty_router
+
+    if cfg.router.kind == "semantic":
+        from ..models import LocalEmbedder
+        from ..routing.model_eval import load_rows as _load
+
+        if not cfg.router.train:
+            from .._errors import ConfigError
+
+            raise ConfigError("router: kind semantic needs train: a JSONL of {\"question\", \"tier\"} rows")
+        rows = [{"text": r.get("text", r["question"]), "tier": r["tier"]} for r in _load(cfg.router.train)]
+        return difficulty_router(rows, LocalEmbedder(), tiers=["easy", "hard"])
+    return ComplexityRules(("easy", "hard"), thresholds=cfg.router.thresholds)

@@ -2,11 +2,11 @@
 
 from .base import Wrapper as Wrapper
 from .budget import Budgeted as Budgeted
+from .budget import BudgetLedger as BudgetLedger
 from .compliance import ComplianceGate as ComplianceGate
 from .compliance import Compliant as Compliant
 from .compliance import DataPolicy as DataPolicy
 from .compliance import Detector as Detector
-from .budget import BudgetLedger as BudgetLedger
 from .fallback import Fallback as Fallback
 from .ratelimit import Limited as Limited
 from .ratelimit import RateLimiter as RateLimiter

@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from .._errors import ComplianceError, ConfigError, DataClassNotAllowed
 from .._types import Completion, Message, Request, StreamChunk
@@ -254,9 +254,7 @@ class DataPolicy:
         mc = expand(model_classes)
         out = set()
         for c in classes:
-            if "*" not in mc and c not in mc:
-                out.add(c)
-            elif c in self.regions and region not in self.regions[c]:
+            if "*" not in mc and c not in mc or c in self.regions and region not in self.regions[c]:
                 out.add(c)
         return frozenset(out)
 

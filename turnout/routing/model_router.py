@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from .._errors import ComplianceError, ConfigError, InvalidRequest, ProviderError
 from .._types import Completion, Price, Request, StreamChunk
-from ..models.base import ChatModel, Embedder
+from ..models.base import Embedder
 from .base import Decision, Route, RouteInput, check_routes, finalize, input_text, logged, logged_many
 
 __all__ = ["ComplexityRules", "ModelRouter", "difficulty_router"]
