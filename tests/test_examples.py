@@ -69,3 +69,37 @@ async def test_the_examples_do_what_they_say():
     assert [d.route for _, d in tier.decisions] == ["hard"]
     support = await load("support").run("Can you send me my invoice?")
     assert [d.route for _, d in support.decisions] == ["billing"]
+
+
+async def test_model_routing_workflow_routes_and_escalates(tmp_path):
+    from turnout.store import SQLiteStore
+
+    small = FunctionModel(lambda r: str(r.seed % 7) if "half" in r.messages[-1].content else "90", name="local")
+    strong = FunctionModel(lambda r: "27" if "half" in r.messages[-1].content else "90", name="local-strong")
+    wf = Workflow.load(EXAMPLES / "model-routing" / "workflow.yaml", models={"local": small, "local-strong": strong})
+    easy = await wf.run(wf.example)
+    assert easy.status == "ok" and easy.text.startswith("90 (") and strong.calls == 0  # easy: small explains, small samples agree
+    store = SQLiteStore(tmp_path / "t.db")
+    hard = await wf.run("Li has 48 shells. Li gives half of them to Noor, then buys 8 more, then loses 5. How many now?", store=store)
+    assert hard.text.startswith("27 (") and strong.calls == 2  # hard: the router sends the explanation to the strong model,
+    ds = {d.router: d for d in store.decisions()}                # and the small samples disagree, so the cascade escalates
+    assert ds["auto"].route == "local-strong" and ds["frugal"].route == "local-strong" and ds["frugal"].outcome == "escalated"
+    store.close()
+
+
+def test_model_router_and_cascade_errors_are_located(tmp_path):
+    from turnout import ConfigError
+
+    p = tmp_path / "wf.yaml"
+    p.write_text("name: x\nmodel_routers:\n  auto:\n    tiers: {easy: [local], hard: [ghost]}\nsteps:\n  - call: {model: auto}\n")
+    with pytest.raises(ConfigError, match=r"wf.yaml:4: model_routers.auto.tiers.hard.0: unknown model 'ghost'"):
+        Workflow.load(p)
+    p.write_text("name: x\ncascades:\n  c:\n    tiers: [{model: local}, {model: nope}]\nsteps:\n  - call: {model: c}\n")
+    with pytest.raises(ConfigError, match=r"wf.yaml:4: cascades.c.tiers.1.model: unknown model 'nope'"):
+        Workflow.load(p)
+    p.write_text("name: x\nmodel_routers:\n  auto:\n    complexity: {router: nobody}\nsteps:\n  - call: {model: auto}\n")
+    with pytest.raises(ConfigError, match=r"model_routers.auto.complexity.router: unknown router 'nobody'"):
+        Workflow.load(p)
+    p.write_text("name: x\nmodel_routers:\n  auto:\n    tiers: {easy: [local]}\n    min_tier: hard\nsteps:\n  - call: {model: auto}\n")
+    with pytest.raises(ConfigError, match=r"wf.yaml:3: model_routers.auto: .*min_tier 'hard' is not a tier"):
+        Workflow.load(p)

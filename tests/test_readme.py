@@ -49,3 +49,12 @@ def test_parallel_example_runs(tmp_path):
     out = run_block(tmp_path, "run_sections")
     lines = out.splitlines()
     assert lines[0].startswith("42 ") and "## Pricing" in out and lines[-1].startswith("True ")
+
+
+@pytest.mark.local_model
+def test_model_routing_example_runs(tmp_path):
+    out = run_block(tmp_path, "EscalationCascade")
+    lines = out.splitlines()
+    assert lines[0].startswith("local small")
+    assert lines[1].startswith("local-strong |") and "data classes card: 1 of 2 models allowed" in lines[1]
+    assert lines[2].split()[1] in ("local", "local-strong") and "answered" in lines[2]

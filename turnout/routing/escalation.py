@@ -79,21 +79,26 @@ class EscalationCascade:
         early_stop: str | None = "decided",
         wave: int = 2,
         seed: int = 1000,
+        resolve: Callable[[str], ChatModel] | None = None,
         name: str = "escalation",
     ) -> None:
         if not tiers:
             raise ConfigError("EscalationCascade needs at least one tier")
-        if catalog is None and any(isinstance(t.model, str) for t in tiers):
+        if catalog is None and resolve is None and any(isinstance(t.model, str) for t in tiers):
             raise ConfigError("EscalationCascade: tiers name catalog models, so pass catalog=")
-        for t in tiers:
-            if isinstance(t.model, str) and t.model not in catalog:
-                raise ConfigError(f"EscalationCascade: unknown model {t.model!r} (catalog: {', '.join(catalog.names())})")
+        if resolve is None:
+            for t in tiers:
+                if isinstance(t.model, str) and t.model not in catalog:
+                    raise ConfigError(f"EscalationCascade: unknown model {t.model!r} (catalog: {', '.join(catalog.names())})")
+        self.resolve = resolve
         self.tiers, self.catalog, self.extract, self.verifier = list(tiers), catalog, extract, verifier
         self.temperature, self.early_stop, self.wave, self.seed, self.name = temperature, early_stop, wave, seed, name
         self.kind = "escalation"
 
     def _model(self, t: Tier) -> ChatModel:
-        return self.catalog.model(t.model) if isinstance(t.model, str) else t.model
+        if not isinstance(t.model, str):
+            return t.model
+        return self.resolve(t.model) if self.resolve is not None else self.catalog.model(t.model)
 
     async def run(self, request: Request | str) -> CascadeAnswer:
         req = Request.of(request) if isinstance(request, str) else request
@@ -102,7 +107,7 @@ class EscalationCascade:
         usable = []
         steps: list[str] = []
         for i, t in enumerate(self.tiers):
-            if classes and isinstance(t.model, str) and not self.catalog.allowed(t.model, classes):
+            if classes and isinstance(t.model, str) and t.model in self.catalog and not self.catalog.allowed(t.model, classes):
                 steps.append(f"tier {i} {t.label}: skipped, may not receive {', '.join(sorted(classes))}")
                 continue
             usable.append(i)
@@ -157,7 +162,9 @@ class _CascadeModel:
     @property
     def price(self) -> Price:
         t = self.cascade.tiers[-1]
-        return self.cascade.catalog.spec(t.model).price if isinstance(t.model, str) else t.model.price
+        if isinstance(t.model, str):
+            return self.cascade.catalog.spec(t.model).price if self.cascade.catalog is not None and t.model in self.cascade.catalog else Price()
+        return t.model.price
 
     async def complete(self, request: Request) -> Completion:
         from .._types import Usage

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from .._errors import ComplianceError, ConfigError, InvalidRequest, ProviderError
 from .._types import Completion, Price, Request, StreamChunk
-from ..models.base import Embedder
+from ..models.base import ChatModel, Embedder
 from .base import Decision, Route, RouteInput, check_routes, finalize, input_text, logged, logged_many
 
 __all__ = ["ComplexityRules", "ModelRouter", "difficulty_router"]
@@ -151,9 +151,11 @@ class ModelRouter:
         prefer: Preference = "cheapest",
         min_tier: str | None = None,
         cooldown: float = 30.0,
+        resolve: Callable[[str], ChatModel] | None = None,
         name: str = "model-router",
     ) -> None:
         self.catalog, self.name, self.prefer, self.cooldown = catalog, name, prefer, cooldown
+        self.resolve: Callable[[str], ChatModel] = resolve or catalog.model  # name -> the model to call (fakes in tests)
         if prefer not in ("cheapest", "fastest", "quality"):
             raise ConfigError(f"ModelRouter {name!r}: prefer must be cheapest, fastest or quality, not {prefer!r}")
         if tiers is None:
@@ -292,7 +294,7 @@ class RoutedModel:
         for m in await self._plan(request):
             t0 = time.perf_counter()
             try:
-                c = await self.router.catalog.model(m).complete(request)
+                c = await self.router.resolve(m).complete(request)
             except ProviderError as e:
                 self._failed(m, e)
                 errors.append((m, e))
@@ -308,7 +310,7 @@ class RoutedModel:
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         errors: list[tuple[str, BaseException]] = []
         for m in await self._plan(request):
-            agen = self.router.catalog.model(m).stream(request).__aiter__()
+            agen = self.router.resolve(m).stream(request).__aiter__()
             try:
                 first = await agen.__anext__()
             except StopAsyncIteration:

@@ -104,14 +104,21 @@ class Workflow:
         # given models are traced like catalog ones: inside a run, their calls land in the store
         overrides = {k: m if isinstance(m, Traced) else Traced(m) for k, m in (models or {}).items()}
 
-        def resolve(name: str) -> ChatModel:
+        virtual: dict[str, ChatModel] = {}  # the workflow's model routers and cascades
+
+        def base_resolve(name: str) -> ChatModel:
             m = overrides.get(name)
             return m if m is not None else cat.model(name)
 
-        known = set(cat.names()) | set(overrides)
+        def resolve(name: str) -> ChatModel:
+            v = virtual.get(name)
+            return v if v is not None else base_resolve(name)
+
+        known = set(cat.names()) | set(overrides) | set(spec.model_routers) | set(spec.cascades)
         if spec.default_model not in known:
             raise ConfigError(f"{p}: default_model: unknown model {spec.default_model!r} (known: {', '.join(sorted(known))})")
-        node = compile_workflow(p, spec, root, known_models=known, resolve=resolve, embedder=embedder, catalog=cat)
+        node = compile_workflow(p, spec, root, known_models=known, resolve=base_resolve, embedder=embedder, catalog=cat,
+                                virtual=virtual)
         wf = cls(node, name=spec.name, resolve=resolve, default_model=spec.default_model, output=spec.output, example=spec.example,
                  description=spec.description)
         wf.spec, wf.path, wf.catalog = spec, p, cat  # type: ignore[attr-defined]

@@ -192,6 +192,38 @@ class RouterRef(_Base):
     file: str
 
 
+class ComplexityIn(_Base):
+    router: str | None = Field(None, description="a router of routers: whose routes are the tier names")
+    thresholds: list[float] | None = None
+    long_chars: int = Field(1200, gt=0)
+
+
+class ModelRouterIn(_Base):
+    tiers: dict[str, list[str]] | None = None
+    prefer: Literal["cheapest", "fastest", "quality"] = "cheapest"
+    min_tier: str | None = None
+    complexity: ComplexityIn = ComplexityIn()
+    category: str | None = Field(None, description="a router of routers: (its routes are categories)")
+    categories: dict[str, dict[str, list[str]]] = {}
+    cooldown: float = Field(30.0, ge=0)
+
+
+class CascadeTierIn(_Base):
+    model: str
+    samples: int = Field(3, ge=1, le=64)
+    threshold: float = Field(0.6, ge=0, le=1)
+
+
+class CascadeIn(_Base):
+    tiers: list[CascadeTierIn] = Field(min_length=1)
+    extract: Literal["text", "number", "label", "json", "regex"] = "text"
+    labels: list[str] = []
+    field: str | None = None
+    pattern: str | None = None
+    temperature: float = Field(0.7, ge=0)
+    wave: int = Field(2, ge=1)
+
+
 class WorkflowSpec(_Base):
     name: str
     description: str = ""
@@ -199,6 +231,8 @@ class WorkflowSpec(_Base):
     models: dict[str, dict[str, Any]] = {}
     default_model: str = "local"
     routers: dict[str, RouterRef | dict[str, Any]] = {}
+    model_routers: dict[str, ModelRouterIn] = Field({}, description="names usable as models: routed per request")
+    cascades: dict[str, CascadeIn] = Field({}, description="names usable as models: agreement-gated escalation")
     handlers: dict[str, StepIn] = {}
     steps: list[StepIn] = Field(min_length=1)
     output: str | None = None
@@ -418,6 +452,8 @@ class _Compiler:
                 chain = " -> ".join(str(x.name) for x in (*self.stack, sub))
                 raise self.err(kl, f"workflows include each other in a cycle: {chain}")
             spec, root = load_workflow_spec(sub)
+            if spec.model_routers or spec.cascades:
+                raise self.err(kl, f"{s.workflow}: model_routers/cascades are only read from the top workflow; move them there")
             node = _Compiler(sub, spec, root, known_models=self.known_models, resolve=self.resolve, embedder=self.embedder,
                              catalog=self.catalog, stack=(*self.stack, sub)).root_node()
             node.name = name or spec.name
@@ -454,6 +490,52 @@ class _Compiler:
                 gates[node.name] = _gate(gate)
             nodes.append(node)
         return Sequence(nodes, gates, max_steps, name)
+
+    def virtual_models(self, base_resolve: Any) -> dict[str, Any]:
+        """The workflow's model routers and cascades, by name (each usable wherever a model is)."""
+        from ..routing.escalation import EscalationCascade, Tier
+        from ..routing.model_router import ComplexityRules, ModelRouter
+
+        out: dict[str, Any] = {}
+        for name, mr in self.spec.model_routers.items():
+            loc: tuple[Any, ...] = ("model_routers", name)
+            if self.catalog is not None and name in self.catalog:
+                raise self.err(loc, f"{name!r} is also a catalog model; give the model router another name")
+            tiers = mr.tiers
+            if tiers is not None:
+                for t, ms in tiers.items():
+                    for i, m in enumerate(ms):
+                        self.check_model(m, (*loc, "tiers", t, i))
+            complexity = None
+            if mr.complexity.router is not None:
+                complexity = self.router(mr.complexity.router, (*loc, "complexity", "router"))
+            category = self.router(mr.category, (*loc, "category")) if mr.category is not None else None
+            try:
+                if complexity is None:
+                    order = list(tiers) if tiers is not None else None
+                    if order is None:
+                        order = list(ModelRouter(self.catalog, tiers=None, complexity=ComplexityRules(("x",))).tiers)
+                    complexity = ComplexityRules(order, thresholds=mr.complexity.thresholds, long_chars=mr.complexity.long_chars,
+                                                 name=f"{name}.complexity")
+                r = ModelRouter(self.catalog, tiers=tiers, complexity=complexity, category=category, categories=mr.categories,
+                                prefer=mr.prefer, min_tier=mr.min_tier, cooldown=mr.cooldown, resolve=base_resolve, name=name)
+            except ConfigError as e:
+                raise self.err(loc, str(e)) from None
+            out[name] = r.as_model()
+        for name, cs in self.spec.cascades.items():
+            loc = ("cascades", name)
+            for i, t in enumerate(cs.tiers):
+                if t.model not in out:
+                    self.check_model(t.model, (*loc, "tiers", i, "model"))
+            extract = self.extractor(cs, loc)  # type: ignore[arg-type]
+
+            def res(m: str, _virtual: dict[str, Any] = out) -> Any:
+                return _virtual[m] if m in _virtual else base_resolve(m)
+
+            c = EscalationCascade([Tier(t.model, t.samples, t.threshold) for t in cs.tiers], catalog=self.catalog, extract=extract,
+                                  temperature=cs.temperature, wave=cs.wave, resolve=res, name=name)
+            out[name] = c.as_model()
+        return out
 
     def extractor(self, v: VoteIn, loc: tuple[Any, ...]) -> vt.Extractor:
         if v.extract == "number":
@@ -502,10 +584,19 @@ def _splitter(s: SplitIn) -> Any:
 
 
 def compile_workflow(path: Path, spec: WorkflowSpec, root: Any, *, known_models: set[str], resolve: Any,
-                     embedder: Embedder | None = None, catalog: Any = None) -> Sequence:
-    """The workflow's root node (a ``Sequence``); raises ConfigError with file:line: field on any problem."""
-    c = _Compiler(path, spec, root, known_models=known_models, resolve=resolve, embedder=embedder, catalog=catalog,
-                  stack=(path.resolve(),))
+                     embedder: Embedder | None = None, catalog: Any = None, virtual: dict[str, Any] | None = None) -> Sequence:
+    """The workflow's root node (a ``Sequence``); raises ConfigError with file:line: field on any problem.
+    ``virtual`` receives the workflow's model routers and cascades (names usable as models)."""
+    c = _Compiler(path, spec, root, known_models=known_models | set(spec.model_routers) | set(spec.cascades), resolve=resolve,
+                  embedder=embedder, catalog=catalog, stack=(path.resolve(),))
+    if spec.model_routers or spec.cascades:
+        if catalog is None:
+            from ..models.catalog import Catalog
+
+            catalog = c.catalog = Catalog()
+        built = c.virtual_models(resolve)
+        if virtual is not None:
+            virtual.update(built)
     node = c.root_node()
     if spec.output:
         c.check_template(spec.output, ("output",), set(_BASE_VARS))
