@@ -233,3 +233,9 @@ def test_catalog_yaml_compliance_section(tmp_path):
 def test_unrestricted_catalog_has_no_compliance_layers():
     cat = Catalog([ModelSpec("a", "fake")], include_embedded=False, adapters={"fake": Fleet().factory})
     assert cat.policy is None and cat.classes_of(f"card {CARD}") == frozenset()
+
+
+def test_a_catalog_where_no_model_may_take_a_class_says_so(caplog):
+    cat = catalog(Fleet(), policy=DataPolicy(Detector(custom={"employee_id": r"EMP-\d{6}"})))
+    assert cat.uncovered() == ["employee_id", "secret"]  # pci takes financial + pii; nobody takes these two
+    assert "no model in the catalog may receive employee_id, secret: requests carrying them will be refused" in caplog.text

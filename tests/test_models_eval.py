@@ -90,6 +90,9 @@ async def test_cli_replays_saved_answers_with_plot_and_json(records, tmp_path):
     r = CliRunner().invoke(app, ["models", "eval", str(cfg), "--replay", str(saved)])
     assert r.exit_code == 0 and "always-strong" in r.stdout and "cascade (k=3, t=0.6)" in r.stdout
     assert "of strong accuracy at" in r.stdout  # 100% of strong accuracy well under half its cost on this set
+    r = CliRunner().invoke(app, ["models", "eval", str(cfg), "--replay", str(saved), "--target", "1.0", "--relative", "--json"])
+    fitted = json.loads(r.stdout)["fitted"]
+    assert fitted["accuracy"] == 1.0 and fitted["escalation_rate"] == 0.4  # the cheapest threshold that keeps every answer right
 
 
 @pytest.mark.parametrize(

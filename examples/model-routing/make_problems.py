@@ -1,5 +1,5 @@
 """Generate arithmetic word problems with known integer answers: half one-step ("easy"), half
-three- or four-step ("hard"). Deterministic per seed.
+two-step ("hard"). Deterministic per seed.
 
     python examples/model-routing/make_problems.py --n 80 > examples/model-routing/problems.jsonl
 """
@@ -28,21 +28,16 @@ def easy(r: random.Random) -> tuple[str, int]:
 
 def hard(r: random.Random) -> tuple[str, int]:
     who, friend, thing = r.choice(NAMES), r.choice(NAMES), r.choice(THINGS)
-    a, b, c, d = r.randint(3, 9), r.randint(4, 12), r.randint(5, 25), r.randint(2, 6)
+    a, b, c = r.randint(3, 9), r.randint(4, 12), r.randint(5, 25)
     k = r.randrange(3)
     if k == 0:
-        total = a * b - c
-        q = (f"{who} buys {a} boxes of {thing} with {b} in each box, then gives {c} to {friend}. "
-             f"After that {who} shares the rest equally among {d} friends and keeps the remainder. "
-             f"How many {thing} does {who} keep?")
-        return q, total % d
+        return (f"{who} buys {a} boxes of {thing} with {b} in each box, then gives {c} of them to {friend}. "
+                f"How many {thing} does {who} have left?"), a * b - c
     if k == 1:
-        q = (f"{who} has {a * b} {thing}. {who} gives half of them to {friend}, then buys {c} more, "
-             f"then loses {d}. How many {thing} does {who} have now?")
-        return q, (a * b) // 2 + c - d if (a * b) % 2 == 0 else None  # type: ignore[return-value]
-    q = (f"A shop sells {thing} at {a} dollars each. {who} buys {b}, and {friend} buys {d} times as many as {who}. "
-         f"They pay with {c * 100} dollars together. How many dollars of change do they get?")
-    return q, c * 100 - a * (b + d * b)
+        return (f"{who} has {c + 10} {thing}, gets {a} more from {friend}, and then loses {b}. "
+                f"How many {thing} does {who} have now?"), c + 10 + a - b
+    return (f"{who} has {c} {thing}. {friend} has {a} times as many {thing} as {who}. "
+            f"How many {thing} do they have together?"), c + a * c
 
 
 def main() -> None:

@@ -74,6 +74,9 @@ def eval_(
     save: Path | None = typer.Option(None, "--save", help="Save every model answer (JSONL) to re-score later with --replay.",
                                      dir_okay=False),
     replay: Path | None = typer.Option(None, "--replay", help="Score saved answers instead of calling the models.", dir_okay=False),
+    target: float | None = typer.Option(None, "--target", help="Also fit the cascade threshold: the cheapest reaching this "
+                                        "accuracy (e.g. 0.95 x always-strong's: --target 0.95 --relative)."),
+    relative: bool = typer.Option(False, "--relative", help="--target is a share of always-strong's accuracy."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run a labelled set through always-cheap, always-strong, random at the same mix, the model router
@@ -119,6 +122,13 @@ def eval_(
                 save.write_text("".join(json.dumps(r) + "\n" for r in records))
                 err_console.print(f"saved {len(records)} items to {save} (re-score with --replay)")
         result = score(cfg, records, prices, threshold)
+        if target is not None:
+            from ..routing.escalation import fit_threshold
+            from ..routing.model_eval import outcomes
+
+            strong_acc = next(s["accuracy"] for s in result["strategies"] if s["strategy"] == "always-strong")
+            goal = target * strong_acc if relative else target
+            result["fitted"] = {"target_accuracy": goal, **fit_threshold(outcomes(cfg, records, prices), goal)}
         if plot_to is not None:
             plot(result, plot_to)
             err_console.print(f"wrote {plot_to}")
@@ -135,6 +145,10 @@ def eval_(
                   escape(", ".join(f"{k} {v:.0%}" for k, v in s["share"].items() if v)))
     con = Console(width=None if sys.stdout.isatty() else 200)
     con.print(t)
+    if "fitted" in result:
+        f = result["fitted"]
+        con.print(f"fitted threshold {f['threshold']:g}: accuracy {f['accuracy']:.3f} (target {f['target_accuracy']:.3f}), "
+                  f"cost ${f['cost_usd']:.8f}/item, escalation rate {f['escalation_rate']:.0%}")
     best = [p for p in result["curve"]]
     strong = next(s for s in result["strategies"] if s["strategy"] == "always-strong")
     goal = [p for p in best if strong["accuracy"] and p["accuracy"] >= 0.95 * strong["accuracy"]
@@ -160,4 +174,4 @@ def _router(cfg):  # type: ignore[no-untyped-def]
             raise ConfigError("router: kind semantic needs train: a JSONL of {\"question\", \"tier\"} rows")
         rows = [{"text": r.get("text", r["question"]), "tier": r["tier"]} for r in _load(cfg.router.train)]
         return difficulty_router(rows, LocalEmbedder(), tiers=["easy", "hard"])
-    return ComplexityRules(("easy", "hard"), thresholds=cfg.router.thresholds)
+    return ComplexityRules(("easy", "hard"), thresholds=cfg.router.thresholds, hard_words=cfg.router.hard_words)

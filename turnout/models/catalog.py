@@ -13,6 +13,7 @@ the budgets that apply to it.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from .._yaml import line_of, load_yaml, located_error
 from .base import ChatModel
 
 __all__ = ["Catalog", "ModelSpec", "PolicySpec"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +237,11 @@ class Catalog:
             policy = DataPolicy()  # some model is restricted: enforce with the default detector
         self.policy = policy
         self.validate()
+        if policy is not None:
+            uncovered = self.uncovered()
+            if uncovered:
+                log.warning("no model in the catalog may receive %s: requests carrying them will be refused%s",
+                            ", ".join(uncovered), " unless redacted" if set(uncovered) & set(policy.redact) else "")
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
@@ -307,6 +315,12 @@ class Catalog:
         if self.policy is None:
             return True
         return self.policy.allows(sp.data_classes, sp.region, classes)
+
+    def uncovered(self) -> list[str]:
+        """Data classes the policy detects that no model of the catalog may receive."""
+        if self.policy is None:
+            return []
+        return sorted(c for c in self.policy.detector.data_classes if not any(self.allowed(n, [c]) for n in self._specs))
 
     def classes_of(self, request: Any) -> frozenset[str]:
         """The data classes the catalog's policy finds in a request or text (empty without a policy)."""

@@ -46,6 +46,7 @@ class _RouterIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: str = Field("rules", pattern="^(rules|semantic)$")
     thresholds: list[float] | None = None
+    hard_words: str | None = None  # rules: a regex of words that make a request harder (default: a generic list)
     train: str | None = None  # semantic: labelled rows {"text"|"question", "tier"}
 
 

@@ -196,6 +196,7 @@ class ComplexityIn(_Base):
     router: str | None = Field(None, description="a router of routers: whose routes are the tier names")
     thresholds: list[float] | None = None
     long_chars: int = Field(1200, gt=0)
+    hard_words: str | None = Field(None, description="a regex of words that make a request harder")
 
 
 class ModelRouterIn(_Base):
@@ -516,7 +517,7 @@ class _Compiler:
                     if order is None:
                         order = list(ModelRouter(self.catalog, tiers=None, complexity=ComplexityRules(("x",))).tiers)
                     complexity = ComplexityRules(order, thresholds=mr.complexity.thresholds, long_chars=mr.complexity.long_chars,
-                                                 name=f"{name}.complexity")
+                                                 hard_words=mr.complexity.hard_words, name=f"{name}.complexity")
                 r = ModelRouter(self.catalog, tiers=tiers, complexity=complexity, category=category, categories=mr.categories,
                                 prefer=mr.prefer, min_tier=mr.min_tier, cooldown=mr.cooldown, resolve=base_resolve, name=name)
             except ConfigError as e:
