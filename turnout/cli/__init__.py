@@ -11,6 +11,7 @@ from . import feedback as _feedback
 from . import models as _models
 from . import report as _report
 from . import route as _route
+from . import serve as _serve
 from . import workflow as _workflow
 
 app = typer.Typer(
@@ -30,6 +31,8 @@ app.command("run")(_workflow.run)
 app.command("batch")(_workflow.batch)
 app.add_typer(_route.app, name="route")
 app.add_typer(_experiment.app, name="experiment")
+app.command("serve")(_serve.serve)
+app.add_typer(_serve.keys_app, name="keys")
 
 
 def main() -> None:

@@ -170,6 +170,18 @@ class _ComplianceIn(BaseModel):
         return DataPolicy(det, {k: tuple(v) for k, v in self.regions.items()}, expand(self.redact))
 
 
+class _AutoIn(BaseModel):
+    """How ``turnout/auto`` (the gateway's model router) picks: tiers of model names (lowest first),
+    a preference, and the rules of its complexity classifier."""
+
+    model_config = ConfigDict(extra="forbid")
+    tiers: dict[str, list[str]] | None = None
+    prefer: Literal["cheapest", "fastest", "quality"] = "cheapest"
+    min_tier: str | None = None
+    thresholds: list[float] | None = None
+    hard_words: str | None = None
+
+
 class _ModelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     adapter: Literal["openai", "anthropic", "local"] | str
@@ -217,6 +229,7 @@ class Catalog:
         policy: Any = None,
         spend: Any = None,
         audit: Callable[[Any], None] | None = None,
+        auto: Mapping[str, Any] | None = None,
     ) -> None:
         self._specs: dict[str, ModelSpec] = {}
         if include_embedded:
@@ -231,6 +244,7 @@ class Catalog:
         self._fallbacks: dict[str, Any] = {}
         self.spend = spend
         self.audit_sink = audit
+        self.auto = dict(auto or {})  # settings of the gateway's turnout/auto model router (the catalog's auto: section)
         if policy is None and any(tuple(sp.data_classes) != ("*",) for sp in self._specs.values()):
             from ..policies.compliance import DataPolicy
 
@@ -250,9 +264,19 @@ class Catalog:
         doc, root = load_yaml(p, what="catalog")
         if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
             raise ConfigError(f"{p}:1: a catalog file needs a top-level 'models:' mapping of name -> settings")
-        unknown = sorted(set(doc) - {"models", "compliance", "budgets"})
+        unknown = sorted(set(doc) - {"models", "compliance", "budgets", "auto"})
         if unknown:
-            raise ConfigError(f"{p}:{line_of(root, (unknown[0],))}: {unknown[0]}: unknown section; a catalog has models, compliance, budgets")
+            raise ConfigError(f"{p}:{line_of(root, (unknown[0],))}: {unknown[0]}: unknown section; "
+                              "a catalog has models, compliance, budgets, auto")
+        if doc.get("auto") is not None and "auto" not in kw:
+            try:
+                kw["auto"] = _AutoIn.model_validate(doc["auto"]).model_dump()
+            except ValidationError as e:
+                raise located_error(p, root, e, ("auto",)) from None
+            for t, ms in (kw["auto"]["tiers"] or {}).items():
+                for m in ms:
+                    if m not in doc["models"] and m not in {e.name for e in EMBEDDED}:
+                        raise ConfigError(f"{p}:{line_of(root, ('auto', 'tiers', t))}: auto.tiers.{t}: unknown model {m!r}")
         specs = []
         for name, body in doc["models"].items():
             try:

@@ -46,7 +46,8 @@ class ComplexityRules:
 
     The score is the mean of capped features (each in 0..1): chars / ``long_chars``, code (a fence or
     a code-looking line), numbers / 6, hard words / 3, questions / 3, lines / 20. Confidence is how
-    far the score sits from the nearest threshold (0.5 on a threshold, 1.0 far from it)."""
+    far the score sits from the nearest threshold (0.5 on a threshold, 1.0 far from it). Default
+    thresholds are evenly spaced over (0, 0.5): 0.25 for two tiers."""
 
     kind = "complexity"
     fallback: str | None = None
@@ -57,7 +58,8 @@ class ComplexityRules:
                  long_chars: int = 1200, hard_words: str | None = None, name: str = "complexity") -> None:
         if not tiers:
             raise ConfigError("ComplexityRules needs at least one tier")
-        th = list(thresholds) if thresholds is not None else [i / len(tiers) for i in range(1, len(tiers))]
+        # default: evenly spaced over (0, 0.5) — few texts score above 0.5, since most features are 0 for plain prose
+        th = list(thresholds) if thresholds is not None else [0.5 * i / len(tiers) for i in range(1, len(tiers))]
         if len(th) != len(tiers) - 1 or th != sorted(th) or any(not 0 < t < 1 for t in th):
             raise ConfigError(f"ComplexityRules: {len(tiers) - 1} increasing thresholds in (0, 1) for tiers {list(tiers)}, got {th}")
         self.tiers, self.thresholds, self.long_chars, self.name = list(tiers), th, long_chars, name

@@ -144,6 +144,16 @@ def _m7() -> str:
     """
 
 
+@migration(8)
+def _m8() -> str:
+    return """
+    CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, hash TEXT NOT NULL UNIQUE, models TEXT NOT NULL, workflows TEXT NOT NULL,
+        rpm REAL, tpm REAL, budget_usd REAL, period TEXT, team TEXT, created_at REAL NOT NULL, revoked_at REAL
+    )
+    """
+
+
 class StoreError(TurnoutError):
     """The trace store could not write (raised only by a store opened with ``strict=True``)."""
 
@@ -507,6 +517,58 @@ class SQLiteStore:
         with self._lock:
             rows = db.execute(f"SELECT {', '.join(cols)} FROM batch_items WHERE batch_id = ? ORDER BY line", (batch_id,)).fetchall()
         return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    # -- gateway API keys (written at once; only hashes are stored) ------------------------------------------
+    _KEY_COLS = ("key_id", "name", "hash", "models", "workflows", "rpm", "tpm", "budget_usd", "period", "team", "created_at",
+                 "revoked_at")
+
+    def key_insert(self, row: Mapping[str, Any]) -> None:
+        db = self._reading()
+        if db.execute("SELECT 1 FROM api_keys WHERE name = ?", (row["name"],)).fetchone() is not None:
+            raise ConfigError(f"a key named {row['name']!r} already exists (revoke it first, or choose another name)")
+        cols = [c for c in self._KEY_COLS if c in row]
+        vals = tuple(json.dumps(list(row[c])) if c in ("models", "workflows") else row[c] for c in cols)
+        self._now(f"INSERT INTO api_keys ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", vals)
+
+    def _key_rows(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        db = self._reading()
+        with self._lock:
+            rows = db.execute(f"SELECT {', '.join(self._KEY_COLS)} FROM api_keys {where}", args).fetchall()
+        out = []
+        for r in rows:
+            d = dict(zip(self._KEY_COLS, r, strict=True))
+            d["models"], d["workflows"] = json.loads(d["models"]), json.loads(d["workflows"])
+            out.append(d)
+        return out
+
+    def key_by_hash(self, digest: str) -> dict[str, Any] | None:
+        rows = self._key_rows("WHERE hash = ?", (digest,))
+        return rows[0] if rows else None
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        return self._key_rows("ORDER BY created_at", ())
+
+    def key_revoke(self, key_id_or_name: str) -> bool:
+        rows = self._key_rows("WHERE (key_id = ? OR name = ?) AND revoked_at IS NULL", (key_id_or_name, key_id_or_name))
+        if not rows:
+            return False
+        self._now("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (time.time(), rows[0]["key_id"]))
+        return True
+
+    def run_detail(self, run_id: str) -> dict[str, Any] | None:
+        """One run with its steps, decisions, calls, verdicts and audit rows (the gateway's GET /v1/runs/{id})."""
+        runs = [r for r in self.runs(limit=None) if r.run_id == run_id]
+        if not runs:
+            return None
+        from dataclasses import asdict
+
+        return {
+            "run": asdict(runs[0]), "steps": self.steps(run_id=run_id),
+            "decisions": [asdict(d) for d in self.decisions(run_id=run_id)],
+            "calls": [asdict(c) for c in self.calls(run_id=run_id)],
+            "verdicts": [v for v in self.verdicts() if v["run_id"] == run_id],
+            "audit": self.audit(run_id=run_id), "feedback": self.feedback(run_id),
+        }
 
     # -- the flusher -----------------------------------------------------------------------------------
     _SQL = {

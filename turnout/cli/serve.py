@@ -1,0 +1,143 @@
+"""``turnout serve`` (the gateway) and ``turnout keys create|list|revoke`` (its virtual API keys)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .._errors import ConfigError
+from ._common import CatalogOpt, DbOpt, err_console, friendly_errors, load_catalog
+
+keys_app = typer.Typer(no_args_is_help=True, help="Virtual API keys for the gateway (stored hashed in the trace store).")
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _load_workflows(paths: list[Path], catalog: object) -> dict[str, object]:
+    from ..workflows import Workflow
+
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted([*p.glob("*/workflow.yaml"), *p.glob("*.yaml")])
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"{p}: no such workflow file or directory")
+    out: dict[str, object] = {}
+    for f in files:
+        wf = Workflow.load(f, catalog=catalog)
+        if wf.name in out:
+            raise ConfigError(f"{f}: a workflow named {wf.name!r} is already loaded; names must be unique")
+        out[wf.name] = wf
+    return out
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback unless you say otherwise)."),
+    port: int = typer.Option(8000, "--port"),
+    workflow: list[Path] = typer.Option([], "--workflow", "-w", help="Workflow file or directory of them (repeatable)."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Accept requests without a key (loopback only; for local use)."),
+    redis_url: str | None = typer.Option(None, "--redis", envvar="TURNOUT_REDIS_URL",
+                                         help="Share rate limits and budgets between replicas through Redis."),
+    max_body: int = typer.Option(2_000_000, "--max-body", help="Largest request body in bytes."),
+    log_level: str = typer.Option("warning", "--log-level"),
+    catalog: Path | None = CatalogOpt,
+    db: str | None = DbOpt,
+) -> None:
+    """Serve the OpenAI-compatible gateway: /v1/chat/completions, /v1/models, /v1/embeddings, workflow
+    runs, /metrics, /healthz, /readyz."""
+    with friendly_errors():
+        try:
+            import uvicorn
+
+            from ..server import Gateway, create_app
+        except ImportError:
+            raise ConfigError("turnout serve needs the server extra: pip install 'turnout[server]'") from None
+        from ..store import open_store
+
+        if no_auth and host not in _LOOPBACK:
+            raise ConfigError(f"--no-auth is only allowed on a loopback address, not {host!r}: create keys with turnout keys create")
+        cat = load_catalog(catalog)
+        store = open_store(db)
+        wfs = _load_workflows(workflow, cat)
+        gw = Gateway(cat, store, wfs, auth=not no_auth, redis_url=redis_url, max_body=max_body)
+        app = create_app(gw)
+        err_console.print(f"turnout gateway on http://{host}:{port} — {len(cat.names())} models + turnout/auto, {len(wfs)} workflows, "
+                          f"auth {'off (loopback)' if no_auth else 'on'}, limits {'in Redis' if redis_url else 'in this process'}, "
+                          f"traces in {store.path}")
+        try:
+            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
+        finally:
+            store.close()
+
+
+@keys_app.command("create")
+def create(
+    name: str = typer.Argument(..., help="A name for the key (unique)."),
+    model: list[str] = typer.Option([], "--model", "-m", help="A model it may use (repeatable; '*' = all, 'gpt-*' = a prefix)."),
+    workflow: list[str] = typer.Option([], "--workflow", "-w", help="A workflow it may run (repeatable; '*' = all)."),
+    rpm: float | None = typer.Option(None, "--rpm", help="Requests per minute."),
+    tpm: float | None = typer.Option(None, "--tpm", help="Estimated tokens per minute."),
+    budget: float | None = typer.Option(None, "--budget", help="USD it may spend (per --period, else in total)."),
+    period: str | None = typer.Option(None, "--period", help="hour, day, week or month."),
+    team: str | None = typer.Option(None, "--team", help="Team the key's spend is attributed to."),
+    db: str | None = DbOpt,
+) -> None:
+    """Create a key; its secret is printed once and only its hash is stored."""
+    from ..server.keys import KeyRing
+    from ..store import open_store
+
+    with friendly_errors(), open_store(db, strict=True) as store:
+        secret, key = KeyRing(store).create(name, models=model, workflows=workflow, rpm=rpm, tpm=tpm, budget_usd=budget,
+                                            period=period, team=team)
+        err_console.print(f"created {key.key_id} ({escape(name)}); the secret below is shown once — store it now:")
+        print(secret)
+
+
+@keys_app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json"), db: str | None = DbOpt) -> None:
+    """The keys: scope, limits, budget and spend so far (never their secrets)."""
+    from ..policies.spend import period_start
+    from ..server.keys import KeyRing
+    from ..store import open_store
+
+    with friendly_errors(), open_store(db, strict=True) as store:
+        rows = []
+        for k in KeyRing(store).list():
+            spent = store.spend(since=period_start(k.period, time.time()) if k.period else None, key=k.key_id)
+            rows.append({"key_id": k.key_id, "name": k.name, "models": list(k.models), "workflows": list(k.workflows), "rpm": k.rpm,
+                         "tpm": k.tpm, "budget_usd": k.budget_usd, "period": k.period, "team": k.team, "spent_usd": round(spent, 8),
+                         "created_at": k.created_at, "revoked": k.revoked_at is not None})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title="turnout keys", title_justify="left")
+    for col in ("id", "name", "models", "workflows", "rpm", "budget", "spent", "team", "state"):
+        t.add_column(col)
+    for r in rows:
+        budget = f"${r['budget_usd']:g}{'/' + r['period'] if r['period'] else ''}" if r["budget_usd"] else "-"
+        t.add_row(*(escape(str(x)) for x in (r["key_id"], r["name"], ",".join(r["models"]) or "-", ",".join(r["workflows"]) or "-",
+                                             r["rpm"] or "-", budget, f"${r['spent_usd']:.6f}", r["team"] or "-",
+                                             "revoked" if r["revoked"] else "active")))
+    Console(width=None if sys.stdout.isatty() else 200).print(t if rows else "[dim]no keys yet: turnout keys create NAME -m MODEL[/]")
+
+
+@keys_app.command("revoke")
+def revoke(key: str = typer.Argument(..., help="Key id or name."), db: str | None = DbOpt) -> None:
+    """Revoke a key (servers stop accepting it within 5 seconds)."""
+    from ..server.keys import KeyRing
+    from ..store import open_store
+
+    with friendly_errors(), open_store(db, strict=True) as store:
+        if not KeyRing(store).revoke(key):
+            raise ConfigError(f"no active key {key!r}")
+        err_console.print(f"revoked {escape(key)}")
+

@@ -1,0 +1,526 @@
+"""The turnout gateway: an OpenAI-compatible server in front of the catalog, the model router and the
+workflows (``turnout serve``; ``pip install 'turnout[server]'``).
+
+- ``POST /v1/chat/completions`` (JSON or SSE, the OpenAI wire format), ``GET /v1/models``,
+  ``POST /v1/embeddings`` (the embedded MiniLM, float or base64). ``model`` names a catalog model,
+  ``turnout/auto`` (the ``ModelRouter``: tier + compliance + upward failover) or
+  ``workflow/NAME``. Headers ``x-turnout-model``, ``x-turnout-route``, ``x-turnout-cost-usd`` and
+  ``x-turnout-run-id`` say who served it and what it cost.
+- ``POST /v1/workflows/{name}/runs``, ``GET /v1/runs/{id}``, ``POST /v1/runs/{id}/feedback``.
+- ``GET /metrics`` (Prometheus), ``GET /healthz``, ``GET /readyz``.
+- Virtual keys (``turnout keys create``): 401 without a valid key, 403 outside its models and
+  workflows, 429 over its rate or budget — each an OpenAI-style error object with a clear message.
+- Every request is a run in the trace store, tagged with the key and team, so spend per key is in
+  the store and ``turnout report`` sees gateway traffic.
+- A stream that fails before its first token falls back (the catalog's Fallback) or returns a JSON
+  error with the right status; after the first token it ends with an SSE error event (the OpenAI
+  client raises it) and no ``[DONE]`` — never a silently truncated 200.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi import Request as HttpRequest
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .._errors import (
+    AuthError,
+    BudgetExceeded,
+    ComplianceError,
+    ConfigError,
+    InvalidRequest,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    TurnoutError,
+)
+from .._scope import spend_scope
+from .._types import Completion, Request, Usage
+from ..store.base import _ACTIVE
+from .keys import ApiKey, KeyRing
+from .limits import LimitExceeded, open_limits, retry_after_header
+from .wire import ChatIn, EmbeddingsIn, WireError, finish_reason, to_request, user_text
+
+__all__ = ["Gateway", "create_app"]
+
+log = logging.getLogger("turnout.server")
+
+AUTO = "turnout/auto"
+EMBED_MODEL = "local-embed"
+_SAFE_HEADER = re.compile(r"[^A-Za-z0-9._:/@+-]")
+_ANON = ApiKey("anonymous", "anonymous", ("*",), ("*",))
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
+        self.headers = dict(headers or {})
+        super().__init__(message)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _header(v: Any) -> str:
+    return _SAFE_HEADER.sub("", str(v))[:200]
+
+
+def api_error(e: BaseException) -> ApiError:
+    """Map turnout's errors to HTTP statuses and OpenAI error types (messages never carry secrets)."""
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, LimitExceeded):
+        if e.kind == "budget":
+            return ApiError(429, str(e), type="insufficient_quota", code="budget_exceeded")
+        return ApiError(429, str(e), type="rate_limit_error", code="rate_limit_exceeded",
+                        headers={"Retry-After": retry_after_header(e.retry_after)})
+    if isinstance(e, BudgetExceeded):
+        return ApiError(429, str(e), type="insufficient_quota", code="budget_exceeded")
+    if isinstance(e, ComplianceError):
+        return ApiError(400, str(e), type="invalid_request_error", code="data_class_not_allowed")
+    if isinstance(e, RateLimited):
+        return ApiError(429, f"upstream rate limited: {e}", type="rate_limit_error", code="upstream_rate_limited",
+                        headers={"Retry-After": retry_after_header(e.retry_after)})
+    if isinstance(e, ProviderTimeout):
+        return ApiError(504, f"upstream timed out: {e}", type="api_error", code="upstream_timeout")
+    if isinstance(e, InvalidRequest):
+        return ApiError(400, f"upstream refused the request: {e}", type="invalid_request_error", code="upstream_invalid_request")
+    if isinstance(e, AuthError):
+        return ApiError(502, f"upstream authentication failed: {e}", type="api_error", code="upstream_auth")
+    if isinstance(e, ProviderError):
+        return ApiError(502, f"upstream failed: {e}", type="api_error", code="upstream_error")
+    if isinstance(e, ConfigError):
+        return ApiError(400, str(e), type="invalid_request_error", code="invalid_request")
+    if isinstance(e, TurnoutError):
+        return ApiError(500, f"{type(e).__name__}: {e}", type="api_error", code="internal_error")
+    return ApiError(500, "internal error (details are in the server log)", type="api_error", code="internal_error")
+
+
+@dataclass
+class Gateway:
+    """What the server serves. ``auth=False`` (loopback only) accepts requests without a key."""
+
+    catalog: Any
+    store: Any
+    workflows: Mapping[str, Any] = field(default_factory=dict)
+    auth: bool = True
+    redis_url: str | None = None
+    max_body: int = 2_000_000
+    embedder: Any = None
+    metrics: Any = None
+
+    def __post_init__(self) -> None:
+        self.keys = KeyRing(self.store)
+        self.limits = open_limits(self.redis_url, self.store)
+        self._router: Any = None
+        if self.metrics is None:
+            try:
+                from ..store.metrics import Metrics
+
+                self.metrics = Metrics()
+            except ImportError:  # prometheus-client is an extra
+                self.metrics = None
+        self._models: dict[str, Any] = {}
+
+    # -- models -----------------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        names = list(self.catalog.names())
+        if len(self.catalog.names()) > 0:
+            names.append(AUTO)
+        names += [f"workflow/{w}" for w in self.workflows]
+        return names
+
+    def model(self, name: str) -> Any:
+        m = self._models.get(name)
+        if m is None:
+            if name == AUTO:
+                from ..routing.model_router import ModelRouter
+
+                if self._router is None:
+                    from ..routing.model_router import ComplexityRules
+
+                    a = self.catalog.auto
+                    tiers = a.get("tiers")
+                    order = list(tiers) if tiers else None
+                    complexity = ComplexityRules(order, thresholds=a.get("thresholds"), hard_words=a.get("hard_words"),
+                                                 name=f"{AUTO}.complexity") if order else None
+                    self._router = ModelRouter(self.catalog, tiers=tiers, complexity=complexity, prefer=a.get("prefer", "cheapest"),
+                                               min_tier=a.get("min_tier"), resolve=lambda n: self.model(n), name=AUTO)
+                m = self._router.as_model()
+            else:
+                m = self.catalog.model(name, sink=self.metrics)
+            self._models[name] = m
+        return m
+
+    async def aclose(self) -> None:
+        await self.catalog.aclose()
+        await self.limits.aclose()
+        for wf in self.workflows.values():
+            await wf.aclose()
+
+    # -- auth -------------------------------------------------------------------------------------
+    def authenticate(self, authorization: str | None) -> ApiKey:
+        if not self.auth:
+            return _ANON
+        if not authorization:
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' (create one with: turnout keys create)",
+                           type="invalid_request_error", code="missing_api_key")
+        scheme, _, secret = authorization.partition(" ")
+        key = self.keys.authenticate(secret.strip()) if scheme.lower() == "bearer" else None
+        if key is None:
+            raise ApiError(401, "invalid API key (unknown or revoked)", type="invalid_request_error", code="invalid_api_key")
+        return key
+
+    # -- runs ----------------------------------------------------------------------------------------
+    @contextmanager
+    def in_run(self, run_id: str, key: ApiKey) -> Iterator[None]:
+        token = _ACTIVE.set((self.store, run_id))
+        try:
+            with spend_scope(run=run_id, key=key.key_id, team=key.team):
+                yield
+        finally:
+            _ACTIVE.reset(token)
+
+    def start_run(self, key: ApiKey, model: str, text: str) -> str:
+        """A run per request, tagged with its key and team; a workflow's runs carry the workflow's name."""
+        tags = {"key": key.key_id, "model": model, **({"team": key.team} if key.team else {})}
+        name = model[9:] if model.startswith("workflow/") else "gateway"
+        return self.store.start_run(name, text, tags=tags)  # type: ignore[no-any-return]
+
+
+async def _json_body(request: Any, limit: int) -> Any:
+    n = request.headers.get("content-length")
+    if n is not None and n.isdigit() and int(n) > limit:
+        raise ApiError(413, f"request body of {n} bytes is over the limit of {limit} bytes", code="body_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is over the limit of {limit} bytes", code="body_too_large")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ApiError(400, "empty request body: send a JSON object", code="invalid_json")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
+
+
+def _completion_body(c: Completion, run_id: str, model: str) -> dict[str, Any]:
+    u = c.usage
+    return {
+        "id": f"chatcmpl-{run_id}", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text}, "finish_reason": finish_reason(c.finish_reason),
+                     "logprobs": None}],
+        "usage": {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.input_tokens + u.output_tokens},
+    }
+
+
+def _sse(doc: Any) -> bytes:
+    return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+
+
+def create_app(gw: Gateway) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        await gw.aclose()
+
+    app = FastAPI(title="turnout gateway", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.gateway = gw
+
+    def error_response(e: ApiError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: HttpRequest, e: ApiError) -> JSONResponse:
+        return error_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: HttpRequest, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        loc = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return error_response(ApiError(400, f"{loc}: {first.get('msg', 'invalid')}", param=loc or None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: HttpRequest, e: StarletteHTTPException) -> JSONResponse:
+        typ = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return error_response(ApiError(e.status_code, str(e.detail), type=typ))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: HttpRequest, e: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(api_error(e))
+
+    def resolve_target(key: ApiKey, name: str) -> tuple[str, Any]:
+        """("model", model) or ("workflow", workflow); 404 unknown, 403 outside the key's scope."""
+        if name.startswith("workflow/"):
+            wf = gw.workflows.get(name[9:])
+            if wf is None:
+                raise ApiError(404, f"unknown workflow {name[9:]!r}; known: {', '.join(sorted(gw.workflows)) or '(none)'}",
+                               type="invalid_request_error", code="model_not_found", param="model")
+            if not key.may_run_workflow(name[9:]):
+                raise ApiError(403, f"key {key.name!r} may not run workflow {name[9:]!r}", type="permission_error",
+                               code="model_not_allowed", param="model")
+            return "workflow", wf
+        if name != AUTO and name not in gw.catalog:
+            raise ApiError(404, f"unknown model {name!r}; GET /v1/models lists the ones this key may use", code="model_not_found",
+                           param="model")
+        if not key.may_use_model(name):
+            raise ApiError(403, f"key {key.name!r} may not use model {name!r}", type="permission_error", code="model_not_allowed",
+                           param="model")
+        return "model", gw.model(name)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: HttpRequest) -> Any:
+        key = gw.authenticate(request.headers.get("authorization"))
+        body = await _json_body(request, gw.max_body)
+        try:
+            chat = ChatIn.parse(body)
+            req = to_request(chat)
+        except WireError as e:
+            raise ApiError(400, str(e), param=e.param) from None
+        kind, target = resolve_target(key, chat.model)
+        text = user_text(req)
+        await gw.limits.admit(key, _tokens(req))
+        price = gw.catalog.spec(chat.model).price if kind == "model" and chat.model in gw.catalog else target.price if kind == "model" else None
+        hold = await gw.limits.reserve(key, price.estimate(req) if price is not None else 0.0)
+        run_id = gw.start_run(key, chat.model, text)
+        headers = {"x-turnout-run-id": run_id}
+        if kind == "workflow":
+            res = await _run_workflow(gw, target, text, key, run_id)
+            await gw.limits.settle(key, hold, res.cost_usd)
+            headers.update({"x-turnout-model": _header(chat.model), "x-turnout-cost-usd": f"{res.cost_usd:.8f}"})
+            if res.decisions:
+                headers["x-turnout-route"] = _header(res.decisions[-1][1].route or "")
+            if res.status == "error":
+                gw.store.finish_run(run_id, status="error")
+                raise ApiError(502, f"workflow {chat.model[9:]!r} failed: {res.error}", type="api_error", code="workflow_error",
+                               headers=headers)
+            c = Completion(res.text, chat.model, "stop", _usage(res), res.cost_usd, res.latency_s)
+            gw.store.finish_run(run_id, status=res.status, output=c.text)
+            if chat.stream:
+                return StreamingResponse(_replay_stream(c, run_id, chat), media_type="text/event-stream", headers=headers)
+            return JSONResponse(_completion_body(c, run_id, chat.model), headers=headers)
+        if not chat.stream:
+            try:
+                with gw.in_run(run_id, key):
+                    c = await target.complete(req)
+            except BaseException as e:
+                await gw.limits.settle(key, hold, 0.0)
+                gw.store.finish_run(run_id, status="error")
+                if isinstance(e, Exception):
+                    raise api_error(e) from None
+                raise
+            await gw.limits.settle(key, hold, c.cost_usd)
+            gw.store.finish_run(run_id, status="ok", output=c.text)
+            headers.update(_served(c, target))
+            return JSONResponse(_completion_body(c, run_id, chat.model), headers=headers)
+        # streaming: the first chunk is awaited here, so a failure before any token is a proper HTTP error
+        with gw.in_run(run_id, key):
+            agen = target.stream(req).__aiter__()
+            try:
+                first = await agen.__anext__()
+            except StopAsyncIteration:
+                first = None
+            except BaseException as e:
+                await gw.limits.settle(key, hold, 0.0)
+                gw.store.finish_run(run_id, status="error")
+                if isinstance(e, Exception):
+                    raise api_error(e) from None
+                raise
+        served = getattr(target, "last", None)
+        if served is not None:
+            headers["x-turnout-route"] = _header(served.stage or "")
+        headers["x-turnout-model"] = _header(first.model if first is not None and first.model else chat.model)
+
+        async def events() -> AsyncIterator[bytes]:
+            cid, created = f"chatcmpl-{run_id}", int(time.time())
+            cost, status, out = 0.0, "ok", []
+
+            def chunk(delta: dict[str, Any], fin: str | None = None) -> bytes:
+                return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": chat.model,
+                             "choices": [{"index": 0, "delta": delta, "finish_reason": fin, "logprobs": None}]})
+
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                with gw.in_run(run_id, key):
+                    pending = first
+                    while pending is not None:
+                        if pending.delta:
+                            out.append(pending.delta)
+                            yield chunk({"content": pending.delta})
+                        if pending.done:
+                            cost = pending.cost_usd
+                            yield chunk({}, finish_reason(pending.finish_reason))
+                            if chat.include_usage:
+                                u = pending.usage or Usage()
+                                yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": chat.model,
+                                            "choices": [], "usage": {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
+                                                                     "total_tokens": u.input_tokens + u.output_tokens}})
+                            break
+                        try:
+                            pending = await agen.__anext__()
+                        except StopAsyncIteration:
+                            pending = None
+                yield b"data: [DONE]\n\n"
+            except Exception as e:  # noqa: BLE001 - after the first token: an error event, never a silent cut
+                if not isinstance(e, TurnoutError):
+                    log.exception("stream of run %s failed", run_id)
+                status = "error"
+                err = api_error(e)
+                yield _sse(err.body())
+            finally:
+                await agen.aclose()
+                await gw.limits.settle(key, hold, cost)
+                gw.store.finish_run(run_id, status=status, output="".join(out))
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+
+    @app.get("/v1/models")
+    async def list_models(request: HttpRequest) -> Any:
+        key = gw.authenticate(request.headers.get("authorization"))
+        names = [n for n in gw.model_names() if (key.may_run_workflow(n[9:]) if n.startswith("workflow/") else key.may_use_model(n))]
+        if key.may_use_model(EMBED_MODEL):
+            names.append(EMBED_MODEL)
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "turnout"} for n in names]}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: HttpRequest) -> Any:
+        key = gw.authenticate(request.headers.get("authorization"))
+        body = await _json_body(request, gw.max_body)
+        try:
+            e = EmbeddingsIn.parse(body)
+        except WireError as err:
+            raise ApiError(400, str(err), param=err.param) from None
+        if e.model != EMBED_MODEL:
+            raise ApiError(404, f"unknown embedding model {e.model!r}; this gateway serves {EMBED_MODEL!r}", code="model_not_found",
+                           param="model")
+        if not key.may_use_model(EMBED_MODEL):
+            raise ApiError(403, f"key {key.name!r} may not use model {EMBED_MODEL!r}", type="permission_error", code="model_not_allowed")
+        if gw.embedder is None:
+            from ..models import LocalEmbedder
+
+            gw.embedder = LocalEmbedder()
+        try:
+            vecs = await gw.embedder.embed(e.inputs)
+        except TurnoutError as err:
+            raise api_error(err) from None
+        data = []
+        for i, v in enumerate(vecs):
+            import numpy as np
+
+            arr = np.asarray(v, dtype="<f4")
+            emb: Any = base64.b64encode(arr.tobytes()).decode() if e.encoding_format == "base64" else [float(x) for x in arr]
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        n = sum(max(1, len(t) // 4) for t in e.inputs)
+        return {"object": "list", "data": data, "model": EMBED_MODEL, "usage": {"prompt_tokens": n, "total_tokens": n}}
+
+    @app.post("/v1/workflows/{name}/runs")
+    async def run_workflow(name: str, request: HttpRequest) -> Any:
+        key = gw.authenticate(request.headers.get("authorization"))
+        body = await _json_body(request, gw.max_body)
+        if not isinstance(body, dict) or "input" not in body:
+            raise ApiError(400, 'send {"input": ...} (text or an object), optionally "tags"', param="input")
+        kind, wf = resolve_target(key, f"workflow/{name}")
+        text = body["input"] if isinstance(body["input"], str) else json.dumps(body["input"])
+        await gw.limits.admit(key, max(1, len(text) // 4))
+        hold = await gw.limits.reserve(key, 0.0)
+        run_id = gw.start_run(key, f"workflow/{name}", text)
+        res = await _run_workflow(gw, wf, body["input"], key, run_id)
+        await gw.limits.settle(key, hold, res.cost_usd)
+        gw.store.finish_run(run_id, status=res.status, output=res.text if res.output is not None else None)
+        return {"run_id": run_id, "workflow": name, "output": res.output, **{k: v for k, v in res.summary().items() if k != "run_id"}}
+
+    @app.get("/v1/runs/{run_id}")
+    async def get_run(run_id: str, request: HttpRequest) -> Any:
+        key = gw.authenticate(request.headers.get("authorization"))
+        d = gw.store.run_detail(run_id)
+        if d is None or (gw.auth and dict(d["run"].get("tags") or {}).get("key") != key.key_id):  # a key sees its own runs
+            raise ApiError(404, f"no run {run_id!r} for this key", type="not_found_error", code="run_not_found")
+        return d
+
+    @app.post("/v1/runs/{run_id}/feedback")
+    async def feedback(run_id: str, request: HttpRequest) -> Any:
+        await get_run(run_id, request)
+        body = await _json_body(request, 100_000)
+        if not isinstance(body, dict):
+            raise ApiError(400, 'send {"score": 1, "labels": {"route": "billing"}, "comment": "..."}')
+        score, labels, comment = body.get("score"), body.get("labels") or {}, body.get("comment")
+        if score is not None and not isinstance(score, (int, float)):
+            raise ApiError(400, "score must be a number", param="score")
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise ApiError(400, "labels must be an object of strings", param="labels")
+        gw.store.add_feedback(run_id, score=score, labels=labels, comment=comment if isinstance(comment, str) else None)
+        return {"ok": True, "run_id": run_id}
+
+    @app.get("/metrics")
+    async def metrics() -> Any:
+        if gw.metrics is None:
+            raise ApiError(404, "metrics need prometheus-client: pip install 'turnout[metrics]'", type="not_found_error")
+        return Response(gw.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        problems = []
+        if not getattr(gw.store, "connected", True):
+            problems.append("trace store unreachable")
+        r = getattr(gw.limits, "r", None)
+        if r is not None:
+            try:
+                await r.ping()
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"redis unreachable ({type(e).__name__})")
+        if problems:
+            return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+        return {"status": "ready"}
+
+    return app
+
+
+def _tokens(req: Request) -> int:
+    return max(1, req.prompt_chars // 4) + (req.max_tokens or 0)
+
+
+def _usage(res: Any) -> Any:
+    return Usage(res.input_tokens, res.output_tokens)
+
+
+def _served(c: Completion, target: Any) -> dict[str, str]:
+    h = {"x-turnout-model": _header(c.model), "x-turnout-cost-usd": f"{c.cost_usd:.8f}"}
+    last = getattr(target, "last", None)
+    if last is not None:
+        h["x-turnout-route"] = _header(last.stage or "")
+    return h
+
+
+async def _run_workflow(gw: Gateway, wf: Any, input: Any, key: ApiKey, run_id: str) -> Any:
+    with gw.in_run(run_id, key):
+        return await wf.run(input)
+
+
+async def _replay_stream(c: Completion, run_id: str, chat: ChatIn) -> AsyncIterator[bytes]:
+    cid, created = f"chatcmpl-{run_id}", int(time.time())
+    for delta, fin in (({"role": "assistant", "content": ""}, None), ({"content": c.text}, None), ({}, "stop")):
+        yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": chat.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": fin, "logprobs": None}]})
+    yield b"data: [DONE]\n\n"
+
