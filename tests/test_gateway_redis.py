@@ -1,0 +1,92 @@
+"""Limits and budgets shared through a real Redis: two ``turnout serve`` processes, one key, one limit.
+(`.ci/run` starts redis-server with scripts/start-redis.sh and sets TURNOUT_TEST_REDIS_URL.)"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from turnout.server.keys import ApiKey, KeyRing
+from turnout.server.limits import LimitExceeded, RedisLimits
+from turnout.store import SQLiteStore
+
+from test_gateway import MSG, start_server, stop
+
+REDIS_URL = os.environ.get("TURNOUT_TEST_REDIS_URL")  # read at import: the autouse fixture clears TURNOUT_*
+pytestmark = pytest.mark.skipif(not REDIS_URL, reason="no Redis (set TURNOUT_TEST_REDIS_URL; .ci/run starts one)")
+
+
+async def test_redis_budget_holds_under_100_concurrent_reservations():
+    lim = RedisLimits(REDIS_URL)
+    key = ApiKey("key_" + os.urandom(4).hex(), "t", ("*",), budget_usd=1.0)
+
+    async def one():
+        try:
+            h = await lim.reserve(key, 0.09)
+        except LimitExceeded:
+            return False
+        await asyncio.sleep(0.01)
+        await lim.settle(key, h, 0.05)
+        return True
+
+    ok = await asyncio.gather(*(one() for _ in range(100)))
+    spent = await lim.spent(key)
+    assert spent <= 1.0 + 1e-9 and sum(ok) >= 11  # 11 reservations of $0.09 fit at once; settled at $0.05 more fit later
+    assert spent == pytest.approx(0.05 * sum(ok))
+    await lim.aclose()
+
+
+@pytest.fixture
+def two_servers(tmp_path, mock_process):
+    (tmp_path / "models.yaml").write_text(
+        f"models:\n  cheap: {{adapter: openai, base_url: '{mock_process}', price: {{input: 1000, output: 1000}}, "
+        "policies: {retry: {attempts: 1}}}\n")
+    (tmp_path / "wf.yaml").write_text("name: w\nsteps:\n  - call: {model: cheap, prompt: '{input}'}\n")
+    store = SQLiteStore(tmp_path / "gw.db")
+    ring = KeyRing(store)
+    keys = {"rpm": ring.create("rpm", models=["cheap"], rpm=4), "budget": ring.create("budget", models=["cheap"], budget_usd=0.2)}
+    store.close()
+    a, base_a = start_server(tmp_path, mock_process, "--redis", REDIS_URL)
+    b, base_b = start_server(tmp_path, mock_process, "--redis", REDIS_URL)
+    try:
+        yield {"keys": keys, "a": base_a, "b": base_b, "tmp": tmp_path}
+    finally:
+        stop(a)
+        stop(b)
+
+
+def _call(base: str, key: str, max_tokens: int = 5) -> str:
+    c = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=20)
+    try:
+        c.chat.completions.create(model="cheap", messages=MSG, max_tokens=max_tokens)
+        return "ok"
+    except openai.RateLimitError as e:
+        return e.response.json()["error"]["code"]
+
+
+def test_two_replicas_share_one_rate_limit(two_servers):
+    s = two_servers
+    secret = s["keys"]["rpm"][0]
+    minute = int(time.time() // 60)
+    results = [_call(s["a"] if i % 2 else s["b"], secret) for i in range(7)]
+    if int(time.time() // 60) != minute:
+        pytest.skip("the minute window turned during the test; the count spans two windows")
+    assert results == ["ok"] * 4 + ["rate_limit_exceeded"] * 3  # 4 a minute, whichever replica serves them
+
+
+def test_two_replicas_share_one_budget(two_servers):
+    s = two_servers
+    secret, key = s["keys"]["budget"]
+    with ThreadPoolExecutor(8) as pool:  # $0.001 a token: each call reserves ~$0.016 and costs ~$0.005
+        results = list(pool.map(lambda i: _call(s["a"] if i % 2 else s["b"], secret, 10), range(80)))
+    assert "budget_exceeded" in results and results.count("ok") >= 25
+    store = SQLiteStore(s["tmp"] / "gw.db")
+    spent = store.spend(key=key.key_id)
+    store.close()
+    assert 0.15 <= spent <= 0.2  # both replicas together: never past the key's $0.20
+    assert spent == pytest.approx(0.005 * results.count("ok"))
