@@ -48,6 +48,8 @@ def serve(
     redis_url: str | None = typer.Option(None, "--redis", envvar="TURNOUT_REDIS_URL",
                                          help="Share rate limits and budgets between replicas through Redis."),
     max_body: int = typer.Option(2_000_000, "--max-body", help="Largest request body in bytes."),
+    dashboard: bool | None = typer.Option(None, "--dashboard/--no-dashboard",
+                                          help="Serve the dashboard at / (default: on for a loopback address, off otherwise)."),
     log_level: str = typer.Option("warning", "--log-level"),
     catalog: Path | None = CatalogOpt,
     db: str | None = DbOpt,
@@ -68,11 +70,12 @@ def serve(
         cat = load_catalog(catalog)
         store = open_store(db)
         wfs = _load_workflows(workflow, cat)
-        gw = Gateway(cat, store, wfs, auth=not no_auth, redis_url=redis_url, max_body=max_body)
+        dash = dashboard if dashboard is not None else host in _LOOPBACK
+        gw = Gateway(cat, store, wfs, auth=not no_auth, redis_url=redis_url, max_body=max_body, dashboard=dash)
         app = create_app(gw)
         err_console.print(f"turnout gateway on http://{host}:{port} — {len(cat.names())} models + turnout/auto, {len(wfs)} workflows, "
                           f"auth {'off (loopback)' if no_auth else 'on'}, limits {'in Redis' if redis_url else 'in this process'}, "
-                          f"traces in {store.path}")
+                          f"traces in {store.path}" + (f", dashboard at http://{host}:{port}/" if dash else ""))
         try:
             uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
         finally:

@@ -121,6 +121,7 @@ class Gateway:
     max_body: int = 2_000_000
     embedder: Any = None
     metrics: Any = None
+    dashboard: bool = True
 
     def __post_init__(self) -> None:
         self.keys = KeyRing(self.store)
@@ -474,6 +475,47 @@ def create_app(gw: Gateway) -> Any:
             raise ApiError(404, "metrics need prometheus-client: pip install 'turnout[metrics]'", type="not_found_error")
         return Response(gw.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
+    if gw.dashboard:
+        import asyncio
+
+        from fastapi.responses import HTMLResponse
+
+        from . import dashboard
+
+        async def _page(name: str, since: str | None) -> HTMLResponse:
+            try:
+                html = await asyncio.to_thread(dashboard.page, name, gw.store, since, gw.catalog)
+            except ConfigError as e:
+                return HTMLResponse(f"<!doctype html><title>bad request</title><p>{_esc(str(e))}</p>", status_code=400)
+            return HTMLResponse(html)
+
+        @app.get("/", include_in_schema=False)
+        async def dash_overview(since: str | None = None) -> Any:
+            return await _page("overview", since)
+
+        @app.get("/routes", include_in_schema=False)
+        async def dash_routes(since: str | None = None) -> Any:
+            return await _page("routes", since)
+
+        @app.get("/models", include_in_schema=False)
+        async def dash_models(since: str | None = None) -> Any:
+            return await _page("models", since)
+
+        @app.get("/voting", include_in_schema=False)
+        async def dash_voting(since: str | None = None) -> Any:
+            return await _page("voting", since)
+
+        @app.get("/experiments", include_in_schema=False)
+        async def dash_experiments(since: str | None = None) -> Any:
+            return await _page("experiments", since)
+
+        @app.get("/runs/{run_id}", include_in_schema=False)
+        async def dash_run(run_id: str) -> Any:
+            html = await asyncio.to_thread(dashboard.run_detail, gw.store, run_id)
+            if html is None:
+                return HTMLResponse(f"<!doctype html><title>not found</title><p>no run {_esc(run_id)}</p>", status_code=404)
+            return HTMLResponse(html)
+
     @app.get("/healthz")
     async def healthz() -> Any:
         return {"status": "ok"}
@@ -494,6 +536,12 @@ def create_app(gw: Gateway) -> Any:
         return {"status": "ready"}
 
     return app
+
+
+def _esc(s: str) -> str:
+    import html
+
+    return html.escape(s)
 
 
 def _tokens(req: Request) -> int:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .report import by_model, by_route, by_vote, by_workflow
+from .report import _failed, by_model, by_route, by_vote, by_workflow
 
 __all__ = ["render_html"]
 
@@ -138,7 +138,7 @@ def render_html(store: Any, *, since: float | None = None, title: str = "turnout
     verdicts, runs = store.verdicts(since=since), list(store.runs(limit=None, since=since))
     models, routes, votes, workflows = by_model(calls), by_route(decisions), by_vote(verdicts), by_workflow(runs)
     cost = sum(c.cost_usd for c in calls)
-    errors = sum(not c.ok for c in calls)
+    errors = sum(_failed(c) for c in calls)
     tiles = [("runs", len(runs)), ("model calls", len(calls)), ("tokens", sum(c.input_tokens + c.output_tokens for c in calls)),
              ("cost $", f"{cost:.6f}"), ("call errors", f"{errors / len(calls):.1%}" if calls else "–"),
              ("decisions", len(decisions)), ("verdicts", len(verdicts))]

@@ -32,6 +32,11 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if xs else 0.0
 
 
+def _failed(c: CallRow) -> bool:
+    """A call that failed; a call cancelled on purpose (a vote decided early, a guard withheld) is not a failure."""
+    return not c.ok and c.error_type != "CancelledError"
+
+
 def by_model(calls: Sequence[CallRow]) -> list[dict[str, Any]]:
     groups: dict[str, list[CallRow]] = {}
     for c in calls:
@@ -43,7 +48,8 @@ def by_model(calls: Sequence[CallRow]) -> list[dict[str, Any]]:
             "model": model, "calls": len(cs), "input_tokens": sum(c.input_tokens for c in cs),
             "output_tokens": sum(c.output_tokens for c in cs), "cost_usd": round(sum(c.cost_usd for c in cs), 8),
             "latency_p50_ms": round(_pct(lat, 50), 2), "latency_p95_ms": round(_pct(lat, 95), 2),
-            "error_rate": round(sum(not c.ok for c in cs) / len(cs), 4), "retries": sum(c.retries for c in cs),
+            "error_rate": round(sum(_failed(c) for c in cs) / len(cs), 4), "retries": sum(c.retries for c in cs),
+            "cancelled": sum(c.error_type == "CancelledError" for c in cs),
             "fallback_rate": round(sum(c.fallback is not None for c in cs) / len(cs), 4),
         })
     return out

@@ -475,6 +475,11 @@ class SQLiteStore:
         self._put("outcome", (experiment, variant, unit, self._run_id(), time.time(), cost_usd, latency_s, int(error),
                               None if correct is None else int(correct), score))
 
+    def experiments(self) -> list[str]:
+        """The names of the experiments with recorded outcomes."""
+        db = self._reading()
+        return [r[0] for r in db.execute("SELECT DISTINCT experiment FROM experiment_outcomes ORDER BY experiment")]
+
     def outcomes(self, experiment: str) -> list[dict[str, Any]]:
         db = self._reading()
         cols = ("variant", "unit", "run_id", "at", "cost_usd", "latency_s", "error", "correct", "score")

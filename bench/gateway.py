@@ -1,0 +1,187 @@
+"""Gateway overhead: the same chat requests sent straight to the mock upstream and through
+``turnout serve`` (in front of that upstream), in the same run, on loopback.
+
+Starts the mock upstream (``turnout.testing.mockserver``, latency ``--latency``) and a gateway
+(``turnout serve --no-auth`` by default, or with a key: ``--auth``) as separate processes. Then,
+for each target (direct, gateway):
+
+- open loop: requests started at a fixed ``--rate`` per second for ``--seconds`` (bounded), latency
+  of each measured from its scheduled start: p50 / p99 and the achieved rate;
+- closed loop: ``--n`` requests at concurrency ``--cap`` as fast as they go: max sustained req/s.
+
+Prints the added latency (gateway − direct, p50 and p99) and the throughput ratio. Target: ≤ 1 ms
+added p50 at 500 req/s (LiteLLM's docs report 12 ms median overhead for their proxy).
+
+    python bench/gateway.py [--rate 500 --seconds 5 --n 2000 --cap 64 --latency 0.02] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "hello gateway, please answer"}], "max_tokens": 8})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_mock(latency: float) -> tuple[subprocess.Popen, str]:
+    p = subprocess.Popen([sys.executable, "-m", "turnout.testing.mockserver", "--port", "0", "--latency", str(latency)],
+                         stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline() if p.stdout else ""
+    if not line.startswith("READY "):
+        raise SystemExit(f"mock server did not start: {line!r}")
+    return p, f"http://127.0.0.1:{int(line.split()[1])}"
+
+
+def start_gateway(upstream: str, tmp: Path, auth: bool) -> tuple[subprocess.Popen, str, str | None]:
+    (tmp / "models.yaml").write_text(f"models:\n  mock: {{adapter: openai, base_url: '{upstream}/v1', policies: {{retry: {{attempts: 1}}}}}}\n")
+    secret = None
+    if auth:
+        out = subprocess.run([sys.executable, "-m", "turnout", "keys", "create", "bench", "-m", "mock", "--db", str(tmp / "gw.db")],
+                             capture_output=True, text=True, check=True)
+        secret = out.stdout.strip()
+    port = free_port()
+    args = [sys.executable, "-m", "turnout", "serve", "--port", str(port), "--catalog", str(tmp / "models.yaml"), "--db", str(tmp / "gw.db")]
+    if not auth:
+        args.append("--no-auth")
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return p, base, secret
+        except OSError:
+            time.sleep(0.1)
+    p.kill()
+    raise SystemExit("gateway did not start")
+
+
+async def one(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> None:
+    async with session.post(url, data=BODY, headers=headers) as r:
+        await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"status {r.status}")
+
+
+async def open_loop(url: str, headers: dict[str, str], rate: float, seconds: float) -> dict[str, float]:
+    n = int(rate * seconds)
+    lat: list[float] = []
+    errors = 0
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        await one(s, url, headers)  # warm the connection pool
+        t0 = time.perf_counter()
+
+        async def fire(i: int) -> None:
+            nonlocal errors
+            start = t0 + i / rate
+            delay = start - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                await one(s, url, headers)
+                lat.append(time.perf_counter() - start)
+            except Exception:  # noqa: BLE001 - counted
+                errors += 1
+
+        await asyncio.gather(*(fire(i) for i in range(n)))
+        wall = time.perf_counter() - t0
+    lat.sort()
+    return {"p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1], "achieved_rps": len(lat) / wall,
+            "errors": errors}
+
+
+async def closed_loop(url: str, headers: dict[str, str], n: int, cap: int) -> dict[str, float]:
+    q = iter(range(n))
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        await one(s, url, headers)
+        t0 = time.perf_counter()
+
+        async def worker() -> None:
+            for _ in q:
+                await one(s, url, headers)
+
+        await asyncio.gather(*(worker() for _ in range(cap)))
+        wall = time.perf_counter() - t0
+    return {"rps": n / wall}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    mock, upstream = start_mock(args.latency)
+    tmp = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
+    gw, base, secret = start_gateway(upstream, tmp, args.auth)
+    try:
+        direct_url, gw_url = upstream + "/v1/chat/completions", base + "/v1/chat/completions"
+        hdr_gw = {"Content-Type": "application/json", **({"Authorization": f"Bearer {secret}"} if secret else {})}
+        hdr = {"Content-Type": "application/json"}
+        res: dict[str, object] = {"rate": args.rate, "seconds": args.seconds, "latency_s": args.latency, "auth": args.auth}
+        reps_d, reps_g = [], []
+        for _ in range(args.reps):  # interleaved, so drift on the shared machine hits both alike
+            reps_d.append(await open_loop(direct_url, hdr, args.rate, args.seconds))
+            reps_g.append(await open_loop(gw_url, hdr_gw, args.rate, args.seconds))
+        med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+        res["open_loop"] = {
+            "direct": {k: round(med(reps_d, k), 3) for k in reps_d[0]}, "gateway": {k: round(med(reps_g, k), 3) for k in reps_g[0]},
+        }
+        res["added_p50_ms"] = round(med(reps_g, "p50_ms") - med(reps_d, "p50_ms"), 3)
+        res["added_p99_ms"] = round(med(reps_g, "p99_ms") - med(reps_d, "p99_ms"), 3)
+        d = await closed_loop(direct_url, hdr, args.n, args.cap)
+        g = await closed_loop(gw_url, hdr_gw, args.n, args.cap)
+        res["closed_loop"] = {"direct_rps": round(d["rps"], 1), "gateway_rps": round(g["rps"], 1),
+                              "gateway_vs_direct": round(g["rps"] / d["rps"], 3)}
+        return res
+    finally:
+        for p in (gw, mock):
+            p.terminate()
+            p.wait(timeout=10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rate", type=float, default=500)
+    ap.add_argument("--seconds", type=float, default=4)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--cap", type=int, default=64)
+    ap.add_argument("--latency", type=float, default=0.02)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--auth", action="store_true", help="Send a virtual key (auth + limits on the path).")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    res = asyncio.run(main_async(args))
+    if args.json:
+        print(json.dumps(res))
+        return
+    ol = res["open_loop"]
+    print(f"open loop at {args.rate:g} req/s for {args.seconds:g}s (median of {args.reps}), upstream latency {args.latency * 1000:g} ms:")
+    for k in ("direct", "gateway"):
+        v = ol[k]  # type: ignore[index]
+        print(f"  {k:8s} p50 {v['p50_ms']:8.2f} ms   p99 {v['p99_ms']:8.2f} ms   achieved {v['achieved_rps']:7.1f} req/s   errors {v['errors']:g}")
+    print(f"  added by the gateway: p50 {res['added_p50_ms']} ms, p99 {res['added_p99_ms']} ms (target: <= 1 ms p50 at 500 req/s)")
+    cl = res["closed_loop"]
+    print(f"closed loop, {args.n} requests at concurrency {args.cap}: direct {cl['direct_rps']} req/s, "  # type: ignore[index]
+          f"gateway {cl['gateway_rps']} req/s ({cl['gateway_vs_direct']}x)")  # type: ignore[index]
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
