@@ -259,3 +259,14 @@ def test_keys_cli_round_trip(tmp_path):
     store = SQLiteStore(db)
     assert KeyRing(store).authenticate(secret) is None
     store.close()
+
+
+def test_langchain_chat_openai_works_unchanged(setup):
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="cheap", base_url=setup["base"] + "/v1", api_key=setup["keys"]["all"], max_retries=0, timeout=20)
+    msg = llm.invoke("hello from langchain")
+    assert isinstance(msg.content, str) and msg.content
+    assert msg.usage_metadata is not None and msg.usage_metadata["total_tokens"] > 0
+    streamed = "".join(chunk.content for chunk in llm.stream("hello from langchain"))
+    assert streamed == msg.content
