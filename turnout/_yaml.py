@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._errors import ConfigError
 
-__all__ = ["line_of", "load_yaml", "located_error"]
+__all__ = ["jsonl_objects", "line_of", "load_model", "load_yaml", "located_error"]
 
 
 def _check_unique(node: Any, path: Path) -> None:
@@ -71,3 +73,38 @@ def located_error(path: str | Path, root: Any, err: ValidationError, prefix: tup
     where = ".".join(str(x) for x in loc)
     msg = str(e["msg"]).removeprefix("Value error, ")
     return ConfigError(f"{path}:{line_of(root, loc)}: {where}: {msg}")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_model(path: str | Path, model: type[M], *, what: str, hint: str) -> tuple[M, Any]:
+    """A YAML mapping validated by ``model``: (the model, the node tree); errors as file:line: field."""
+    p = Path(path)
+    doc, root = load_yaml(p, what=what)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}:1: {hint}")
+    try:
+        return model.model_validate(doc), root
+    except ValidationError as e:
+        raise located_error(p, root, e) from None
+
+
+def jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file; unreadable files, invalid JSON
+    and non-object lines are ConfigErrors naming the file and line."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as e:
+            raise ConfigError(f"{p}:{n}: not valid JSON: {getattr(e, 'msg', e)}") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{p}:{n}: each line must be a JSON object")
+        yield n, doc

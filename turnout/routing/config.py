@@ -34,7 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._errors import ConfigError
-from .._yaml import line_of, load_yaml, located_error
+from .._yaml import line_of, load_model
 from ..models.base import ChatModel, Embedder
 from .base import Route, Router
 from .cascade import CascadeRouter, Stage
@@ -181,13 +181,7 @@ def build_router(
 
 def load_spec(path: str | Path) -> RouterSpec:
     p = Path(path)
-    doc, root = load_yaml(p, what="router spec")
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{p}:1: a router spec is a mapping with at least 'routes:'")
-    try:
-        spec = RouterSpec.model_validate(doc)
-    except ValidationError as e:
-        raise located_error(p, root, e) from None
+    spec, root = load_model(p, RouterSpec, what="router spec", hint="a router spec is a mapping with at least 'routes:'")
     names = list(spec.routes)
     for label in ("fallback", "escalation"):
         r = getattr(spec, label)

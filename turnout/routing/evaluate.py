@@ -6,7 +6,6 @@ The metrics are pure functions of (decisions, labels); ``evaluate`` only runs th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import ConfigError
+from .._yaml import jsonl_objects
 from .base import Decision, RouteInput, Router
 
 __all__ = ["EvalReport", "LabeledRow", "evaluate", "load_jsonl", "metrics", "threshold_sweep"]
@@ -32,19 +32,9 @@ class LabeledRow:
 def load_jsonl(path: str | Path, *, routes: Sequence[str] | None = None) -> list[LabeledRow]:
     """Rows ``{"text": ..., "label": ..., <fields>...}``. Errors name the file, line and problem."""
     p = Path(path)
-    try:
-        lines = p.read_text().splitlines()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
     rows: list[LabeledRow] = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError as e:
-            raise ConfigError(f"{p}:{n}: not valid JSON: {e.msg}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+    for n, doc in jsonl_objects(p):
+        if not isinstance(doc.get("text"), str):
             raise ConfigError(f'{p}:{n}: each line needs a "text" string')
         label = doc.get("label")
         if label is not None and not isinstance(label, str):

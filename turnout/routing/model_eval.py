@@ -19,17 +19,16 @@ re-priced (``--replay``). The cascade's threshold sweep is the cost-quality curv
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .._errors import ConfigError
 from .._types import Price, Request, Usage
-from .._yaml import load_yaml, located_error
+from .._yaml import jsonl_objects, load_model
 from ..parallel.voting import Vote, extract_number, extract_regex, extract_text, is_decided, normalise_number, tally
 from .escalation import Outcome, sweep
 
@@ -85,13 +84,7 @@ class EvalConfig(BaseModel):
 
 def load_eval_config(path: str | Path) -> EvalConfig:
     p = Path(path)
-    doc, root = load_yaml(p, what="eval config")
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{p}:1: an eval config is a mapping (cheap, strong, prompt, check, samples, ...)")
-    try:
-        cfg = EvalConfig.model_validate(doc)
-    except ValidationError as e:
-        raise located_error(p, root, e, ()) from None
+    cfg, _ = load_model(p, EvalConfig, what="eval config", hint="an eval config is a mapping (cheap, strong, prompt, check, samples, ...)")
     if cfg.catalog is not None and not Path(cfg.catalog).is_absolute():
         cfg.catalog = str(p.parent / cfg.catalog)
     if cfg.router.train is not None and not Path(cfg.router.train).is_absolute():
@@ -106,26 +99,15 @@ def load_eval_config(path: str | Path) -> EvalConfig:
 
 
 def load_rows(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
-    p = Path(path)
     rows = []
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except ValueError as e:
-            raise ConfigError(f"{p}:{n}: not JSON: {e}") from None
-        if not isinstance(r, dict) or "question" not in r or "answer" not in r:
-            raise ConfigError(f"{p}:{n}: each line needs \"question\" and \"answer\"")
+    for n, r in jsonl_objects(path):
+        if "question" not in r or "answer" not in r:
+            raise ConfigError(f"{path}:{n}: each line needs \"question\" and \"answer\"")
         rows.append(r)
         if limit is not None and len(rows) >= limit:
             break
     if not rows:
-        raise ConfigError(f"{p}: no rows")
+        raise ConfigError(f"{path}: no rows")
     return rows
 
 

@@ -489,25 +489,14 @@ def create_app(gw: Gateway) -> Any:
                 return HTMLResponse(f"<!doctype html><title>bad request</title><p>{_esc(str(e))}</p>", status_code=400)
             return HTMLResponse(html)
 
-        @app.get("/", include_in_schema=False)
-        async def dash_overview(since: str | None = None) -> Any:
-            return await _page("overview", since)
+        def _route(name: str) -> Any:
+            async def show(since: str | None = None) -> HTMLResponse:
+                return await _page(name, since)
+            return show
 
-        @app.get("/routes", include_in_schema=False)
-        async def dash_routes(since: str | None = None) -> Any:
-            return await _page("routes", since)
-
-        @app.get("/models", include_in_schema=False)
-        async def dash_models(since: str | None = None) -> Any:
-            return await _page("models", since)
-
-        @app.get("/voting", include_in_schema=False)
-        async def dash_voting(since: str | None = None) -> Any:
-            return await _page("voting", since)
-
-        @app.get("/experiments", include_in_schema=False)
-        async def dash_experiments(since: str | None = None) -> Any:
-            return await _page("experiments", since)
+        for path, name in (("/", "overview"), ("/routes", "routes"), ("/models", "models"), ("/voting", "voting"),
+                           ("/experiments", "experiments")):
+            app.add_api_route(path, _route(name), methods=["GET"], include_in_schema=False, response_class=HTMLResponse)
 
         @app.get("/runs/{run_id}", include_in_schema=False)
         async def dash_run(run_id: str) -> Any:

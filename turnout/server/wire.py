@@ -26,6 +26,15 @@ def _first_error(e: ValidationError) -> WireError:
     return WireError(f"{loc}: {msg}" if loc else msg, loc or None)
 
 
+def _validate(model: type[Any], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise WireError("the request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise _first_error(e) from None
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str
@@ -89,12 +98,7 @@ class ChatIn(BaseModel):
 
     @staticmethod
     def parse(body: Any) -> ChatIn:
-        if not isinstance(body, dict):
-            raise WireError("the request body must be a JSON object")
-        try:
-            c = ChatIn.model_validate(body)
-        except ValidationError as e:
-            raise _first_error(e) from None
+        c: ChatIn = _validate(ChatIn, body)
         if c.n is not None and c.n > 1:
             raise WireError("n > 1 is not supported; use a turnout vote workflow for several samples", "n")
         if c.tools:
@@ -145,12 +149,7 @@ class EmbeddingsIn(BaseModel):
 
     @staticmethod
     def parse(body: Any) -> EmbeddingsIn:
-        if not isinstance(body, dict):
-            raise WireError("the request body must be a JSON object")
-        try:
-            e = EmbeddingsIn.model_validate(body)
-        except ValidationError as err:
-            raise _first_error(err) from None
+        e: EmbeddingsIn = _validate(EmbeddingsIn, body)
         if isinstance(e.input, list) and not e.input:
             raise WireError("input: give at least one text", "input")
         if isinstance(e.input, list) and len(e.input) > 2048:
