@@ -19,3 +19,15 @@ def test_overhead_benchmark_runs_and_reports_both_clients():
     for kind in ("aiohttp", "turnout", "adapter-only", "sectioning", "sqlite-trace"):
         assert doc[kind]["cpu_us_per_call_median"] > 0 and doc[kind]["wall_s_median"] > 0
     assert doc["ratio_cpu"] > 0 and doc["ratio_cpu_sectioning"] > 0 and doc["ideal_wall_s"] > 0
+
+
+def test_gateway_benchmark_runs_and_reports_both_paths():
+    out = subprocess.run(
+        [sys.executable, str(BENCH.parent / "gateway.py"), "--rate", "50", "--seconds", "1", "--n", "100", "--cap", "8", "--reps", "1",
+         "--auth", "--json"],
+        capture_output=True, text=True, timeout=180, check=True,
+    )
+    doc = json.loads(out.stdout)
+    for k in ("direct", "gateway"):
+        assert doc["open_loop"][k]["p50_ms"] > 0 and doc["open_loop"][k]["errors"] == 0
+    assert doc["closed_loop"]["gateway_rps"] > 0 and "added_p50_ms" in doc
