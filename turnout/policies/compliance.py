@@ -16,9 +16,9 @@
   redacts the blocking classes (if the policy allows) or refuses with ``ComplianceError`` before any
   call is made.
 
-Every send, redaction and refusal is an audit record — model, data classes, action, and the sha256
-of the text actually sent (never the text) — written to the active run's store and to the
-``turnout.audit`` logger.
+Every send of sensitive data, every redaction and every refusal is an audit record — model, data
+classes, action, and the sha256 of the text actually sent (never the text) — written to the active
+run's store and to the ``turnout.audit`` logger. A request in which nothing was found leaves no row.
 """
 
 from __future__ import annotations
@@ -332,7 +332,8 @@ class Compliant(Wrapper):
             audit(AuditRecord(self.name, "refused", tuple(sorted(classes)), digest(request), why, time.time()), self.sink)
             raise DataClassNotAllowed(f"may not receive {', '.join(sorted(blocked))} ({why})", model=self.name,
                                       data_classes=sorted(blocked))
-        audit(AuditRecord(self.name, "sent", tuple(sorted(classes)), digest(request), "", time.time()), self.sink)
+        if classes:  # a request with no sensitive data leaves no row: absence of a row = nothing was found
+            audit(AuditRecord(self.name, "sent", tuple(sorted(classes)), digest(request), "", time.time()), self.sink)
         return classes
 
     async def complete(self, request: Request) -> Completion:
