@@ -1,6 +1,7 @@
 """Agreement-gated escalation (FrugalGPT-style): answer with the cheap model, sampled k times through
-the voting engine; if the samples agree enough (and the verifier, if any, accepts), that is the
-answer; otherwise ask the next tier up. The last tier's answer is final.
+the voting engine (vote 0 is its greedy answer, the others are samples at ``temperature``); if the
+votes agree enough (and the verifier, if any, accepts), the majority answers; otherwise ask the
+next tier up. The last tier's answer is final.
 
 Thresholds are per tier and fittable: ``sweep(records)`` gives accuracy and cost for every
 threshold from labelled outcomes, and ``fit_threshold(records, target_accuracy)`` picks the
@@ -21,7 +22,7 @@ from typing import Any
 from .._errors import ComplianceError, ConfigError
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel
-from ..parallel.voting import Extractor, Verdict, extract_text, sampler, vote
+from ..parallel.voting import Extractor, Verdict, extract_text, vote
 from .base import Decision, logged
 
 __all__ = ["CascadeAnswer", "EscalationCascade", "Outcome", "Tier", "fit_threshold", "sweep"]
@@ -119,12 +120,9 @@ class EscalationCascade:
             t = self.tiers[i]
             last = n == len(usable) - 1
             m = self._model(t)
-            if t.samples == 1:
-                v = await vote(sampler(m, req, temperature=0.0, seed=self.seed), 1,
-                               extract=self.extract, early_stop=None, name=f"{self.name}.{t.label}")
-            else:
-                v = await vote(sampler(m, req, temperature=self.temperature, seed=self.seed), t.samples, extract=self.extract,
-                               early_stop=self.early_stop, wave=self.wave, name=f"{self.name}.{t.label}")  # type: ignore[arg-type]
+            v = await vote(self._sampler(m, req), t.samples, extract=self.extract,
+                           early_stop=self.early_stop if t.samples > 1 else None, wave=self.wave,  # type: ignore[arg-type]
+                           name=f"{self.name}.{t.label}")
             verdicts.append(v)
             cost += v.cost_usd
             calls += v.samples_used
@@ -144,6 +142,13 @@ class EscalationCascade:
             steps.append(f"tier {i} {t.label}: {why} < {t.threshold:.2f}: escalated" if v.answer is None or v.agreement < t.threshold
                          else f"tier {i} {t.label}: {why}: escalated")
         raise AssertionError("unreachable")
+
+    def _sampler(self, m: ChatModel, req: Request) -> Callable[[int], Awaitable[Completion]]:
+        """Vote 0 is the model's own answer (temperature 0); the others are samples at ``temperature``
+        that measure how sure it is."""
+        async def sample(i: int) -> Completion:
+            return await m.complete(req.with_(temperature=0.0 if i == 0 else self.temperature, seed=self.seed + i))
+        return sample
 
     def as_model(self) -> ChatModel:
         return _CascadeModel(self)

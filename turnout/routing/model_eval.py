@@ -1,7 +1,8 @@
 """Cost-quality evaluation of model-routing strategies on a labelled set (``turnout models eval``).
 
 For every item the cheap and the strong model are each asked once at temperature 0, and the cheap
-model is sampled ``samples`` times more at ``temperature`` (the cascade's votes). The strategies
+model is sampled ``samples - 1`` times more at ``temperature`` (the cascade's votes are its greedy
+answer plus those samples, as in ``EscalationCascade``). The strategies
 are then scored from these recorded calls — exactly what each would have done with the same
 answers, without paying for the calls again:
 
@@ -9,8 +10,9 @@ answers, without paying for the calls again:
 - ``router``: the complexity router's tier picks cheap (lowest tier) or strong (any higher tier);
 - ``random (router mix)`` / ``random (cascade mix)``: cheap or strong at random with the same
   share of strong calls (expected values, so no seed luck);
-- ``cascade``: the cheap samples one at a time with "decided" early stopping; if their agreement
-  reaches the threshold their majority answers, else the strong model does (it pays for both).
+- ``cascade``: the cheap votes (greedy first, then the samples) one at a time with "decided" early
+  stopping; if their agreement reaches the threshold their majority answers, else the strong model
+  does (it pays for both).
 
 Costs come from token counts × the prices in force at scoring time, so a saved run can be
 re-priced (``--replay``). The cascade's threshold sweep is the cost-quality curve (``--plot``).
@@ -129,7 +131,7 @@ async def collect(cfg: EvalConfig, rows: Sequence[Mapping[str, Any]], catalog: A
         g_cheap = await cheap.complete(req)
         g_strong = await strong.complete(req)
         samples = await asyncio.gather(*(cheap.complete(req.with_(temperature=cfg.temperature, seed=cfg.seed + 1 + j))
-                                         for j in range(cfg.samples)))
+                                         for j in range(cfg.samples - 1)))
         out.append({"question": r["question"], "answer": r["answer"], "tier": tier.route,
                     "routed_to": cfg.cheap if tier.route == lowest else cfg.strong, "cheap": _call(g_cheap),
                     "strong": _call(g_strong), "samples": [_call(s) for s in samples]})
@@ -161,7 +163,8 @@ def _cost(call: Mapping[str, Any], price: Price) -> float:
 def _cascade(cfg: EvalConfig, rec: Mapping[str, Any]) -> tuple[float, str | None, str, int]:
     """Replay the cheap samples one at a time with "decided" stopping: (agreement, answer, its text, used)."""
     ext = cfg.checker()
-    votes = [Vote(ext(s["text"]), s["text"], cfg.cheap, 1.0, j) for j, s in enumerate(rec["samples"])]
+    calls = [rec["cheap"], *rec["samples"][: cfg.samples - 1]]  # vote 0 is the greedy answer, as in EscalationCascade
+    votes = [Vote(ext(s["text"]), s["text"], cfg.cheap, 1.0, j) for j, s in enumerate(calls)]
     k = len(votes)
     used = next((j for j in range(2, k + 1) if is_decided(votes[:j], k)), k)
     v = tally(votes[:used])
@@ -174,8 +177,9 @@ def outcomes(cfg: EvalConfig, records: Sequence[Mapping[str, Any]], prices: Mapp
     out = []
     for rec in records:
         agreement, answer, raw, used = _cascade(cfg, rec)
+        calls = [rec["cheap"], *rec["samples"]]
         out.append(Outcome(agreement, answer is not None and cfg.correct(raw, rec["answer"]),
-                           sum(_cost(s, prices[cfg.cheap]) for s in rec["samples"][:used]),
+                           sum(_cost(s, prices[cfg.cheap]) for s in calls[:used]),
                            cfg.correct(rec["strong"]["text"], rec["answer"]), _cost(rec["strong"], prices[cfg.strong])))
     return out
 
@@ -214,7 +218,7 @@ def score(cfg: EvalConfig, records: Sequence[Mapping[str, Any]], prices: Mapping
     used_s, esc, acc, cost, calls_c = [], 0, 0.0, 0.0, 0
     for rec, o in zip(records, outs, strict=True):
         used = _cascade(cfg, rec)[3]
-        secs = sum(s["s"] for s in rec["samples"][:used])
+        secs = sum(s["s"] for s in [rec["cheap"], *rec["samples"]][:used])
         calls_c += used
         if o.agreement >= th - 1e-9:
             acc += o.cheap_correct
