@@ -9,7 +9,9 @@ for each target (direct, gateway):
   of each measured from its scheduled start: p50 / p99 and the achieved rate;
 - closed loop: ``--n`` requests at concurrency ``--cap`` as fast as they go: max sustained req/s.
 
-Prints the added latency (gateway − direct, p50 and p99) and the throughput ratio. Target: ≤ 1 ms
+A third target, measured in the same run, is the floor for any Python proxy on this machine: a
+20-line raw-ASGI pass-through on the same uvicorn + aiohttp (no parsing, no auth, no tracing).
+Prints the added latency (target − direct, p50 and p99) and the throughput ratios. Target: ≤ 1 ms
 added p50 at 500 req/s (LiteLLM's docs report 12 ms median overhead for their proxy).
 
     python bench/gateway.py [--rate 500 --seconds 5 --n 2000 --cap 64 --latency 0.02] [--json]
@@ -75,6 +77,59 @@ def start_gateway(upstream: str, tmp: Path, auth: bool) -> tuple[subprocess.Pope
     raise SystemExit("gateway did not start")
 
 
+def serve_minimal_proxy(port: int, upstream: str) -> None:
+    """The baseline: a raw ASGI pass-through (what any Python proxy on uvicorn + aiohttp costs at least)."""
+    import uvicorn
+
+    state: dict[str, aiohttp.ClientSession] = {}
+
+    async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while True:
+                m = await receive()
+                if m["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["path"] == "/healthz":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        body = b""
+        while True:
+            m = await receive()
+            body += m.get("body", b"")
+            if not m.get("more_body"):
+                break
+        s = state.get("s") or state.setdefault("s", aiohttp.ClientSession())
+        async with s.post(upstream + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}) as r:
+            data = await r.read()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def start_minimal_proxy(upstream: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    p = subprocess.Popen([sys.executable, __file__, "--serve-minimal-proxy", str(port), upstream],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return p, base
+        except OSError:
+            time.sleep(0.1)
+    p.kill()
+    raise SystemExit("minimal proxy did not start")
+
+
 async def one(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> None:
     async with session.post(url, data=BODY, headers=headers) as r:
         await r.read()
@@ -130,28 +185,35 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     mock, upstream = start_mock(args.latency)
     tmp = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
     gw, base, secret = start_gateway(upstream, tmp, args.auth)
+    px, pbase = start_minimal_proxy(upstream)
     try:
-        direct_url, gw_url = upstream + "/v1/chat/completions", base + "/v1/chat/completions"
-        hdr_gw = {"Content-Type": "application/json", **({"Authorization": f"Bearer {secret}"} if secret else {})}
         hdr = {"Content-Type": "application/json"}
-        res: dict[str, object] = {"rate": args.rate, "seconds": args.seconds, "latency_s": args.latency, "auth": args.auth}
-        reps_d, reps_g = [], []
-        for _ in range(args.reps):  # interleaved, so drift on the shared machine hits both alike
-            reps_d.append(await open_loop(direct_url, hdr, args.rate, args.seconds))
-            reps_g.append(await open_loop(gw_url, hdr_gw, args.rate, args.seconds))
-        med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
-        res["open_loop"] = {
-            "direct": {k: round(med(reps_d, k), 3) for k in reps_d[0]}, "gateway": {k: round(med(reps_g, k), 3) for k in reps_g[0]},
+        targets = {
+            "direct": (upstream + "/v1/chat/completions", hdr),
+            "minimal-proxy": (pbase + "/v1/chat/completions", hdr),
+            "gateway": (base + "/v1/chat/completions", {**hdr, **({"Authorization": f"Bearer {secret}"} if secret else {})}),
         }
-        res["added_p50_ms"] = round(med(reps_g, "p50_ms") - med(reps_d, "p50_ms"), 3)
-        res["added_p99_ms"] = round(med(reps_g, "p99_ms") - med(reps_d, "p99_ms"), 3)
-        d = await closed_loop(direct_url, hdr, args.n, args.cap)
-        g = await closed_loop(gw_url, hdr_gw, args.n, args.cap)
-        res["closed_loop"] = {"direct_rps": round(d["rps"], 1), "gateway_rps": round(g["rps"], 1),
-                              "gateway_vs_direct": round(g["rps"] / d["rps"], 3)}
+        res: dict[str, object] = {"rate": args.rate, "seconds": args.seconds, "latency_s": args.latency, "auth": args.auth}
+        reps: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
+        for _ in range(args.reps):  # interleaved, so drift on the shared machine hits all alike
+            for k, (url, h) in targets.items():
+                reps[k].append(await open_loop(url, h, args.rate, args.seconds))
+
+        def med(k: str, f: str) -> float:
+            return statistics.median(r[f] for r in reps[k])
+
+        res["open_loop"] = {k: {f: round(med(k, f), 3) for f in reps[k][0]} for k in targets}
+        for k in ("minimal-proxy", "gateway"):
+            res[f"added_p50_ms_{k}"] = round(med(k, "p50_ms") - med("direct", "p50_ms"), 3)
+            res[f"added_p99_ms_{k}"] = round(med(k, "p99_ms") - med("direct", "p99_ms"), 3)
+        res["added_p50_ms"], res["added_p99_ms"] = res["added_p50_ms_gateway"], res["added_p99_ms_gateway"]
+        rps = {k: (await closed_loop(url, h, args.n, args.cap))["rps"] for k, (url, h) in targets.items()}
+        res["closed_loop"] = {"direct_rps": round(rps["direct"], 1), "minimal_proxy_rps": round(rps["minimal-proxy"], 1),
+                              "gateway_rps": round(rps["gateway"], 1), "gateway_vs_direct": round(rps["gateway"] / rps["direct"], 3),
+                              "gateway_vs_minimal_proxy": round(rps["gateway"] / rps["minimal-proxy"], 3)}
         return res
     finally:
-        for p in (gw, mock):
+        for p in (gw, px, mock):
             p.terminate()
             p.wait(timeout=10)
 
@@ -173,15 +235,20 @@ def main() -> None:
         return
     ol = res["open_loop"]
     print(f"open loop at {args.rate:g} req/s for {args.seconds:g}s (median of {args.reps}), upstream latency {args.latency * 1000:g} ms:")
-    for k in ("direct", "gateway"):
-        v = ol[k]  # type: ignore[index]
-        print(f"  {k:8s} p50 {v['p50_ms']:8.2f} ms   p99 {v['p99_ms']:8.2f} ms   achieved {v['achieved_rps']:7.1f} req/s   errors {v['errors']:g}")
-    print(f"  added by the gateway: p50 {res['added_p50_ms']} ms, p99 {res['added_p99_ms']} ms (target: <= 1 ms p50 at 500 req/s)")
+    for k, v in ol.items():  # type: ignore[union-attr]
+        print(f"  {k:14s} p50 {v['p50_ms']:8.2f} ms   p99 {v['p99_ms']:8.2f} ms   achieved {v['achieved_rps']:7.1f} req/s   "
+              f"errors {v['errors']:g}")
+    print(f"  added p50 / p99: minimal proxy {res['added_p50_ms_minimal-proxy']} / {res['added_p99_ms_minimal-proxy']} ms, "
+          f"turnout gateway {res['added_p50_ms']} / {res['added_p99_ms']} ms (target: <= 1 ms p50 at 500 req/s)")
     cl = res["closed_loop"]
     print(f"closed loop, {args.n} requests at concurrency {args.cap}: direct {cl['direct_rps']} req/s, "  # type: ignore[index]
-          f"gateway {cl['gateway_rps']} req/s ({cl['gateway_vs_direct']}x)")  # type: ignore[index]
+          f"minimal proxy {cl['minimal_proxy_rps']}, gateway {cl['gateway_rps']} "  # type: ignore[index]
+          f"({cl['gateway_vs_minimal_proxy']}x the minimal proxy)")  # type: ignore[index]
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-minimal-proxy":
+        serve_minimal_proxy(int(sys.argv[2]), sys.argv[3])
+    else:
+        os.environ.setdefault("PYTHONUNBUFFERED", "1")
+        main()

@@ -20,6 +20,7 @@ workflows (``turnout serve``; ``pip install 'turnout[server]'``).
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import logging
 import re
@@ -231,17 +232,43 @@ def _completion_body(c: Completion, run_id: str, model: str) -> dict[str, Any]:
     }
 
 
+try:
+    import orjson
+
+    def _dumps(doc: Any) -> bytes:
+        return orjson.dumps(doc)
+except ImportError:  # pragma: no cover - orjson is in the server extra
+    def _dumps(doc: Any) -> bytes:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class FastJSON(JSONResponse):
+    """JSON via orjson (about 5x faster than json.dumps for these bodies)."""
+
+    def render(self, content: Any) -> bytes:
+        return _dumps(content)
+
+
 def _sse(doc: Any) -> bytes:
-    return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _dumps(doc) + b"\n\n"
 
 
 def create_app(gw: Gateway) -> Any:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        import gc
+
+        gc.collect()
+        gc.freeze()  # the objects built at start-up live for the whole process: keep them out of every GC pass
         yield
         await gw.aclose()
 
-    app = FastAPI(title="turnout gateway", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    kw: dict[str, Any] = {}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        # FastAPI's own OpenTelemetry layer costs ~0.1 ms a request whenever opentelemetry is installed;
+        # turnout traces calls itself (Traced, OTelSink), so it is off here
+        kw["telemetry"] = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="turnout gateway", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None, **kw)
     app.state.gateway = gw
 
     def error_response(e: ApiError) -> JSONResponse:
@@ -316,7 +343,7 @@ def create_app(gw: Gateway) -> Any:
             gw.store.finish_run(run_id, status=res.status, output=c.text)
             if chat.stream:
                 return StreamingResponse(_replay_stream(c, run_id, chat), media_type="text/event-stream", headers=headers)
-            return JSONResponse(_completion_body(c, run_id, chat.model), headers=headers)
+            return FastJSON(_completion_body(c, run_id, chat.model), headers=headers)
         if not chat.stream:
             try:
                 with gw.in_run(run_id, key):
@@ -330,7 +357,7 @@ def create_app(gw: Gateway) -> Any:
             await gw.limits.settle(key, hold, c.cost_usd)
             gw.store.finish_run(run_id, status="ok", output=c.text)
             headers.update(_served(c, target))
-            return JSONResponse(_completion_body(c, run_id, chat.model), headers=headers)
+            return FastJSON(_completion_body(c, run_id, chat.model), headers=headers)
         # streaming: the first chunk is awaited here, so a failure before any token is a proper HTTP error
         with gw.in_run(run_id, key):
             agen = target.stream(req).__aiter__()
@@ -524,7 +551,35 @@ def create_app(gw: Gateway) -> Any:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
         return {"status": "ready"}
 
-    return app
+    return _FastPath(app, chat_completions, error_response)
+
+
+class _FastPath:
+    """The ASGI app: ``POST /v1/chat/completions`` — the hot path — goes straight to its handler;
+    everything else (and the OpenAPI schema, which still lists it) through FastAPI's stack. Skipping
+    the middleware, routing and dependency layers measured ~0.3 ms a request on this machine."""
+
+    def __init__(self, app: Any, chat: Any, error_response: Any) -> None:
+        self.app, self.chat, self.error_response = app, chat, error_response
+
+    def __getattr__(self, name: str) -> Any:  # .state, .routes, .openapi() ... are FastAPI's
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/chat/completions":
+            from starlette.requests import Request as _Req
+
+            try:
+                resp = await self.chat(_Req(scope, receive))
+            except ApiError as e:
+                resp = self.error_response(e)
+            except Exception as e:  # noqa: BLE001 - never a stack trace to the client
+                if not isinstance(e, TurnoutError):
+                    log.exception("unexpected error on POST /v1/chat/completions")
+                resp = self.error_response(api_error(e))
+            await resp(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _esc(s: str) -> str:
