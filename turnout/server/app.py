@@ -23,7 +23,6 @@ import base64
 import inspect
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -37,21 +36,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._errors import (
-    AuthError,
-    BudgetExceeded,
-    ComplianceError,
     ConfigError,
-    InvalidRequest,
-    ProviderError,
-    ProviderTimeout,
-    RateLimited,
     TurnoutError,
 )
 from .._scope import spend_scope
 from .._types import Completion, Request, Usage
 from ..store.base import _ACTIVE
+from .errors import ApiError, api_error, safe_header
 from .keys import ApiKey, KeyRing
-from .limits import LimitExceeded, open_limits, retry_after_header
+from .limits import open_limits
 from .wire import ChatIn, EmbeddingsIn, WireError, finish_reason, to_request, user_text
 
 __all__ = ["Gateway", "create_app"]
@@ -60,54 +53,7 @@ log = logging.getLogger("turnout.server")
 
 AUTO = "turnout/auto"
 EMBED_MODEL = "local-embed"
-_SAFE_HEADER = re.compile(r"[^A-Za-z0-9._:/@+-]")
 _ANON = ApiKey("anonymous", "anonymous", ("*",), ("*",))
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: Mapping[str, str] | None = None) -> None:
-        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
-        self.headers = dict(headers or {})
-        super().__init__(message)
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def _header(v: Any) -> str:
-    return _SAFE_HEADER.sub("", str(v))[:200]
-
-
-def api_error(e: BaseException) -> ApiError:
-    """Map turnout's errors to HTTP statuses and OpenAI error types (messages never carry secrets)."""
-    if isinstance(e, ApiError):
-        return e
-    if isinstance(e, LimitExceeded):
-        if e.kind == "budget":
-            return ApiError(429, str(e), type="insufficient_quota", code="budget_exceeded")
-        return ApiError(429, str(e), type="rate_limit_error", code="rate_limit_exceeded",
-                        headers={"Retry-After": retry_after_header(e.retry_after)})
-    if isinstance(e, BudgetExceeded):
-        return ApiError(429, str(e), type="insufficient_quota", code="budget_exceeded")
-    if isinstance(e, ComplianceError):
-        return ApiError(400, str(e), type="invalid_request_error", code="data_class_not_allowed")
-    if isinstance(e, RateLimited):
-        return ApiError(429, f"upstream rate limited: {e}", type="rate_limit_error", code="upstream_rate_limited",
-                        headers={"Retry-After": retry_after_header(e.retry_after)})
-    if isinstance(e, ProviderTimeout):
-        return ApiError(504, f"upstream timed out: {e}", type="api_error", code="upstream_timeout")
-    if isinstance(e, InvalidRequest):
-        return ApiError(400, f"upstream refused the request: {e}", type="invalid_request_error", code="upstream_invalid_request")
-    if isinstance(e, AuthError):
-        return ApiError(502, f"upstream authentication failed: {e}", type="api_error", code="upstream_auth")
-    if isinstance(e, ProviderError):
-        return ApiError(502, f"upstream failed: {e}", type="api_error", code="upstream_error")
-    if isinstance(e, ConfigError):
-        return ApiError(400, str(e), type="invalid_request_error", code="invalid_request")
-    if isinstance(e, TurnoutError):
-        return ApiError(500, f"{type(e).__name__}: {e}", type="api_error", code="internal_error")
-    return ApiError(500, "internal error (details are in the server log)", type="api_error", code="internal_error")
 
 
 @dataclass
@@ -332,9 +278,9 @@ def create_app(gw: Gateway) -> Any:
         if kind == "workflow":
             res = await _run_workflow(gw, target, text, key, run_id)
             await gw.limits.settle(key, hold, res.cost_usd)
-            headers.update({"x-turnout-model": _header(chat.model), "x-turnout-cost-usd": f"{res.cost_usd:.8f}"})
+            headers.update({"x-turnout-model": safe_header(chat.model), "x-turnout-cost-usd": f"{res.cost_usd:.8f}"})
             if res.decisions:
-                headers["x-turnout-route"] = _header(res.decisions[-1][1].route or "")
+                headers["x-turnout-route"] = safe_header(res.decisions[-1][1].route or "")
             if res.status == "error":
                 gw.store.finish_run(run_id, status="error")
                 raise ApiError(502, f"workflow {chat.model[9:]!r} failed: {res.error}", type="api_error", code="workflow_error",
@@ -373,8 +319,8 @@ def create_app(gw: Gateway) -> Any:
                 raise
         served = getattr(target, "last", None)
         if served is not None:
-            headers["x-turnout-route"] = _header(served.stage or "")
-        headers["x-turnout-model"] = _header(first.model if first is not None and first.model else chat.model)
+            headers["x-turnout-route"] = safe_header(served.stage or "")
+        headers["x-turnout-model"] = safe_header(first.model if first is not None and first.model else chat.model)
 
         async def events() -> AsyncIterator[bytes]:
             cid, created = f"chatcmpl-{run_id}", int(time.time())
@@ -597,10 +543,10 @@ def _usage(res: Any) -> Any:
 
 
 def _served(c: Completion, target: Any) -> dict[str, str]:
-    h = {"x-turnout-model": _header(c.model), "x-turnout-cost-usd": f"{c.cost_usd:.8f}"}
+    h = {"x-turnout-model": safe_header(c.model), "x-turnout-cost-usd": f"{c.cost_usd:.8f}"}
     last = getattr(target, "last", None)
     if last is not None:
-        h["x-turnout-route"] = _header(last.stage or "")
+        h["x-turnout-route"] = safe_header(last.stage or "")
     return h
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from .._errors import ConfigError, TurnoutError
 from .._scope import spend_scope
+from ._sync import SyncTables
 from .base import _ACTIVE, CallRow, DecisionRow, RunRow, text_or_hash
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "StoreError", "current_run", "default_path"]
@@ -169,7 +170,7 @@ def default_path() -> Path:
     return Path(os.environ.get("TURNOUT_DB") or Path(".turnout") / "turnout.db")
 
 
-class SQLiteStore:
+class SQLiteStore(SyncTables):
     _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
 
     def __init__(
@@ -486,79 +487,12 @@ class SQLiteStore:
         return [dict(zip(cols, r, strict=True)) for r in db.execute(
             f"SELECT {', '.join(cols)} FROM experiment_outcomes WHERE experiment = ? ORDER BY id", (experiment,))]
 
-    # -- the batch ledger (written at once, not queued: a finished item must survive kill -9) -------------
+    # -- tables written at once, not queued (the batch ledger and API keys: see _sync.py) ----------------
     def _now(self, sql: str, args: tuple[Any, ...]) -> None:
         with self._lock:
             if self._db is None and not self._reconnect():
                 raise StoreError(f"{self.path}: the batch ledger needs the store, which cannot be reached")
             self._db.execute(sql, args)
-
-    def ledger_open(self, batch_id: str, *, workflow: str, source: str, total: int) -> dict[str, dict[str, Any]]:
-        """Register a batch (or find it again) and return what is known of its items by key."""
-        db = self._reading()
-        with self._lock:
-            if db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone() is None:
-                db.execute("INSERT INTO batches (batch_id, workflow, source, created_at, total) VALUES (?, ?, ?, ?, ?)",
-                           (batch_id, workflow, source, time.time(), total))
-            cols = ("item_key", "line", "status", "run_id", "output", "error", "cost_usd", "latency_s", "attempts")
-            rows = db.execute(f"SELECT {', '.join(cols)} FROM batch_items WHERE batch_id = ?", (batch_id,)).fetchall()
-        return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
-
-    def ledger_record(self, batch_id: str, key: str, *, line: int, status: str, run_id: str | None = None, output: str | None = None,
-                      error: str | None = None, cost_usd: float = 0.0, latency_s: float = 0.0) -> None:
-        """An item's state (``running``, ``done``, ``error``), committed before this returns."""
-        self._now(
-            "INSERT INTO batch_items (batch_id, item_key, line, status, run_id, output, error, cost_usd, latency_s, attempts, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (batch_id, item_key) DO UPDATE SET status = excluded.status, "
-            "run_id = COALESCE(excluded.run_id, batch_items.run_id), output = excluded.output, error = excluded.error, "
-            "cost_usd = batch_items.cost_usd + excluded.cost_usd, latency_s = excluded.latency_s, updated_at = excluded.updated_at, "
-            "attempts = batch_items.attempts + CASE WHEN excluded.status = 'running' THEN 1 ELSE 0 END",
-            (batch_id, key, line, status, run_id, output, error, cost_usd, latency_s, time.time()),
-        )
-
-    def ledger_items(self, batch_id: str) -> list[dict[str, Any]]:
-        db = self._reading()
-        cols = ("item_key", "line", "status", "run_id", "output", "error", "cost_usd", "latency_s", "attempts")
-        with self._lock:
-            rows = db.execute(f"SELECT {', '.join(cols)} FROM batch_items WHERE batch_id = ? ORDER BY line", (batch_id,)).fetchall()
-        return [dict(zip(cols, r, strict=True)) for r in rows]
-
-    # -- gateway API keys (written at once; only hashes are stored) ------------------------------------------
-    _KEY_COLS = ("key_id", "name", "hash", "models", "workflows", "rpm", "tpm", "budget_usd", "period", "team", "created_at",
-                 "revoked_at")
-
-    def key_insert(self, row: Mapping[str, Any]) -> None:
-        db = self._reading()
-        if db.execute("SELECT 1 FROM api_keys WHERE name = ?", (row["name"],)).fetchone() is not None:
-            raise ConfigError(f"a key named {row['name']!r} already exists (revoke it first, or choose another name)")
-        cols = [c for c in self._KEY_COLS if c in row]
-        vals = tuple(json.dumps(list(row[c])) if c in ("models", "workflows") else row[c] for c in cols)
-        self._now(f"INSERT INTO api_keys ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", vals)
-
-    def _key_rows(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-        db = self._reading()
-        with self._lock:
-            rows = db.execute(f"SELECT {', '.join(self._KEY_COLS)} FROM api_keys {where}", args).fetchall()
-        out = []
-        for r in rows:
-            d = dict(zip(self._KEY_COLS, r, strict=True))
-            d["models"], d["workflows"] = json.loads(d["models"]), json.loads(d["workflows"])
-            out.append(d)
-        return out
-
-    def key_by_hash(self, digest: str) -> dict[str, Any] | None:
-        rows = self._key_rows("WHERE hash = ?", (digest,))
-        return rows[0] if rows else None
-
-    def api_keys(self) -> list[dict[str, Any]]:
-        return self._key_rows("ORDER BY created_at", ())
-
-    def key_revoke(self, key_id_or_name: str) -> bool:
-        rows = self._key_rows("WHERE (key_id = ? OR name = ?) AND revoked_at IS NULL", (key_id_or_name, key_id_or_name))
-        if not rows:
-            return False
-        self._now("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (time.time(), rows[0]["key_id"]))
-        return True
 
     def run_detail(self, run_id: str) -> dict[str, Any] | None:
         """One run with its steps, decisions, calls, verdicts and audit rows (the gateway's GET /v1/runs/{id})."""
