@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,17 +124,23 @@ def batch(
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the results (JSON Lines, input order).", dir_okay=False),
     concurrency: int = typer.Option(4, "--concurrency", "-n", help="Items at a time."),
     strict: bool = typer.Option(False, "--strict", help="Refuse the whole file if any line is invalid."),
+    backend: str = typer.Option("local", "--backend", help="local (this process) or ray (a Ray cluster: pip install 'turnout[ray]')."),
+    address: str | None = typer.Option(None, "--address", help="Ray: the cluster to join (auto, ray://host:10001); default: start a local one."),
+    workers: int = typer.Option(2, "--workers", help="Ray: worker actors (each runs --concurrency items at a time)."),
     db: str | None = DbOpt,
     catalog: Path | None = CatalogOpt,
 ) -> None:
     """Run every line through the workflow with a progress bar. Resumable: after Ctrl-C or kill -9,
-    the same command continues where it stopped and never re-runs finished items."""
+    the same command continues where it stopped and never re-runs finished items. With --backend ray
+    the items run on Ray actors; limits and budgets hold cluster-wide (see docs/ray.md)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from ..store import open_store
     from ..workflows.batch import batch_id_for, read_items, run_batch, write_output
 
     with friendly_errors():
+        if backend not in ("local", "ray"):
+            raise ConfigError(f"--backend must be local or ray, not {backend!r}")
         wf = _load(workflow, catalog)
         items, bad = read_items(inputs)
         for line, why in bad[:20]:
@@ -166,6 +173,15 @@ def batch(
                 finally:
                     await wf.aclose()
 
+            def go_ray() -> Any:
+                from ..workflows.ray_backend import run_batch_ray
+
+                target = db or os.environ.get("TURNOUT_DB") or str(store.path)
+                s, _ = run_batch_ray(workflow, items, store=store, store_target=target, batch_id=bid, source=str(inputs.resolve()),
+                                     catalog_path=catalog or os.environ.get("TURNOUT_CATALOG"), workers=workers,
+                                     per_worker=concurrency, address=address, on_item=on_item)
+                return s
+
             interrupted = False
             with progress:
                 earlier = {r["item_key"]: r["status"] for r in store.ledger_items(bid)}
@@ -174,7 +190,7 @@ def batch(
                 if already:
                     err_console.print(f"resuming batch {bid}: {already} of {len(items)} items already done", soft_wrap=True)
                 try:
-                    summary = asyncio.run(go())
+                    summary = go_ray() if backend == "ray" else asyncio.run(go())
                 except KeyboardInterrupt:
                     interrupted = True
                     summary = summary_box.get("s")

@@ -13,6 +13,7 @@ the budgets that apply to it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +42,7 @@ class PolicySpec:
     fallback: tuple[str, ...] = ()
     cooldown: float = 30.0
     timeout: float | None = None
+    max_concurrency: int | None = None  # calls in flight at once (per process; cluster-wide on the Ray backend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,7 @@ class _PoliciesIn(BaseModel):
     fallback: list[str] = []
     cooldown: float = Field(30.0, ge=0)
     timeout: float | None = Field(None, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
 
 
 class _ComplianceIn(BaseModel):
@@ -210,7 +213,7 @@ def _spec_from(name: str, m: _ModelIn) -> ModelSpec:
         policies=PolicySpec(
             retry_attempts=p.retry.attempts, retry_max_delay=p.retry.max_delay,
             rpm=p.rate_limit.rpm if p.rate_limit else None, tpm=p.rate_limit.tpm if p.rate_limit else None,
-            fallback=tuple(p.fallback), cooldown=p.cooldown, timeout=p.timeout,
+            fallback=tuple(p.fallback), cooldown=p.cooldown, timeout=p.timeout, max_concurrency=p.max_concurrency,
         ),
         description=m.description, quality=m.quality, latency_ms=m.latency_ms,
     )
@@ -240,7 +243,7 @@ class Catalog:
         self.adapters: dict[str, AdapterFactory] = {**ADAPTERS, **(adapters or {})}
         self.trust_env = trust_env
         self._built: dict[str, ChatModel] = {}
-        self._limiters: dict[str, Any] = {}
+        self._limiters: dict[Any, Any] = {}  # per name: its RateLimiter; ("cap", name): its semaphore
         self._fallbacks: dict[str, Any] = {}
         self.spend = spend
         self.audit_sink = audit
@@ -375,6 +378,13 @@ class Catalog:
 
             m = Compliant(m, data_classes=spec.data_classes, region=spec.region, policy=self.policy, sink=self.audit_sink, name=name)
         pol = spec.policies
+        if pol.max_concurrency:
+            from ..policies.ratelimit import Capped
+
+            sem = self._limiters.get(("cap", name))
+            if sem is None:
+                sem = self._limiters[("cap", name)] = asyncio.Semaphore(pol.max_concurrency)
+            m = Capped(m, sem)
         if pol.rpm or pol.tpm:
             lim = self._limiters.get(name)
             if lim is None:

@@ -18,7 +18,7 @@ from .._types import Completion, Request, StreamChunk
 from ..models.base import ChatModel
 from .base import Wrapper
 
-__all__ = ["Limited", "RateLimiter", "TokenBucket"]
+__all__ = ["Capped", "Limited", "RateLimiter", "TokenBucket"]
 
 
 class TokenBucket:
@@ -126,3 +126,20 @@ class Limited(Wrapper):
             if chunk.done and est and chunk.usage is not None:
                 self.limiter.settle(est, chunk.usage.total_tokens)
             yield chunk
+
+
+class Capped(Wrapper):
+    """At most N calls in flight (``policies.max_concurrency``); one semaphore shared by every caller."""
+
+    def __init__(self, inner: ChatModel, semaphore: asyncio.Semaphore) -> None:
+        super().__init__(inner)
+        self.semaphore = semaphore
+
+    async def complete(self, request: Request) -> Completion:
+        async with self.semaphore:
+            return await self.inner.complete(request)
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        async with self.semaphore:
+            async for chunk in self.inner.stream(request):
+                yield chunk

@@ -1,0 +1,284 @@
+"""Run a batch on a Ray cluster (``turnout batch ... --backend ray``; ``pip install 'turnout[ray]'``).
+
+The same semantics as the local runner (``run_batch``), spread over Ray actors:
+
+- ``workers`` actors (each holding the workflow, its models and a store connection) run the items,
+  ``per_worker`` at a time; the driver hands out items and collects results, so the progress bar
+  and the summary live on the driver.
+- Limits and budgets are cluster-wide: one ``ModelGate`` actor holds, per model, a concurrency cap
+  (the catalog's ``policies.max_concurrency``), the RPM/TPM bucket (``policies.rate_limit``) and
+  the catalog's budgets (``budgets:``). Every model call on every worker passes through it
+  (acquire before, settle after), so 30 workers on 3 nodes still make at most N concurrent calls
+  to a model and never pass a budget.
+- The ledger and traces go to the shared store: a PostgreSQL URL for a multi-node cluster (every
+  node must reach it), or a SQLite file for a single-node Ray (the workers are on the same disk).
+- A worker that dies (node lost, OOM, ``ray.kill``) is replaced and its in-flight items are run
+  again on another worker; an item is marked done in the ledger once, the output has each item
+  once, and only the calls that were in flight when the worker died can be paid twice (as with
+  kill -9 on the local runner). If the driver dies, the same command resumes from the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigError
+from .._types import Completion, Price, Request, StreamChunk
+from .batch import BatchItem, BatchSummary
+
+__all__ = ["run_batch_ray"]
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install 'turnout[ray]'") from None
+    return ray
+
+
+class _GateState:
+    """What the gate actor holds: per model a semaphore, a rate limiter, and the catalog's budgets."""
+
+    def __init__(self, caps: dict[str, int], rates: dict[str, tuple[float | None, float | None]], catalog_path: str | None) -> None:
+        from ..models.catalog import Catalog
+        from ..policies.ratelimit import RateLimiter
+
+        budgets = Catalog.load(catalog_path).spend if catalog_path else None  # built here: a ledger is not picklable
+        self.sems = {m: asyncio.Semaphore(n) for m, n in caps.items()}
+        self.limiters = {m: RateLimiter(rpm=r, tpm=t) for m, (r, t) in rates.items() if r or t}
+        self.spend = budgets
+        self.holds: dict[int, Any] = {}
+        self.next = 0
+        self.active: dict[str, int] = {}
+        self.max_active: dict[str, int] = {}
+
+    async def acquire(self, model: str, tokens: int, estimate: float) -> int:
+        sem = self.sems.get(model)
+        if sem is not None:
+            await sem.acquire()
+        try:
+            lim = self.limiters.get(model)
+            if lim is not None:
+                await lim.acquire(tokens)
+            hold = self.spend.reserve(estimate, model=model) if self.spend is not None else None
+        except BaseException:
+            if sem is not None:
+                sem.release()
+            raise
+        self.next += 1
+        self.holds[self.next] = hold
+        self.active[model] = self.active.get(model, 0) + 1
+        self.max_active[model] = max(self.max_active.get(model, 0), self.active[model])
+        return self.next
+
+    def release(self, model: str, hold_id: int, actual: float | None) -> None:
+        hold = self.holds.pop(hold_id, None)
+        if hold is not None and self.spend is not None:
+            if actual is None:
+                self.spend.release(hold)
+            else:
+                self.spend.settle(hold, actual)
+        self.active[model] = self.active.get(model, 1) - 1
+        sem = self.sems.get(model)
+        if sem is not None:
+            sem.release()
+
+    def stats(self) -> dict[str, Any]:
+        st = self.spend.status() if self.spend is not None else []
+        return {"max_active": dict(self.max_active), "spent": {s.label: s.spent_usd for s in st}}
+
+
+class Gated:
+    """A model whose calls pass the cluster-wide gate actor (limits and budgets) first."""
+
+    def __init__(self, inner: Any, gate: Any, name: str) -> None:
+        self.inner, self.gate, self._name = inner, gate, name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def price(self) -> Price:
+        return self.inner.price  # type: ignore[no-any-return]
+
+    async def complete(self, request: Request) -> Completion:
+        from .._types import estimate_tokens
+
+        tokens = estimate_tokens(request.prompt_chars) + (request.max_tokens or 0)
+        hold = await self.gate.acquire.remote(self._name, tokens, self.price.estimate(request))
+        actual = None
+        try:
+            c = await self.inner.complete(request)
+            actual = c.cost_usd
+            return c  # type: ignore[no-any-return]
+        finally:
+            await self.gate.release.remote(self._name, hold, actual)
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        c = await self.complete(request)
+        yield StreamChunk(c.text, model=c.model)
+        yield StreamChunk("", True, c.finish_reason, c.usage, c.cost_usd, c.latency_s, c.model)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Worker:
+    """One Ray actor: the workflow (loaded once), its models behind the gate, a store connection."""
+
+    def __init__(self, wf_path: str, catalog_path: str | None, store_target: str, gate: Any, batch_id: str) -> None:
+        from ..models.catalog import Catalog
+        from ..store import open_store
+        from .runner import Workflow
+
+        cat = Catalog.load(catalog_path, spend=None) if catalog_path else Catalog()  # budgets live in the gate
+        models = {n: Gated(cat.model(n), gate, n) for n in cat.names()}
+        self.wf = Workflow.load(wf_path, catalog=cat, models=models)
+        self.store = open_store(store_target)
+        self.batch_id = batch_id
+
+    async def run(self, key: str, line: int, value: Any) -> dict[str, Any]:
+        from .nodes import as_text
+
+        self.store.ledger_record(self.batch_id, key, line=line, status="running")
+        res = await self.wf.run(value, store=self.store, tags={"batch": self.batch_id, "item": key})
+        ok = res.status != "error"
+        out = res.output if isinstance(res.output, (str, int, float, bool, list, dict)) or res.output is None else as_text(res.output)
+        self.store.ledger_record(self.batch_id, key, line=line, status="done" if ok else "error", run_id=res.run_id,
+                                 output=json.dumps({"output": out, "status": res.status}), error=res.error, cost_usd=res.cost_usd,
+                                 latency_s=res.latency_s)
+        self.store.flush()
+        return {"key": key, "ok": ok, "cost_usd": res.cost_usd, "status": res.status, "error": res.error}
+
+    def ping(self) -> bool:
+        return True
+
+
+def run_batch_ray(
+    wf_path: str | Path,
+    items: list[BatchItem],
+    *,
+    store: Any,
+    store_target: str,
+    batch_id: str,
+    source: str = "",
+    catalog_path: str | Path | None = None,
+    workers: int = 2,
+    per_worker: int = 4,
+    address: str | None = None,
+    on_item: Callable[[BatchSummary, BatchItem, Any], None] | None = None,
+    on_started: Callable[[list[Any]], None] | None = None,
+    retry_errors: bool = True,
+    max_attempts: int = 3,
+) -> tuple[BatchSummary, dict[str, Any]]:
+    """Run the items not yet done on Ray. Returns the summary and the gate's stats (max concurrent
+    calls per model, spend). ``on_started(actors)`` is for tests (e.g. to kill one)."""
+    ray = _ray()
+    from ..models.catalog import Catalog
+
+    if workers < 1 or per_worker < 1:
+        raise ConfigError("--workers and --concurrency must be at least 1")
+    wf_path, catalog = str(Path(wf_path).resolve()), str(Path(catalog_path).resolve()) if catalog_path else None
+    cat = Catalog.load(catalog) if catalog else Catalog()
+    caps = {s.name: s.policies.max_concurrency for s in cat.specs() if s.policies.max_concurrency}
+    rates = {s.name: (s.policies.rpm, s.policies.tpm) for s in cat.specs()}
+    if str(store_target).endswith(".db") or "://" not in str(store_target):
+        store_target = str(Path(store_target).resolve())
+    known = store.ledger_open(batch_id, workflow=Path(wf_path).stem, source=source, total=len(items))
+    summary = BatchSummary(batch_id, len(items))
+    todo: list[BatchItem] = []
+    for it in items:
+        st = known.get(it.key, {}).get("status")
+        if st == "done" or (st == "error" and not retry_errors):
+            summary.skipped_done += 1
+            summary.done += st == "done"
+            summary.errors += st == "error"
+            summary.cost_usd += known[it.key]["cost_usd"]
+        else:
+            todo.append(it)
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 **({} if address else {"num_cpus": max(2, workers)}))
+    Gate = ray.remote(num_cpus=0)(_GateState)
+    Worker = ray.remote(num_cpus=0, max_restarts=0)(_Worker)
+    gate = Gate.options(max_concurrency=10_000).remote(caps, rates, catalog)
+    actors = [Worker.options(max_concurrency=per_worker).remote(wf_path, catalog, store_target, gate, batch_id) for _ in range(workers)]
+    t0 = time.perf_counter()
+    by_ref: dict[Any, tuple[BatchItem, int, int]] = {}  # ref -> (item, attempt, actor index)
+    queue = list(todo)
+    attempts: dict[str, int] = {}
+    load = [0] * len(actors)
+    if on_started is not None:
+        on_started(actors)
+
+    def submit() -> None:
+        while queue:
+            free = [i for i, n in enumerate(load) if n < per_worker]
+            if not free:
+                return
+            i = min(free, key=lambda j: load[j])
+            it = queue.pop(0)
+            if attempts.get(it.key) and _status(it.key) == "done":  # finished just before its worker died
+                summary.done += 1
+                continue
+            attempts[it.key] = attempts.get(it.key, 0) + 1
+            by_ref[actors[i].run.remote(it.key, it.line, it.input)] = (it, attempts[it.key], i)
+            load[i] += 1
+
+    def _status(key: str) -> str | None:
+        return next((r["status"] for r in store.ledger_items(batch_id) if r["item_key"] == key), None)
+
+    try:
+        submit()
+        while by_ref:
+            done, _ = ray.wait(list(by_ref), num_returns=1)
+            ref = done[0]
+            it, attempt, i = by_ref.pop(ref)
+            load[i] -= 1
+            try:
+                res = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
+                # the worker died: replace it, and run what it held again (the ledger says "running")
+                actors[i] = Worker.options(max_concurrency=per_worker).remote(wf_path, catalog, store_target, gate, batch_id)
+                load[i] = 0
+                if attempt >= max_attempts:
+                    summary.errors += 1
+                    store.ledger_record(batch_id, it.key, line=it.line, status="error", error=f"worker died {attempt} times")
+                else:
+                    queue.insert(0, it)
+                for r, (it2, _a, j) in list(by_ref.items()):
+                    if j == i:  # its other in-flight items will fail too: requeue them now
+                        by_ref.pop(r)
+                        queue.insert(0, it2)
+                submit()
+                continue
+            summary.ran += 1
+            summary.cost_usd += res["cost_usd"]
+            if res["ok"]:
+                summary.done += 1
+            else:
+                summary.errors += 1
+            summary.elapsed_s = time.perf_counter() - t0
+            if on_item is not None:
+                on_item(summary, it, res)
+            submit()
+        stats = ray.get(gate.stats.remote())
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise
+    finally:
+        summary.elapsed_s = time.perf_counter() - t0
+        for a in actors:
+            ray.kill(a)
+        ray.kill(gate)
+        if started_here:
+            ray.shutdown()
+    return summary, stats
