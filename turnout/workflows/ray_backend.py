@@ -139,7 +139,13 @@ class _Worker:
         from .runner import Workflow
 
         cat = Catalog.load(catalog_path, spend=None) if catalog_path else Catalog()  # budgets live in the gate
-        models = {n: Gated(cat.model(n), gate, n) for n in cat.names()}
+        budgeted = Catalog.load(catalog_path).spend is not None if catalog_path else False
+
+        def needs_gate(n: str) -> bool:  # a model with no cap, rate or budget is called directly (no remote hop)
+            p = cat.spec(n).policies
+            return bool(p.max_concurrency or p.rpm or p.tpm or budgeted)
+
+        models = {n: Gated(cat.model(n), gate, n) for n in cat.names() if needs_gate(n)}
         self.wf = Workflow.load(wf_path, catalog=cat, models=models)
         self.store = open_store(store_target)
         self.batch_id = batch_id
@@ -154,11 +160,15 @@ class _Worker:
         self.store.ledger_record(self.batch_id, key, line=line, status="done" if ok else "error", run_id=res.run_id,
                                  output=json.dumps({"output": out, "status": res.status}), error=res.error, cost_usd=res.cost_usd,
                                  latency_s=res.latency_s)
-        self.store.flush()
         return {"key": key, "ok": ok, "cost_usd": res.cost_usd, "status": res.status, "error": res.error}
 
-    def ping(self) -> bool:
+    def ready(self) -> bool:
         return True
+
+    async def close(self) -> None:
+        """Flush the queued trace rows and close the models (before the driver ends the actor)."""
+        await self.wf.aclose()
+        self.store.close()
 
 
 def run_batch_ray(
@@ -178,8 +188,9 @@ def run_batch_ray(
     retry_errors: bool = True,
     max_attempts: int = 3,
 ) -> tuple[BatchSummary, dict[str, Any]]:
-    """Run the items not yet done on Ray. Returns the summary and the gate's stats (max concurrent
-    calls per model, spend). ``on_started(actors)`` is for tests (e.g. to kill one)."""
+    """Run the items not yet done on Ray. Returns the summary and stats: max concurrent calls per
+    model, spend, and ``startup_s`` (starting the worker actors: each imports turnout and loads the
+    workflow). ``on_started(actors)`` is for tests (e.g. to kill one)."""
     ray = _ray()
     from ..models.catalog import Catalog
 
@@ -211,6 +222,9 @@ def run_batch_ray(
     Worker = ray.remote(num_cpus=0, max_restarts=0)(_Worker)
     gate = Gate.options(max_concurrency=10_000).remote(caps, rates, catalog)
     actors = [Worker.options(max_concurrency=per_worker).remote(wf_path, catalog, store_target, gate, batch_id) for _ in range(workers)]
+    t_start = time.perf_counter()
+    ray.get([a.ready.remote() for a in actors])  # each has imported turnout and loaded the workflow
+    startup_s = time.perf_counter() - t_start
     t0 = time.perf_counter()
     by_ref: dict[Any, tuple[BatchItem, int, int]] = {}  # ref -> (item, attempt, actor index)
     queue = list(todo)
@@ -270,7 +284,8 @@ def run_batch_ray(
             if on_item is not None:
                 on_item(summary, it, res)
             submit()
-        stats = ray.get(gate.stats.remote())
+        stats = {**ray.get(gate.stats.remote()), "startup_s": startup_s}
+        ray.get([a.close.remote() for a in actors])  # their trace rows are flushed before they go
     except KeyboardInterrupt:
         summary.interrupted = True
         raise
