@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield
     ray.shutdown()
 
@@ -50,6 +50,20 @@ def job(tmp_path, slow_mock):
     (tmp_path / "wf.yaml").write_text("name: upper\ndefault_model: m\nsteps:\n  - call: {prompt: 'Say: {input}', max_tokens: 8}\n")
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"i{k}", "input": f"item number {k}"}) + "\n" for k in range(24)))
     return tmp_path, root
+
+
+def test_cli_backend_ray_and_resume(job):
+    tmp, _ = job
+    cmd = [sys.executable, "-m", "turnout", "batch", str(tmp / "wf.yaml"), str(tmp / "in.jsonl"), "-o", str(tmp / "out.jsonl"),
+           "--backend", "ray", "--workers", "2", "-n", "4", "--catalog", str(tmp / "models.yaml"), "--db", str(tmp / "cli.db")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(x) for x in (tmp / "out.jsonl").read_text().splitlines()]
+    assert len(out) == 24 and all(o["status"] == "ok" for o in out)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)  # everything done: nothing runs again
+    assert r.returncode == 0 and "24 of 24 items already done" in r.stderr
+    bad = subprocess.run(cmd[:-4] + ["--backend", "spark"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--backend must be local or ray" in bad.stderr
 
 
 def test_same_outputs_as_local_and_cap_held_cluster_wide(ray_runtime, job):
@@ -103,17 +117,3 @@ def test_a_killed_worker_does_not_lose_or_repeat_items(ray_runtime, job):
     n = write_output(store, "k", items, tmp / "k.jsonl")
     assert n == 24 and [json.loads(x)["id"] for x in (tmp / "k.jsonl").read_text().splitlines()] == [it.key for it in items]
     store.close()
-
-
-def test_cli_backend_ray_and_resume(job):
-    tmp, _ = job
-    cmd = [sys.executable, "-m", "turnout", "batch", str(tmp / "wf.yaml"), str(tmp / "in.jsonl"), "-o", str(tmp / "out.jsonl"),
-           "--backend", "ray", "--workers", "2", "-n", "4", "--catalog", str(tmp / "models.yaml"), "--db", str(tmp / "cli.db")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr
-    out = [json.loads(x) for x in (tmp / "out.jsonl").read_text().splitlines()]
-    assert len(out) == 24 and all(o["status"] == "ok" for o in out)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)  # everything done: nothing runs again
-    assert r.returncode == 0 and "24 of 24 items already done" in r.stderr
-    bad = subprocess.run(cmd[:-4] + ["--backend", "spark"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "--backend must be local or ray" in bad.stderr

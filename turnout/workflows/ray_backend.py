@@ -58,7 +58,7 @@ class _GateState:
         self.active: dict[str, int] = {}
         self.max_active: dict[str, int] = {}
 
-    async def acquire(self, model: str, tokens: int, estimate: float) -> int:
+    async def acquire(self, model: str, tokens: int, estimate: float, owner: str = "") -> int:
         sem = self.sems.get(model)
         if sem is not None:
             await sem.acquire()
@@ -72,13 +72,16 @@ class _GateState:
                 sem.release()
             raise
         self.next += 1
-        self.holds[self.next] = hold
+        self.holds[self.next] = (hold, model, owner)
         self.active[model] = self.active.get(model, 0) + 1
         self.max_active[model] = max(self.max_active.get(model, 0), self.active[model])
         return self.next
 
     def release(self, model: str, hold_id: int, actual: float | None) -> None:
-        hold = self.holds.pop(hold_id, None)
+        entry = self.holds.pop(hold_id, None)
+        if entry is None:
+            return  # already released (e.g. by release_owner after its worker died)
+        hold = entry[0]
         if hold is not None and self.spend is not None:
             if actual is None:
                 self.spend.release(hold)
@@ -89,6 +92,13 @@ class _GateState:
         if sem is not None:
             sem.release()
 
+    def release_owner(self, owner: str) -> int:
+        """A worker died: free every slot and reservation it held (its calls will never settle)."""
+        ids = [h for h, (_, _, o) in self.holds.items() if o == owner]
+        for h in ids:
+            self.release(self.holds[h][1], h, None)
+        return len(ids)
+
     def stats(self) -> dict[str, Any]:
         st = self.spend.status() if self.spend is not None else []
         return {"max_active": dict(self.max_active), "spent": {s.label: s.spent_usd for s in st}}
@@ -97,8 +107,8 @@ class _GateState:
 class Gated:
     """A model whose calls pass the cluster-wide gate actor (limits and budgets) first."""
 
-    def __init__(self, inner: Any, gate: Any, name: str) -> None:
-        self.inner, self.gate, self._name = inner, gate, name
+    def __init__(self, inner: Any, gate: Any, name: str, owner: str = "") -> None:
+        self.inner, self.gate, self._name, self.owner = inner, gate, name, owner
 
     @property
     def name(self) -> str:
@@ -112,7 +122,7 @@ class Gated:
         from .._types import estimate_tokens
 
         tokens = estimate_tokens(request.prompt_chars) + (request.max_tokens or 0)
-        hold = await self.gate.acquire.remote(self._name, tokens, self.price.estimate(request))
+        hold = await self.gate.acquire.remote(self._name, tokens, self.price.estimate(request), self.owner)
         actual = None
         try:
             c = await self.inner.complete(request)
@@ -145,7 +155,10 @@ class _Worker:
             p = cat.spec(n).policies
             return bool(p.max_concurrency or p.rpm or p.tpm or budgeted)
 
-        models = {n: Gated(cat.model(n), gate, n) for n in cat.names() if needs_gate(n)}
+        import uuid
+
+        self.owner = uuid.uuid4().hex
+        models = {n: Gated(cat.model(n), gate, n, self.owner) for n in cat.names() if needs_gate(n)}
         self.wf = Workflow.load(wf_path, catalog=cat, models=models)
         self.store = open_store(store_target)
         self.batch_id = batch_id
@@ -162,8 +175,8 @@ class _Worker:
                                  latency_s=res.latency_s)
         return {"key": key, "ok": ok, "cost_usd": res.cost_usd, "status": res.status, "error": res.error}
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> str:
+        return self.owner  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         """Flush the queued trace rows and close the models (before the driver ends the actor)."""
@@ -216,14 +229,15 @@ def run_batch_ray(
             todo.append(it)
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+        # no address: a fresh local Ray runtime ("local"), never whatever cluster happens to run on this machine
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
                  **({} if address else {"num_cpus": max(2, workers)}))
     Gate = ray.remote(num_cpus=0)(_GateState)
     Worker = ray.remote(num_cpus=0, max_restarts=0)(_Worker)
     gate = Gate.options(max_concurrency=10_000).remote(caps, rates, catalog)
     actors = [Worker.options(max_concurrency=per_worker).remote(wf_path, catalog, store_target, gate, batch_id) for _ in range(workers)]
     t_start = time.perf_counter()
-    ray.get([a.ready.remote() for a in actors])  # each has imported turnout and loaded the workflow
+    owners = ray.get([a.ready.remote() for a in actors])  # each has imported turnout and loaded the workflow
     startup_s = time.perf_counter() - t_start
     t0 = time.perf_counter()
     by_ref: dict[Any, tuple[BatchItem, int, int]] = {}  # ref -> (item, attempt, actor index)
@@ -261,7 +275,9 @@ def run_batch_ray(
                 res = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
                 # the worker died: replace it, and run what it held again (the ledger says "running")
+                ray.get(gate.release_owner.remote(owners[i]))  # the slots its calls held are free again
                 actors[i] = Worker.options(max_concurrency=per_worker).remote(wf_path, catalog, store_target, gate, batch_id)
+                owners[i] = ray.get(actors[i].ready.remote())
                 load[i] = 0
                 if attempt >= max_attempts:
                     summary.errors += 1
