@@ -81,7 +81,7 @@ def test_same_outputs_as_local_and_cap_held_cluster_wide(ray_runtime, job):
     before = httpx.get(root + "/_mock/stats").json()["count"]
     ray_store = SQLiteStore(tmp / "ray.db")
     summary, stats = run_batch_ray(tmp / "wf.yaml", items, store=ray_store, store_target=str(tmp / "ray.db"), batch_id="b",
-                                   catalog_path=tmp / "models.yaml", workers=2, per_worker=6)
+                                   catalog_path=tmp / "models.yaml", workers=2, per_worker=6, stall_timeout=60)
     write_output(ray_store, "b", items, tmp / "ray.jsonl")
     strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "run_id"} for x in p.read_text().splitlines()]  # noqa: E731
     assert strip(tmp / "ray.jsonl") == strip(tmp / "local.jsonl")
@@ -110,7 +110,7 @@ def test_a_killed_worker_does_not_lose_or_repeat_items(ray_runtime, job):
     actors: list = []
     summary, _ = run_batch_ray(tmp / "wf.yaml", items, store=store, store_target=str(tmp / "k.db"), batch_id="k",
                                catalog_path=tmp / "models.yaml", workers=2, per_worker=4, on_item=on_item,
-                               on_started=lambda a: actors.extend(a))
+                               on_started=lambda a: actors.extend(a), stall_timeout=60)
     assert killed and summary.done == 24 and summary.errors == 0
     rows = store.ledger_items("k")
     assert len(rows) == 24 and {r["status"] for r in rows} == {"done"}

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from .._errors import ConfigError
+from .._errors import ConfigError, TurnoutError
 from .._types import Completion, Price, Request, StreamChunk
 from .batch import BatchItem, BatchSummary
 
@@ -57,11 +57,16 @@ class _GateState:
         self.next = 0
         self.active: dict[str, int] = {}
         self.max_active: dict[str, int] = {}
+        self.dead: set[str] = set()
 
     async def acquire(self, model: str, tokens: int, estimate: float, owner: str = "") -> int:
         sem = self.sems.get(model)
         if sem is not None:
             await sem.acquire()
+        if owner in self.dead:  # its worker died while this call waited: nobody will ever release it
+            if sem is not None:
+                sem.release()
+            raise RuntimeError(f"worker {owner} is gone")
         try:
             lim = self.limiters.get(model)
             if lim is not None:
@@ -93,7 +98,9 @@ class _GateState:
             sem.release()
 
     def release_owner(self, owner: str) -> int:
-        """A worker died: free every slot and reservation it held (its calls will never settle)."""
+        """A worker died: free every slot and reservation it held (its calls will never settle), and
+        refuse the calls of it that are still waiting for a slot."""
+        self.dead.add(owner)
         ids = [h for h, (_, _, o) in self.holds.items() if o == owner]
         for h in ids:
             self.release(self.holds[h][1], h, None)
@@ -200,6 +207,7 @@ def run_batch_ray(
     on_started: Callable[[list[Any]], None] | None = None,
     retry_errors: bool = True,
     max_attempts: int = 3,
+    stall_timeout: float | None = 900.0,
 ) -> tuple[BatchSummary, dict[str, Any]]:
     """Run the items not yet done on Ray. Returns the summary and stats: max concurrent calls per
     model, spend, and ``startup_s`` (starting the worker actors: each imports turnout and loads the
@@ -267,7 +275,10 @@ def run_batch_ray(
     try:
         submit()
         while by_ref:
-            done, _ = ray.wait(list(by_ref), num_returns=1)
+            done, _ = ray.wait(list(by_ref), num_returns=1, timeout=stall_timeout)
+            if not done:  # a watchdog, so a stuck cluster is an error and not a silent hang
+                raise TurnoutError(f"no item finished in {stall_timeout:g} s on Ray ({len(by_ref)} in flight); "
+                                   f"gate: {ray.get(gate.stats.remote())}")
             ref = done[0]
             it, attempt, i = by_ref.pop(ref)
             load[i] -= 1
