@@ -10,12 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
+from test_gateway import MSG, start_server, stop
 
 from turnout.server.keys import ApiKey, KeyRing
 from turnout.server.limits import LimitExceeded, RedisLimits
 from turnout.store import SQLiteStore
-
-from test_gateway import MSG, start_server, stop
 
 REDIS_URL = os.environ.get("TURNOUT_TEST_REDIS_URL")  # read at import: the autouse fixture clears TURNOUT_*
 pytestmark = pytest.mark.skipif(not REDIS_URL, reason="no Redis (set TURNOUT_TEST_REDIS_URL; .ci/run starts one)")
