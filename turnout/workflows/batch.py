@@ -23,7 +23,7 @@ from .._errors import ConfigError
 from .nodes import as_text
 from .runner import Workflow
 
-__all__ = ["BatchItem", "BatchSummary", "batch_id_for", "read_items", "run_batch", "write_output"]
+__all__ = ["BatchItem", "BatchSummary", "batch_id_for", "pending", "read_items", "run_batch", "run_item", "write_output"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,35 @@ def batch_id_for(workflow_path: str | Path, input_path: str | Path) -> str:
     return h.hexdigest()[:20]
 
 
+def pending(batch_id: str, items: list[BatchItem], known: dict[str, dict[str, Any]], *,
+            retry_errors: bool = True) -> tuple[BatchSummary, list[BatchItem]]:
+    """A summary counting what the ledger already has, and the items still to run."""
+    summary = BatchSummary(batch_id, len(items))
+    todo: list[BatchItem] = []
+    for it in items:
+        st = known.get(it.key, {}).get("status")
+        if st == "done" or (st == "error" and not retry_errors):
+            summary.skipped_done += 1
+            summary.done += st == "done"
+            summary.errors += st == "error"
+            summary.cost_usd += known[it.key]["cost_usd"]
+        else:
+            todo.append(it)
+    return summary, todo
+
+
+async def run_item(wf: Workflow, store: Any, batch_id: str, it: BatchItem) -> Any:
+    """One item: ``running`` in the ledger, the workflow run (traced), then ``done`` or ``error``."""
+    store.ledger_record(batch_id, it.key, line=it.line, status="running")
+    res = await wf.run(it.input, store=store, tags={"batch": batch_id, "item": it.key})
+    ok = res.status != "error"
+    out = res.output if isinstance(res.output, (str, int, float, bool, list, dict)) or res.output is None else as_text(res.output)
+    store.ledger_record(batch_id, it.key, line=it.line, status="done" if ok else "error", run_id=res.run_id,
+                        output=json.dumps({"output": out, "status": res.status}), error=res.error, cost_usd=res.cost_usd,
+                        latency_s=res.latency_s)
+    return res
+
+
 async def run_batch(
     wf: Workflow,
     items: list[BatchItem],
@@ -118,17 +147,7 @@ async def run_batch(
     if concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     known = store.ledger_open(batch_id, workflow=wf.name, source=source, total=len(items))
-    summary = BatchSummary(batch_id, len(items))
-    todo: list[BatchItem] = []
-    for it in items:
-        st = known.get(it.key, {}).get("status")
-        if st == "done" or (st == "error" and not retry_errors):
-            summary.skipped_done += 1
-            summary.done += st == "done"
-            summary.errors += st == "error"
-            summary.cost_usd += known[it.key]["cost_usd"]
-        else:
-            todo.append(it)
+    summary, todo = pending(batch_id, items, known, retry_errors=retry_errors)
     t0 = time.perf_counter()
     queue: asyncio.Queue[BatchItem] = asyncio.Queue()
     for it in todo:
@@ -140,13 +159,8 @@ async def run_batch(
                 it = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            store.ledger_record(batch_id, it.key, line=it.line, status="running")
-            res = await wf.run(it.input, store=store, tags={"batch": batch_id, "item": it.key})
+            res = await run_item(wf, store, batch_id, it)
             ok = res.status != "error"
-            out = res.output if isinstance(res.output, (str, int, float, bool, list, dict)) or res.output is None else as_text(res.output)
-            store.ledger_record(batch_id, it.key, line=it.line, status="done" if ok else "error", run_id=res.run_id,
-                                output=json.dumps({"output": out, "status": res.status}), error=res.error, cost_usd=res.cost_usd,
-                                latency_s=res.latency_s)
             summary.ran += 1
             summary.cost_usd += res.cost_usd
             if ok:

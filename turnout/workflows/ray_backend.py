@@ -21,7 +21,6 @@ The same semantics as the local runner (``run_batch``), spread over Ray actors:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 from .._errors import ConfigError, TurnoutError
 from .._types import Completion, Price, Request, StreamChunk
-from .batch import BatchItem, BatchSummary
+from .batch import BatchItem, BatchSummary, pending
 
 __all__ = ["run_batch_ray"]
 
@@ -171,16 +170,10 @@ class _Worker:
         self.batch_id = batch_id
 
     async def run(self, key: str, line: int, value: Any) -> dict[str, Any]:
-        from .nodes import as_text
+        from .batch import run_item
 
-        self.store.ledger_record(self.batch_id, key, line=line, status="running")
-        res = await self.wf.run(value, store=self.store, tags={"batch": self.batch_id, "item": key})
-        ok = res.status != "error"
-        out = res.output if isinstance(res.output, (str, int, float, bool, list, dict)) or res.output is None else as_text(res.output)
-        self.store.ledger_record(self.batch_id, key, line=line, status="done" if ok else "error", run_id=res.run_id,
-                                 output=json.dumps({"output": out, "status": res.status}), error=res.error, cost_usd=res.cost_usd,
-                                 latency_s=res.latency_s)
-        return {"key": key, "ok": ok, "cost_usd": res.cost_usd, "status": res.status, "error": res.error}
+        res = await run_item(self.wf, self.store, self.batch_id, BatchItem(key, line, value))
+        return {"key": key, "ok": res.status != "error", "cost_usd": res.cost_usd, "status": res.status, "error": res.error}
 
     def ready(self) -> str:
         return self.owner  # type: ignore[no-any-return]
@@ -223,18 +216,10 @@ def run_batch_ray(
     rates = {s.name: (s.policies.rpm, s.policies.tpm) for s in cat.specs()}
     if str(store_target).endswith(".db") or "://" not in str(store_target):
         store_target = str(Path(store_target).resolve())
-    known = store.ledger_open(batch_id, workflow=Path(wf_path).stem, source=source, total=len(items))
-    summary = BatchSummary(batch_id, len(items))
-    todo: list[BatchItem] = []
-    for it in items:
-        st = known.get(it.key, {}).get("status")
-        if st == "done" or (st == "error" and not retry_errors):
-            summary.skipped_done += 1
-            summary.done += st == "done"
-            summary.errors += st == "error"
-            summary.cost_usd += known[it.key]["cost_usd"]
-        else:
-            todo.append(it)
+    from .spec import load_workflow_spec
+
+    known = store.ledger_open(batch_id, workflow=load_workflow_spec(wf_path)[0].name, source=source, total=len(items))
+    summary, todo = pending(batch_id, items, known, retry_errors=retry_errors)
     started_here = not ray.is_initialized()
     if started_here:
         # no address: a fresh local Ray runtime ("local"), never whatever cluster happens to run on this machine
