@@ -168,6 +168,14 @@ async def _json_body(request: Any, limit: int) -> Any:
         raise ApiError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
 
 
+def _parse(model: Any, body: Any) -> Any:
+    """A wire body validated into ``model`` (``ChatIn``, ``EmbeddingsIn``); a 400 naming the field otherwise."""
+    try:
+        return model.parse(body)
+    except WireError as e:
+        raise ApiError(400, str(e), param=e.param) from None
+
+
 def _completion_body(c: Completion, run_id: str, model: str) -> dict[str, Any]:
     u = c.usage
     return {
@@ -263,8 +271,8 @@ def create_app(gw: Gateway) -> Any:
     async def chat_completions(request: HttpRequest) -> Any:
         key = gw.authenticate(request.headers.get("authorization"))
         body = await _json_body(request, gw.max_body)
+        chat = _parse(ChatIn, body)
         try:
-            chat = ChatIn.parse(body)
             req = to_request(chat)
         except WireError as e:
             raise ApiError(400, str(e), param=e.param) from None
@@ -377,10 +385,7 @@ def create_app(gw: Gateway) -> Any:
     async def embeddings(request: HttpRequest) -> Any:
         key = gw.authenticate(request.headers.get("authorization"))
         body = await _json_body(request, gw.max_body)
-        try:
-            e = EmbeddingsIn.parse(body)
-        except WireError as err:
-            raise ApiError(400, str(err), param=err.param) from None
+        e = _parse(EmbeddingsIn, body)
         if e.model != EMBED_MODEL:
             raise ApiError(404, f"unknown embedding model {e.model!r}; this gateway serves {EMBED_MODEL!r}", code="model_not_found",
                            param="model")

@@ -46,6 +46,16 @@ class BatchSummary:
     invalid: list[tuple[int, str]] = field(default_factory=list)
     interrupted: bool = False
 
+    def count(self, ok: bool, cost_usd: float, t0: float) -> None:
+        """One item finished in this attempt."""
+        self.ran += 1
+        self.cost_usd += cost_usd
+        if ok:
+            self.done += 1
+        else:
+            self.errors += 1
+        self.elapsed_s = time.perf_counter() - t0
+
     @property
     def remaining(self) -> int:
         return self.total - self.done - self.errors
@@ -160,14 +170,7 @@ async def run_batch(
             except asyncio.QueueEmpty:
                 return
             res = await run_item(wf, store, batch_id, it)
-            ok = res.status != "error"
-            summary.ran += 1
-            summary.cost_usd += res.cost_usd
-            if ok:
-                summary.done += 1
-            else:
-                summary.errors += 1
-            summary.elapsed_s = time.perf_counter() - t0
+            summary.count(res.status != "error", res.cost_usd, t0)
             if on_item is not None:
                 on_item(summary, it, res)
 

@@ -286,13 +286,7 @@ def run_batch_ray(
                         queue.insert(0, it2)
                 submit()
                 continue
-            summary.ran += 1
-            summary.cost_usd += res["cost_usd"]
-            if res["ok"]:
-                summary.done += 1
-            else:
-                summary.errors += 1
-            summary.elapsed_s = time.perf_counter() - t0
+            summary.count(res["ok"], res["cost_usd"], t0)
             if on_item is not None:
                 on_item(summary, it, res)
             submit()
