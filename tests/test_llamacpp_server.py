@@ -41,3 +41,33 @@ async def test_stream_and_schema_against_llama_cpp(llama_url):
                                     response_format=ResponseFormat.json_schema(schema)))
     assert c.json()["route"] in ("billing", "technical")
     await m.aclose()
+
+
+TOKENIZER_TEXTS = [
+    "Hello world!", "  leading spaces\n\n\ttabs and\r\nCRLF", "Numbers 1234567 and 3.14159, -42 and 1,000,000",
+    "naïve café 東京 emoji 🎉👍🏽", "def f(x):\n    return x**2  # comment\n", "I'm sure you've they'll WE'D",
+    "<|im_start|>user\nhi<|im_end|>", "a" * 300, "ÅÄÖ Ω≈ç√ ﬁ ligature e\u0301 (combining)", "tab\tand\u00a0nbsp  \n \n",
+]
+
+
+async def test_the_rebuilt_tokenizer_matches_llama_cpp_token_for_token(llama_url, tmp_path):
+    """LocalLLM.count_tokens uses the GGUF's tokenizer rebuilt in Python; llama.cpp's /tokenize is the reference."""
+    import json
+    from pathlib import Path
+
+    import aiohttp
+
+    from turnout.models._gguf import gguf_tokenizer
+    from turnout.models._weights import QWEN_05B, ensure_gguf
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()[:6000]
+    tok = gguf_tokenizer(ensure_gguf(QWEN_05B), cache=tmp_path / "tok.json")
+    assert tok is not None and (tmp_path / "tok.json").exists()
+    base = llama_url.removesuffix("/v1")
+    async with aiohttp.ClientSession() as s:
+        for text in [*TOKENIZER_TEXTS, readme]:
+            async with s.post(f"{base}/tokenize", json={"content": text, "parse_special": True},
+                              timeout=aiohttp.ClientTimeout(total=30)) as r:
+                ref = json.loads(await r.read())["tokens"]
+            assert tok.encode(text, add_special_tokens=False).ids == ref, text[:40]
+    assert LocalLLM().count_tokens("12345") == 5  # Qwen splits digits: the 4-chars estimate would say 2

@@ -55,3 +55,25 @@ async def test_chain_with_a_gate(llm):
 async def test_orchestrator_workers(llm):
     res = await Orchestrator(llm, llm, max_subtasks=2, max_tokens=40).run("Explain what a router and a switch are.")
     assert 1 <= len(res.subtasks) <= 2 and not res.failed and res.final.strip()
+
+
+async def test_token_windows_and_context_checks_use_the_models_own_tokenizer(llm):
+    from turnout import ConfigError, MemorySink, Traced
+    from turnout.parallel import Section, split_tokens, token_counter
+
+    sink = MemorySink()
+    traced = Traced(llm, sink)
+    count = token_counter(traced)  # found through the policy wrapper
+    assert count == llm.count_tokens
+    digits = " ".join(f"{i:06d}" for i in range(300))  # Qwen gives every digit its own token
+    windows = split_tokens(digits, 100, overlap=20, count_tokens=count)
+    sizes = [count(w.text) for w in windows]
+    assert all(s <= 100 for s in sizes) and min(sizes[:-1]) >= 90  # full windows, none over
+    assert len(windows) >= (count(digits) - 100) // 80  # about one window per 80 new tokens
+    # ~110 tokens by the 4-characters estimate, ~440 by the tokenizer: refused before any call
+    big = Section(0, " ".join(["1234567890"] * 40), "numbers")
+    with pytest.raises(ConfigError, match=r"section 0 \('numbers'\) is ~4\d\d tokens"):
+        await run_sections([big], traced, "Sum: {section}", context_tokens=400, max_tokens=64)
+    assert len(sink) == 0  # no call was made
+    res = await run_sections([big], traced, "Sum: {section}", context_tokens=400, max_tokens=4, count_tokens=lambda t: len(t) // 4)
+    assert not res.failed and len(sink) == 1  # the same section passes a 4-chars-a-token check: the estimate would have let it through

@@ -16,6 +16,7 @@ from turnout.parallel import (
     extract_regex,
     extract_text,
     is_decided,
+    keep_probability,
     panel,
     sampler,
     tally,
@@ -88,11 +89,76 @@ def test_beta_rule():
     assert is_decided(votes("a", "a", "a", "a"), 8, mode="beta", level=0.95)
 
 
+def _keep_by_integration(lead, others, second, remaining, steps=20000):
+    """The same probability by numerical integration over the leader's share p (an independent check)."""
+    from math import comb
+
+    total = 0.0
+    for i in range(steps):
+        p = (i + 0.5) / steps
+        density = p**lead * (1 - p) ** others
+        win = sum(comb(remaining, k) * p**k * (1 - p) ** (remaining - k)
+                  for k in range(remaining + 1) if lead + k > second + remaining - k)
+        total += density * win
+    norm = sum(((i + 0.5) / steps) ** lead * (1 - (i + 0.5) / steps) ** others for i in range(steps))
+    return total / norm
+
+
+@pytest.mark.parametrize(("keys", "planned"), [("aaa", 8), ("aa", 8), ("aaab", 8), ("aaaab", 8), ("aab", 6), ("aaa", 40)])
+def test_keep_probability_matches_integration(keys, planned):
+    v = votes(*keys)
+    lead = max(keys.count(k) for k in set(keys))
+    second = sorted((keys.count(k) for k in set(keys)), reverse=True)[1] if len(set(keys)) > 1 else 0
+    expected = _keep_by_integration(lead, len(keys) - lead, second, planned - len(keys))
+    assert keep_probability(v, planned) == pytest.approx(expected, abs=1e-4)
+
+
+def test_predictive_rule_knows_how_many_votes_are_left():
+    # 3 of 3 with 5 left: P(the 8-vote winner changes or ties) = 4%; with 2 of 2 it is 12%
+    assert is_decided(votes("a", "a", "a"), 8, mode="predictive", level=0.95)
+    assert not is_decided(votes("a", "a"), 8, mode="predictive", level=0.95)
+    assert not is_decided(votes("a", "a", "a"), 40, mode="predictive", level=0.95)  # 37 left: not yet
+    assert not is_decided(votes("a", "b"), 8, mode="predictive", level=0.5)  # a tie is never decided
+    assert not is_decided(votes("a", "a", "b", "b", "a"), 8, mode="predictive", level=0.95)
+    assert is_decided(votes("a", "b", "a", "a", "a", "b", "a"), 8, mode="predictive", level=0.999)  # exact wins
+    assert keep_probability(votes(None, None), 8) == 0.0
+    # unanimity: a split vote can stop at once (it has failed); otherwise all the rest must agree
+    assert is_decided(votes("a", "b"), 8, rule="unanimity", mode="predictive")
+    assert keep_probability(votes("a", "a", "a"), 5, rule="unanimity") == pytest.approx(4 / 6)
+
+
+def test_predictive_rule_agrees_with_the_full_vote_as_often_as_it_promises():
+    """Simulated voters (a random true share per question, the rest split over two wrong answers):
+    the early answer differs from the full 8-vote winner at most 1 - level of the time."""
+    import random
+
+    rng = random.Random(3)
+    level, planned, trials = 0.95, 8, 3000
+    changed = used = 0
+    for _ in range(trials):
+        p = rng.random()
+        seq = votes(*("a" if rng.random() < p else rng.choice("bc") for _ in range(planned)))
+        k = next(j for j in range(2, planned + 1) if is_decided(seq[:j], planned, mode="predictive", level=level))
+        used += k
+        early, full = tally(seq[:k], tie="first_seen"), tally(seq, tie="first_seen")
+        changed += early.answer != full.answer
+    assert changed / trials <= 1 - level
+    assert used / trials < 0.75 * planned  # and it does stop early
+
+
 async def test_adaptive_voting_stops_exactly_when_decided():
     m = ScriptedModel(default="The answer is 7.")
     v = await vote(sampler(m, Request.of("3 + 4?")), 8, extract=extract_number, wave=1)
     assert v.answer == "7" and m.calls == 5 and v.samples_used == 5 and v.samples_saved == 3
     assert "stopped early" in v.reason and v.agreement == 1.0
+
+
+async def test_predictive_voting_stops_after_three_agreeing_samples_of_eight():
+    m = ScriptedModel(default="The answer is 7.")
+    v = await vote(sampler(m, Request.of("3 + 4?")), 8, extract=extract_number, wave=1, early_stop="predictive")
+    assert v.answer == "7" and m.calls == 3 and v.samples_used == 3
+    with pytest.raises(ConfigError, match="early_stop"):
+        await vote(sampler(m, Request.of("q")), 8, early_stop="sometimes")
 
 
 async def test_fixed_n_without_early_stop_uses_all_samples():

@@ -23,7 +23,7 @@ from .._errors import (
     ProviderError,
     ProviderTimeout,
 )
-from .._types import FREE, Completion, Price, Request, StreamChunk, Usage
+from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
 from ._weights import QWEN_05B, LocalWeights, ensure_gguf
 from .openai import openai_body, parse_logprobs
 
@@ -78,6 +78,27 @@ class LocalLLM:
         self._lock = threading.Lock()
         self.active = 0  # generations running in llama.cpp right now
         self._count_lock = threading.Lock()
+        self._tokenizer: Any = None
+
+    @property
+    def tokenizer(self) -> Any | None:
+        """The model's own tokenizer (a ``tokenizers.Tokenizer`` rebuilt from the GGUF metadata, cached
+        beside the weights; checked token for token against llama.cpp's ``/tokenize``), or None when
+        the file's tokenizer kind is not supported. The model itself is not loaded for this."""
+        if self._tokenizer is None:
+            from ._gguf import gguf_tokenizer
+
+            path = self.model_path or ensure_gguf(self.weights)
+            self._tokenizer = gguf_tokenizer(path) or False
+        return self._tokenizer or None
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` by the model's tokenizer (special tokens such as ``<|im_start|>`` count as
+        one); the 4-characters-a-token estimate when the tokenizer is not available."""
+        tok = self.tokenizer
+        if tok is None:
+            return estimate_tokens(text)
+        return len(tok.encode(text, add_special_tokens=False).ids)
 
     def __repr__(self) -> str:
         return f"LocalLLM(name={self.name!r}, weights={self.weights.name!r}, threads={self.threads})"

@@ -19,6 +19,7 @@ from .sectioning import split_headings as split_headings
 from .sectioning import split_items as split_items
 from .sectioning import split_paragraphs as split_paragraphs
 from .sectioning import split_tokens as split_tokens
+from .sectioning import token_counter as token_counter
 from .voting import Verdict as Verdict
 from .voting import Vote as Vote
 from .voting import beta_confidence as beta_confidence
@@ -28,6 +29,7 @@ from .voting import extract_number as extract_number
 from .voting import extract_regex as extract_regex
 from .voting import extract_text as extract_text
 from .voting import is_decided as is_decided
+from .voting import keep_probability as keep_probability
 from .voting import panel as panel
 from .voting import sampler as sampler
 from .voting import tally as tally
@@ -56,6 +58,7 @@ __all__ = [
     "fan_out",
     "guarded",
     "is_decided",
+    "keep_probability",
     "merge_json",
     "panel",
     "rule_screen",
@@ -65,6 +68,7 @@ __all__ = [
     "split_items",
     "split_paragraphs",
     "split_tokens",
+    "token_counter",
     "tally",
     "threshold",
     "vote",

@@ -7,8 +7,9 @@ runs it through the fan-out engine. Aggregators: ``concatenate`` (with section h
 :class:`Synthesize` (an LLM combines the outputs; when they would overflow the model's context it
 reduces hierarchically — groups that fit are synthesised first, then their syntheses).
 
-Token counts use the model's tokenizer when one is given (``count_tokens=``), else the documented
-estimate of 4 characters a token. Failed sections stay visible in the result, never dropped.
+Token counts use the model's own tokenizer: ``count_tokens=`` when given, else the model's
+``count_tokens`` (the embedded LocalLLM has an exact one, see :func:`token_counter`), else the
+documented estimate of 4 characters a token. Failed sections stay visible in the result, never dropped.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "split_items",
     "split_paragraphs",
     "split_tokens",
+    "token_counter",
 ]
 
 CountTokens = Callable[[str], int]
@@ -44,6 +46,18 @@ CountTokens = Callable[[str], int]
 
 def estimate(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
+
+
+def token_counter(model: Any) -> CountTokens:
+    """The model's own token counter when it has one (``LocalLLM.count_tokens``, looked up through
+    policy wrappers such as ``Traced(Retrying(...))``), else the 4-characters-a-token estimate."""
+    seen = 0
+    while model is not None and seen < 32:
+        count = getattr(model, "count_tokens", None)
+        if callable(count):
+            return count  # type: ignore[no-any-return]
+        model, seen = getattr(model, "inner", None), seen + 1
+    return estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,19 +117,32 @@ def split_tokens(text: str, size: int, *, overlap: int = 0, count_tokens: CountT
     out: list[Section] = []
     i = 0
     while i < len(words):
-        j = i
-        while j < len(words) and count(text[words[i][0] : words[j][1]]) <= size:
-            j += 1
-        j = max(j, i + 1)  # a single word longer than a window still makes progress
+        # the most words from i that fit in ``size`` tokens: a binary search, so a real tokenizer is
+        # called O(log n) times per window rather than once per word
+        lo, hi = i + 1, len(words)  # words[i:lo] is known to fit (or is the single-word minimum)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count(text[words[i][0] : words[mid - 1][1]]) <= size:
+                lo = mid
+            else:
+                hi = mid - 1
+        j = lo  # a single word longer than a window still makes progress
         a, b = words[i][0], words[j - 1][1]
         out.append(Section(len(out), text[a:b], f"Window {len(out) + 1}", a, b))
         if j >= len(words):
             break
-        # step back ``overlap`` tokens' worth of words
-        k = j
-        while k > i + 1 and count(text[words[k - 1][0] : words[j - 1][1]]) <= overlap:
-            k -= 1
-        i = k if overlap else j
+        if not overlap:
+            i = j
+            continue
+        # the next window starts ``overlap`` tokens' worth of words before this one's end
+        lo, hi = i + 1, j  # the earliest k with words[k:j] within ``overlap`` tokens
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if count(text[words[mid][0] : words[j - 1][1]]) <= overlap:
+                hi = mid
+            else:
+                lo = mid + 1
+        i = lo
     return out
 
 
@@ -173,7 +200,7 @@ class Synthesize:
         return Request.of(self.prompt.format(outputs=joined, task=task), max_tokens=self.max_tokens, temperature=0.0)
 
     async def __call__(self, outputs: Sequence[str], task: str = "", concurrency: int = 4) -> Completion:
-        count = self.count_tokens or estimate
+        count = self.count_tokens or token_counter(self.model)
         budget = self.context_tokens - self.reserve_tokens - count(self.prompt)
         if budget <= 0:
             raise ConfigError("Synthesize: the prompt and reserve leave no room in the context window")
@@ -244,7 +271,7 @@ async def run_sections(
     unknown = fields - {"section", "title", "index", "task", *(extra or {})}
     if unknown:
         raise ConfigError(f"the section prompt uses unknown fields: {', '.join(sorted(unknown))}")
-    count = count_tokens or estimate
+    count = count_tokens or token_counter(model)
     if context_tokens:
         room = context_tokens - (max_tokens or 512) - count(prompt) - (count(system) if system else 0)
         for s in sections:

@@ -9,7 +9,11 @@ from is an abstaining vote, counted and reported. Tallies (``plurality``, ``majo
 Early stopping (``early_stop=``):
 - ``"decided"``: stop when the votes still to come cannot change the winner;
 - ``"beta"``: Adaptive-Consistency style — stop when P(leader's true share > runner-up's), under a
-  uniform Beta prior on the two leading answers, reaches ``confidence_level``.
+  uniform Beta prior on the two leading answers, reaches ``confidence_level``;
+- ``"predictive"``: stop when P(the full vote of ``n`` would end with the same winner) reaches
+  ``confidence_level`` (:func:`keep_probability`: Beta-binomial over the votes still to come, the
+  rest assumed to go to the runner-up). It knows how many votes are left, so it stops earlier on a
+  short vote than ``"beta"`` does and never stops where the outcome is still open.
 Samples run ``wave`` at a time through the fan-out engine, so stopping saves real calls (and
 cancels the ones in flight).
 """
@@ -39,6 +43,7 @@ __all__ = [
     "extract_regex",
     "extract_text",
     "is_decided",
+    "keep_probability",
     "tally",
     "threshold",
     "vote",
@@ -261,12 +266,61 @@ def is_decided(
     w_max = max((weights or {}).values(), default=1.0) if weights else 1.0
     if mode == "beta":
         return beta_confidence(lead, second) >= level
+    if mode == "predictive":
+        return _decided_exactly(counts, lead, second, remaining, rule, w_max) or \
+            keep_probability(votes, planned, rule=rule, weights=weights) >= level
+    return _decided_exactly(counts, lead, second, remaining, rule, w_max)
+
+
+def _decided_exactly(counts: Mapping[str, float], lead: float, second: float, remaining: int, rule: Rule, w_max: float) -> bool:
     if rule == "unanimity":
         return len(counts) > 1  # already failed; more votes cannot make it unanimous
     if rule == "majority":
         total_max = sum(counts.values()) + remaining * w_max
         return lead > total_max / 2 or lead + remaining * w_max <= (total_max / 2)
     return lead - second > remaining * w_max  # plurality (and threshold): the runner-up cannot catch up
+
+
+def _beta_binomial(k: int, n: int, a: float, b: float) -> float:
+    """P(k successes in n draws) when the success rate is Beta(a, b)-distributed."""
+    lg = math.lgamma
+    return math.comb(n, k) * math.exp(lg(k + a) + lg(n - k + b) - lg(n + a + b) - lg(a) - lg(b) + lg(a + b))
+
+
+def keep_probability(votes: Sequence[Vote], planned: int, *, rule: Rule = "plurality",
+                     weights: Mapping[str, float] | None = None) -> float:
+    """Pure: P(the full vote of ``planned`` samples ends with the current leader winning under ``rule``).
+
+    The leader's share of future valid votes is Beta(leader votes + 1, other votes + 1) (uniform
+    prior); the remaining votes are Beta-binomial. Conservatively, every remaining vote the leader
+    does not get goes to the runner-up (at the largest weight) and every one it gets counts at the
+    smallest weight, and a tie counts as a change. 0.0 when there is no leader yet.
+    """
+    counts, _ = _counts(votes, weights)
+    if not counts:
+        return 0.0
+    remaining = max(0, planned - len(votes))
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    leader, lead = ranked[0]
+    second = ranked[1][1] if len(ranked) > 1 else 0.0
+    total = sum(counts.values())
+    ws = list((weights or {}).values()) or [1.0]
+    w_lo, w_hi = (min(ws), max(ws)) if weights else (1.0, 1.0)
+    n_lead = sum(1 for v in votes if v.key == leader)
+    n_other = sum(1 for v in votes if v.key is not None) - n_lead
+
+    def wins(k: int) -> bool:  # the leader gets k of the remaining votes, the runner-up the rest
+        mine, theirs = lead + k * w_lo, second + (remaining - k) * w_hi
+        if rule == "unanimity":
+            return len(counts) == 1 and k == remaining
+        final_total = total + k * w_lo + (remaining - k) * w_hi
+        if rule == "majority":
+            return mine > final_total / 2
+        if isinstance(rule, float):
+            return mine > theirs and mine >= rule * final_total
+        return mine > theirs
+
+    return sum(_beta_binomial(k, remaining, n_lead + 1, n_other + 1) for k in range(remaining + 1) if wins(k))
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -314,7 +368,7 @@ async def vote(
     tie: TiePolicy = "escalate",
     weights: Mapping[str, float] | None = None,
     sources: Sequence[str] | None = None,
-    early_stop: Literal["decided", "beta"] | None = "decided",
+    early_stop: Literal["decided", "beta", "predictive"] | None = "decided",
     confidence_level: float = 0.95,
     min_samples: int = 2,
     wave: int = 2,
@@ -336,6 +390,8 @@ async def vote(
         raise ConfigError("vote() needs n >= 1")
     if tie == "judge" and judge is None:
         raise ConfigError('tie="judge" needs judge=<a ChatModel>')
+    if early_stop not in (None, "decided", "beta", "predictive"):
+        raise ConfigError(f'early_stop must be "decided", "beta", "predictive" or None, not {early_stop!r}')
 
     def to_vote(i: int, out: Completion | str) -> Vote:
         raw = out.text if isinstance(out, Completion) else str(out)

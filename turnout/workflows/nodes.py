@@ -26,7 +26,7 @@ from .._types import Completion, Request, ResponseFormat
 from ..models.base import ChatModel
 from ..parallel.engine import fan_out
 from ..parallel.guard import ModelScreen, guarded, rule_screen
-from ..parallel.sectioning import Section, Synthesize, concatenate, merge_json
+from ..parallel.sectioning import Section, Synthesize, concatenate, merge_json, token_counter
 from ..parallel.voting import Extractor, vote
 from ..policies.trace import CallEvent, Traced
 from ..routing.base import Decision, Router
@@ -306,7 +306,11 @@ class SectionStep(Node):
 
     async def _run(self, ctx: RunContext, value: Any, detail: dict[str, Any]) -> Any:
         assert self.split is not None and self.map is not None
-        sections = self.split(value)
+        if getattr(self.split, "by_tokens", False):  # windows counted by the tokenizer of the model that reads them
+            reader = ctx.model(self.map.model) if isinstance(self.map, Call) else None
+            sections = self.split(value, count_tokens=token_counter(reader))  # type: ignore[call-arg]
+        else:
+            sections = self.split(value)
         if not sections:
             raise WorkflowError(f"step {self.name or 'section'!r}: the splitter produced no sections (empty input?)")
         mapper = self.map

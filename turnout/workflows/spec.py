@@ -117,7 +117,7 @@ class VoteIn(_Base):
     pattern: str | None = None
     rule: Literal["plurality", "majority", "unanimity"] | float = "plurality"
     tie: Literal["escalate", "first_seen", "weight_order"] = "first_seen"
-    early_stop: Literal["decided", "beta", "none"] = "decided"
+    early_stop: Literal["decided", "beta", "predictive", "none"] = "decided"
     confidence: float = Field(0.95, gt=0, lt=1)
     wave: int = Field(2, ge=1)
     escalate_below: float | None = Field(None, ge=0, le=1)
@@ -567,7 +567,7 @@ def _gate(g: GateIn) -> StepGate:
 
 
 def _splitter(s: SplitIn) -> Any:
-    def split(value: Any) -> list[sec.Section]:
+    def split(value: Any, count_tokens: Any = None) -> list[sec.Section]:
         if s.by in ("items", "lines"):
             if isinstance(value, (list, tuple)):
                 return sec.split_items(value)
@@ -580,7 +580,8 @@ def _splitter(s: SplitIn) -> Any:
             return sec.split_paragraphs(text, max_chars=s.max_chars)
         if s.by == "headings":
             return sec.split_headings(text, max_level=s.max_level)
-        return sec.split_tokens(text, s.size or 512, overlap=s.overlap)
+        return sec.split_tokens(text, s.size or 512, overlap=s.overlap, count_tokens=count_tokens)
+    split.by_tokens = s.by == "tokens"  # type: ignore[attr-defined]  # SectionStep passes the map model's counter
     return split
 
 
