@@ -9,6 +9,11 @@ against the ideal ceil(N/CAP) × latency, and RSS.
     python bench/overhead.py                     # 1000 calls, cap 64
     python bench/overhead.py --n 5000 --cap 256
     python bench/overhead.py --json
+    python bench/overhead.py --n 5000 --cap 256 --sweep 0.05,0.25,1,2   # wall time vs ideal per latency
+
+``--sweep`` measures wall time only, for raw aiohttp and for turnout's fan-out engine (sectioning
+over the full stack), at each model latency: the ideal is ceil(N/CAP) × latency, and the gap to it
+is client and server CPU, which a short latency cannot hide on a small machine.
 """
 
 from __future__ import annotations
@@ -204,14 +209,53 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     return summary
 
 
+async def sweep_async(args: argparse.Namespace) -> dict[str, object]:
+    rows = []
+    for latency in [float(x) for x in args.sweep.split(",")]:
+        proc, url = start_server(latency)
+        try:
+            walls: dict[str, list[float]] = {"aiohttp": [], "sectioning": []}
+            for rep in range(args.reps):
+                for kind in (["aiohttp", "sectioning"] if rep % 2 == 0 else ["sectioning", "aiohttp"]):
+                    walls[kind].append((await measure(kind, url, args.n, args.cap))["wall_s"])
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        ideal = math.ceil(args.n / args.cap) * latency
+        raw, eng = statistics.median(walls["aiohttp"]), statistics.median(walls["sectioning"])
+        rows.append({"latency_s": latency, "ideal_s": ideal, "aiohttp_wall_s": raw, "turnout_wall_s": eng,
+                     "aiohttp_vs_ideal": raw / ideal, "turnout_vs_ideal": eng / ideal, "turnout_vs_aiohttp": eng / raw,
+                     "walls": {k: [round(w, 3) for w in v] for k, v in walls.items()}})
+    return {"n": args.n, "cap": args.cap, "reps": args.reps, "target_vs_ideal": 1.1, "cpus": os.cpu_count(), "rows": rows}
+
+
+def print_sweep(r: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"wall time vs ideal: {r['n']} calls, cap {r['cap']}, {r['reps']} reps (medians)")
+    for col in ("latency", "ideal s", "raw aiohttp s", "aiohttp / ideal", "turnout engine s", "turnout / ideal", "turnout / aiohttp"):
+        t.add_column(col, justify="right")
+    for row in r["rows"]:  # type: ignore[attr-defined]
+        t.add_row(f"{row['latency_s'] * 1000:.0f} ms", f"{row['ideal_s']:.2f}", f"{row['aiohttp_wall_s']:.2f}",
+                  f"{row['aiohttp_vs_ideal']:.3f}", f"{row['turnout_wall_s']:.2f}", f"{row['turnout_vs_ideal']:.3f}",
+                  f"{row['turnout_vs_aiohttp']:.3f}")
+    Console().print(t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000, help="calls per measurement")
     ap.add_argument("--cap", type=int, default=64, help="concurrency cap")
     ap.add_argument("--latency", type=float, default=0.05, help="mock server latency, seconds")
     ap.add_argument("--reps", type=int, default=10, help="repetitions of each client, interleaved")
+    ap.add_argument("--sweep", default="", help="comma-separated latencies (s): wall time vs ideal for each")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
+    if args.sweep:
+        r = asyncio.run(sweep_async(args))
+        print(json.dumps(r, indent=2)) if args.json else print_sweep(r)
+        return
     s = asyncio.run(main_async(args))
     if args.json:
         print(json.dumps(s, indent=2))

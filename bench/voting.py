@@ -1,18 +1,21 @@
 """Voting value on the embedded LLM: single sample vs fixed-N majority vs adaptive early stopping.
 
 Arithmetic word problems with integer answers are generated from templates (known answers,
-deterministic per seed). For each problem:
-- greedy: one sample at temperature 0;
-- single: one sample at the sampling temperature (the first of the fixed-N samples);
-- fixed-N: N samples at the sampling temperature (``--temperature``, default 0.7), plurality vote;
-- adaptive: the same sampling, ``early_stop="decided"`` (stop when the rest cannot change the
-  winner) and ``early_stop="beta"`` (Adaptive-Consistency's Beta rule at 0.95), in waves of 2;
-- a replay of the fixed-N votes one at a time under each stopping rule (decided, Beta at 0.95,
-  0.9, 0.8): the pure stopping functions on the recorded votes, no extra calls.
-Reports accuracy and mean samples used. Target: adaptive ≤ half the samples of fixed N=8 with
-accuracy within 1 point.
+deterministic per seed: one-step sums, differences and products, and a two-step kind). The prompt
+is a one-shot "calculator": a system line and one worked example (the calculation on one line, then
+``Answer: N``), so even the 0.5B model writes its arithmetic before the answer.
 
-    python bench/voting.py --n 40 [--samples 8] [--json]
+For each problem:
+- greedy: one answer at temperature 0;
+- single: one sample at the sampling temperature (the first of the fixed-N samples);
+- fixed-N: N samples (``--temperature``, seeds 100..100+N-1), plurality vote;
+- adaptive, live: ``vote()`` with each stopping rule, one sample at a time per problem (two problems
+  run at once to fill the model's two slots), counting the calls actually made;
+- adaptive, replayed: every rule on the recorded fixed-N sequences (the same samples, no calls).
+Target: adaptive ≤ half the samples of fixed N=8 with accuracy within 1 point.
+
+    python bench/voting.py --n 100 [--samples 8] [--model local|local-strong] [--save votes.jsonl] [--json]
+    python bench/voting.py --replay votes.jsonl          # re-score recorded votes, no model needed
 """
 
 from __future__ import annotations
@@ -23,12 +26,19 @@ import json
 import random
 import statistics
 import time
+from typing import Any
 
-from turnout import LocalLLM, Request
-from turnout.parallel import extract_number, is_decided, sampler, tally, vote
+from turnout import Message, Request
+from turnout.parallel import Vote, VotePrior, extract_number, is_decided, sampler, tally, vote
 
 NAMES = ["Tom", "Ana", "Li", "Sara", "Omar", "Kim", "Ravi", "Eva"]
 THINGS = ["apples", "stickers", "marbles", "books", "coins", "pencils"]
+SYSTEM = "Solve the word problem. Write the calculation on one line, then the answer on the next line as 'Answer: ' and the number."
+EXAMPLE = ("Mia has 14 cards, buys 6 more, then loses 3. How many cards does Mia have now?", "14 + 6 - 3 = 17\nAnswer: 17")
+# (label, early_stop mode, level, with the prior fitted on the calibration problems): live and replayed
+LIVE = [("predictive 0.95", "predictive", 0.95, False), ("predictive 0.95, fitted prior", "predictive", 0.95, True)]
+REPLAYED = [("decided (exact)", "decided", 0.95, False), ("beta 0.95", "beta", 0.95, False), ("beta 0.9", "beta", 0.9, False),
+            *LIVE, ("predictive 0.99, fitted prior", "predictive", 0.99, True), ("predictive 0.9, fitted prior", "predictive", 0.9, True)]
 
 
 def problems(n: int, seed: int = 7) -> list[tuple[str, int]]:
@@ -48,55 +58,108 @@ def problems(n: int, seed: int = 7) -> list[tuple[str, int]]:
         else:
             q, ans = (f"{who} has {a} {thing}, gets {b} more, then gives {c} to a friend. "
                       f"How many {thing} does {who} have now?"), a + b - c
-        out.append((q + " Answer with the number only.", ans))
+        out.append((q, ans))
     return out
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
+def request(question: str) -> Request:
+    return Request((Message("system", SYSTEM), Message("user", EXAMPLE[0]), Message("assistant", EXAMPLE[1]),
+                    Message("user", question)), max_tokens=40)
+
+
+def as_votes(keys: list[str | None]) -> list[Vote]:
+    return [Vote(k, k or "", "", 1.0, i) for i, k in enumerate(keys)]
+
+
+async def record(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Calibrate, then per test problem: greedy, the fixed-N samples and the live adaptive votes."""
+    import tempfile
+
+    from turnout import LocalLLM
     from turnout.models import QWEN_05B, QWEN_15B
+    from turnout.store import SQLiteStore
 
     weights = QWEN_15B if args.model == "local-strong" else QWEN_05B
-    llm = LocalLLM(weights=weights, name=args.model, parallel=2, context=1024, default_max_tokens=12)
+    llm = LocalLLM(weights=weights, name=args.model, parallel=2, context=1024)
     await llm.load()
-    probs = problems(args.n)
-    rows = []
-    t0 = time.perf_counter()
-    for q, ans in probs:
-        req = Request.of(q, max_tokens=12)
-        greedy = extract_number((await llm.complete(req.with_(temperature=0.0))).text)
-        fixed = await vote(sampler(llm, req, temperature=args.temperature, seed=100), args.samples, extract=extract_number,
-                           early_stop=None, wave=2)
-        single = fixed.votes[0].key if fixed.votes else None
-        dec = await vote(sampler(llm, req, temperature=args.temperature, seed=100), args.samples, extract=extract_number,
-                         early_stop="decided", wave=2)
-        beta = await vote(sampler(llm, req, temperature=args.temperature, seed=100), args.samples, extract=extract_number,
-                          early_stop="beta", confidence_level=0.95, wave=2)
-        seq = [vt for vt in sorted(fixed.votes, key=lambda vt: vt.index)]
-        sims = {}
-        for label, mode, level in (("decided", "decided", 0.95), ("beta_0.95", "beta", 0.95), ("beta_0.9", "beta", 0.9),
-                                   ("beta_0.8", "beta", 0.8)):
-            k = next((j for j in range(2, len(seq) + 1) if is_decided(seq[:j], args.samples, mode=mode, level=level)), len(seq))
-            sims[label] = (tally(seq[:k]).answer, k)
-        rows.append({"sim": sims, "answer": str(ans), "greedy": greedy, "single": single, "fixed": fixed.answer, "decided": dec.answer,
-                     "decided_used": dec.samples_used, "beta": beta.answer, "beta_used": beta.samples_used,
-                     "fixed_used": fixed.samples_used})
-    wall = time.perf_counter() - t0
+    slots = asyncio.Semaphore(2)  # two problems at once: the model's two slots; one sample at a time within a vote
 
-    def acc(k: str) -> float:
-        return sum(r[k] == r["answer"] for r in rows) / len(rows)
+    # 1. calibration, as a user would: other problems voted with the uninformed predictive rule inside
+    #    store runs (the verdicts land in the trace store), then the prior fitted from the store
+    tmp = tempfile.TemporaryDirectory()
+    store = SQLiteStore(f"{tmp.name}/calibration.db")
 
-    return {
-        "problems": len(rows), "model": args.model, "samples": args.samples, "temperature": args.temperature, "wall_s": round(wall, 1),
-        "accuracy": {k: round(acc(k), 4) for k in ("greedy", "single", "fixed", "decided", "beta")},
-        "sequential_replay": {
-            label: {"accuracy": round(sum(r["sim"][label][0] == r["answer"] for r in rows) / len(rows), 4),
-                    "mean_samples": round(statistics.mean(r["sim"][label][1] for r in rows), 3)}
-            for label in ("decided", "beta_0.95", "beta_0.9", "beta_0.8")
-        },
-        "mean_samples": {"single": 1, "fixed": statistics.mean(r["fixed_used"] for r in rows),
-                         "decided": round(statistics.mean(r["decided_used"] for r in rows), 3),
-                         "beta": round(statistics.mean(r["beta_used"] for r in rows), 3)},
+    async def calibrate(question: str) -> int:
+        async with slots:
+            with store.run("calibration", question):
+                v = await vote(sampler(llm, request(question), temperature=args.temperature, seed=100), args.samples,
+                               extract=extract_number, early_stop="predictive", wave=1, name="word-problem")
+        return v.samples_used
+
+    cal_used = await asyncio.gather(*(calibrate(q) for q, _ in problems(args.calibrate, seed=8)))
+    store.flush()
+    prior = VotePrior.from_store(store, name="word-problem")
+    store.close()
+    tmp.cleanup()
+    calibration = {"problems": args.calibrate, "samples": sum(cal_used), "prior": {"alpha": prior.alpha, "beta": prior.beta,
+                   "mean": round(prior.mean, 4)}}
+
+    # 2. the test problems
+    rules = [(label, mode, level, prior if fitted else None) for label, mode, level, fitted in LIVE]
+    rows: list[dict[str, Any]] = []
+
+    async def one(i: int, question: str, answer: int) -> None:
+        req = request(question)
+        async with slots:
+            greedy = extract_number((await llm.complete(req.with_(temperature=0.0))).text)
+            fixed = await vote(sampler(llm, req, temperature=args.temperature, seed=100), args.samples, extract=extract_number,
+                               early_stop=None, wave=1)
+            live = {}
+            for label, mode, level, pr in rules:
+                v = await vote(sampler(llm, req, temperature=args.temperature, seed=100), args.samples, extract=extract_number,
+                               early_stop=mode, confidence_level=level, prior=pr, wave=1)  # type: ignore[arg-type]
+                live[label] = {"answer": v.answer, "used": v.samples_used}
+        votes = sorted(fixed.votes, key=lambda vt: vt.index)
+        rows.append({"i": i, "question": question, "answer": str(answer), "greedy": greedy,
+                     "votes": [vt.key for vt in votes], "live": live})
+
+    await asyncio.gather(*(one(i, q, a) for i, (q, a) in enumerate(problems(args.n))))
+    return sorted(rows, key=lambda r: r["i"]), calibration
+
+
+def score(rows: list[dict[str, Any]], samples: int, prior: VotePrior) -> dict[str, Any]:
+    n = len(rows)
+
+    def acc(answers: list[str | None]) -> float:
+        return round(sum(a == r["answer"] for a, r in zip(answers, rows, strict=True)) / n, 4)
+
+    out: dict[str, Any] = {
+        "problems": n,
+        "greedy": {"accuracy": acc([r["greedy"] for r in rows]), "samples": 1.0},
+        "single": {"accuracy": acc([r["votes"][0] for r in rows]), "samples": 1.0},
+        "fixed": {"accuracy": acc([tally(as_votes(r["votes"])).answer for r in rows]), "samples": float(samples)},
+        "live": {}, "replayed": {},
     }
+    for label, *_ in LIVE:
+        if all(label in r.get("live", {}) for r in rows):
+            out["live"][label] = {"accuracy": acc([r["live"][label]["answer"] for r in rows]),
+                                  "samples": round(statistics.mean(r["live"][label]["used"] for r in rows), 3)}
+    for label, mode, level, fitted in REPLAYED:
+        answers, used = [], []
+        for r in rows:
+            seq = as_votes(r["votes"])
+            k = next(j for j in range(1, samples + 1)
+                     if j == samples or (j >= 2 and is_decided(seq[:j], samples, mode=mode, level=level, prior=prior if fitted else None)))
+            answers.append(tally(seq[:k]).answer)
+            used.append(k)
+        out["replayed"][label] = {"accuracy": acc(answers), "samples": round(statistics.mean(used), 3)}
+    fixed_acc = out["fixed"]["accuracy"]
+    for group in ("live", "replayed"):
+        for v in out[group].values():
+            v["samples_vs_fixed"] = round(v["samples"] / samples, 3)
+            v["points_vs_fixed"] = round(100 * (v["accuracy"] - fixed_acc), 1)
+            v["meets_target"] = v["samples_vs_fixed"] <= 0.5 and v["points_vs_fixed"] >= -1.0
+    return out
 
 
 def main() -> None:
@@ -106,31 +169,49 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for the votes")
     ap.add_argument("--model", choices=["local", "local-strong"], default="local",
                     help="the embedded 0.5B model, or the 1.5B one (pip install 'turnout[local-strong]')")
+    ap.add_argument("--calibrate", type=int, default=40, help="other problems voted first, to fit the stopping prior")
+    ap.add_argument("--save", help="write the recorded votes (JSONL) for --replay")
+    ap.add_argument("--replay", help="re-score recorded votes; no model is loaded")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    r = asyncio.run(run(args))
+    t0 = time.perf_counter()
+    if args.replay:
+        with open(args.replay) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        calibration = next(x["calibration"] for x in lines if "calibration" in x)
+        rows = [x for x in lines if "calibration" not in x]
+        args.samples = len(rows[0]["votes"])
+        args.model, args.temperature = calibration.get("model", args.model), calibration.get("temperature", args.temperature)
+    else:
+        rows, calibration = asyncio.run(record(args))
+        calibration.update(model=args.model, temperature=args.temperature)
+        if args.save:
+            with open(args.save, "w") as f:
+                f.write(json.dumps({"calibration": calibration}) + "\n")
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+    prior = VotePrior(calibration["prior"]["alpha"], calibration["prior"]["beta"])
+    r = score(rows, args.samples, prior)
+    r.update(model=args.model, temperature=args.temperature, calibration=calibration, wall_s=round(time.perf_counter() - t0, 1))
     if args.json:
         print(json.dumps(r, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"voting on {r['problems']} generated arithmetic problems, model {r['model']} ({r['wall_s']} s)")
-    for col in ("strategy", "accuracy", "mean samples", "samples vs fixed N"):
+    t = Table(title=f"voting on {r['problems']} generated word problems, {r['model']}, N={args.samples} ({r['wall_s']} s)")
+    for col in ("strategy", "accuracy", "mean samples", "samples vs fixed N", "points vs fixed N", "target"):
         t.add_column(col, justify="left" if col == "strategy" else "right")
-    fixed_used = r["mean_samples"]["fixed"]  # type: ignore[index]
-    for k, label in (("greedy", "single sample, temperature 0"), ("single", f"single sample, temperature {r['temperature']}"),
-                     ("fixed", f"fixed N={r['samples']} plurality"), ("decided", "adaptive: stop when decided"),
-                     ("beta", "adaptive: Beta rule, 0.95")):
-        used = 1 if k in ("greedy", "single") else r["mean_samples"][k]  # type: ignore[index]
-        t.add_row(label, f"{r['accuracy'][k]:.3f}", f"{used:.2f}", f"{used / fixed_used:.2f}")  # type: ignore[index]
-    Console().print(t)
-    t2 = Table(title="the same fixed-N votes replayed one at a time (wave 1) under each stopping rule")
-    for col in ("rule", "accuracy", "mean samples"):
-        t2.add_column(col)
-    for label, v in r["sequential_replay"].items():  # type: ignore[union-attr]
-        t2.add_row(label, f"{v['accuracy']:.3f}", f"{v['mean_samples']:.2f}")
-    Console().print(t2)
+    t.add_row("single sample, temperature 0", f"{r['greedy']['accuracy']:.3f}", "1.00", "", "", "")
+    t.add_row("single sample, sampled", f"{r['single']['accuracy']:.3f}", "1.00", "", "", "")
+    t.add_row(f"fixed N={args.samples} plurality", f"{r['fixed']['accuracy']:.3f}", f"{args.samples:.2f}", "1.00", "0.0", "")
+    for group, name in (("live", "live"), ("replayed", "replayed on the fixed-N votes")):
+        for label, v in r[group].items():
+            t.add_row(f"adaptive, {name}: {label}", f"{v['accuracy']:.3f}", f"{v['samples']:.2f}", f"{v['samples_vs_fixed']:.2f}",
+                      f"{v['points_vs_fixed']:+.1f}", "met" if v["meets_target"] else "not met")
+    Console(width=160).print(t)
+    cal = r["calibration"]
+    print(f"prior fitted on {cal['problems']} other problems ({cal['samples']} samples): Beta({cal['prior']['alpha']:g}, "
+          f"{cal['prior']['beta']:g}), mean share of a random vote's answer {cal['prior']['mean']:.2f}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,17 @@ def test_overhead_benchmark_runs_and_reports_both_clients():
     assert doc["ratio_cpu"] > 0 and doc["ratio_cpu_sectioning"] > 0 and doc["ideal_wall_s"] > 0
 
 
+def test_overhead_sweep_reports_wall_time_against_the_ideal_per_latency():
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--n", "64", "--cap", "16", "--sweep", "0.01,0.05", "--reps", "1", "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    rows = json.loads(out.stdout)["rows"]
+    assert [r["latency_s"] for r in rows] == [0.01, 0.05]
+    for r in rows:  # 4 waves of the mock's latency: neither client can beat the ideal
+        assert r["ideal_s"] == 4 * r["latency_s"] and r["aiohttp_vs_ideal"] >= 1.0 and r["turnout_vs_ideal"] >= 1.0
+
+
 def test_gateway_benchmark_runs_and_reports_both_paths():
     out = subprocess.run(
         [sys.executable, str(BENCH.parent / "gateway.py"), "--rate", "50", "--seconds", "1", "--n", "100", "--cap", "8", "--reps", "1",

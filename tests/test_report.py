@@ -79,6 +79,27 @@ def test_report_by_vote(tmp_path):
                      "samples_planned": 16, "samples_saved": 6, "outcomes": {"decided": 2}}]
 
 
+def test_vote_prior_is_fitted_from_the_store_and_printed_for_the_workflow(tmp_path):
+    import random
+
+    from turnout.parallel import Vote, tally
+
+    db = tmp_path / "p.db"
+    rng = random.Random(4)
+    with SQLiteStore(db) as store:
+        for _ in range(40):  # a model that agrees with itself about 95% of the time
+            p = rng.betavariate(20, 1)
+            keys = ["a" if rng.random() < p else rng.choice("bc") for _ in range(8)]
+            store.record_verdict(tally([Vote(k, k, "", 1.0, i) for i, k in enumerate(keys)]), name="arith")
+    doc = json.loads(runner.invoke(app, ["vote", "prior", "--name", "arith", "--db", str(db), "--json"]).output)
+    assert doc["fitted_on"] == 40 and doc["mean_share"] > 0.85
+    assert doc["stops_uniform"] == {"unanimous": 3, "one_dissent": 5} and doc["stops_fitted"]["unanimous"] == 2
+    out = runner.invoke(app, ["vote", "prior", "--name", "arith", "--db", str(db)]).output
+    assert "fitted on 40 logged votes" in out and f"prior: {{alpha: {doc['alpha']:g}, beta: {doc['beta']:g}}}" in out
+    r = runner.invoke(app, ["vote", "prior", "--name", "nothing", "--db", str(db)])
+    assert r.exit_code != 0 and "at least 10 recorded votes" in r.output
+
+
 @pytest.fixture
 def runs_db(tmp_path):
     path = tmp_path / "w.db"

@@ -59,6 +59,8 @@ GOLDEN = [
     ("name: x\n" + ROUTER + "steps:\n  - route: {router: triage, routes: {sales: {call: {}}}, default: {call: {}}}\n",
      "wf.yaml:12: steps.0.route.routes.sales: 'sales' is not a route of router 'triage' (billing, human, general)"),
     ("name: x\nsteps:\n  - vote: {sample: {call: {}}, extract: label}\n", "wf.yaml:3: steps.0.vote.labels: extract: label needs labels"),
+    ("name: x\nsteps:\n  - vote: {sample: {call: {}}, prior: {alpha: 1, beta: 0.2}}\n",
+     "wf.yaml:3: steps.0.vote.prior: a prior is used by early_stop: predictive only"),
     ("name: x\nsteps:\n  - section: {split: {by: tokens}, map: {call: {}}}\n",
      "wf.yaml:3: steps.0.section.split.size: split by tokens needs size"),
     ("name: x\nsteps:\n  - name: a\n    call: {}\n    gate: {regex: ok, divert: zzz}\n",
@@ -183,6 +185,23 @@ steps:
     res = await wf.run("hard")
     assert res.output == "strong: Strong: hard (weak said 1 at 0.125)"
     assert next(s for s in res.steps if s.kind == "vote").detail["escalated"] is True
+
+
+async def test_vote_with_a_fitted_prior_stops_after_two_agreeing_samples(tmp_path):
+    p = write(tmp_path, """
+name: vote
+steps:
+  - name: v
+    vote:
+      sample: {call: {prompt: "{input}"}}
+      n: 8
+      extract: number
+      early_stop: predictive
+      prior: {alpha: 0.4, beta: 0.1}
+""")
+    always = ScriptedModel(default="42")
+    res = await Workflow.load(p, models={"local": always}).run("6*7?")
+    assert res.output == "42" and res.calls == 2  # the uniform prior would need 3 (tested in test_voting)
 
 
 async def test_chain_gates_divert_and_stop(tmp_path):

@@ -12,6 +12,7 @@ from . import models as _models
 from . import report as _report
 from . import route as _route
 from . import serve as _serve
+from . import vote as _vote
 from . import workflow as _workflow
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.add_typer(_route.app, name="route")
 app.add_typer(_experiment.app, name="experiment")
 app.command("serve")(_serve.serve)
 app.add_typer(_serve.keys_app, name="keys")
+app.add_typer(_vote.app, name="vote")
 
 
 def main() -> None:

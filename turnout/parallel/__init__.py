@@ -22,12 +22,14 @@ from .sectioning import split_tokens as split_tokens
 from .sectioning import token_counter as token_counter
 from .voting import Verdict as Verdict
 from .voting import Vote as Vote
+from .voting import VotePrior as VotePrior
 from .voting import beta_confidence as beta_confidence
 from .voting import extract_json_field as extract_json_field
 from .voting import extract_label as extract_label
 from .voting import extract_number as extract_number
 from .voting import extract_regex as extract_regex
 from .voting import extract_text as extract_text
+from .voting import fit_prior as fit_prior
 from .voting import is_decided as is_decided
 from .voting import keep_probability as keep_probability
 from .voting import panel as panel
@@ -59,6 +61,8 @@ __all__ = [
     "guarded",
     "is_decided",
     "keep_probability",
+    "fit_prior",
+    "VotePrior",
     "merge_json",
     "panel",
     "rule_screen",

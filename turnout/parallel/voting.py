@@ -44,6 +44,8 @@ __all__ = [
     "extract_text",
     "is_decided",
     "keep_probability",
+    "fit_prior",
+    "VotePrior",
     "tally",
     "threshold",
     "vote",
@@ -252,7 +254,7 @@ def beta_confidence(leader: float, runner_up: float) -> float:
 
 def is_decided(
     votes: Sequence[Vote], planned: int, *, rule: Rule = "plurality", mode: str = "decided", level: float = 0.95,
-    weights: Mapping[str, float] | None = None,
+    weights: Mapping[str, float] | None = None, prior: VotePrior | None = None,
 ) -> bool:
     """Pure: can sampling stop? ``planned`` is the total votes that would be cast."""
     counts, _ = _counts(votes, weights)
@@ -268,7 +270,7 @@ def is_decided(
         return beta_confidence(lead, second) >= level
     if mode == "predictive":
         return _decided_exactly(counts, lead, second, remaining, rule, w_max) or \
-            keep_probability(votes, planned, rule=rule, weights=weights) >= level
+            keep_probability(votes, planned, rule=rule, weights=weights, prior=prior) >= level
     return _decided_exactly(counts, lead, second, remaining, rule, w_max)
 
 
@@ -288,11 +290,12 @@ def _beta_binomial(k: int, n: int, a: float, b: float) -> float:
 
 
 def keep_probability(votes: Sequence[Vote], planned: int, *, rule: Rule = "plurality",
-                     weights: Mapping[str, float] | None = None) -> float:
+                     weights: Mapping[str, float] | None = None, prior: VotePrior | None = None) -> float:
     """Pure: P(the full vote of ``planned`` samples ends with the current leader winning under ``rule``).
 
-    The leader's share of future valid votes is Beta(leader votes + 1, other votes + 1) (uniform
-    prior); the remaining votes are Beta-binomial. Conservatively, every remaining vote the leader
+    The leader's share of future valid votes is Beta(leader votes − 1 + α, other votes + β) for the
+    prior (α, β) (default (2, 1): uniform, i.e. Beta(leader + 1, others + 1); a fitted one says how
+    often this model agrees with itself, :func:`fit_prior`); the remaining votes are Beta-binomial. Conservatively, every remaining vote the leader
     does not get goes to the runner-up (at the largest weight) and every one it gets counts at the
     smallest weight, and a tie counts as a change. 0.0 when there is no leader yet.
     """
@@ -320,7 +323,79 @@ def keep_probability(votes: Sequence[Vote], planned: int, *, rule: Rule = "plura
             return mine > theirs and mine >= rule * final_total
         return mine > theirs
 
-    return sum(_beta_binomial(k, remaining, n_lead + 1, n_other + 1) for k in range(remaining + 1) if wins(k))
+    p = prior or VotePrior()
+    a, b = n_lead - 1 + p.alpha, n_other + p.beta
+    return sum(_beta_binomial(k, remaining, a, b) for k in range(remaining + 1) if wins(k))
+
+
+@dataclass(frozen=True, slots=True)
+class VotePrior:
+    """What the ``"predictive"`` stopping rule expects of a model's self-agreement: a Beta(α, β) prior
+    on the share of all votes that go to the answer of a vote drawn at random (the first one, say).
+
+    The default (2, 1) is what "no idea" means — a uniform prior on any one answer's share, seen
+    through the answer that was actually drawn — and it needs 3 agreeing votes of 8 before it
+    stops. Fitted to a model's logged votes on a task (:func:`fit_prior`, :meth:`from_store`), it
+    knows how often that model agrees with itself there and stops as early as that record justifies.
+    """
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    fitted_on: int = 0  # how many votes it was fitted to (0: not fitted)
+
+    @property
+    def mean(self) -> float:
+        """The expected share of the votes that the answer of a random vote gets."""
+        return self.alpha / (self.alpha + self.beta)
+
+    @staticmethod
+    def from_store(store: Any, *, name: str | None = None, since: float | None = None) -> VotePrior:
+        """Fit to the verdicts recorded in a trace store (optionally only those of vote ``name``)."""
+        return fit_prior(v["counts"] for v in store.verdicts(name=name, since=since))
+
+
+def fit_prior(tallies: Any, *, min_votes: int = 10) -> VotePrior:
+    """Maximum-likelihood fit of :class:`VotePrior` to recorded votes.
+
+    ``tallies``: per question, either the answer keys of its votes (``None`` = abstained) or a
+    verdict's ``counts`` mapping. Each question with n ≥ 2 valid votes contributes, for each answer
+    with c votes, weight c/n times log BetaBinomial(c − 1 of the other n − 1 | α, β) — the expected
+    log-likelihood of "the other votes that agree with a random vote", since given the counts every
+    vote is equally likely to have come first. Votes stopped early by a rule that looks only at the
+    votes so far are fine to fit on (such a stopping rule does not bias a likelihood fit). Needs at
+    least ``min_votes`` usable questions.
+    """
+    grouped: dict[tuple[int, int], float] = {}
+    used = 0
+    for t in tallies:
+        if isinstance(t, Mapping):
+            counts = [int(round(c)) for c in t.values() if c > 0]
+        else:
+            keys = [x for x in t if x is not None]
+            counts = [keys.count(k) for k in dict.fromkeys(keys)]
+        n = sum(counts)
+        if n < 2:
+            continue
+        used += 1
+        for c in counts:
+            grouped[(c - 1, n - 1)] = grouped.get((c - 1, n - 1), 0.0) + c / n
+    if used < min_votes:
+        raise ConfigError(f"fit_prior needs at least {min_votes} recorded votes with 2 or more valid answers, got {used}")
+
+    def loglik(a: float, b: float) -> float:
+        return sum(w * math.log(max(_beta_binomial(k, n, a, b), 1e-300)) for (k, n), w in grouped.items())
+
+    # a coarse grid in log space, then two finer grids around the best point
+    best = max((loglik(math.exp(x), math.exp(y)), x, y) for x in _frange(-3, 4, 0.25) for y in _frange(-3, 4, 0.25))
+    for step in (0.05, 0.01):
+        _, x0, y0 = best
+        best = max((loglik(math.exp(x), math.exp(y)), x, y) for x in _frange(x0 - 5 * step, x0 + 5 * step, step)
+                   for y in _frange(y0 - 5 * step, y0 + 5 * step, step))
+    return VotePrior(round(math.exp(best[1]), 4), round(math.exp(best[2]), 4), used)
+
+
+def _frange(lo: float, hi: float, step: float) -> list[float]:
+    return [lo + i * step for i in range(int(round((hi - lo) / step)) + 1)]
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -370,6 +445,7 @@ async def vote(
     sources: Sequence[str] | None = None,
     early_stop: Literal["decided", "beta", "predictive"] | None = "decided",
     confidence_level: float = 0.95,
+    prior: VotePrior | None = None,
     min_samples: int = 2,
     wave: int = 2,
     timeout: float | None = None,
@@ -381,7 +457,9 @@ async def vote(
 ) -> Verdict:
     """Cast up to ``n`` votes, ``sample(i)`` producing the i-th answer, ``wave`` at a time.
 
-    ``sources[i]`` names who cast vote i (for weights and ``tie="weight_order"``). With
+    ``sources[i]`` names who cast vote i (for weights and ``tie="weight_order"``). ``prior`` (for
+    ``early_stop="predictive"``) is what the model's logged votes say about its self-agreement
+    (:func:`fit_prior`, :meth:`VotePrior.from_store`); without it the rule assumes nothing. With
     ``escalate_below``, a verdict whose agreement is lower calls ``on_escalate`` (e.g. ask a stronger
     model or queue for a person); what it returns replaces the verdict. Inside ``with store.run(...)``
     the verdict is recorded under ``name``.
@@ -410,7 +488,7 @@ async def vote(
         failed = sum(1 for e in envs if e is not None and e.status != "ok")
         if len(done) < min_samples:
             return False
-        return is_decided(done, n - failed, rule=rule, mode=early_stop, level=confidence_level, weights=weights)
+        return is_decided(done, n - failed, rule=rule, mode=early_stop, level=confidence_level, weights=weights, prior=prior)
 
     res = await fan_out([branch(i) for i in range(n)], concurrency=max(1, wave), timeout=timeout, stop_when=stop_when)
     cast = [e.value for e in res.envelopes if e.status == "ok"]

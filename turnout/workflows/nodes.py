@@ -27,7 +27,7 @@ from ..models.base import ChatModel
 from ..parallel.engine import fan_out
 from ..parallel.guard import ModelScreen, guarded, rule_screen
 from ..parallel.sectioning import Section, Synthesize, concatenate, merge_json, token_counter
-from ..parallel.voting import Extractor, vote
+from ..parallel.voting import Extractor, VotePrior, vote
 from ..policies.trace import CallEvent, Traced
 from ..routing.base import Decision, Router
 from ..store.base import _ACTIVE
@@ -386,6 +386,7 @@ class VoteStep(Node):
     escalate: Node | None = None
     name: str = ""
     kind: str = "vote"
+    prior: VotePrior | None = None  # for early_stop="predictive": fitted to this step's logged votes
 
     async def _run(self, ctx: RunContext, value: Any, detail: dict[str, Any]) -> Any:
         assert self.sample is not None
@@ -396,7 +397,7 @@ class VoteStep(Node):
 
         kw: dict[str, Any] = {"extract": self.extract} if self.extract is not None else {}
         v = await vote(one, self.n, rule=self.rule, tie=self.tie, early_stop=self.early_stop,  # type: ignore[arg-type]
-                       confidence_level=self.confidence_level, wave=self.wave, name=self.name or "vote", **kw)
+                       confidence_level=self.confidence_level, prior=self.prior, wave=self.wave, name=self.name or "vote", **kw)
         detail.update(answer=v.answer, agreement=round(v.agreement, 4), samples_used=v.samples_used, samples_planned=self.n,
                       outcome=v.outcome)
         if self.escalate_below is not None and (v.answer is None or v.agreement < self.escalate_below):

@@ -108,6 +108,11 @@ class SectionIn(_Base):
     context_tokens: int = Field(4096, gt=0)
 
 
+class PriorIn(_Base):
+    alpha: float = Field(gt=0, description="Beta prior on the leading answer's share (turnout vote prior prints one)")
+    beta: float = Field(gt=0)
+
+
 class VoteIn(_Base):
     sample: StepIn | str
     n: int = Field(5, ge=1, le=64)
@@ -122,6 +127,7 @@ class VoteIn(_Base):
     wave: int = Field(2, ge=1)
     escalate_below: float | None = Field(None, ge=0, le=1)
     escalate: StepIn | str | None = None
+    prior: PriorIn | None = None
 
 
 class ChainIn(_Base):
@@ -417,8 +423,10 @@ class _Compiler:
             esc = self.target(v.escalate, (*kl, "escalate"), scope | {"answer", "agreement"}) if v.escalate is not None else None
             if esc is not None and v.escalate_below is None:
                 raise self.err((*kl, "escalate"), "escalate needs escalate_below (the agreement under which to escalate)")
+            if v.prior is not None and v.early_stop != "predictive":
+                raise self.err((*kl, "prior"), "a prior is used by early_stop: predictive only")
             node = VoteStep(sample, v.n, extract, v.rule, v.tie, None if v.early_stop == "none" else v.early_stop, v.confidence, v.wave,  # type: ignore[arg-type]
-                            v.escalate_below, esc, name)
+                            v.escalate_below, esc, name, prior=vt.VotePrior(v.prior.alpha, v.prior.beta) if v.prior else None)
         elif kind == "chain":
             ch = s.chain
             assert ch is not None
