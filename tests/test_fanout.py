@@ -139,6 +139,25 @@ async def test_budget_check_refuses_before_launch():
     assert ran == []
 
 
+async def test_budget_check_uses_the_runs_budget_in_the_current_scope():
+    from turnout._scope import spend_scope
+    from turnout.policies.spend import Budget, SpendControl
+
+    spend = SpendControl([Budget(0.05, scope="run")])
+    ran = []
+    with spend_scope(run="r1"):
+        h = spend.reserve(0.04)  # this run has already spent (or holds) $0.04 of its $0.05
+        spend.settle(h, 0.04)
+        with pytest.raises(BudgetExceeded):
+            await fan_out([lambda: ran.append(1)], ledger=spend, estimated_cost=0.02)
+        assert ran == []
+        await fan_out([lambda: ran.append(1)], ledger=spend, estimated_cost=0.01)  # fits: runs, holds nothing after
+        assert ran == [1] and spend.status()[0].reserved_usd == 0
+    with spend_scope(run="r2"):  # another run has its own $0.05
+        await fan_out([lambda: ran.append(2)], ledger=spend, estimated_cost=0.02)
+    assert ran == [1, 2]
+
+
 async def test_bad_arguments_and_empty_input():
     assert (await fan_out([])).envelopes == []
     with pytest.raises(ConfigError):

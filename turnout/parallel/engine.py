@@ -119,21 +119,26 @@ async def fan_out(
     stop_when: Callable[[list[Envelope[T] | None]], bool] | None = None,
     ledger: Any = None,
     estimated_cost: float = 0.0,
+    model: str = "",
 ) -> FanoutResult[T]:
     """Run ``branches`` (zero-argument coroutine functions) with at most ``concurrency`` at once.
 
     ``timeout`` bounds each branch, ``deadline`` the whole fan-out (branches still running then
-    end as ``timeout``, those not started as ``cancelled``). With a ``ledger`` (BudgetLedger), a
-    fan-out whose ``estimated_cost`` (total) exceeds what is left is refused before anything starts.
+    end as ``timeout``, those not started as ``cancelled``). With a ``ledger`` (a ``BudgetLedger``, or
+    a ``SpendControl`` whose run/workflow/key/global budgets apply in the current scope; ``model``
+    selects model budgets), a fan-out whose ``estimated_cost`` (total) does not fit what is left is
+    refused with ``BudgetExceeded`` before anything starts.
     """
     n = len(branches)
     if concurrency is not None and concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     if isinstance(policy, Quorum) and not 1 <= policy.k <= max(1, n):
         raise ConfigError(f"quorum k={policy.k} is impossible with {n} branches")
-    if ledger is not None and estimated_cost > ledger.remaining + 1e-12:
-        raise BudgetExceeded(limit=ledger.limit, spent=ledger.spent, reserved=ledger.reserved, requested=estimated_cost,
-                             name=getattr(ledger, "name", ""))
+    if ledger is not None and estimated_cost > 0:
+        # a trial reservation of the whole estimate, released at once: the calls reserve their own
+        # costs as they run. With a SpendControl this checks every budget that applies in the current
+        # scope (the run's, the workflow's, the key's, global) in one step.
+        ledger.release(ledger.reserve(estimated_cost, model=model))
     t_start = time.perf_counter()
     results: list[Envelope[T] | None] = [None] * n
     if n == 0:
