@@ -42,3 +42,19 @@ def test_gateway_benchmark_runs_and_reports_both_paths():
     for k in ("direct", "gateway"):
         assert doc["open_loop"][k]["p50_ms"] > 0 and doc["open_loop"][k]["errors"] == 0
     assert doc["closed_loop"]["gateway_rps"] > 0 and "added_p50_ms" in doc
+
+
+def test_voting_benchmark_replays_recorded_embedded_model_votes():
+    """The 0.5B model's recorded votes (bench/data): the predictive rule casts at most half the samples
+    of fixed N = 8 within a point of its accuracy, and replaying the rules reproduces the live calls."""
+    data = BENCH.parent / "data" / "votes-local-t04.jsonl"
+    out = subprocess.run([sys.executable, str(BENCH.parent / "voting.py"), "--replay", str(data), "--json"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    doc = json.loads(out.stdout)
+    assert doc["problems"] == 100 and doc["fixed"]["samples"] == 8
+    pred = doc["replayed"]["predictive 0.95"]
+    assert pred["samples_vs_fixed"] <= 0.5 and pred["points_vs_fixed"] >= -1.0 and pred["meets_target"]
+    for label, live in doc["live"].items():  # the pure rule on the recorded votes = what the live run spent
+        assert live["samples"] == doc["replayed"][label]["samples"] and live["accuracy"] == doc["replayed"][label]["accuracy"]
+    assert doc["replayed"]["decided (exact)"]["accuracy"] == doc["fixed"]["accuracy"]  # exact: never changes the winner
+    assert doc["replayed"]["decided (exact)"]["samples"] > 5  # ...and cannot stop before 5 of 8

@@ -9,16 +9,16 @@ import pytest
 from turnout import ConfigError, ProviderUnavailable, Request
 from turnout.parallel import (
     Vote,
+    VotePrior,
     beta_confidence,
     extract_json_field,
     extract_label,
     extract_number,
     extract_regex,
     extract_text,
+    fit_prior,
     is_decided,
     keep_probability,
-    fit_prior,
-    VotePrior,
     panel,
     sampler,
     tally,

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
-from .._errors import BudgetExceeded, ConfigError, TurnoutError
+from .._errors import ConfigError, TurnoutError
 
 __all__ = ["Envelope", "FanoutError", "FanoutResult", "Quorum", "fan_out"]
 
