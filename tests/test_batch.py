@@ -80,3 +80,31 @@ async def test_resume_after_kill_runs_each_item_exactly_once(tmp_path):
     # finished items were not called again: only the unfinished ones (and at most the 2 in flight at the kill) were
     assert srv.count - calls_before == n - first_done
     assert calls_before <= first_done + 2
+
+
+async def test_ctrl_c_writes_what_is_done_and_the_same_command_continues(tmp_path):
+    from turnout.testing import MockServer
+
+    n = 12
+    async with MockServer(latency=0.25) as srv:
+        args = _files(tmp_path, srv.url, n)
+        cmd = [sys.executable, "-m", "turnout", *args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        for _ in range(600):
+            if _done(tmp_path / "b.db") >= 4:
+                break
+            await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        text = err.decode()
+        assert proc.returncode == 130, text
+        first_done = _done(tmp_path / "b.db")
+        assert 4 <= first_done < n and f"interrupted: {first_done} of {n} done" in " ".join(text.split())
+        written = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+        assert sum(r["status"] == "ok" for r in written) == first_done  # what was done is not lost
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"i{k}" for k in range(n)] and all(r["status"] == "ok" for r in rows)
