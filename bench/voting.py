@@ -166,7 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=40, help="problems")
     ap.add_argument("--samples", type=int, default=8, help="N for the fixed vote (and the adaptive cap)")
-    ap.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for the votes")
+    ap.add_argument("--temperature", type=float, default=0.4, help="sampling temperature for the votes")
     ap.add_argument("--model", choices=["local", "local-strong"], default="local",
                     help="the embedded 0.5B model, or the 1.5B one (pip install 'turnout[local-strong]')")
     ap.add_argument("--calibrate", type=int, default=40, help="other problems voted first, to fit the stopping prior")
