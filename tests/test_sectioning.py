@@ -50,6 +50,22 @@ def test_token_windows_overlap_and_cover_everything():
         split_tokens(text, 10, overlap=10)
 
 
+def test_token_windows_are_full_and_the_tokenizer_sees_little_text_at_a_time():
+    words = [f"w{i}" for i in range(5000)]
+    text = " ".join(words)
+    seen: list[int] = []
+
+    def tok(s: str) -> int:
+        seen.append(len(s.split()))
+        return len(s.split())
+
+    windows = split_tokens(text, 50, overlap=10, count_tokens=tok)
+    sizes = [tok(w.text) for w in windows]
+    assert sizes[:-1] == [50] * (len(sizes) - 1) and len(windows) == 125  # full windows, 40 new words each
+    assert max(seen) <= 2 * 50 + 1  # never the whole document: at most about two windows of text
+    assert len(seen) < 40 * len(windows)  # O(log w) calls a window, not one per word (50+)
+
+
 async def test_map_runs_concurrently_in_order_and_concatenates_with_headers():
     m = FunctionModel(lambda r: r.messages[-1].content.upper(), latency=0.01)
     res = await run_sections(split_headings(DOC), m, "summarise: {section}", concurrency=4)

@@ -117,12 +117,18 @@ def split_tokens(text: str, size: int, *, overlap: int = 0, count_tokens: CountT
     out: list[Section] = []
     i = 0
     while i < len(words):
-        # the most words from i that fit in ``size`` tokens: a binary search, so a real tokenizer is
-        # called O(log n) times per window rather than once per word
-        lo, hi = i + 1, len(words)  # words[i:lo] is known to fit (or is the single-word minimum)
+        # the most words from i that fit in ``size`` tokens: a galloping then binary search, so a real
+        # tokenizer is called O(log w) times per window of w words, never on more than 2 windows of text
+        def fits(end: int, start: int = words[i][0]) -> bool:
+            return count(text[start : words[end - 1][1]]) <= size
+
+        lo, step = i + 1, 1  # words[i:lo] is known to fit (or is the single-word minimum)
+        while lo + step <= len(words) and fits(lo + step):
+            lo, step = lo + step, step * 2
+        hi = min(lo + step - 1, len(words))  # words[i:hi + 1] is known not to fit (or the end)
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if count(text[words[i][0] : words[mid - 1][1]]) <= size:
+            if fits(mid):
                 lo = mid
             else:
                 hi = mid - 1

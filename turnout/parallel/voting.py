@@ -13,7 +13,8 @@ Early stopping (``early_stop=``):
 - ``"predictive"``: stop when P(the full vote of ``n`` would end with the same winner) reaches
   ``confidence_level`` (:func:`keep_probability`: Beta-binomial over the votes still to come, the
   rest assumed to go to the runner-up). It knows how many votes are left, so it stops earlier on a
-  short vote than ``"beta"`` does and never stops where the outcome is still open.
+  short vote than ``"beta"`` does; a tie at the top never stops it. ``prior=`` (a :class:`VotePrior`
+  fitted to logged votes) tells it how often the model agrees with itself.
 Samples run ``wave`` at a time through the fan-out engine, so stopping saves real calls (and
 cancels the ones in flight).
 """
@@ -294,10 +295,11 @@ def keep_probability(votes: Sequence[Vote], planned: int, *, rule: Rule = "plura
     """Pure: P(the full vote of ``planned`` samples ends with the current leader winning under ``rule``).
 
     The leader's share of future valid votes is Beta(leader votes − 1 + α, other votes + β) for the
-    prior (α, β) (default (2, 1): uniform, i.e. Beta(leader + 1, others + 1); a fitted one says how
-    often this model agrees with itself, :func:`fit_prior`); the remaining votes are Beta-binomial. Conservatively, every remaining vote the leader
-    does not get goes to the runner-up (at the largest weight) and every one it gets counts at the
-    smallest weight, and a tie counts as a change. 0.0 when there is no leader yet.
+    prior (α, β) — by default (2, 1), i.e. Beta(leader + 1, others + 1), uniform; a fitted one
+    (:func:`fit_prior`) says how often this model agrees with itself — and the remaining votes are
+    Beta-binomial. Conservatively, every remaining vote the leader does not get goes to the
+    runner-up (at the largest weight), every one it gets counts at the smallest weight, and a tie
+    counts as a change. 0.0 when there is no leader yet.
     """
     counts, _ = _counts(votes, weights)
     if not counts:
@@ -361,8 +363,9 @@ def fit_prior(tallies: Any, *, min_votes: int = 10) -> VotePrior:
     verdict's ``counts`` mapping. Each question with n ≥ 2 valid votes contributes, for each answer
     with c votes, weight c/n times log BetaBinomial(c − 1 of the other n − 1 | α, β) — the expected
     log-likelihood of "the other votes that agree with a random vote", since given the counts every
-    vote is equally likely to have come first. Votes stopped early by a rule that looks only at the
-    votes so far are fine to fit on (such a stopping rule does not bias a likelihood fit). Needs at
+    vote is equally likely to have come first. That is only approximately true of votes stopped
+    early (the order then matters a little); on the recorded benchmark votes, fits from the stopped
+    and from the full votes gave P(keep after two agreeing votes of 8) 0.956 vs 0.961. Needs at
     least ``min_votes`` usable questions.
     """
     grouped: dict[tuple[int, int], float] = {}
