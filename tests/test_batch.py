@@ -52,19 +52,24 @@ def _done(db) -> int:
         return 0
 
 
+async def _start_batch_until_done(tmp_path, url, n, done):
+    """Start ``turnout batch`` on n items as a subprocess; return once ``done`` items are finished (≤ ~60 s)."""
+    cmd = [sys.executable, "-m", "turnout", *_files(tmp_path, url, n)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
+    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    for _ in range(600):
+        if _done(tmp_path / "b.db") >= done:
+            break
+        await asyncio.sleep(0.1)
+    return cmd, env, proc
+
+
 async def test_resume_after_kill_runs_each_item_exactly_once(tmp_path):
     from turnout.testing import MockServer
 
     n = 12
     async with MockServer(latency=0.25) as srv:
-        args = _files(tmp_path, srv.url, n)
-        cmd = [sys.executable, "-m", "turnout", *args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
-        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        for _ in range(600):  # until a few items are done, at most ~60 s
-            if _done(tmp_path / "b.db") >= 4:
-                break
-            await asyncio.sleep(0.1)
+        cmd, env, proc = await _start_batch_until_done(tmp_path, srv.url, n, 4)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         first_done, calls_before = _done(tmp_path / "b.db"), srv.count
@@ -87,14 +92,7 @@ async def test_ctrl_c_writes_what_is_done_and_the_same_command_continues(tmp_pat
 
     n = 12
     async with MockServer(latency=0.25) as srv:
-        args = _files(tmp_path, srv.url, n)
-        cmd = [sys.executable, "-m", "turnout", *args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
-        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        for _ in range(600):
-            if _done(tmp_path / "b.db") >= 4:
-                break
-            await asyncio.sleep(0.1)
+        cmd, env, proc = await _start_batch_until_done(tmp_path, srv.url, n, 4)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         text = err.decode()
