@@ -89,7 +89,7 @@ class LocalLLM:
             from ._gguf import gguf_tokenizer
 
             path = self.model_path or ensure_gguf(self.weights)
-            self._tokenizer = gguf_tokenizer(path) or False
+            self._tokenizer = gguf_tokenizer(path) or False  # False: looked, not supported (do not look again)
         return self._tokenizer or None
 
     def count_tokens(self, text: str) -> int:

@@ -309,8 +309,7 @@ def keep_probability(votes: Sequence[Vote], planned: int, *, rule: Rule = "plura
     leader, lead = ranked[0]
     second = ranked[1][1] if len(ranked) > 1 else 0.0
     total = sum(counts.values())
-    ws = list((weights or {}).values()) or [1.0]
-    w_lo, w_hi = (min(ws), max(ws)) if weights else (1.0, 1.0)
+    w_lo, w_hi = (min(weights.values()), max(weights.values())) if weights else (1.0, 1.0)
     n_lead = sum(1 for v in votes if v.key == leader)
     n_other = sum(1 for v in votes if v.key is not None) - n_lead
 
