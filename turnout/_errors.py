@@ -21,10 +21,13 @@
 
 Vendor and transport exceptions are translated into this tree at the provider boundary; nothing
 above ``turnout.models`` sees an aiohttp or xllamacpp exception. Retry policies read the class
-attribute ``retryable``. No message ever contains an API key.
+attribute ``retryable``. No message ever contains an API key: every ``TurnoutError`` scrubs its
+own message (``turnout._secrets.scrub``) when it is made, whichever path made it.
 """
 
 from __future__ import annotations
+
+from ._secrets import scrub
 
 __all__ = [
     "AllModelsFailed",
@@ -50,6 +53,9 @@ class TurnoutError(Exception):
     """Root of every error turnout raises on purpose."""
 
     retryable: bool = False
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(TurnoutError):

@@ -169,6 +169,9 @@ class Completion(NamedTuple):
     # per generated token: (token, logprob, ((alt, logprob), ...)) where the backend gives them
     logprobs: Sequence[tuple[str, float, tuple[tuple[str, float], ...]]] | None = None
     raw_id: str | None = None
+    # the routing Decision that chose the model, when a model router served the call (per call, so
+    # concurrent callers of one routed model never read each other's route)
+    decision: Any = None
 
     def json(self) -> Any:
         """Parse the text as JSON (structured output). Raises BadResponse if it is not JSON."""
@@ -192,3 +195,4 @@ class StreamChunk(NamedTuple):
     cost_usd: float = 0.0
     latency_s: float = 0.0
     model: str = ""
+    decision: Any = None  # as on Completion: set on every chunk of a routed stream

@@ -12,40 +12,107 @@ from pydantic import BaseModel, ValidationError
 
 from ._errors import ConfigError
 
-__all__ = ["jsonl_objects", "line_of", "load_model", "load_yaml", "located_error"]
+__all__ = ["decode_utf8", "json_line", "jsonl_objects", "line_of", "load_model", "load_yaml", "located_error"]
+
+MAX_DEPTH = 64          # nesting a configuration or an input line may have
+MAX_NODES = 100_000     # values a YAML document may expand to, aliases included (an alias bomb is refused)
 
 
-def _check_unique(node: Any, path: Path) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for k, v in node.value:
-            key = getattr(k, "value", None)
-            if isinstance(key, str):
-                if key in seen:
-                    raise ConfigError(f"{path}:{k.start_mark.line + 1}: duplicate key {key!r} (first at line {seen[key]})")
-                seen[key] = k.start_mark.line + 1
-            _check_unique(v, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for v in node.value:
-            _check_unique(v, path)
+def decode_utf8(data: bytes, where: str | Path, *, first_line: int = 1) -> str:
+    """``data`` as text, or a ConfigError naming the line and column of the first invalid byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + data.count(b"\n", 0, e.start)
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(f"{where}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {col})") from None
+
+
+def _check_tree(root: Any, path: Path) -> None:
+    """Duplicate keys, nesting depth and expanded size (aliases counted where they expand), in one
+    pass that visits each node once: an alias bomb or a deep document is refused, never expanded."""
+    size: dict[int, int] = {}
+    stack: list[tuple[Any, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        nid = id(node)
+        if done:
+            kids = [v for kv in node.value for v in (kv if isinstance(node, yaml.MappingNode) else (kv,))]
+            size[nid] = 1 + sum(size.get(id(k), 1) for k in kids)
+            if size[nid] > MAX_NODES:
+                raise ConfigError(f"{path}:{node.start_mark.line + 1}: the document expands to more than {MAX_NODES:,} values "
+                                  "(nested aliases?); refused")
+            continue
+        if nid in size or not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            size.setdefault(nid, 1)
+            continue
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{path}:{node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep; refused")
+        size[nid] = 1  # visiting: a cycle counts once
+        stack.append((node, depth, True))
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, v in node.value:
+                key = getattr(k, "value", None)
+                if isinstance(key, str):
+                    if key in seen:
+                        raise ConfigError(f"{path}:{k.start_mark.line + 1}: duplicate key {key!r} (first at line {seen[key]})")
+                    seen[key] = k.start_mark.line + 1
+                stack.append((v, depth + 1, False))
+        else:
+            stack.extend((v, depth + 1, False) for v in node.value)
 
 
 def load_yaml(path: str | Path, *, what: str) -> tuple[Any, Any]:
-    """Return (document, node tree). Unreadable, invalid or duplicate-keyed files are ConfigErrors."""
+    """Return (document, node tree). Unreadable, non-UTF-8, invalid, duplicate-keyed, too deep or
+    alias-bombed files are ConfigErrors naming the file and line."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read the {what}: {e.strerror}") from None
+    text = decode_utf8(data, p)
     try:
-        root = yaml.compose(text)
-        doc = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            return None, None
+        _check_tree(root, p)
+        loader = yaml.SafeLoader("")
+        try:
+            doc = loader.construct_document(root)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    _check_unique(root, p)
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to read; refused") from None
     return doc, root
+
+
+def json_line(raw: str) -> Any:
+    """One JSON document from a line; ValueError (with ``msg``) for invalid or too deeply nested JSON."""
+    try:
+        doc = json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep") from None
+    if _depth(doc) > MAX_DEPTH:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+    return doc
+
+
+def _depth(doc: Any) -> int:
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        d, n = stack.pop()
+        if isinstance(d, dict):
+            d = list(d.values())
+        if isinstance(d, list):
+            deepest = max(deepest, n)
+            if n <= MAX_DEPTH:
+                stack.extend((x, n + 1) for x in d)
+    return deepest
 
 
 def line_of(node: Any, path: tuple[Any, ...]) -> int | None:
@@ -95,14 +162,14 @@ def jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     and non-object lines are ConfigErrors naming the file and line."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = decode_utf8(p.read_bytes(), p).splitlines()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            doc = json.loads(line)
+            doc = json_line(line)
         except ValueError as e:
             raise ConfigError(f"{p}:{n}: not valid JSON: {getattr(e, 'msg', e)}") from None
         if not isinstance(doc, dict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from . import chat as _chat
@@ -38,7 +40,18 @@ app.add_typer(_vote.app, name="vote")
 
 
 def main() -> None:
-    app()
+    """The ``turnout`` command. An error that escapes every command's own handling is still printed
+    scrubbed of secrets (``turnout._secrets``), traceback included, with exit code 1."""
+    try:
+        app()
+    except Exception as e:  # noqa: BLE001 - the last edge: never print a secret
+        import traceback
+
+        from .._secrets import scrub
+
+        sys.stderr.write(scrub("".join(traceback.format_exception(e))))
+        sys.stderr.write(f"turnout: internal error ({type(e).__name__}); please report it with the traceback above\n")
+        sys.exit(1)
 
 
 __all__ = ["app", "main"]

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .._errors import ConfigError, TurnoutError
+from .._secrets import describe
 from ..models.catalog import Catalog
 
 err_console = Console(stderr=True, highlight=False)
@@ -28,26 +29,55 @@ DbOpt = typer.Option(
 )
 
 
+RedactOpt = typer.Option(
+    False, "--redact", envvar="TURNOUT_REDACT", help="Store sha256 digests instead of input and output texts.",
+)
+
+
 def load_catalog(path: Path | None) -> Catalog:
     """Argument beats environment beats the built-in catalog."""
     p = path or (Path(os.environ["TURNOUT_CATALOG"]) if os.environ.get("TURNOUT_CATALOG") else None)
     return Catalog.load(p) if p else Catalog()
 
 
+def _first_turnout_error(group: BaseExceptionGroup) -> TurnoutError | None:
+    """The first turnout error inside a task group's exception group (config errors first)."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        e = stack.pop(0)
+        if isinstance(e, BaseExceptionGroup) and not isinstance(e, TurnoutError):
+            stack.extend(e.exceptions)
+        else:
+            leaves.append(e)
+    found = [e for e in leaves if isinstance(e, TurnoutError)]
+    return next((e for e in found if isinstance(e, ConfigError)), found[0] if found else None)
+
+
 @contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Turn turnout errors into one clear line on stderr and an exit code (2 = your input, 1 = a failure)."""
+    """Turn turnout errors into one clear line on stderr and an exit code (2 = your input, 1 = a failure).
+    Errors raised inside a task group arrive grouped; the group is unwrapped to its turnout error."""
     try:
         yield
-    except ConfigError as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
-        raise typer.Exit(2) from None
+    except BaseExceptionGroup as g:
+        e = _first_turnout_error(g)
+        if e is None:
+            raise
+        _report(e)
     except TurnoutError as e:
-        err_console.print(f"[bold red]error:[/] {type(e).__name__}: {escape(str(e))}", markup=True, soft_wrap=True)
-        raise typer.Exit(1) from None
+        _report(e)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
+
+
+def _report(e: TurnoutError) -> None:
+    if isinstance(e, ConfigError):
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+    err_console.print(f"[bold red]error:[/] {escape(describe(e))}", markup=True, soft_wrap=True)
+    raise typer.Exit(1) from None
 
 
 def read_prompt(prompt: str) -> str:

@@ -51,6 +51,10 @@ def serve(
     dashboard: bool | None = typer.Option(None, "--dashboard/--no-dashboard",
                                           help="Serve the dashboard at / (default: on for a loopback address, off otherwise)."),
     log_level: str = typer.Option("warning", "--log-level"),
+    allowed_host: list[str] = typer.Option([], "--allowed-host",
+                                           help="A Host name clients use besides loopback (repeatable; '*' = any). Others get 421."),
+    redact: bool = typer.Option(False, "--redact", envvar="TURNOUT_REDACT",
+                                help="Store sha256 digests instead of prompt and answer texts."),
     catalog: Path | None = CatalogOpt,
     db: str | None = DbOpt,
 ) -> None:
@@ -68,10 +72,11 @@ def serve(
         if no_auth and host not in _LOOPBACK:
             raise ConfigError(f"--no-auth is only allowed on a loopback address, not {host!r}: create keys with turnout keys create")
         cat = load_catalog(catalog)
-        store = open_store(db)
+        store = open_store(db, redact=redact)
         wfs = _load_workflows(workflow, cat)
         dash = dashboard if dashboard is not None else host in _LOOPBACK
-        gw = Gateway(cat, store, wfs, auth=not no_auth, redis_url=redis_url, max_body=max_body, dashboard=dash)
+        hosts = tuple(allowed_host) + (() if host in _LOOPBACK or host in ("0.0.0.0", "::") else (host,))
+        gw = Gateway(cat, store, wfs, auth=not no_auth, redis_url=redis_url, max_body=max_body, dashboard=dash, allowed_hosts=hosts)
         app = create_app(gw)
         err_console.print(f"turnout gateway on http://{host}:{port} — {len(cat.names())} models + turnout/auto, {len(wfs)} workflows, "
                           f"auth {'off (loopback)' if no_auth else 'on'}, limits {'in Redis' if redis_url else 'in this process'}, "

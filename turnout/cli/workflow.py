@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._errors import ConfigError
-from ._common import CatalogOpt, DbOpt, err_console, friendly_errors, load_catalog, read_prompt
+from ._common import CatalogOpt, DbOpt, RedactOpt, err_console, friendly_errors, load_catalog, read_prompt
 
 WfArg = typer.Argument(..., help="Workflow (YAML).", dir_okay=False)
 
@@ -88,6 +88,7 @@ def run(
     input: str | None = typer.Option(None, "--input", "-i", help="The input: text, @FILE, or - for stdin (default: the workflow's example)."),
     as_json: bool = typer.Option(False, "--json", help="Print the output and the summary as one JSON object."),
     db: str | None = DbOpt,
+    redact: bool = RedactOpt,
     catalog: Path | None = CatalogOpt,
 ) -> None:
     """Run a workflow once: print its output and a summary (route, calls, tokens, cost, latency)."""
@@ -106,7 +107,7 @@ def run(
             finally:
                 await wf.aclose()
 
-        with open_store(db) as store:
+        with open_store(db, redact=redact) as store:
             res = asyncio.run(go())
         if as_json:
             print(json.dumps({"output": res.output, **res.summary()}, ensure_ascii=False, default=str))
@@ -128,6 +129,7 @@ def batch(
     address: str | None = typer.Option(None, "--address", help="Ray: the cluster to join (auto, ray://host:10001); default: start a local one."),
     workers: int = typer.Option(2, "--workers", help="Ray: worker actors (each runs --concurrency items at a time)."),
     db: str | None = DbOpt,
+    redact: bool = RedactOpt,
     catalog: Path | None = CatalogOpt,
 ) -> None:
     """Run every line through the workflow with a progress bar. Resumable: after Ctrl-C or kill -9,
@@ -152,7 +154,7 @@ def batch(
         if not items:
             raise ConfigError(f"{inputs}: no valid input lines")
         bid = batch_id_for(workflow, inputs)
-        with open_store(db, strict=True) as store:
+        with open_store(db, strict=True, redact=redact) as store:
             progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]:.2f} items/s"), TextColumn("${task.fields[cost]:.6f}"),

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from .._constants import DEFAULT_CONNECT_TIMEOUT_S, ERROR_EXCERPT_CHARS
+from .. import _secrets
 from .._errors import (
     AuthError,
     BadResponse,
@@ -45,13 +46,14 @@ def resolve_key(
         require_key = not is_loopback(base_url)
     if require_key and not key:
         raise MissingAPIKey(name, api_key_env)
+    _secrets.register(key)  # scrubbed from every error, row and log line from now on
     return key
 
 
 def scrub(text: str, secret: str | None) -> str:
     if secret:
         text = text.replace(secret, "***")
-    return text
+    return _secrets.scrub(text)
 
 
 def excerpt(body: bytes | str, secret: str | None) -> str:

@@ -329,9 +329,15 @@ class Catalog:
     def __contains__(self, name: object) -> bool:
         return name in self._specs
 
+    def extend(self, specs: Iterable[ModelSpec]) -> Catalog:
+        """A copy with more (or replaced) models that keeps every setting of this catalog: adapters,
+        trust_env, the compliance policy, budgets, audit sink and ``auto:``. The one way a catalog is
+        copied (a workflow's own ``models:`` section extends its ``catalog:`` with this)."""
+        return Catalog([*self._specs.values(), *specs], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env,
+                       policy=self.policy, spend=self.spend, audit=self.audit_sink, auto=self.auto)
+
     def with_spec(self, spec: ModelSpec) -> Catalog:
-        return Catalog([*self._specs.values(), spec], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env,
-                       policy=self.policy, spend=self.spend, audit=self.audit_sink)
+        return self.extend([spec])
 
     def allowed(self, name: str, classes: Iterable[str]) -> bool:
         """May model ``name`` receive these data classes (its data_classes, region and the policy)?"""

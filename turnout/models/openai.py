@@ -23,6 +23,7 @@ from .._types import (
     Usage,
     estimate_tokens,
 )
+from .._secrets import register_headers
 from ._http import HTTPClient, excerpt, resolve_key
 
 __all__ = ["OpenAICompatible"]
@@ -121,6 +122,7 @@ class OpenAICompatible:
         self.__key = key
         self._url = self.base_url + "/chat/completions"
         self._headers = {"Content-Type": "application/json", **(headers or {})}
+        register_headers(headers)
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         self._http = HTTPClient(pool_size=pool_size, timeout=timeout, proxy=proxy)

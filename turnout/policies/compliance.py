@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from .._secrets import SECRET_PATTERNS
 from .._errors import ComplianceError, ConfigError, DataClassNotAllowed
 from .._types import Completion, Message, Request, StreamChunk
 from ..models.base import ChatModel
@@ -118,15 +119,7 @@ class _Pattern:
 
 
 _BUILTIN: tuple[_Pattern, ...] = (
-    _Pattern("secret", "private key", re.compile(r"-----BEGIN (?:[A-Z ]+ )?PRIVATE KEY-----")),
-    _Pattern("secret", "anthropic key", re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}")),
-    _Pattern("secret", "openai key", re.compile(r"\bsk-(?:proj-)?[A-Za-z0-9_-]{20,}")),
-    _Pattern("secret", "aws access key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
-    _Pattern("secret", "github token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b")),
-    _Pattern("secret", "slack token", re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
-    _Pattern("secret", "google api key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
-    _Pattern("secret", "credential assignment",
-             re.compile(r"(?i)\b(?:api[_-]?key|secret|token|password|passwd)\b\s*[:=]\s*['\"]?[^\s'\"]{8,}")),
+    *(_Pattern("secret", kind, re.compile(rx)) for kind, rx in SECRET_PATTERNS),  # one definition, shared with scrub()
     _Pattern("email", "email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
     _Pattern("iban", "iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban_ok),
     _Pattern("card", "card", re.compile(r"(?<![\d-])(?:\d[ -]?){11,18}\d(?![\d-])"),

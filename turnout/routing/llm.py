@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+from .._secrets import describe
 from .._errors import ConfigError, TurnoutError
 from .._types import Completion, Request, ResponseFormat
 from ..models.base import ChatModel
@@ -138,7 +139,7 @@ class LLMRouter:
         except ConfigError:
             raise
         except (TimeoutError, TurnoutError) as e:
-            return None, f"LLM error: {type(e).__name__}: {str(e)[:120]}"
+            return None, f"LLM error: {describe(e)[:160]}"
 
     async def decide(self, x: RouteInput) -> Decision:
         t0 = time.perf_counter()

@@ -267,6 +267,8 @@ class RoutedModel:
 
     def __init__(self, router: ModelRouter) -> None:
         self.router = router
+        # the most recent decision, for interactive use; each Completion/StreamChunk carries its own
+        # ``decision``, which is what concurrent callers (the gateway) read
         self.last: Decision | None = None
 
     @property
@@ -280,12 +282,12 @@ class RoutedModel:
     def _text(self, request: Request) -> str:
         return "\n".join(m.content for m in request.messages if m.role == "user")
 
-    async def _plan(self, request: Request) -> list[str]:
+    async def _plan(self, request: Request) -> tuple[Decision, list[str]]:
         d, cands = await self.router.route(self._text(request))
         self.last = d
         now = time.monotonic()
         healthy = [m for m in cands if self.router.cooling.get(m, 0.0) <= now]
-        return healthy + [m for m in cands if m not in healthy]
+        return d, healthy + [m for m in cands if m not in healthy]
 
     def _failed(self, m: str, e: BaseException) -> None:
         if not isinstance(e, InvalidRequest):
@@ -293,7 +295,8 @@ class RoutedModel:
 
     async def complete(self, request: Request) -> Completion:
         errors: list[tuple[str, BaseException]] = []
-        for m in await self._plan(request):
+        d, plan = await self._plan(request)
+        for m in plan:
             t0 = time.perf_counter()
             try:
                 c = await self.router.resolve(m).complete(request)
@@ -304,14 +307,15 @@ class RoutedModel:
             lat = time.perf_counter() - t0
             self.router.latency[m] = lat if m not in self.router.latency else 0.8 * self.router.latency[m] + 0.2 * lat
             self.router.cooling.pop(m, None)
-            return c
+            return c._replace(decision=d)
         from .._errors import AllModelsFailed
 
         raise AllModelsFailed(errors)
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         errors: list[tuple[str, BaseException]] = []
-        for m in await self._plan(request):
+        d, plan = await self._plan(request)
+        for m in plan:
             agen = self.router.resolve(m).stream(request).__aiter__()
             try:
                 first = await agen.__anext__()
@@ -322,9 +326,9 @@ class RoutedModel:
                 self._failed(m, e)
                 errors.append((m, e))
                 continue
-            yield first
+            yield first._replace(decision=d)
             async for chunk in agen:
-                yield chunk
+                yield chunk._replace(decision=d)
             return
         from .._errors import AllModelsFailed
 

@@ -36,8 +36,11 @@ __all__ = [
 
 def open_store(target: str | _os.PathLike[str] | None = None, **kw: _Any) -> SQLiteStore:
     """A PostgreSQL store for a ``postgresql://`` URL, else a SQLite file (default ``$TURNOUT_DB`` or
-    ``./.turnout/turnout.db``; ``TURNOUT_DB`` may itself be a PostgreSQL URL)."""
+    ``./.turnout/turnout.db``; ``TURNOUT_DB`` may itself be a PostgreSQL URL). ``redact`` defaults to
+    ``$TURNOUT_REDACT``. Secrets are never stored either way (``turnout._secrets``)."""
     t = str(target) if target is not None else _os.environ.get("TURNOUT_DB")
+    if "redact" not in kw:  # TURNOUT_REDACT=1: store sha256 digests instead of input and output texts
+        kw["redact"] = _os.environ.get("TURNOUT_REDACT", "").lower() in ("1", "true", "yes", "on")
     if t and t.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 

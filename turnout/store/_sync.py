@@ -20,19 +20,18 @@ class SyncTables:
     def _reading(self) -> Any:  # pragma: no cover - provided by the store
         raise NotImplementedError
 
-    def _now(self, sql: str, args: tuple[Any, ...]) -> None:  # pragma: no cover - provided by the store
+    def _now(self, sql: str, args: tuple[Any, ...], *, fetch: bool = False) -> list[Any]:  # pragma: no cover - the store's
         raise NotImplementedError
 
     # -- the batch ledger ---------------------------------------------------------------------------
     def ledger_open(self, batch_id: str, *, workflow: str, source: str, total: int) -> dict[str, dict[str, Any]]:
         """Register a batch (or find it again) and return what is known of its items by key."""
-        db = self._reading()
-        with self._lock:
-            if db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone() is None:
-                db.execute("INSERT INTO batches (batch_id, workflow, source, created_at, total) VALUES (?, ?, ?, ?, ?)",
-                           (batch_id, workflow, source, time.time(), total))
-            cols = ("item_key", "line", "status", "run_id", "output", "error", "cost_usd", "latency_s", "attempts")
-            rows = db.execute(f"SELECT {', '.join(cols)} FROM batch_items WHERE batch_id = ?", (batch_id,)).fetchall()
+        self._reading()
+        if not self._now("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,), fetch=True):
+            self._now("INSERT INTO batches (batch_id, workflow, source, created_at, total) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT (batch_id) DO NOTHING", (batch_id, workflow, source, time.time(), total))
+        cols = ("item_key", "line", "status", "run_id", "output", "error", "cost_usd", "latency_s", "attempts")
+        rows = self._now(f"SELECT {', '.join(cols)} FROM batch_items WHERE batch_id = ?", (batch_id,), fetch=True)
         return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
 
     def ledger_record(self, batch_id: str, key: str, *, line: int, status: str, run_id: str | None = None, output: str | None = None,
@@ -48,10 +47,9 @@ class SyncTables:
         )
 
     def ledger_items(self, batch_id: str) -> list[dict[str, Any]]:
-        db = self._reading()
+        self._reading()
         cols = ("item_key", "line", "status", "run_id", "output", "error", "cost_usd", "latency_s", "attempts")
-        with self._lock:
-            rows = db.execute(f"SELECT {', '.join(cols)} FROM batch_items WHERE batch_id = ? ORDER BY line", (batch_id,)).fetchall()
+        rows = self._now(f"SELECT {', '.join(cols)} FROM batch_items WHERE batch_id = ? ORDER BY line", (batch_id,), fetch=True)
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     # -- gateway API keys (only hashes are stored) -------------------------------------------------------
@@ -67,9 +65,8 @@ class SyncTables:
         self._now(f"INSERT INTO api_keys ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", vals)
 
     def _key_rows(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-        db = self._reading()
-        with self._lock:
-            rows = db.execute(f"SELECT {', '.join(self._KEY_COLS)} FROM api_keys {where}", args).fetchall()
+        self._reading()
+        rows = self._now(f"SELECT {', '.join(self._KEY_COLS)} FROM api_keys {where}", args, fetch=True)
         out = []
         for r in rows:
             d = dict(zip(self._KEY_COLS, r, strict=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .. import _secrets
 from .._errors import ConfigError
 from .sqlite import SQLiteStore
 
@@ -43,6 +44,9 @@ class _Conn:
 
 
 def scrub_url(url: str) -> str:
+    m = re.search(r"://[^:/@]+:([^@]*)@", url)
+    if m:
+        _secrets.register(m.group(1))  # the password is scrubbed from every message from now on
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
@@ -56,6 +60,7 @@ class PostgresStore(SQLiteStore):
         self.connect_timeout = connect_timeout
         self._psycopg = psycopg
         self._db_errors = (psycopg.Error,)
+        self._transient_errors = (psycopg.OperationalError,)
         super().__init__(scrub_url(url), **kw)
 
     @property  # type: ignore[override]
@@ -70,7 +75,7 @@ class PostgresStore(SQLiteStore):
         return f"PostgresStore({scrub_url(self.url)!r}, redact={self.redact})"
 
     def _describe(self, e: BaseException) -> str:
-        return str(e).replace(self.url, scrub_url(self.url))
+        return _secrets.scrub(str(e).replace(self.url, scrub_url(self.url)))
 
     def _open(self) -> Any:
         return _Conn(self._psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError, TurnoutError
+from .._secrets import scrub, scrub_row
 from .._scope import spend_scope
 from ._sync import SyncTables
 from .base import _ACTIVE, CallRow, DecisionRow, RunRow, text_or_hash
@@ -172,6 +173,9 @@ def default_path() -> Path:
 
 class SQLiteStore(SyncTables):
     _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    # the failures of the database itself (locked, read-only, full, gone): rows are kept and retried;
+    # any other failure is a bad row, which is dropped alone (logged, counted in ``dropped``)
+    _transient_errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 
     def __init__(
         self,
@@ -215,7 +219,7 @@ class SQLiteStore(SyncTables):
         return f"SQLiteStore({str(self.path)!r}, redact={self.redact})"
 
     def _describe(self, e: BaseException) -> str:
-        return str(e)
+        return scrub(str(e))
 
     def _connect(self) -> None:
         db = self._open()
@@ -488,11 +492,16 @@ class SQLiteStore(SyncTables):
             f"SELECT {', '.join(cols)} FROM experiment_outcomes WHERE experiment = ? ORDER BY id", (experiment,))]
 
     # -- tables written at once, not queued (the batch ledger and API keys: see _sync.py) ----------------
-    def _now(self, sql: str, args: tuple[Any, ...]) -> None:
+    def _now(self, sql: str, args: tuple[Any, ...], *, fetch: bool = False) -> list[Any]:
+        """Run one statement at once (committed when it returns); a database failure is a StoreError."""
         with self._lock:
             if self._db is None and not self._reconnect():
-                raise StoreError(f"{self.path}: the batch ledger needs the store, which cannot be reached")
-            self._db.execute(sql, args)
+                raise StoreError(f"{self.path}: the store cannot be reached: {self._describe(self._error) if self._error else 'closed'}")
+            try:
+                cur = self._db.execute(sql, args if fetch else scrub_row(args))
+                return list(cur.fetchall()) if fetch else []
+            except self._db_errors as e:
+                raise StoreError(f"{self.path}: the store refused a write or read ({self._describe(e)})") from None
 
     def run_detail(self, run_id: str) -> dict[str, Any] | None:
         """One run with its steps, decisions, calls, verdicts and audit rows (the gateway's GET /v1/runs/{id})."""
@@ -529,37 +538,67 @@ class SQLiteStore(SyncTables):
     }
 
     def flush(self) -> None:
-        """Write everything queued now (also called by the flusher thread and by ``close``)."""
+        """Write everything queued now (also called by the flusher thread and by ``close``).
+
+        Every string is cleaned first (``turnout._secrets.clean``: no secret, no lone surrogate is
+        ever stored). A failure of the database keeps the rows for the next attempt; a row the
+        database refuses for itself is dropped alone, and the rest of its batch is written.
+        """
         with self._lock:
             items: list[tuple[str, tuple[Any, ...]]] = []
             while self._q:
-                items.append(self._q.popleft())
+                kind, row = self._q.popleft()
+                items.append((kind, scrub_row(row)))
             if not items:
                 return
             if self._db is None and not self._reconnect():
                 self._q.extendleft(reversed(items))
                 return
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                # consecutive rows of one kind go in one executemany (order across kinds is kept)
-                for kind, group in itertools.groupby(items, key=lambda it: it[0]):
-                    self._db.executemany(self._SQL[kind], [row for _, row in group])
-                self._db.execute("COMMIT")
+                self._write(items)
                 self._reported = False
-            except self._db_errors as e:
-                try:
-                    self._db.execute("ROLLBACK")
-                except self._db_errors:
-                    pass
-                self._q.extendleft(reversed(items))  # keep them for the next attempt
-                self._error = e
-                if not self._reported:
-                    log.warning("turnout trace store %s: cannot write (%s); the run goes on, rows are kept and retried", self.path,
-                                self._describe(e))
-                    self._reported = True
+            except Exception as e:  # noqa: BLE001 - classified below; the flusher must never lose the queue
+                if isinstance(e, self._transient_errors) or not isinstance(e, self._db_errors + (ValueError, TypeError)):
+                    self._q.extendleft(reversed(items))  # keep them for the next attempt
+                    self._error = e
+                    if not self._reported:
+                        log.warning("turnout trace store %s: cannot write (%s); the run goes on, rows are kept and retried",
+                                    self.path, self._describe(e))
+                        self._reported = True
+                else:
+                    self._write_one_by_one(items)
         if self._error is not None and self.strict and threading.current_thread() is not self._thread:
             err, self._error = self._error, None
             raise StoreError(f"{self.path}: trace store write failed: {self._describe(err)}") from None
+
+    def _write(self, items: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """One transaction; rolled back (never left open) on any failure."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            # consecutive rows of one kind go in one executemany (order across kinds is kept)
+            for kind, group in itertools.groupby(items, key=lambda it: it[0]):
+                self._db.executemany(self._SQL[kind], [row for _, row in group])
+            self._db.execute("COMMIT")
+        except BaseException:
+            try:
+                self._db.execute("ROLLBACK")
+            except self._db_errors:
+                pass
+            raise
+
+    def _write_one_by_one(self, items: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """After a batch failed on a bad row: each row in its own transaction; bad ones are dropped."""
+        for i, item in enumerate(items):
+            try:
+                self._write([item])
+            except Exception as e:  # noqa: BLE001
+                if isinstance(e, self._transient_errors):  # the database went away meanwhile: keep the rest
+                    self._q.extendleft(reversed(items[i:]))
+                    self._error = e
+                    return
+                self.dropped += 1
+                log.warning("turnout trace store %s: a %s row could not be stored and was dropped (%s)", self.path, item[0],
+                            self._describe(e))
 
     def _reconnect(self) -> bool:
         """Try to open the store again (at most every ``reconnect_interval`` seconds)."""

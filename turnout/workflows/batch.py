@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
+from .._secrets import clean
+from .._yaml import decode_utf8, json_line
 from .nodes import as_text
 from .runner import Workflow
 
@@ -65,19 +67,27 @@ def read_items(path: str | Path) -> tuple[list[BatchItem], list[tuple[int, str]]
     """(items, invalid lines as (line number, why)). Blank lines are ignored."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read the input file: {e.strerror}") from None
     items: list[BatchItem] = []
     bad: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
-    for n, raw in enumerate(text.splitlines(), 1):
+    for n, raw_bytes in enumerate(data.splitlines(), 1):
+        try:  # a line that is not UTF-8, not JSON or nested too deeply is skipped alone
+            raw = decode_utf8(raw_bytes, p, first_line=n)
+        except ConfigError as e:
+            bad.append((n, str(e).split(": ", 1)[-1]))
+            continue
         if not raw.strip():
             continue
         try:
-            doc = json.loads(raw)
-        except ValueError as e:
+            doc = json_line(raw)
+        except json.JSONDecodeError as e:
             bad.append((n, f"not JSON: {e.msg} at column {e.colno}"))
+            continue
+        except ValueError as e:
+            bad.append((n, f"not accepted: {e}"))
             continue
         if isinstance(doc, dict):
             if "id" in doc and not isinstance(doc["id"], (str, int)):
@@ -193,7 +203,7 @@ def write_output(store: Any, batch_id: str, items: list[BatchItem], path: str | 
     tmp = p.with_name(p.name + ".tmp")
     n = 0
     try:
-        with tmp.open("w") as f:
+        with tmp.open("w", encoding="utf-8") as f:
             for it in items:
                 r = by_key.get(it.key)
                 if r is None or r["status"] not in ("done", "error"):
@@ -203,7 +213,7 @@ def write_output(store: Any, batch_id: str, items: list[BatchItem], path: str | 
                        "run_id": r["run_id"], "cost_usd": round(r["cost_usd"], 8)}
                 if r["error"]:
                     row["error"] = r["error"]
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(clean(json.dumps(row, ensure_ascii=False)) + "\n")  # always encodable; never a secret
                 n += 1
         os.replace(tmp, p)
     except OSError as e:

@@ -21,6 +21,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._secrets import describe
 from .._errors import ConfigError, TurnoutError
 from .._types import Completion, Request, ResponseFormat
 from ..models.base import ChatModel
@@ -170,7 +171,7 @@ class Node:
             out = await self._run(ctx, value, detail)
         except BaseException as e:
             status = "cancelled" if isinstance(e, (KeyboardInterrupt, SystemExit)) or type(e).__name__ == "CancelledError" else "error"
-            detail["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            detail["error"] = describe(e)[:300]
             self._record(ctx, status, t0, cost0, detail)
             raise
         status = detail.pop("_status", "ok")

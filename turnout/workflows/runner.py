@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .._secrets import describe
 from .._errors import ConfigError
 from .._scope import spend_scope
 from .._yaml import located_error
@@ -96,7 +97,7 @@ class Workflow:
         cat = base if base is not None else Catalog()
         if extra:
             try:
-                cat = Catalog([*cat.specs(), *extra], include_embedded=False, adapters=cat.adapters, trust_env=cat.trust_env)
+                cat = cat.extend(extra)  # keeps the catalog's compliance, budgets, audit and auto: settings
             except ConfigError as e:
                 raise ConfigError(f"{p}: models: {e}") from None
         from ..policies.trace import Traced
@@ -162,7 +163,7 @@ class Workflow:
 
             if not isinstance(e, TurnoutError):
                 raise
-            error = f"{type(e).__name__}: {e}"
+            error = describe(e)
         finally:
             if token is not None:
                 _ACTIVE.reset(token)
