@@ -68,10 +68,13 @@ async def test_resume_after_kill_runs_each_item_exactly_once(tmp_path):
     from turnout.testing import MockServer
 
     n = 12
-    async with MockServer(latency=0.25) as srv:
+    async with MockServer(latency=0.05) as srv:
+        srv.hold_after(4)  # by event, not by timing: the kill lands while items are in flight
         cmd, env, proc = await _start_batch_until_done(tmp_path, srv.url, n, 4)
+        await asyncio.wait_for(srv.wait_held(2), 60)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
+        srv.release(drop=True)  # the held requests' client is dead
         first_done, calls_before = _done(tmp_path / "b.db"), srv.count
         assert 4 <= first_done < n, "the batch should have been killed part-way"
         proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -91,8 +94,10 @@ async def test_ctrl_c_writes_what_is_done_and_the_same_command_continues(tmp_pat
     from turnout.testing import MockServer
 
     n = 12
-    async with MockServer(latency=0.25) as srv:
+    async with MockServer(latency=0.05) as srv:
+        srv.hold_after(4)  # 4 items are answered; the next ones wait: the batch is certainly mid-way
         cmd, env, proc = await _start_batch_until_done(tmp_path, srv.url, n, 4)
+        await asyncio.wait_for(srv.wait_held(2), 60)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         text = err.decode()
@@ -101,6 +106,7 @@ async def test_ctrl_c_writes_what_is_done_and_the_same_command_continues(tmp_pat
         assert 4 <= first_done < n and f"interrupted: {first_done} of {n} done" in " ".join(text.split())
         written = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
         assert sum(r["status"] == "ok" for r in written) == first_done  # what was done is not lost
+        srv.release(drop=True)
         proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         _, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, err.decode()

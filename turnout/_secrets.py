@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["SECRET_PATTERNS", "clean", "describe", "register", "register_headers", "scrub", "scrub_row"]
+__all__ = ["SECRET_PATTERNS", "clean", "describe", "register", "register_headers", "scrub", "scrub_logs", "scrub_row"]
 
 # (kind, regex) of secret-shaped text; the compliance Detector's ``secret`` class is built from these
 SECRET_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -92,3 +92,28 @@ def describe(exc: BaseException) -> str:
     """``Type: message`` of an exception, scrubbed — what edges print, store and serve."""
     msg = scrub(str(exc))
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def scrub_logs() -> None:
+    """Make every log record of this process scrubbed (message, arguments and traceback), whatever
+    logger or handler writes it. Called by the process's edges (the ``turnout`` CLI and ``turnout
+    serve``), never at import: a library does not own the process's logging."""
+    import logging
+    import traceback
+
+    old = logging.getLogRecordFactory()
+    if getattr(old, "_turnout_scrubs", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        rec = old(*args, **kwargs)
+        try:
+            rec.msg, rec.args = scrub(rec.getMessage()), ()
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is left to logging's own handling
+            return rec
+        if rec.exc_info and rec.exc_info[1] is not None:
+            rec.exc_text = scrub("".join(traceback.format_exception(*rec.exc_info)).rstrip("\n"))
+        return rec
+
+    factory._turnout_scrubs = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -42,6 +42,9 @@ app.add_typer(_vote.app, name="vote")
 def main() -> None:
     """The ``turnout`` command. An error that escapes every command's own handling is still printed
     scrubbed of secrets (``turnout._secrets``), traceback included, with exit code 1."""
+    from .._secrets import scrub_logs
+
+    scrub_logs()
     try:
         app()
     except Exception as e:  # noqa: BLE001 - the last edge: never print a secret

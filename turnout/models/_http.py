@@ -16,6 +16,8 @@ from .._constants import DEFAULT_CONNECT_TIMEOUT_S, ERROR_EXCERPT_CHARS
 from .. import _secrets
 from .._errors import (
     AuthError,
+    ContextLengthExceeded,
+    is_context_overflow,
     BadResponse,
     InvalidRequest,
     MissingAPIKey,
@@ -102,6 +104,8 @@ def error_for_status(status: int, body: bytes, headers: Mapping[str, str], model
             err.retry_after = parse_retry_after(headers.get("Retry-After"))  # type: ignore[attr-defined]
             return err
         return ProviderUnavailable(msg, model=model, status=status)
+    if is_context_overflow(detail):
+        return ContextLengthExceeded(msg, model=model, status=status)
     return InvalidRequest(msg, model=model, status=status)
 
 

@@ -18,7 +18,9 @@ from typing import Any
 
 from .._errors import (
     BadResponse,
+    ContextLengthExceeded,
     InvalidRequest,
+    is_context_overflow,
     ModelNotInstalled,
     ProviderError,
     ProviderTimeout,
@@ -77,7 +79,9 @@ class LocalLLM:
         self._server: Any = None
         self._lock = threading.Lock()
         self.active = 0  # generations running in llama.cpp right now
+        self.stopped = 0  # generations llama.cpp ended early because their caller went away
         self._count_lock = threading.Lock()
+        self._idle_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._tokenizer: Any = None
 
     @property
@@ -177,7 +181,13 @@ class LocalLLM:
             finally:
                 with self._count_lock:
                     self.active -= 1
+                    self.stopped += cancelled.is_set()
+                    waiters = self._idle_waiters if self.active == 0 else []
+                    if waiters:
+                        self._idle_waiters = []
                 loop.call_soon_threadsafe(queue.put_nowait, end)
+                for wl, fut in waiters:  # llama.cpp has really stopped: wake whoever waits for that
+                    wl.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
 
         loop.run_in_executor(None, run)
         try:
@@ -195,11 +205,25 @@ class LocalLLM:
                     raise BadResponse(f"unexpected stream event {str(doc)[:80]!r}", model=self.name)
                 if "error" in doc or ("code" in doc and "choices" not in doc):
                     err = doc.get("error", doc)
-                    msg = err.get("message", err) if isinstance(err, dict) else err
+                    msg = str(err.get("message", err) if isinstance(err, dict) else err)
+                    kind = str(err.get("type", "")) if isinstance(err, dict) else ""
+                    if is_context_overflow(f"{kind} {msg}"):
+                        raise ContextLengthExceeded(f"llama.cpp: {msg} (context {self.context} tokens)", model=self.name)
                     raise ProviderError(f"llama.cpp: {msg}", model=self.name)
                 yield doc
         finally:
             cancelled.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no generation is running in llama.cpp (e.g. after a cancelled call: proof
+        that cancelling really stopped the generation, not just the caller). Event-driven."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._count_lock:
+            if self.active == 0:
+                return
+            self._idle_waiters.append((loop, fut))
+        await fut
 
     async def _pieces(self, request: Request) -> AsyncIterator[tuple[str, Any, Any]]:
         """Yield ``("delta", text, logprobs)`` per generated piece, then ``("end", finish, usage)``."""

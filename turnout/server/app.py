@@ -23,6 +23,8 @@ import base64
 import inspect
 import json
 import logging
+
+from .._yaml import json_line
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -167,7 +169,7 @@ async def _json_body(request: Any, limit: int) -> Any:
     if not raw.strip():
         raise ApiError(400, "empty request body: send a JSON object", code="invalid_json")
     try:
-        return json.loads(raw)
+        return json_line(raw.decode("utf-8"))  # also refuses bodies nested too deeply (never a RecursionError)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
 

@@ -12,13 +12,15 @@ from .._errors import (
     BudgetExceeded,
     ComplianceError,
     ConfigError,
+    ContextLengthExceeded,
     InvalidRequest,
+    LimitExceeded,
     ProviderError,
     ProviderTimeout,
     RateLimited,
     TurnoutError,
 )
-from .limits import LimitExceeded, retry_after_header
+from .limits import retry_after_header
 
 __all__ = ["ApiError", "api_error", "safe_header"]
 
@@ -59,6 +61,9 @@ def api_error(e: BaseException) -> ApiError:
                         headers={"Retry-After": retry_after_header(e.retry_after)})
     if isinstance(e, ProviderTimeout):
         return ApiError(504, f"upstream timed out: {e}", type="api_error", code="upstream_timeout")
+    if isinstance(e, ContextLengthExceeded):  # the caller's to fix (a 400 the openai client does not retry)
+        return ApiError(400, f"the prompt does not fit the model's context: {e}", type="invalid_request_error",
+                        code="context_length_exceeded", param="messages")
     if isinstance(e, InvalidRequest):
         return ApiError(400, f"upstream refused the request: {e}", type="invalid_request_error", code="upstream_invalid_request")
     if isinstance(e, AuthError):

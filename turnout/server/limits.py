@@ -19,17 +19,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from .._errors import LimitExceeded
 from ..policies.spend import period_start
 from .keys import ApiKey
 
 __all__ = ["LimitExceeded", "LocalLimits", "RedisLimits", "open_limits"]
-
-
-class LimitExceeded(Exception):
-    def __init__(self, message: str, *, kind: str, retry_after: float | None = None) -> None:
-        self.kind = kind  # "rate" | "budget"
-        self.retry_after = retry_after
-        super().__init__(message)
 
 
 @dataclass(slots=True)

@@ -104,8 +104,35 @@ class MockServer:
         self.handler_cancellation = handler_cancellation  # cancel a handler when its client disconnects
         self.cancelled = 0  # handlers cancelled that way (with handler_cancellation=True)
         self._runner: web.AppRunner | None = None
+        # hold_after(n): answer n requests, then hold every later one until release() — so a test can
+        # act (kill, interrupt) while work is certainly in flight, by event instead of by timing
+        self._hold_after: int | None = None
+        self._started = 0
+        self.held = 0
+        self._held_event: asyncio.Event | None = None
+        self._release: asyncio.Event | None = None
+        self._drop_held = False
 
     # -- control -----------------------------------------------------------------------------
+    def hold_after(self, n: int) -> None:
+        """Answer the next ``n`` requests as usual, then hold every later one until ``release()``."""
+        self._hold_after, self._started, self.held = n, 0, 0
+        self._held_event, self._release = asyncio.Event(), asyncio.Event()
+
+    async def wait_held(self, k: int = 1) -> None:
+        """Return once at least ``k`` requests are being held."""
+        assert self._held_event is not None, "call hold_after() first"
+        while self.held < k:
+            self._held_event.clear()
+            await self._held_event.wait()
+
+    def release(self, *, drop: bool = False) -> None:
+        """Stop holding: answer the held requests, or (``drop=True``: their client is gone) answer
+        them 503 without counting them as served."""
+        self._hold_after, self._drop_held = None, drop
+        if self._release is not None:
+            self._release.set()
+
     def fail(self, kind: str, times: int = 1) -> None:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
@@ -227,6 +254,14 @@ class MockServer:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
+            if self._hold_after is not None:
+                self._started += 1
+                if self._started > self._hold_after and self._release is not None and self._held_event is not None:
+                    self.held += 1
+                    self._held_event.set()
+                    await self._release.wait()
+                    if self._drop_held:
+                        return web.Response(status=503, text="dropped by the mock server (held, then released with drop=True)")
             return await inner(request)
         except asyncio.CancelledError:
             self.cancelled += 1
