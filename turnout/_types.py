@@ -111,6 +111,16 @@ class Request(_RequestFields):
         return n
 
 
+def prompt_token_bound(request: Request, count: Any = None) -> int:
+    """The prompt's tokens for a budget: ``count(text)`` (the model's own tokenizer) when given, else
+    a bound no byte-level BPE tokenizer (GPT, Qwen, Llama 3, ...) exceeds — a token covers at least one
+    UTF-8 byte — plus a chat template's few tokens per message. chars/4 would undercount short words,
+    digits, CJK and code (up to 4x: budgets overspent under concurrency)."""
+    if count is not None:
+        return sum(int(count(m.content)) + 4 for m in request.messages)
+    return sum(len(m.content.encode("utf-8", "surrogatepass")) + 4 for m in request.messages)
+
+
 def estimate_tokens(text_or_chars: str | int) -> int:
     """A documented estimate (4 characters a token) used only for budgets and rate limits."""
     n = text_or_chars if isinstance(text_or_chars, int) else len(text_or_chars)
@@ -144,10 +154,12 @@ class Price:
     def cost(self, usage: Usage) -> float:
         return (usage.input_tokens * self.input_per_m + usage.output_tokens * self.output_per_m) / 1e6
 
-    def estimate(self, request: Request, default_max_tokens: int = 512) -> float:
-        """Upper-bound estimate of a call's cost before it is made (prompt estimate + max_tokens)."""
+    def estimate(self, request: Request, default_max_tokens: int = 512, count: Any = None) -> float:
+        """An upper bound of a call's cost before it is made: ``prompt_token_bound`` input tokens (with
+        the model's own ``count`` when it has one) and ``max_tokens`` (else ``default_max_tokens``,
+        which ``Budgeted`` then sends as the cap) output."""
         out = request.max_tokens if request.max_tokens is not None else default_max_tokens
-        return self.cost(Usage(estimate_tokens(request.prompt_chars) + 4 * len(request.messages), out))
+        return self.cost(Usage(prompt_token_bound(request, count), out))
 
     @property
     def free(self) -> bool:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from .._types import Completion, Price, Request, StreamChunk, Usage
 
-__all__ = ["ChatModel", "Embedder", "collect_stream"]
+__all__ = ["ChatModel", "Embedder", "collect_stream", "own_token_counter"]
 
 
 @runtime_checkable
@@ -59,3 +59,15 @@ async def collect_stream(stream: AsyncIterator[StreamChunk], model: str) -> Comp
         last.cost_usd,
         last.latency_s or time.perf_counter() - t0,
     )
+
+
+def own_token_counter(model: Any) -> Any:
+    """The model's own ``count_tokens(text) -> int`` (``LocalLLM``'s tokenizer, a fake's estimate),
+    looked up through policy wrappers such as ``Traced(Retrying(...))``; None when it has none."""
+    seen = 0
+    while model is not None and seen < 32:
+        count = getattr(model, "count_tokens", None)
+        if callable(count):
+            return count
+        model, seen = getattr(model, "inner", None), seen + 1
+    return None

@@ -51,13 +51,9 @@ def estimate(text: str) -> int:
 def token_counter(model: Any) -> CountTokens:
     """The model's own token counter when it has one (``LocalLLM.count_tokens``, looked up through
     policy wrappers such as ``Traced(Retrying(...))``), else the 4-characters-a-token estimate."""
-    seen = 0
-    while model is not None and seen < 32:
-        count = getattr(model, "count_tokens", None)
-        if callable(count):
-            return count  # type: ignore[no-any-return]
-        model, seen = getattr(model, "inner", None), seen + 1
-    return estimate
+    from ..models.base import own_token_counter
+
+    return own_token_counter(model) or estimate
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 Because reservations are taken before any call starts, 100 concurrent branches see each other's
 reservations and cannot jointly pass the limit: the ledger can only be overrun by the amount a
-call's real cost exceeds its estimate (the estimate uses ``max_tokens``, so for a well-behaved
-provider it is an upper bound).
+call's real cost exceeds its estimate. The estimate is an upper bound: the prompt's UTF-8 bytes
+bound its tokens (``prompt_token_bound``), and ``max_tokens`` — sent as the default cap when the
+request has none — bounds the answer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from .._errors import BudgetExceeded, ConfigError
 from .._types import Completion, Price, Request, StreamChunk
-from ..models.base import ChatModel
+from ..models.base import ChatModel, own_token_counter
 from .base import Wrapper
 
 __all__ = ["BudgetLedger", "Budgeted", "Reservation"]
@@ -100,13 +101,20 @@ class Budgeted(Wrapper):
         self.ledger = ledger
         self._price = price
         self.default_max_tokens = default_max_tokens
+        self._count = own_token_counter(inner)  # exact input tokens where the model has a tokenizer
 
     @property
     def price(self) -> Price:
         return self._price or self.inner.price
 
+    def _capped(self, request: Request) -> Request:
+        """What is reserved is what may be spent: a request without ``max_tokens`` is sent with the
+        cap the reservation assumed, so no provider can generate past it."""
+        return request if request.max_tokens is not None else request.with_(max_tokens=self.default_max_tokens)
+
     async def complete(self, request: Request) -> Completion:
-        r = self.ledger.reserve(self.price.estimate(request, self.default_max_tokens), model=self.inner.name)
+        request = self._capped(request)
+        r = self.ledger.reserve(self.price.estimate(request, self.default_max_tokens, self._count), model=self.inner.name)
         try:
             c = await self.inner.complete(request)
         except BaseException:
@@ -116,7 +124,8 @@ class Budgeted(Wrapper):
         return c
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        r = self.ledger.reserve(self.price.estimate(request, self.default_max_tokens), model=self.inner.name)
+        request = self._capped(request)
+        r = self.ledger.reserve(self.price.estimate(request, self.default_max_tokens, self._count), model=self.inner.name)
         try:
             async for chunk in self.inner.stream(request):
                 if chunk.done:

@@ -48,6 +48,11 @@ class _FakeBase:
     price: Price
     latency: float
 
+    @staticmethod
+    def count_tokens(text: str) -> int:
+        """A fake's tokenizer: the estimate its usage is computed with (so budgets reserve exactly)."""
+        return estimate_tokens(text)
+
     def __init__(self, name: str, price: Price, latency: float) -> None:
         self.name = name
         self.price = price
