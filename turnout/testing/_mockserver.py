@@ -12,6 +12,8 @@ Configurable latency and a queue of injected faults, consumed one per request:
 ``"hang"``     never answers (until the client gives up)
 ``"malformed"`` 200 with a body that is not JSON
 ``"shape"``    200 with JSON of an unexpected shape
+``"echo_headers"`` 200 with JSON of an unexpected shape that echoes the request headers (key included)
+``"context"``  400 ``context_length_exceeded``, as OpenAI answers a prompt too long for the model
 ``"reset"``    the connection is closed without a response
 ``"truncate"`` the answer stops part way (stream: no finish, no [DONE]; body: short of its length)
 ``"error_event"`` (stream) a chunk or two, then an error event
@@ -36,7 +38,8 @@ from aiohttp import web
 
 __all__ = ["FAULT_KINDS", "MockServer", "instance_of_schema"]
 
-FAULT_KINDS = ("429", "500", "503", "401", "echo_key", "400", "hang", "malformed", "shape", "reset", "truncate", "error_event")
+FAULT_KINDS = ("429", "500", "503", "401", "echo_key", "400", "hang", "malformed", "shape", "echo_headers", "context", "reset",
+               "truncate", "error_event")
 
 
 def instance_of_schema(schema: Any) -> Any:
@@ -243,6 +246,12 @@ class MockServer:
             return web.Response(text="<html>502 Bad Gateway from a proxy</html>", content_type="text/html")
         if fault == "shape":
             return web.json_response({"result": "this is not a chat completion"})
+        if fault == "echo_headers":  # a proxy's debug page: 200, wrong shape, every request header
+            return web.json_response({"debug": {"headers": dict(request.headers)}})
+        if fault == "context":
+            return web.json_response({"error": {"message": "This model's maximum context length is 4096 tokens. However, your "
+                                                "messages resulted in 9000 tokens.", "type": "invalid_request_error",
+                                                "param": "messages", "code": "context_length_exceeded"}}, status=400)
         if fault == "reset":
             if request.transport is not None:
                 request.transport.abort()

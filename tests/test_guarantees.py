@@ -1,0 +1,334 @@
+"""The promises users build on, each driven through the doors it applies to (docs/guarantees.md):
+a key never leaves the process, bad input is a located error (never a traceback, nothing done
+lost), a bad row fails alone, compliance survives a workflow's own models, budgets hold for
+prompts chars/4 undercounts and for requests without max_tokens, routed calls carry their own
+decision, and the gateway refuses foreign Host headers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from turnout import BudgetExceeded, BudgetLedger, Budgeted, Catalog, Price, Request
+from turnout._errors import BadResponse, ContextLengthExceeded
+from turnout.models.openai import OpenAICompatible
+from turnout.testing import MockServer
+
+KEY = "sk-fake-upstream-0123456789abcdefXYZ"  # the operator's upstream key: must never be seen outside
+
+
+def _no_key(*texts: str | bytes) -> None:
+    for t in texts:
+        b = t if isinstance(t, bytes) else t.encode("utf-8", "replace")
+        assert KEY.encode() not in b and KEY[-12:].encode() not in b
+
+
+def _fault(upstream: str, kind: str, times: int = 1) -> None:
+    httpx.post(upstream.removesuffix("/v1") + "/_mock/faults", json={"kind": kind, "times": times}, timeout=5)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "turnout", *args], capture_output=True, text=True, timeout=120, env=e, cwd=cwd)
+
+
+# -- secrets ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fault", ["echo_headers", "echo_key", "shape", "malformed", "500", "400", "429"])
+async def test_the_upstream_key_is_in_no_error_text_python_api(fault):
+    async with MockServer() as srv:
+        m = OpenAICompatible("m", base_url=srv.url, api_key=KEY)
+        srv.fail(fault)
+        with pytest.raises(Exception) as info:
+            await m.complete(Request.of("hi"))
+        _no_key(str(info.value), repr(info.value), repr(info.value.args))
+        await m.aclose()
+
+
+async def test_a_200_that_echoes_the_headers_is_a_bad_response_without_the_key():
+    async with MockServer() as srv:
+        m = OpenAICompatible("m", base_url=srv.url, api_key=KEY)
+        srv.fail("echo_headers")
+        with pytest.raises(BadResponse) as info:
+            await m.complete(Request.of("hi"))
+        assert "unexpected response shape" in str(info.value) and "***" in str(info.value)  # the echo is there, scrubbed
+        _no_key(str(info.value))
+        await m.aclose()
+
+
+def _secret_setup(tmp: Path, upstream: str) -> None:
+    (tmp / "models.yaml").write_text(
+        f"models:\n  up: {{adapter: openai, base_url: '{upstream}', model: m, api_key_env: UPSTREAM_KEY, "
+        "price: {input: 1, output: 1}, policies: {retry: {attempts: 1}}}\n"
+        "auto: {tiers: {default: [up]}}\n")
+    (tmp / "wf.yaml").write_text("name: w\nsteps:\n  - name: a\n    call: {model: up, prompt: 'Say: {input}', max_tokens: 20}\n")
+    (tmp / "in.jsonl").write_text("".join(json.dumps({"id": f"i{k}", "input": f"t{k}"}) + "\n" for k in range(3)))
+
+
+def test_the_upstream_key_reaches_no_cli_output_file_or_stored_row(tmp_path, mock_process):
+    _secret_setup(tmp_path, mock_process)
+    env = {"UPSTREAM_KEY": KEY}
+    _fault(mock_process, "echo_headers")
+    r = _cli("run", str(tmp_path / "wf.yaml"), "-i", "hello", "-c", str(tmp_path / "models.yaml"), "--db", str(tmp_path / "s.db"),
+             env=env)
+    assert r.returncode == 1 and "BadResponse" in r.stderr and "Traceback" not in r.stderr
+    _no_key(r.stdout, r.stderr)
+    _fault(mock_process, "echo_headers", 3)
+    r = _cli("batch", str(tmp_path / "wf.yaml"), str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"),
+             "-c", str(tmp_path / "models.yaml"), "--db", str(tmp_path / "s.db"), env=env)
+    assert r.returncode == 1, r.stderr
+    out = (tmp_path / "out.jsonl").read_text()
+    assert out.count('"status": "error"') == 3 and "unexpected response shape" in out
+    _no_key(r.stdout, r.stderr, out)
+    db = tmp_path / "s.db"
+    with sqlite3.connect(db) as c:  # every table, every text column (steps.detail, batch_items.error, runs ...)
+        for (table,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for row in c.execute(f"SELECT * FROM {table}"):
+                _no_key(json.dumps(row, default=str))
+    for f in tmp_path.glob("s.db*"):
+        _no_key(f.read_bytes())
+
+
+def test_a_secret_pasted_into_a_prompt_is_not_stored(tmp_path, mock_process):
+    _secret_setup(tmp_path, mock_process)
+    pasted = "sk-proj-PASTEDbyAuser0123456789abcdef"
+    r = _cli("run", str(tmp_path / "wf.yaml"), "-i", f"my key is {pasted}", "-c", str(tmp_path / "models.yaml"),
+             "--db", str(tmp_path / "s.db"), env={"UPSTREAM_KEY": KEY})
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(tmp_path / "s.db") as c:
+        (inp,) = c.execute("SELECT input FROM runs").fetchone()
+    assert pasted not in inp and "[SECRET]" in inp
+    r = _cli("run", str(tmp_path / "wf.yaml"), "-i", "plain words", "-c", str(tmp_path / "models.yaml"),
+             "--db", str(tmp_path / "r.db"), "--redact", env={"UPSTREAM_KEY": KEY})
+    with sqlite3.connect(tmp_path / "r.db") as c:
+        (inp,) = c.execute("SELECT input FROM runs").fetchone()
+    assert r.returncode == 0 and inp.startswith("sha256:")  # --redact (or TURNOUT_REDACT=1): no text at all
+
+
+@pytest.fixture
+def gateway(tmp_path, mock_process):
+    from tests.test_gateway import start_server, stop
+    from turnout.server.keys import KeyRing
+    from turnout.store import SQLiteStore
+
+    _secret_setup(tmp_path, mock_process)
+    store = SQLiteStore(tmp_path / "gw.db")
+    tk = KeyRing(store).create("app", models=["*"], workflows=["*"])[0]
+    store.close()
+    proc, base = start_server(tmp_path, mock_process, env={**os.environ, "UPSTREAM_KEY": KEY})
+    try:
+        yield {"base": base, "key": tk, "upstream": mock_process, "proc": proc, "tmp": tmp_path}
+    finally:
+        stop(proc)
+
+
+def test_the_upstream_key_reaches_no_gateway_body_run_or_dashboard(gateway):
+    g = gateway
+    h = {"Authorization": f"Bearer {g['key']}"}
+    bodies = []
+    for model, stream in (("up", False), ("up", True), ("turnout/auto", False), ("workflow/w", False)):
+        _fault(g["upstream"], "echo_headers")
+        r = httpx.post(g["base"] + "/v1/chat/completions", headers=h, timeout=20,
+                       json={"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 502, (model, r.text)
+        bodies.append(r.text)
+        run_id = r.headers.get("x-turnout-run-id")
+        if run_id:
+            bodies.append(httpx.get(g["base"] + f"/v1/runs/{run_id}", headers=h, timeout=20).text)
+            bodies.append(httpx.get(g["base"] + f"/runs/{run_id}", timeout=20).text)
+    bodies.append(httpx.get(g["base"] + "/", timeout=20).text)
+    bodies.append(httpx.get(g["base"] + "/metrics", timeout=20).text)
+    _no_key(*bodies)
+    for f in g["tmp"].glob("gw.db*"):
+        _no_key(f.read_bytes())
+
+
+def test_gateway_answers_bad_bodies_and_overflows_with_a_400_and_logs_no_429(gateway):
+    g = gateway
+    h = {"Authorization": f"Bearer {g['key']}"}
+    deep = '{"model": "up", "messages": ' + "[" * 5000 + "]" * 5000 + "}"
+    r = httpx.post(g["base"] + "/v1/chat/completions", headers={**h, "content-type": "application/json"}, content=deep, timeout=20)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    _fault(g["upstream"], "context")
+    cl = openai.OpenAI(base_url=g["base"] + "/v1", api_key=g["key"], max_retries=0, timeout=20)
+    with pytest.raises(openai.BadRequestError) as info:  # a 400: the openai client does not retry it
+        cl.chat.completions.create(model="up", messages=[{"role": "user", "content": "long"}])
+    assert info.value.code == "context_length_exceeded"
+
+
+def test_gateway_refuses_a_foreign_host_header(gateway):
+    g = gateway
+    ok = httpx.get(g["base"] + "/healthz", timeout=10)
+    assert ok.status_code == 200
+    for path in ("/", "/healthz", "/v1/models"):
+        r = httpx.get(g["base"] + path, headers={"Host": "attacker.example"}, timeout=10)  # DNS rebinding sends this
+        assert r.status_code == 421 and r.json()["error"]["code"] == "host_not_allowed"
+    assert httpx.get(g["base"] + "/healthz", headers={"Host": "localhost:1234"}, timeout=10).status_code == 200
+
+
+# -- bad input: located errors, never a traceback, nothing lost ----------------------------------------
+@pytest.mark.parametrize("name, content, where", [
+    ("utf8", b"name: w\nsteps:\n  - name: a\n    call: {model: local, prompt: '\xff\xfe'}\n", "wf.yaml:4: not valid UTF-8"),
+    ("deep", b"name: w\nx: " + b"[" * 3000 + b"]" * 3000 + b"\n", "wf.yaml"),
+    ("nested", b"name: w\nx: " + b"[" * 80 + b"]" * 80 + b"\n", "wf.yaml:2: nested more than 64 levels"),
+    ("bomb", b"a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+             b"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+             b"g: [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n", "more than 100,000 values"),
+])
+def test_a_bad_workflow_file_is_one_located_line(tmp_path, name, content, where):
+    (tmp_path / "wf.yaml").write_bytes(content)
+    r = _cli("validate", str(tmp_path / "wf.yaml"))
+    assert r.returncode == 2 and where in r.stderr and "Traceback" not in r.stderr, r.stderr
+    (tmp_path / "models.yaml").write_bytes(b"models:\n  x: {adapter: openai, model: '\xff'}\n")
+    (tmp_path / "wf2.yaml").write_text("name: w\ncatalog: models.yaml\nsteps:\n  - name: a\n    call: {model: x, prompt: hi}\n")
+    r = _cli("validate", str(tmp_path / "wf2.yaml"))
+    assert r.returncode == 2 and "models.yaml:2: not valid UTF-8" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_bad_lines_are_skipped_alone_and_a_lone_surrogate_poisons_nothing(tmp_path):
+    from turnout.testing import MockServer  # noqa: F401 - the batch talks to a subprocess mock below
+
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("name: w\nsteps:\n  - name: a\n    call: {model: fake, prompt: 'Say: {input}', max_tokens: 5}\n")
+    lines = [json.dumps({"id": f"i{k}", "input": f"t{k}"}).encode() for k in range(6)]
+    lines[2] = json.dumps({"id": "i2", "input": "x \ud800 y"}).encode()  # valid JSON, not encodable as UTF-8
+    lines.insert(4, b'{"id": "bad", "input": "\xff"}')  # not UTF-8
+    lines.insert(5, b'{"id": "deep", "input": ' + b"[" * 3000 + b"]" * 3000 + b"}")  # nested too deeply
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "models.yaml").write_text("models:\n  fake: {adapter: echo}\n")
+    code = ("import sys\nfrom turnout.cli import main\nimport turnout.models.catalog as c\n"
+            "from turnout.testing import FunctionModel\n"
+            "c.ADAPTERS['echo'] = lambda spec, trust_env: FunctionModel(lambda r: 'echo ' + r.messages[-1].content, name=spec.name)\n"
+            "sys.argv = ['turnout'] + sys.argv[1:]\nmain()\n")
+    (tmp_path / "run.py").write_text(code)
+    args = ["batch", str(wf), str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "-c", str(tmp_path / "models.yaml"),
+            "--db", str(tmp_path / "b.db")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
+    r = subprocess.run([sys.executable, str(tmp_path / "run.py"), *args], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "in.jsonl:5: skipped: not valid UTF-8" in r.stderr and "in.jsonl:6: skipped: not accepted: nested" in r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [x["id"] for x in rows] == [f"i{k}" for k in range(6)] and all(x["status"] == "ok" for x in rows)
+    assert "\ufffd" in rows[2]["output"]
+    with sqlite3.connect(tmp_path / "b.db") as c:
+        assert c.execute("SELECT COUNT(*), SUM(attempts) FROM batch_items WHERE status = 'done'").fetchone() == (6, 6)
+        assert c.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 6  # every run row was stored, the bad one too
+    r = subprocess.run([sys.executable, str(tmp_path / "run.py"), *args], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and "6 of 6 items already done" in r.stderr  # nothing re-billed; the output rewritten
+    with sqlite3.connect(tmp_path / "b.db") as c:
+        assert c.execute("SELECT SUM(attempts) FROM batch_items").fetchone()[0] == 6
+
+
+def test_a_row_the_database_refuses_is_dropped_alone(tmp_path):
+    from turnout.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "s.db")
+    with store.run("w", "good input") as rid:
+        store.record_step("a", "call", latency_s=0.1)
+        store._put("step", (rid, "bad", "call", 0.0, 0.0, "ok", 0.0, object()))  # a value sqlite cannot bind
+        store.record_step("b", "call", latency_s=0.1)
+    store.flush()
+    assert [s["name"] for s in store.steps(run_id=rid)] == ["a", "b"] and store.dropped == 1
+    assert store.runs()[0].status == "ok"
+    store.close()
+
+
+# -- compliance: a workflow's own models: keep the catalog's policy --------------------------------------
+async def test_a_workflows_own_models_keep_the_catalogs_compliance(tmp_path):
+    from turnout.testing import ScriptedModel
+    from turnout.workflows import Workflow
+
+    (tmp_path / "models.yaml").write_text(
+        "models:\n  guarded: {adapter: scripted, data_classes: [email]}\n"
+        "compliance: {custom: {employee_id: 'EMP-\\d{6}'}}\n")
+    sent: list[str] = []
+
+    def scripted(spec, trust_env):
+        m = ScriptedModel(default="ok", name=spec.name)
+        orig = m.complete
+
+        async def complete(req):
+            sent.append(req.messages[-1].content)
+            return await orig(req)
+
+        m.complete = complete  # type: ignore[method-assign]
+        return m
+
+    import turnout.models.catalog as c
+
+    c.ADAPTERS["scripted"] = scripted
+    try:
+        for extra in ("", "models:\n  other: {adapter: scripted}\n"):
+            (tmp_path / "wf.yaml").write_text(
+                "name: w\ncatalog: models.yaml\n" + extra + "steps:\n  - name: a\n    call: {model: guarded, prompt: '{input}'}\n")
+            wf = Workflow.load(tmp_path / "wf.yaml")
+            res = await wf.run("my id is EMP-123456")
+            assert res.status == "error" and "employee_id" in (res.error or ""), (extra, res.error)
+            await wf.aclose()
+        assert not any("EMP-123456" in s for s in sent)
+    finally:
+        del c.ADAPTERS["scripted"]
+
+
+# -- budgets: chars/4-beating prompts, no max_tokens, 100-way concurrency ----------------------------------
+@pytest.mark.parametrize("prompt", ["a b c d e f g h " * 40, "价格是多少？请回答。" * 40, "x=[1,2,3];y={'k':(4,5)};" * 20])
+async def test_budget_holds_under_100_way_concurrency_without_max_tokens(prompt):
+    limit = 0.05
+    async with MockServer() as srv:
+        # the mock counts tokens by words/characters; price so that a call costs ~ a few cents
+        m = OpenAICompatible("m", base_url=srv.url, price=Price(20.0, 60.0))
+        ledger = BudgetLedger(limit)
+        b = Budgeted(m, ledger)
+
+        async def one() -> float:
+            try:
+                return (await b.complete(Request.of(prompt))).cost_usd  # no max_tokens: the cap is sent for us
+            except BudgetExceeded:
+                return 0.0
+
+        costs = await asyncio.gather(*(one() for _ in range(100)))
+        assert all(r.body.get("max_tokens") == 512 for r in srv.requests)  # the assumed cap reached the provider
+        one_call_max = Price(20.0, 60.0).estimate(Request.of(prompt, max_tokens=512))
+        assert sum(costs) <= limit + one_call_max and ledger.spent <= limit + 1e-12
+        await m.aclose()
+
+
+# -- routed models: every call carries its own decision -------------------------------------------------------
+async def test_concurrent_routed_calls_each_carry_their_own_decision():
+    from turnout.routing import ModelRouter
+    from turnout.routing.model_router import ComplexityRules
+    from turnout.testing import ScriptedModel
+
+    from turnout.models.catalog import ModelSpec
+
+    models = {"cheap": ScriptedModel(default="c", name="cheap", latency=0.05), "strong": ScriptedModel(default="s", name="strong")}
+
+    cat = Catalog([ModelSpec("cheap", "openai", tier="small"), ModelSpec("strong", "openai", tier="large")],
+                  include_embedded=False)
+    router = ModelRouter(cat, tiers={"small": ["cheap"], "large": ["strong"]},
+                         complexity=ComplexityRules(["small", "large"]), resolve=lambda n: models[n])
+    rm = router.as_model()
+    easy = Request.of("hi")
+    hard = Request.of("Analyze the trade-offs step by step, derive the complexity, then compare designs and explain why. " * 30)
+    outs = await asyncio.gather(*(rm.complete(easy if i % 2 else hard) for i in range(20)))
+    for i, c in enumerate(outs):
+        want = "cheap" if i % 2 else "strong"
+        assert c.model == want and c.decision.route == want, (i, c.model, c.decision)
+
+
+async def test_context_overflow_is_a_caller_error():
+    async with MockServer() as srv:
+        m = OpenAICompatible("m", base_url=srv.url)
+        srv.fail("context")
+        with pytest.raises(ContextLengthExceeded):
+            await m.complete(Request.of("long"))
+        await m.aclose()
