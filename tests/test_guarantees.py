@@ -332,3 +332,46 @@ async def test_context_overflow_is_a_caller_error():
         with pytest.raises(ContextLengthExceeded):
             await m.complete(Request.of("long"))
         await m.aclose()
+
+
+@pytest.fixture
+def slow_stream_upstream():
+    """A mock upstream whose streamed chunks come 5 s apart: a client that reads the first and goes
+    away has certainly cut the stream (whether or not the gateway has noticed yet, the key must hold)."""
+    proc = subprocess.Popen([sys.executable, "-m", "turnout.testing.mockserver", "--port", "0", "--chunk-delay", "5"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.startswith("READY "), line
+        yield f"http://127.0.0.1:{int(line.split()[1])}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_stream_the_client_cuts_keeps_its_reservation_on_the_key(tmp_path, slow_stream_upstream):
+    from tests.test_gateway import start_server, stop
+    from turnout.server.keys import KeyRing
+    from turnout.store import SQLiteStore
+
+    _secret_setup(tmp_path, slow_stream_upstream)
+    store = SQLiteStore(tmp_path / "gw.db")
+    # a call of "hi" without max_tokens reserves (2 bytes + 4) x $1/M + 512 x $1/M = $0.000518: two fit in $0.0011
+    tk = KeyRing(store).create("tight", models=["*"], budget_usd=0.0011)[0]
+    store.close()
+    proc, base = start_server(tmp_path, slow_stream_upstream, env={**os.environ, "UPSTREAM_KEY": KEY})
+    try:
+        h = {"Authorization": f"Bearer {tk}"}
+        body = {"model": "up", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        run_ids = []
+        for _ in range(2):
+            with httpx.stream("POST", base + "/v1/chat/completions", headers=h, json=body, timeout=60) as r:
+                assert r.status_code == 200
+                run_ids.append(r.headers["x-turnout-run-id"])
+                next(r.iter_bytes())  # the first chunk, then the client goes away
+        r = httpx.post(base + "/v1/chat/completions", headers=h, json={**body, "stream": False}, timeout=20)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded", r.text
+        statuses = {httpx.get(base + f"/v1/runs/{rid}", headers=h, timeout=20).json()["run"]["status"] for rid in run_ids}
+        assert "ok" not in statuses  # a cut stream is never recorded as a finished one
+    finally:
+        stop(proc)

@@ -338,7 +338,9 @@ def create_app(gw: Gateway) -> Any:
 
         async def events() -> AsyncIterator[bytes]:
             cid, created = f"chatcmpl-{run_id}", int(time.time())
-            cost, status, out = 0.0, "ok", []
+            # until the final chunk arrives the stream counts as cut: the key keeps the whole
+            # reservation (the provider may have generated up to it) and the run is "cancelled"
+            cost, status, out = hold.amount if hold is not None else 0.0, "cancelled", []
 
             def chunk(delta: dict[str, Any], fin: str | None = None) -> bytes:
                 return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": chat.model,
@@ -353,7 +355,7 @@ def create_app(gw: Gateway) -> Any:
                             out.append(pending.delta)
                             yield chunk({"content": pending.delta})
                         if pending.done:
-                            cost = pending.cost_usd
+                            cost, status = pending.cost_usd, "ok"
                             yield chunk({}, finish_reason(pending.finish_reason))
                             if chat.include_usage:
                                 u = pending.usage or Usage()
