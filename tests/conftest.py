@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -52,13 +53,11 @@ async def mock_server() -> AsyncIterator[MockServer]:
         yield srv
 
 
-@pytest.fixture
-def mock_process() -> Iterator[str]:
-    """The mock server in its own process (for the CLI, which runs its own event loop). Yields its /v1 URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "turnout.testing.mockserver", "--port", "0"],
-        stdout=subprocess.PIPE, text=True,
-    )
+@contextmanager
+def mock_server_process(*args: str) -> Iterator[str]:
+    """The mock server in its own process (``args``: e.g. ``--latency 0.1``). Yields its /v1 URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "turnout.testing.mockserver", "--port", "0", *args],
+                            stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         assert line.startswith("READY "), f"mock server did not start: {line!r}"
@@ -66,3 +65,10 @@ def mock_process() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def mock_process() -> Iterator[str]:
+    """The mock server in its own process (for the CLI, which runs its own event loop). Yields its /v1 URL."""
+    with mock_server_process() as url:
+        yield url

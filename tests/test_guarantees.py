@@ -338,15 +338,10 @@ async def test_context_overflow_is_a_caller_error():
 def slow_stream_upstream():
     """A mock upstream whose streamed chunks come 5 s apart: a client that reads the first and goes
     away has certainly cut the stream (whether or not the gateway has noticed yet, the key must hold)."""
-    proc = subprocess.Popen([sys.executable, "-m", "turnout.testing.mockserver", "--port", "0", "--chunk-delay", "5"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert line.startswith("READY "), line
-        yield f"http://127.0.0.1:{int(line.split()[1])}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    from tests.conftest import mock_server_process
+
+    with mock_server_process("--chunk-delay", "5") as url:
+        yield url
 
 
 def test_a_stream_the_client_cuts_keeps_its_reservation_on_the_key(tmp_path, slow_stream_upstream):

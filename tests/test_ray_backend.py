@@ -28,15 +28,10 @@ def ray_runtime():
 @pytest.fixture
 def slow_mock():
     """The mock upstream in its own process with 100 ms latency, so concurrent calls overlap."""
-    proc = subprocess.Popen([sys.executable, "-m", "turnout.testing.mockserver", "--port", "0", "--latency", "0.1"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert line.startswith("READY "), line
-        yield f"http://127.0.0.1:{int(line.split()[1])}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    from tests.conftest import mock_server_process
+
+    with mock_server_process("--latency", "0.1") as url:
+        yield url
 
 
 @pytest.fixture
