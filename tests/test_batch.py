@@ -112,3 +112,29 @@ async def test_ctrl_c_writes_what_is_done_and_the_same_command_continues(tmp_pat
         assert proc.returncode == 0, err.decode()
     rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"i{k}" for k in range(n)] and all(r["status"] == "ok" for r in rows)
+
+
+async def test_a_second_copy_of_a_running_batch_refuses_and_bills_nothing(tmp_path):
+    from turnout.testing import MockServer
+
+    n = 12
+    async with MockServer(latency=0.05) as srv:
+        srv.hold_after(4)  # the first copy is certainly mid-way (holding the batch) while the second starts
+        cmd, env, first = await _start_batch_until_done(tmp_path, srv.url, n, 4)
+        await asyncio.wait_for(srv.wait_held(2), 60)
+        calls = srv.count
+        second = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(second.communicate(), 120)
+        text = " ".join(err.decode().split())
+        assert second.returncode == 2, text
+        assert f"already being run by process {first.pid}" in text and "Traceback" not in text
+        assert srv.count == calls  # the second copy called nothing
+        srv.release()
+        _, err = await asyncio.wait_for(first.communicate(), 120)
+        assert first.returncode == 0, err.decode()
+    assert srv.count == n  # every item billed once, by the first copy alone
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"i{k}" for k in range(n)] and all(r["status"] == "ok" for r in rows)
+    again = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(again.communicate(), 120)
+    assert again.returncode == 0 and srv.count == n, err.decode()  # the lease was released: a rerun is free to go (and has nothing to do)

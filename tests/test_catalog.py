@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from turnout import (
+    Budgeted,
     BudgetLedger,
     Catalog,
     ConfigError,
@@ -90,14 +91,16 @@ def test_declared_policies_are_stacked(tmp_path, mock_server):
     assert isinstance(gate, ComplianceGate) and [n for n, _, _ in gate.members] == ["cheap", "backup"]
     chain = gate.inner
     assert isinstance(chain, Fallback) and [x.name for x in chain.models] == ["cheap", "backup"]
-    assert isinstance(chain.models[0], Retrying) and isinstance(chain.models[0].inner, Limited)
-    assert isinstance(chain.models[0].inner.inner, Compliant)  # innermost: the last check before the adapter
+    # each member is charged on its own (Budgeted: the catalog's budgets and the scope's meters, e.g. a gateway key)
+    member = chain.models[0]
+    assert isinstance(member, Budgeted) and isinstance(member.inner, Retrying) and isinstance(member.inner.inner, Limited)
+    assert isinstance(member.inner.inner.inner, Compliant)  # innermost: the last check before the adapter
 
 
 async def test_callers_share_one_limiter_and_fallback_state(tmp_path, mock_server):
     cat = Catalog.load(write(tmp_path, YAML.format(url=mock_server.url)))
     a, b = cat.model("cheap").inner.inner, cat.model("cheap").inner.inner  # under Traced and the gate: the shared Fallback chain
-    assert a is b and a.models[0].inner.limiter is b.models[0].inner.limiter
+    assert a is b and a.models[0].inner.inner.limiter is b.models[0].inner.inner.limiter
     mock_server.fail("401")  # cheap fails for good -> backup answers, and cheap cools down for everyone
     sink = MemorySink()
     c = await cat.model("cheap", sink=sink).complete(Request.of("hi"))

@@ -139,7 +139,7 @@ def test_keys_scopes_and_errors(setup):
 def test_budget_and_rate_limits_are_429_with_a_clear_message(setup):
     with pytest.raises(openai.RateLimitError) as ei:  # max_tokens 512 at $2/M: the estimate alone is over $0.0005
         client(setup, "poor").chat.completions.create(model="cheap", messages=MSG)
-    assert "budget of $0.0005" in str(ei.value) and "poor" in str(ei.value)
+    assert "budget 'key poor' of $0.000500 would be exceeded" in str(ei.value)
     assert ei.value.response.json()["error"]["type"] == "insufficient_quota"
     ok = client(setup, "poor").chat.completions.create(model="cheap", messages=MSG, max_tokens=5)
     assert ok.choices[0].message.content

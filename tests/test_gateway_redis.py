@@ -13,7 +13,8 @@ import pytest
 from test_gateway import MSG, start_server, stop
 
 from turnout.server.keys import ApiKey, KeyRing
-from turnout.server.limits import LimitExceeded, RedisLimits
+from turnout import BudgetExceeded
+from turnout.server.limits import RedisLimits
 from turnout.store import SQLiteStore
 
 REDIS_URL = os.environ.get("TURNOUT_TEST_REDIS_URL")  # read at import: the autouse fixture clears TURNOUT_*
@@ -27,7 +28,7 @@ async def test_redis_budget_holds_under_100_concurrent_reservations():
     async def one():
         try:
             h = await lim.reserve(key, 0.09)
-        except LimitExceeded:
+        except BudgetExceeded:
             return False
         await asyncio.sleep(0.01)
         await lim.settle(key, h, 0.05)

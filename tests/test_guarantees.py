@@ -370,3 +370,73 @@ def test_a_stream_the_client_cuts_keeps_its_reservation_on_the_key(tmp_path, slo
         assert "ok" not in statuses  # a cut stream is never recorded as a finished one
     finally:
         stop(proc)
+
+
+# -- gateway key budgets through every door, call by call ---------------------------------------------------
+@pytest.mark.parametrize("n", [100, 500])
+def test_a_key_budget_holds_through_every_gateway_door_at_once(tmp_path, mock_process, n):
+    """n requests at once on one key — a plain model, turnout/auto, a two-call workflow by its runs
+    endpoint and as ``workflow/w``, and streams the client cuts after the first chunk — none with
+    max_tokens: the key's spend (every call the store recorded for it) stays within the limit plus
+    one call's maximum cost, and what is refused is a 429 budget_exceeded."""
+    from tests.test_gateway import start_server, stop
+    from turnout.server.keys import KeyRing
+    from turnout.store import SQLiteStore
+
+    (tmp_path / "models.yaml").write_text(
+        f"models:\n  up: {{adapter: openai, base_url: '{mock_process}', model: m, api_key_env: UPSTREAM_KEY, "
+        "price: {input: 10000, output: 10}, policies: {retry: {attempts: 1}}}\n"
+        "auto: {tiers: {default: [up]}}\n")
+    (tmp_path / "wf.yaml").write_text("name: w\nsteps:\n  - name: a\n    call: {model: up, prompt: 'Say: {input}'}\n"
+                                      "  - name: b\n    call: {model: up, prompt: 'Again: {steps.a}'}\n")
+    # the mock counts a prompt's tokens by words, the reservation bounds them by bytes: a call costs
+    # about $0.05 and reserves about $0.25-0.45, so about three calls fit in flight at once
+    limit = 1.0
+    store = SQLiteStore(tmp_path / "gw.db")
+    secret, key = KeyRing(store).create("k", models=["*"], workflows=["*"], budget_usd=limit)
+    store.close()
+    proc, base = start_server(tmp_path, mock_process, env={**os.environ, "UPSTREAM_KEY": KEY})
+    h = {"Authorization": f"Bearer {secret}"}
+    msg = [{"role": "user", "content": "价格 x=[1,2]; a b c"}]
+
+    async def one(i: int, c: httpx.AsyncClient) -> str:
+        door = i % 5
+        if door == 0:
+            r = await c.post("/v1/chat/completions", headers=h, json={"model": "up", "messages": msg})
+        elif door == 1:
+            r = await c.post("/v1/chat/completions", headers=h, json={"model": "turnout/auto", "messages": msg})
+        elif door == 2:
+            r = await c.post("/v1/workflows/w/runs", headers=h, json={"input": "价格 x=[1,2]"})
+        elif door == 3:
+            r = await c.post("/v1/chat/completions", headers=h, json={"model": "workflow/w", "messages": msg})
+        else:
+            async with c.stream("POST", "/v1/chat/completions", headers=h,
+                                json={"model": "up", "stream": True, "messages": msg}) as s:
+                if s.status_code == 200:
+                    async for _chunk in s.aiter_bytes():
+                        break  # the first chunk, then the client goes away
+                    return "cut"
+                await s.aread()
+                r = s
+        if r.status_code == 200:
+            return "ok"
+        assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded", (door, r.status_code, r.text)
+        return "429"
+
+    async def main() -> list[str]:
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as c:
+            return await asyncio.gather(*(one(i, c) for i in range(n)))
+
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        stop(proc)
+    store = SQLiteStore(tmp_path / "gw.db")
+    spent = store.spend(key=key.key_id)
+    calls = len(store.calls())
+    store.close()
+    # the largest call: the workflow's second step, whose prompt holds the first answer (the mock echoes)
+    one_call_max = Price(10000.0, 10.0).estimate(Request.of("Again: echo: Say: 价格 x=[1,2]", max_tokens=512))
+    assert spent <= limit + one_call_max, (spent, outcomes.count("ok"), calls)
+    assert outcomes.count("429") > 0 and outcomes.count("ok") > 0, outcomes

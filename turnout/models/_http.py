@@ -12,19 +12,19 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from .._constants import DEFAULT_CONNECT_TIMEOUT_S, ERROR_EXCERPT_CHARS
 from .. import _secrets
+from .._constants import DEFAULT_CONNECT_TIMEOUT_S, ERROR_EXCERPT_CHARS
 from .._errors import (
     AuthError,
-    ContextLengthExceeded,
-    is_context_overflow,
     BadResponse,
+    ContextLengthExceeded,
     InvalidRequest,
     MissingAPIKey,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    is_context_overflow,
 )
 
 T = TypeVar("T")

@@ -8,7 +8,8 @@ where every caller of one model shares that model's rate limiter. The compliance
 when the catalog has a data policy (a ``compliance:`` section, or any model declaring
 ``data_classes`` other than ``["*"]``): then no member of any chain ever receives a data class it
 does not declare. ``spend=`` (a ``SpendControl``, or a ``budgets:`` section) charges every call to
-the budgets that apply to it.
+the budgets that apply to it, and every call is also charged to the meters of its scope (the
+gateway's key budgets, ``turnout._scope``).
 """
 
 from __future__ import annotations
@@ -398,11 +399,11 @@ class Catalog:
             m = Limited(m, lim)
         if pol.retry_attempts > 1:
             m = Retrying(m, RetryPolicy(stop=stop_after_attempt(pol.retry_attempts), wait=wait_exponential(max=pol.retry_max_delay)))
-        if self.spend is not None:
-            from ..policies.budget import Budgeted
+        from ..policies.budget import Budgeted
 
-            m = Budgeted(m, self.spend)  # per member: a fallback is charged to its own model budget
-        return m
+        # per member, so a fallback is charged at its own price: the catalog's budgets (if any) and the
+        # meters of the call's scope (a gateway key's budget) — without either it passes calls through
+        return Budgeted(m, self.spend)
 
     def model(self, name: str, *, sink: Any = None, ledger: Any = None) -> ChatModel:
         """The named model with its declared policies; traced to ``sink`` and charged to ``ledger`` if given."""

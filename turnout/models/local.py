@@ -20,10 +20,10 @@ from .._errors import (
     BadResponse,
     ContextLengthExceeded,
     InvalidRequest,
-    is_context_overflow,
     ModelNotInstalled,
     ProviderError,
     ProviderTimeout,
+    is_context_overflow,
 )
 from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
 from ._weights import QWEN_05B, LocalWeights, ensure_gguf

@@ -14,6 +14,7 @@ from typing import Any
 
 from .._constants import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S, OPENAI_BASE_URL
 from .._errors import BadResponse
+from .._secrets import register_headers
 from .._types import (
     FREE,
     Completion,
@@ -23,7 +24,6 @@ from .._types import (
     Usage,
     estimate_tokens,
 )
-from .._secrets import register_headers
 from ._http import HTTPClient, excerpt, resolve_key
 
 __all__ = ["OpenAICompatible"]

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import BudgetExceeded, ConfigError
+from .._scope import current_scope
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel, own_token_counter
 from .base import Wrapper
@@ -93,8 +95,10 @@ class BudgetLedger:
 
 
 class Budgeted(Wrapper):
-    """Refuses calls (``BudgetExceeded``) that could take ``ledger`` past its limit. ``ledger`` is a
-    ``BudgetLedger`` or a ``SpendControl`` (every budget that applies to this model and scope)."""
+    """Refuses calls (``BudgetExceeded``) that could take a budget past its limit: ``ledger`` (a
+    ``BudgetLedger``, a ``SpendControl`` — every budget that applies to this model and scope — or
+    None) and every meter of the call's scope (``spend_scope(meters=...)``; the gateway's key
+    budgets). With neither, the call passes through untouched."""
 
     def __init__(self, inner: ChatModel, ledger: Any, *, price: Price | None = None, default_max_tokens: int = 512) -> None:
         super().__init__(inner)
@@ -112,25 +116,79 @@ class Budgeted(Wrapper):
         cap the reservation assumed, so no provider can generate past it."""
         return request if request.max_tokens is not None else request.with_(max_tokens=self.default_max_tokens)
 
+    async def _reserve(self, request: Request, meters: tuple[Any, ...]) -> _Holds:
+        price = self.price
+        amount = 0.0 if price.free else price.estimate(request, self.default_max_tokens, self._count)
+        holds = _Holds(amount)
+        led = self.ledger
+        if led is not None:
+            prepare = getattr(led, "prepare", None)
+            if prepare is not None:
+                await prepare(self.inner.name)  # past spend read from the store in a thread, never on the loop
+            holds.own = led.reserve(amount, model=self.inner.name)
+        try:
+            for m in meters:
+                holds.meters.append((m, await m.reserve(amount, model=self.inner.name)))
+        except BaseException:
+            await self._settle(holds, 0.0, release=True)
+            raise
+        return holds
+
+    async def _settle(self, holds: _Holds, actual: float, *, release: bool = False) -> None:
+        if holds.done:
+            return
+        holds.done = True
+        if holds.own is not None:
+            if release:
+                self.ledger.release(holds.own)
+            else:
+                self.ledger.settle(holds.own, actual)
+        for m, h in holds.meters:
+            await m.settle(h, actual)
+
     async def complete(self, request: Request) -> Completion:
+        meters = current_scope().meters
+        if self.ledger is None and not meters:
+            return await self.inner.complete(request)
         request = self._capped(request)
-        r = self.ledger.reserve(self.price.estimate(request, self.default_max_tokens, self._count), model=self.inner.name)
+        holds = await self._reserve(request, meters)
         try:
             c = await self.inner.complete(request)
         except BaseException:
-            self.ledger.release(r)  # a failed HTTP call is not billed by providers
+            await self._settle(holds, 0.0, release=True)  # a failed HTTP call is not billed by providers
             raise
-        self.ledger.settle(r, c.cost_usd)
+        await self._settle(holds, c.cost_usd)
         return c
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        meters = current_scope().meters
+        if self.ledger is None and not meters:
+            async with aclosing(self.inner.stream(request)) as agen:
+                async for chunk in agen:
+                    yield chunk
+            return
         request = self._capped(request)
-        r = self.ledger.reserve(self.price.estimate(request, self.default_max_tokens, self._count), model=self.inner.name)
+        holds = await self._reserve(request, meters)
         try:
-            async for chunk in self.inner.stream(request):
-                if chunk.done:
-                    self.ledger.settle(r, chunk.cost_usd)
-                yield chunk
+            async with aclosing(self.inner.stream(request)) as agen:
+                async for chunk in agen:
+                    holds.started = True
+                    if chunk.done:
+                        await self._settle(holds, chunk.cost_usd)
+                    yield chunk
+        except BaseException:
+            if not holds.done and not holds.started:
+                await self._settle(holds, 0.0, release=True)  # failed before any token: not billed
+            raise
         finally:
-            if not r.settled:  # cut short: bill the estimate, the provider may have generated it
-                self.ledger.settle(r, r.amount)
+            if not holds.done:  # cut short: bill the estimate, the provider may have generated it
+                await self._settle(holds, holds.amount)
+
+
+@dataclass(slots=True)
+class _Holds:
+    amount: float
+    own: Any = None
+    meters: list[tuple[Any, Any]] = field(default_factory=list)
+    done: bool = False
+    started: bool = False

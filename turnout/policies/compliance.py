@@ -28,11 +28,12 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from .._secrets import SECRET_PATTERNS
 from .._errors import ComplianceError, ConfigError, DataClassNotAllowed
+from .._secrets import SECRET_PATTERNS
 from .._types import Completion, Message, Request, StreamChunk
 from ..models.base import ChatModel
 from ..store.base import _ACTIVE
@@ -335,8 +336,9 @@ class Compliant(Wrapper):
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         self.check(request)
-        async for chunk in self.inner.stream(request):
-            yield chunk
+        async with aclosing(self.inner.stream(request)) as agen:
+            async for chunk in agen:
+                yield chunk
 
 
 class ComplianceGate(Wrapper):
@@ -376,5 +378,6 @@ class ComplianceGate(Wrapper):
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         req = self.admit(request)
-        async for chunk in self.inner.stream(req):
-            yield chunk
+        async with aclosing(self.inner.stream(req)) as agen:
+            async for chunk in agen:
+                yield chunk

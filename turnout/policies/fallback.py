@@ -130,9 +130,12 @@ class Fallback:
                 continue
             self.cooling.pop(i, None)
             self._note(i)
-            yield first
-            async for chunk in agen:
-                yield chunk
+            try:
+                yield first
+                async for chunk in agen:
+                    yield chunk
+            finally:
+                await agen.aclose()  # at once when the caller stops, not whenever it is collected
             return
         self._raise(errors)
 

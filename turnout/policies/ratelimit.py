@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 
 from .._errors import ConfigError
 from .._types import Completion, Request, StreamChunk
@@ -122,10 +123,11 @@ class Limited(Wrapper):
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         est = _estimate(request) if self.limiter.tokens is not None else 0
         await self.limiter.acquire(est)
-        async for chunk in self.inner.stream(request):
-            if chunk.done and est and chunk.usage is not None:
-                self.limiter.settle(est, chunk.usage.total_tokens)
-            yield chunk
+        async with aclosing(self.inner.stream(request)) as agen:
+            async for chunk in agen:
+                if chunk.done and est and chunk.usage is not None:
+                    self.limiter.settle(est, chunk.usage.total_tokens)
+                yield chunk
 
 
 class Capped(Wrapper):
@@ -140,6 +142,6 @@ class Capped(Wrapper):
             return await self.inner.complete(request)
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        async with self.semaphore:
-            async for chunk in self.inner.stream(request):
+        async with self.semaphore, aclosing(self.inner.stream(request)) as agen:
+            async for chunk in agen:
                 yield chunk

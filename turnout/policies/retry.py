@@ -200,7 +200,10 @@ class Retrying(Wrapper):
                 await agen.aclose()
                 await self._next(e, attempt, t0)
                 continue
-            yield first
-            async for chunk in agen:
-                yield chunk
+            try:
+                yield first
+                async for chunk in agen:
+                    yield chunk
+            finally:
+                await agen.aclose()  # at once when the caller stops, not whenever it is collected
             return

@@ -20,6 +20,7 @@ period (so a restart does not reset a daily budget).
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import datetime as dt
 import logging
@@ -141,6 +142,7 @@ class SpendControl:
         self.on_alert = on_alert
         self.clock = clock
         self._ledgers: dict[tuple[int, str, float], BudgetLedger] = {}
+        self._seeds: dict[tuple[int, str, float], float] = {}  # past spend read by prepare(), not yet in a ledger
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -171,7 +173,8 @@ class SpendControl:
             led = BudgetLedger(b.limit_usd, name=b.label if not member or b.match != "*" else f"{b.label} [{member}]",
                                alerts=b.alerts, on_alert=alert)
             if b.period is not None and self.store is not None:
-                led.spent = self._recorded(b, member, start)
+                seed = self._seeds.pop(k, None)
+                led.spent = seed if seed is not None else self._recorded(b, member, start)
             # old periods of this budget are finished: drop their ledgers
             for old in [x for x in self._ledgers if x[0] == i and x[1] == member and x[2] != start]:
                 del self._ledgers[old]
@@ -201,6 +204,18 @@ class SpendControl:
         return out
 
     # -- the ledger protocol --------------------------------------------------------------------------
+    async def prepare(self, model: str = "") -> None:
+        """Read, in a thread, the past spend of every period budget this call will open a ledger for
+        (``Budgeted`` awaits this first, so the store is never read on the event loop)."""
+        if self.store is None:
+            return
+        now = self.clock()
+        for i, member in self.applicable(model):
+            b = self.budgets[i]
+            k = (i, member, period_start(b.period, now))
+            if b.period is not None and k not in self._ledgers and k not in self._seeds:
+                self._seeds[k] = await asyncio.to_thread(self._recorded, b, member, k[2])
+
     def reserve(self, amount: float, *, model: str = "") -> Hold:
         hold = Hold(amount)
         with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -118,18 +119,18 @@ class Traced(Wrapper):
         info: dict[str, Any] = {}
         wall, t0 = time.time(), time.perf_counter()
         last: StreamChunk | None = None
-        agen = self.inner.stream(request).__aiter__()
-        while True:
-            token = _CALL_INFO.set(info)  # set around each step: inner layers run inside __anext__
-            try:
-                chunk = await agen.__anext__()
-            except StopAsyncIteration:
-                break
-            except BaseException as e:
-                self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
-                raise
-            finally:
-                _CALL_INFO.reset(token)
-            last = chunk
-            yield chunk
+        async with aclosing(self.inner.stream(request)) as agen:  # closed at once when the caller stops
+            while True:
+                token = _CALL_INFO.set(info)  # set around each step: inner layers run inside __anext__
+                try:
+                    chunk = await agen.__anext__()
+                except StopAsyncIteration:
+                    break
+                except BaseException as e:
+                    self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
+                    raise
+                finally:
+                    _CALL_INFO.reset(token)
+                last = chunk
+                yield chunk
         self._emit(self._event(request, t0, wall, info, ok=last is not None and last.done, stream=True, c=last))

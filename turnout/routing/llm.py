@@ -18,8 +18,8 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-from .._secrets import describe
 from .._errors import ConfigError, TurnoutError
+from .._secrets import describe
 from .._types import Completion, Request, ResponseFormat
 from ..models.base import ChatModel
 from .base import Decision, Route, RouteInput, check_policy_routes, check_routes, finalize, input_text, logged

@@ -326,9 +326,12 @@ class RoutedModel:
                 self._failed(m, e)
                 errors.append((m, e))
                 continue
-            yield first._replace(decision=d)
-            async for chunk in agen:
-                yield chunk._replace(decision=d)
+            try:
+                yield first._replace(decision=d)
+                async for chunk in agen:
+                    yield chunk._replace(decision=d)
+            finally:
+                await agen.aclose()  # at once when the caller stops
             return
         from .._errors import AllModelsFailed
 

@@ -19,12 +19,11 @@ workflows (``turnout serve``; ``pip install 'turnout[server]'``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import json
 import logging
-
-from .._yaml import json_line
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -38,11 +37,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._errors import (
+    BudgetExceeded,
+    ComplianceError,
     ConfigError,
+    LimitExceeded,
     TurnoutError,
 )
 from .._scope import spend_scope
 from .._types import Completion, Request, Usage
+from .._yaml import json_line
 from ..store.base import _ACTIVE
 from .errors import ApiError, api_error, safe_header
 from .keys import ApiKey, KeyRing
@@ -126,14 +129,14 @@ class Gateway:
             await wf.aclose()
 
     # -- auth -------------------------------------------------------------------------------------
-    def authenticate(self, authorization: str | None) -> ApiKey:
+    async def authenticate(self, authorization: str | None) -> ApiKey:
         if not self.auth:
             return _ANON
         if not authorization:
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' (create one with: turnout keys create)",
                            type="invalid_request_error", code="missing_api_key")
         scheme, _, secret = authorization.partition(" ")
-        key = self.keys.authenticate(secret.strip()) if scheme.lower() == "bearer" else None
+        key = await self.keys.aauthenticate(secret.strip()) if scheme.lower() == "bearer" else None
         if key is None:
             raise ApiError(401, "invalid API key (unknown or revoked)", type="invalid_request_error", code="invalid_api_key")
         return key
@@ -142,8 +145,9 @@ class Gateway:
     @contextmanager
     def in_run(self, run_id: str, key: ApiKey) -> Iterator[None]:
         token = _ACTIVE.set((self.store, run_id))
+        meter = self.limits.meter(key)  # every model call inside reserves on the key's budget
         try:
-            with spend_scope(run=run_id, key=key.key_id, team=key.team):
+            with spend_scope(run=run_id, key=key.key_id, team=key.team, meters=(meter,) if meter is not None else ()):
                 yield
         finally:
             _ACTIVE.reset(token)
@@ -275,7 +279,7 @@ def create_app(gw: Gateway) -> Any:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: HttpRequest) -> Any:
-        key = gw.authenticate(request.headers.get("authorization"))
+        key = await gw.authenticate(request.headers.get("authorization"))
         body = await _json_body(request, gw.max_body)
         chat = _parse(ChatIn, body)
         try:
@@ -285,20 +289,17 @@ def create_app(gw: Gateway) -> Any:
         kind, target = resolve_target(key, chat.model)
         text = user_text(req)
         await gw.limits.admit(key, _tokens(req))
-        price = gw.catalog.spec(chat.model).price if kind == "model" and chat.model in gw.catalog else target.price if kind == "model" else None
-        hold = await gw.limits.reserve(key, price.estimate(req) if price is not None else 0.0)
+        # the key's budget is charged call by call inside the model stack (Budgeted + the scope's meter)
         run_id = gw.start_run(key, chat.model, text)
         headers = {"x-turnout-run-id": run_id}
         if kind == "workflow":
             res = await _run_workflow(gw, target, text, key, run_id)
-            await gw.limits.settle(key, hold, res.cost_usd)
             headers.update({"x-turnout-model": safe_header(chat.model), "x-turnout-cost-usd": f"{res.cost_usd:.8f}"})
             if res.decisions:
                 headers["x-turnout-route"] = safe_header(res.decisions[-1][1].route or "")
             if res.status == "error":
                 gw.store.finish_run(run_id, status="error")
-                raise ApiError(502, f"workflow {chat.model[9:]!r} failed: {res.error}", type="api_error", code="workflow_error",
-                               headers=headers)
+                raise _workflow_error(chat.model[9:], res, headers)
             c = Completion(res.text, chat.model, "stop", _usage(res), res.cost_usd, res.latency_s)
             gw.store.finish_run(run_id, status=res.status, output=c.text)
             if chat.stream:
@@ -309,12 +310,12 @@ def create_app(gw: Gateway) -> Any:
                 with gw.in_run(run_id, key):
                     c = await target.complete(req)
             except BaseException as e:
-                await gw.limits.settle(key, hold, 0.0)
                 gw.store.finish_run(run_id, status="error")
                 if isinstance(e, Exception):
+                    if not isinstance(e, TurnoutError):
+                        log.exception("run %s failed unexpectedly", run_id)
                     raise api_error(e) from None
                 raise
-            await gw.limits.settle(key, hold, c.cost_usd)
             gw.store.finish_run(run_id, status="ok", output=c.text)
             headers.update(_served(c, target))
             return FastJSON(_completion_body(c, run_id, chat.model), headers=headers)
@@ -326,9 +327,10 @@ def create_app(gw: Gateway) -> Any:
             except StopAsyncIteration:
                 first = None
             except BaseException as e:
-                await gw.limits.settle(key, hold, 0.0)
                 gw.store.finish_run(run_id, status="error")
                 if isinstance(e, Exception):
+                    if not isinstance(e, TurnoutError):
+                        log.exception("run %s failed unexpectedly", run_id)
                     raise api_error(e) from None
                 raise
         served = first.decision if first is not None else None  # this request's own decision, never another's
@@ -338,9 +340,9 @@ def create_app(gw: Gateway) -> Any:
 
         async def events() -> AsyncIterator[bytes]:
             cid, created = f"chatcmpl-{run_id}", int(time.time())
-            # until the final chunk arrives the stream counts as cut: the key keeps the whole
-            # reservation (the provider may have generated up to it) and the run is "cancelled"
-            cost, status, out = hold.amount if hold is not None else 0.0, "cancelled", []
+            # until the final chunk arrives the stream counts as cut: the run is "cancelled", and
+            # Budgeted bills the key the call's whole reservation (the provider may have generated it)
+            status, out = "cancelled", []
 
             def chunk(delta: dict[str, Any], fin: str | None = None) -> bytes:
                 return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": chat.model,
@@ -355,7 +357,7 @@ def create_app(gw: Gateway) -> Any:
                             out.append(pending.delta)
                             yield chunk({"content": pending.delta})
                         if pending.done:
-                            cost, status = pending.cost_usd, "ok"
+                            status = "ok"
                             yield chunk({}, finish_reason(pending.finish_reason))
                             if chat.include_usage:
                                 u = pending.usage or Usage()
@@ -375,15 +377,15 @@ def create_app(gw: Gateway) -> Any:
                 err = api_error(e)
                 yield _sse(err.body())
             finally:
-                await agen.aclose()
-                await gw.limits.settle(key, hold, cost)
+                with gw.in_run(run_id, key):
+                    await agen.aclose()  # settles the call's reservations now, not when it is collected
                 gw.store.finish_run(run_id, status=status, output="".join(out))
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
 
     @app.get("/v1/models")
     async def list_models(request: HttpRequest) -> Any:
-        key = gw.authenticate(request.headers.get("authorization"))
+        key = await gw.authenticate(request.headers.get("authorization"))
         names = [n for n in gw.model_names() if (key.may_run_workflow(n[9:]) if n.startswith("workflow/") else key.may_use_model(n))]
         if key.may_use_model(EMBED_MODEL):
             names.append(EMBED_MODEL)
@@ -391,7 +393,7 @@ def create_app(gw: Gateway) -> Any:
 
     @app.post("/v1/embeddings")
     async def embeddings(request: HttpRequest) -> Any:
-        key = gw.authenticate(request.headers.get("authorization"))
+        key = await gw.authenticate(request.headers.get("authorization"))
         body = await _json_body(request, gw.max_body)
         e = _parse(EmbeddingsIn, body)
         if e.model != EMBED_MODEL:
@@ -419,24 +421,24 @@ def create_app(gw: Gateway) -> Any:
 
     @app.post("/v1/workflows/{name}/runs")
     async def run_workflow(name: str, request: HttpRequest) -> Any:
-        key = gw.authenticate(request.headers.get("authorization"))
+        key = await gw.authenticate(request.headers.get("authorization"))
         body = await _json_body(request, gw.max_body)
         if not isinstance(body, dict) or "input" not in body:
             raise ApiError(400, 'send {"input": ...} (text or an object), optionally "tags"', param="input")
         kind, wf = resolve_target(key, f"workflow/{name}")
         text = body["input"] if isinstance(body["input"], str) else json.dumps(body["input"])
         await gw.limits.admit(key, max(1, len(text) // 4))
-        hold = await gw.limits.reserve(key, 0.0)
         run_id = gw.start_run(key, f"workflow/{name}", text)
-        res = await _run_workflow(gw, wf, body["input"], key, run_id)
-        await gw.limits.settle(key, hold, res.cost_usd)
+        res = await _run_workflow(gw, wf, body["input"], key, run_id)  # each call charged to the key's budget
         gw.store.finish_run(run_id, status=res.status, output=res.text if res.output is not None else None)
+        if res.status == "error" and _refusal(res.exception):
+            raise _workflow_error(name, res, {"x-turnout-run-id": run_id})
         return {"run_id": run_id, "workflow": name, "output": res.output, **{k: v for k, v in res.summary().items() if k != "run_id"}}
 
     @app.get("/v1/runs/{run_id}")
     async def get_run(run_id: str, request: HttpRequest) -> Any:
-        key = gw.authenticate(request.headers.get("authorization"))
-        d = gw.store.run_detail(run_id)
+        key = await gw.authenticate(request.headers.get("authorization"))
+        d = await asyncio.to_thread(gw.store.run_detail, run_id)  # never a store read on the event loop
         if d is None or (gw.auth and dict(d["run"].get("tags") or {}).get("key") != key.key_id):  # a key sees its own runs
             raise ApiError(404, f"no run {run_id!r} for this key", type="not_found_error", code="run_not_found")
         return d
@@ -452,7 +454,8 @@ def create_app(gw: Gateway) -> Any:
             raise ApiError(400, "score must be a number", param="score")
         if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
             raise ApiError(400, "labels must be an object of strings", param="labels")
-        gw.store.add_feedback(run_id, score=score, labels=labels, comment=comment if isinstance(comment, str) else None)
+        await asyncio.to_thread(gw.store.add_feedback, run_id, score=score, labels=labels,
+                                comment=comment if isinstance(comment, str) else None)
         return {"ok": True, "run_id": run_id}
 
     @app.get("/metrics")
@@ -462,8 +465,6 @@ def create_app(gw: Gateway) -> Any:
         return Response(gw.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     if gw.dashboard:
-        import asyncio
-
         from fastapi.responses import HTMLResponse
 
         from . import dashboard
@@ -577,6 +578,19 @@ def _served(c: Completion, target: Any) -> dict[str, str]:
     if c.decision is not None:  # this request's own decision, never another's
         h["x-turnout-route"] = safe_header(c.decision.stage or "")
     return h
+
+
+def _refusal(e: BaseException | None) -> bool:
+    """A workflow that failed on a budget, a rate or compliance: the client's to fix (4xx), not a 502."""
+    return isinstance(e, (BudgetExceeded, LimitExceeded, ComplianceError))
+
+
+def _workflow_error(name: str, res: Any, headers: dict[str, str]) -> ApiError:
+    if _refusal(res.exception):
+        e = api_error(res.exception)
+        e.headers = {**(e.headers or {}), **headers}
+        return e
+    return ApiError(502, f"workflow {name!r} failed: {res.error}", type="api_error", code="workflow_error", headers=headers)
 
 
 async def _run_workflow(gw: Gateway, wf: Any, input: Any, key: ApiKey, run_id: str) -> Any:

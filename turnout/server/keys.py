@@ -9,6 +9,7 @@ path does not touch the database; a revoked key stops working within ``ttl``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -92,18 +93,33 @@ class KeyRing:
         self._cache.clear()
         return ok
 
-    def authenticate(self, secret: str | None) -> ApiKey | None:
-        """The live key for this secret, or None (unknown, malformed or revoked)."""
+    def _cached(self, secret: str | None) -> tuple[str | None, ApiKey | None, bool]:
+        """(hash, key, hit): hash None for a malformed secret."""
         if not secret or not secret.startswith(PREFIX) or len(secret) > 200:
-            return None
+            return None, None, True
         h = hash_secret(secret)
-        now = time.monotonic()
         hit = self._cache.get(h)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        row = self.store.key_by_hash(h)
+        if hit is not None and hit[0] > time.monotonic():
+            return h, hit[1], True
+        return h, None, False
+
+    def _remember(self, h: str, row: dict[str, Any] | None) -> ApiKey | None:
         key = ApiKey.from_row(row) if row is not None and row["revoked_at"] is None else None
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[h] = (now + self.ttl, key)
+        self._cache[h] = (time.monotonic() + self.ttl, key)
         return key
+
+    def authenticate(self, secret: str | None) -> ApiKey | None:
+        """The live key for this secret, or None (unknown, malformed or revoked)."""
+        h, key, hit = self._cached(secret)
+        if hit or h is None:
+            return key
+        return self._remember(h, self.store.key_by_hash(h))
+
+    async def aauthenticate(self, secret: str | None) -> ApiKey | None:
+        """``authenticate`` for an event loop: a cache miss reads the store in a thread."""
+        h, key, hit = self._cached(secret)
+        if hit or h is None:
+            return key
+        return self._remember(h, await asyncio.to_thread(self.store.key_by_hash, h))

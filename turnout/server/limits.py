@@ -2,9 +2,13 @@
 
 - Rates: a fixed one-minute window per key (requests, and estimated tokens); over the limit the
   request gets 429 with ``Retry-After`` = seconds to the next window.
-- Budgets: reserve the request's worst-case cost, settle the real cost after (the same protocol
-  as ``BudgetLedger``); a period budget's window is the calendar period in UTC, and a fresh
-  process starts it from the spend the trace store recorded for that key in the period.
+- Budgets: every model call made for a key — a plain model, ``turnout/auto``, each call of a
+  workflow — reserves its worst-case cost on the key and settles the real cost after (the
+  ``BudgetLedger`` protocol, made async): ``meter(key)`` is put in the request's spend scope and
+  ``Budgeted`` (in every catalog model's stack) charges it. Over the limit a call raises
+  ``BudgetExceeded`` (HTTP 429 ``budget_exceeded``). A period budget's window is the calendar
+  period in UTC, and a fresh process starts it from the spend the trace store recorded for that
+  key in the period (read in a thread, never on the event loop).
 
 ``LocalLimits`` keeps the counters in memory (one server process). ``RedisLimits`` keeps them in
 Redis with Lua scripts that check and reserve atomically, so any number of gateway replicas share
@@ -13,17 +17,18 @@ one limit (``TURNOUT_REDIS_URL``).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import LimitExceeded
+from .._errors import BudgetExceeded, LimitExceeded
 from ..policies.spend import period_start
 from .keys import ApiKey
 
-__all__ = ["LimitExceeded", "LocalLimits", "RedisLimits", "open_limits"]
+__all__ = ["KeyMeter", "LimitExceeded", "LocalLimits", "RedisLimits", "open_limits"]
 
 
 @dataclass(slots=True)
@@ -43,7 +48,45 @@ def _budget_window(key: ApiKey, now: float) -> str:
     return f"{key.period}:{int(period_start(key.period, now))}" if key.period else "total"
 
 
-class LocalLimits:
+def _over(key: ApiKey, spent: float, reserved: float, amount: float) -> BudgetExceeded:
+    return BudgetExceeded(limit=key.budget_usd or 0.0, spent=spent, reserved=reserved, requested=amount,
+                          name=f"key {key.name}{' per ' + key.period if key.period else ''}")
+
+
+async def _recorded(store: Any, key: ApiKey, now: float) -> float:
+    """The key's spend in its current period from the trace store, read in a thread; 0 if unreachable."""
+    if store is None:
+        return 0.0
+    since = period_start(key.period, now) if key.period else None
+    try:
+        return float(await asyncio.to_thread(store.spend, since=since, key=key.key_id))
+    except Exception:  # noqa: BLE001 - an unreachable store must not block the gateway
+        return 0.0
+
+
+class KeyMeter:
+    """A key's budget as a meter of the spend scope (``turnout._scope``): each model call reserves on
+    it before it is made and settles after."""
+
+    __slots__ = ("key", "limits")
+
+    def __init__(self, limits: Any, key: ApiKey) -> None:
+        self.limits, self.key = limits, key
+
+    async def reserve(self, amount: float, *, model: str = "") -> Hold | None:
+        return await self.limits.reserve(self.key, amount)  # type: ignore[no-any-return]
+
+    async def settle(self, hold: Hold | None, actual: float) -> None:
+        await self.limits.settle(self.key, hold, actual)
+
+
+class _Limits:
+    def meter(self, key: ApiKey) -> KeyMeter | None:
+        """The key's budget as a spend-scope meter (None: the key has no budget)."""
+        return KeyMeter(self, key) if key.budget_usd is not None else None
+
+
+class LocalLimits(_Limits):
     def __init__(self, store: Any = None, *, clock: Any = time.time) -> None:
         self.store, self.clock = store, clock
         self._rate: dict[tuple[str, int], list[float]] = {}  # (key, minute) -> [requests, tokens]
@@ -64,28 +107,20 @@ class LocalLimits:
         c[0] += 1
         c[1] += tokens
 
-    def _ledger(self, key: ApiKey, window: str) -> list[float]:
+    async def _ledger(self, key: ApiKey, window: str) -> list[float]:
         led = self._budget.get((key.key_id, window))
         if led is None:
-            spent = 0.0
-            if self.store is not None:
-                since = period_start(key.period, self.clock()) if key.period else None
-                try:
-                    spent = float(self.store.spend(since=since, key=key.key_id))
-                except Exception:  # noqa: BLE001 - an unreachable store must not block the gateway
-                    spent = 0.0
-            led = self._budget[(key.key_id, window)] = [spent, 0.0]
+            spent = await _recorded(self.store, key, self.clock())
+            led = self._budget.setdefault((key.key_id, window), [spent, 0.0])  # another request may have seeded it meanwhile
         return led
 
     async def reserve(self, key: ApiKey, amount: float) -> Hold | None:
         if key.budget_usd is None:
             return None
         window = _budget_window(key, self.clock())
-        led = self._ledger(key, window)
+        led = await self._ledger(key, window)
         if led[0] + led[1] + amount > key.budget_usd + 1e-12:
-            raise LimitExceeded(f"budget of ${key.budget_usd:g}{' per ' + key.period if key.period else ''} for key {key.name!r} "
-                                f"would be exceeded: spent ${led[0]:.6f}, reserved ${led[1]:.6f}, this request needs up to "
-                                f"${amount:.6f}", kind="budget")
+            raise _over(key, led[0], led[1], amount)
         led[1] += amount
         return Hold(key.key_id, window, amount)
 
@@ -99,7 +134,7 @@ class LocalLimits:
             led[0] += actual
 
     async def spent(self, key: ApiKey) -> float:
-        return self._ledger(key, _budget_window(key, self.clock()))[0] if key.budget_usd is not None else 0.0
+        return (await self._ledger(key, _budget_window(key, self.clock())))[0] if key.budget_usd is not None else 0.0
 
     async def aclose(self) -> None:
         return None
@@ -137,7 +172,7 @@ return 1
 """
 
 
-class RedisLimits:
+class RedisLimits(_Limits):
     """The same limits in Redis, shared by every gateway replica (``pip install 'turnout[redis]'``)."""
 
     def __init__(self, url: str, store: Any = None, *, prefix: str = "turnout", clock: Any = time.time) -> None:
@@ -165,27 +200,16 @@ class RedisLimits:
         if int(res) == 2:
             raise LimitExceeded(f"rate limit of {key.tpm:g} tokens/min reached for key {key.name!r}", kind="rate", retry_after=left)
 
-    def _seed(self, key: ApiKey) -> float:
-        if self.store is None:
-            return 0.0
-        since = period_start(key.period, self.clock()) if key.period else None
-        try:
-            return float(self.store.spend(since=since, key=key.key_id))
-        except Exception:  # noqa: BLE001
-            return 0.0
-
     async def reserve(self, key: ApiKey, amount: float) -> Hold | None:
         if key.budget_usd is None:
             return None
         window = _budget_window(key, self.clock())
         rkey = f"{self.prefix}:budget:{key.key_id}:{window}"
         ttl = 0 if not key.period else int({"hour": 3600, "day": 86400, "week": 604800, "month": 2764800}[key.period] * 1.5)
-        seed = self._seed(key) if not await self.r.exists(rkey) else 0.0
+        seed = await _recorded(self.store, key, self.clock()) if not await self.r.exists(rkey) else 0.0
         ok, spent, reserved = await self._reserve(keys=[rkey], args=[amount, key.budget_usd, seed, ttl])
         if int(ok) != 1:
-            raise LimitExceeded(f"budget of ${key.budget_usd:g}{' per ' + key.period if key.period else ''} for key {key.name!r} "
-                                f"would be exceeded: spent ${float(spent):.6f}, reserved ${float(reserved):.6f}, this request needs "
-                                f"up to ${amount:.6f}", kind="budget")
+            raise _over(key, float(spent), float(reserved), amount)
         return Hold(key.key_id, window, amount)
 
     async def settle(self, key: ApiKey, hold: Hold | None, actual: float) -> None:

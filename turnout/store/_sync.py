@@ -52,6 +52,31 @@ class SyncTables:
         rows = self._now(f"SELECT {', '.join(cols)} FROM batch_items WHERE batch_id = ? ORDER BY line", (batch_id,), fetch=True)
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
+    # -- batch leases: one runner per batch at a time --------------------------------------------------
+    _LEASE_COLS = ("owner", "owner_host", "owner_pid", "heartbeat")
+
+    def lease_take(self, batch_id: str, owner: str, *, host: str, pid: int, stale_s: float,
+                   dead_owner: str | None = None) -> dict[str, Any] | None:
+        """Take a registered batch's lease for ``owner`` if it is free, already ours, silent for
+        ``stale_s`` seconds, or held by ``dead_owner`` (a runner known to be gone). One statement,
+        so of two runners racing for it exactly one wins. None when taken; else the holder's row."""
+        now = time.time()
+        self._now("UPDATE batches SET owner = ?, owner_host = ?, owner_pid = ?, heartbeat = ? WHERE batch_id = ? AND "
+                  "(owner IS NULL OR owner = ? OR heartbeat < ? OR owner = ?)",
+                  (owner, host, pid, now, batch_id, owner, now - stale_s, dead_owner or owner))
+        rows = self._now(f"SELECT {', '.join(self._LEASE_COLS)} FROM batches WHERE batch_id = ?", (batch_id,), fetch=True)
+        if not rows:
+            raise ConfigError(f"batch {batch_id!r} is not registered in this store")
+        holder = dict(zip(self._LEASE_COLS, rows[0], strict=True))
+        return None if holder["owner"] == owner else holder
+
+    def lease_beat(self, batch_id: str, owner: str) -> None:
+        self._now("UPDATE batches SET heartbeat = ? WHERE batch_id = ? AND owner = ?", (time.time(), batch_id, owner))
+
+    def lease_release(self, batch_id: str, owner: str) -> None:
+        self._now("UPDATE batches SET owner = NULL, owner_host = NULL, owner_pid = NULL, heartbeat = NULL "
+                  "WHERE batch_id = ? AND owner = ?", (batch_id, owner))
+
     # -- gateway API keys (only hashes are stored) -------------------------------------------------------
     _KEY_COLS = ("key_id", "name", "hash", "models", "workflows", "rpm", "tpm", "budget_usd", "period", "team", "created_at",
                  "revoked_at")

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError, TurnoutError
-from .._secrets import scrub, scrub_row
 from .._scope import spend_scope
+from .._secrets import scrub, scrub_row
 from ._sync import SyncTables
 from .base import _ACTIVE, CallRow, DecisionRow, RunRow, text_or_hash
 
@@ -153,6 +153,17 @@ def _m8() -> str:
         key_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, hash TEXT NOT NULL UNIQUE, models TEXT NOT NULL, workflows TEXT NOT NULL,
         rpm REAL, tpm REAL, budget_usd REAL, period TEXT, team TEXT, created_at REAL NOT NULL, revoked_at REAL
     )
+    """
+
+
+@migration(9)
+def _m9() -> str:
+    # a batch's lease: the one runner (host, pid) working on it now, and when it last said so
+    return """
+    ALTER TABLE batches ADD COLUMN owner TEXT;
+    ALTER TABLE batches ADD COLUMN owner_host TEXT;
+    ALTER TABLE batches ADD COLUMN owner_pid INTEGER;
+    ALTER TABLE batches ADD COLUMN heartbeat REAL
     """
 
 

@@ -1,6 +1,9 @@
 """Resumable batch runs: every input line through a workflow, ``concurrency`` at a time, each item's
 state in the store's ledger (committed as it changes). After Ctrl-C or kill -9, the same command
 finds the ledger and runs only what is not done — finished items are never run (or billed) again.
+One runner works on a batch at a time (``BatchLease``): a second copy of the same command refuses
+while the first is alive, and takes over at once when the first is gone (its process dead on this
+host, or silent for ``stale_s`` seconds on another).
 
 An input file is JSON Lines: each line a JSON string (the input text) or an object (its fields are
 the input; ``id`` is the item's key, else a hash of the line). Lines that are not JSON are reported
@@ -13,7 +16,10 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +31,7 @@ from .._yaml import decode_utf8, json_line
 from .nodes import as_text
 from .runner import Workflow
 
-__all__ = ["BatchItem", "BatchSummary", "batch_id_for", "pending", "read_items", "run_batch", "run_item", "write_output"]
+__all__ = ["BatchBusy", "BatchItem", "BatchLease", "BatchSummary", "batch_id_for", "pending", "read_items", "run_batch", "run_item", "write_output"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,15 +146,75 @@ def pending(batch_id: str, items: list[BatchItem], known: dict[str, dict[str, An
     return summary, todo
 
 
+class BatchBusy(ConfigError):
+    """Another live runner holds the batch (exit 2: nothing was run or billed)."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+class BatchLease:
+    """The right to run a batch's items, held in the store (``batches.owner``) with a heartbeat.
+
+    ``acquire()`` takes it or raises ``BatchBusy`` naming the live holder; a holder whose process is
+    dead on this host is replaced at once, one on another host once it has been silent ``stale_s``
+    seconds. While held, a daemon thread refreshes the heartbeat every ``beat_s`` seconds."""
+
+    def __init__(self, store: Any, batch_id: str, *, stale_s: float = 30.0, beat_s: float = 5.0) -> None:
+        self.store, self.batch_id, self.stale_s, self.beat_s = store, batch_id, stale_s, beat_s
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        kw = {"host": self.host, "pid": self.pid, "stale_s": self.stale_s}
+        holder = self.store.lease_take(self.batch_id, self.owner, **kw)
+        if holder is not None and holder["owner_host"] == self.host and not _alive(int(holder["owner_pid"] or 0)):
+            holder = self.store.lease_take(self.batch_id, self.owner, dead_owner=holder["owner"], **kw)  # its runner is gone
+        if holder is not None:
+            ago = max(0.0, time.time() - float(holder["heartbeat"] or 0.0))
+            raise BatchBusy(f"batch {self.batch_id} is already being run by process {holder['owner_pid']} on "
+                            f"{holder['owner_host']} (last heard from {ago:.0f} s ago): wait for it to finish or stop it — "
+                            "running the same command again then resumes where it stopped")
+        self._thread = threading.Thread(target=self._beat, name=f"turnout-lease-{self.batch_id}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.beat_s):
+            try:
+                self.store.lease_beat(self.batch_id, self.owner)
+            except Exception:  # noqa: BLE001 - an unreachable store: the next beat tries again
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            self.store.lease_release(self.batch_id, self.owner)
+        except Exception:  # noqa: BLE001 - unreachable: the lease goes stale, or the next run sees this pid is gone
+            pass
+
+
 async def run_item(wf: Workflow, store: Any, batch_id: str, it: BatchItem) -> Any:
-    """One item: ``running`` in the ledger, the workflow run (traced), then ``done`` or ``error``."""
-    store.ledger_record(batch_id, it.key, line=it.line, status="running")
+    """One item: ``running`` in the ledger, the workflow run (traced), then ``done`` or ``error``.
+    The ledger is written at once (committed before the item goes on), in a thread: never on the loop."""
+    await asyncio.to_thread(store.ledger_record, batch_id, it.key, line=it.line, status="running")
     res = await wf.run(it.input, store=store, tags={"batch": batch_id, "item": it.key})
     ok = res.status != "error"
     out = res.output if isinstance(res.output, (str, int, float, bool, list, dict)) or res.output is None else as_text(res.output)
-    store.ledger_record(batch_id, it.key, line=it.line, status="done" if ok else "error", run_id=res.run_id,
-                        output=json.dumps({"output": out, "status": res.status}), error=res.error, cost_usd=res.cost_usd,
-                        latency_s=res.latency_s)
+    await asyncio.to_thread(store.ledger_record, batch_id, it.key, line=it.line, status="done" if ok else "error",
+                            run_id=res.run_id, output=json.dumps({"output": out, "status": res.status}), error=res.error,
+                            cost_usd=res.cost_usd, latency_s=res.latency_s)
     return res
 
 
@@ -166,7 +232,18 @@ async def run_batch(
     """Run the items not yet done; ``on_item(summary, item, result)`` after each (for progress)."""
     if concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
-    known = store.ledger_open(batch_id, workflow=wf.name, source=source, total=len(items))
+    await asyncio.to_thread(store.ledger_open, batch_id, workflow=wf.name, source=source, total=len(items))
+    lease = BatchLease(store, batch_id)
+    await asyncio.to_thread(lease.acquire)  # BatchBusy while another runner works on this batch
+    try:
+        return await _run_leased(wf, items, store, batch_id, concurrency, on_item, retry_errors)
+    finally:
+        await asyncio.shield(asyncio.to_thread(lease.release))
+
+
+async def _run_leased(wf: Workflow, items: list[BatchItem], store: Any, batch_id: str, concurrency: int,
+                      on_item: Callable[[BatchSummary, BatchItem, Any], None] | None, retry_errors: bool) -> BatchSummary:
+    known = {r["item_key"]: r for r in await asyncio.to_thread(store.ledger_items, batch_id)}  # read under the lease
     summary, todo = pending(batch_id, items, known, retry_errors=retry_errors)
     t0 = time.perf_counter()
     queue: asyncio.Queue[BatchItem] = asyncio.Queue()

@@ -21,8 +21,8 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._secrets import describe
 from .._errors import ConfigError, TurnoutError
+from .._secrets import describe
 from .._types import Completion, Request, ResponseFormat
 from ..models.base import ChatModel
 from ..parallel.engine import fan_out

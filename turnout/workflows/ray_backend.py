@@ -28,7 +28,7 @@ from typing import Any
 
 from .._errors import ConfigError, TurnoutError
 from .._types import Completion, Price, Request, StreamChunk
-from .batch import BatchItem, BatchSummary, pending
+from .batch import BatchItem, BatchLease, BatchSummary, pending
 
 __all__ = ["run_batch_ray"]
 
@@ -218,7 +218,22 @@ def run_batch_ray(
         store_target = str(Path(store_target).resolve())
     from .spec import load_workflow_spec
 
-    known = store.ledger_open(batch_id, workflow=load_workflow_spec(wf_path)[0].name, source=source, total=len(items))
+    store.ledger_open(batch_id, workflow=load_workflow_spec(wf_path)[0].name, source=source, total=len(items))
+    lease = BatchLease(store, batch_id)
+    lease.acquire()  # BatchBusy while another runner works on this batch
+    try:
+        return _run_leased(ray, wf_path, catalog, caps, rates, store_target, items, store=store, batch_id=batch_id, workers=workers,
+                           per_worker=per_worker, address=address, on_item=on_item, on_started=on_started,
+                           retry_errors=retry_errors, max_attempts=max_attempts, stall_timeout=stall_timeout)
+    finally:
+        lease.release()
+
+
+def _run_leased(ray: Any, wf_path: str, catalog: str | None, caps: dict[str, Any], rates: dict[str, Any], store_target: str,
+                items: list[BatchItem], *, store: Any, batch_id: str, workers: int, per_worker: int, address: str | None,
+                on_item: Callable[[BatchSummary, BatchItem, Any], None] | None, on_started: Callable[[list[Any]], None] | None,
+                retry_errors: bool, max_attempts: int, stall_timeout: float | None) -> tuple[BatchSummary, dict[str, Any]]:
+    known = {r["item_key"]: r for r in store.ledger_items(batch_id)}  # read under the lease
     summary, todo = pending(batch_id, items, known, retry_errors=retry_errors)
     started_here = not ray.is_initialized()
     if started_here:

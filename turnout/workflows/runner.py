@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .._secrets import describe
 from .._errors import ConfigError
 from .._scope import spend_scope
+from .._secrets import describe
 from .._yaml import located_error
 from ..models.base import ChatModel, Embedder
 from ..routing.base import Decision
@@ -43,6 +43,9 @@ class RunResult:
     steps: list[StepRecord] = field(default_factory=list)
     escalations: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # what made the run fail (``error`` is its located, scrubbed text): the gateway maps a budget or
+    # compliance refusal to its 4xx status by it
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -150,7 +153,7 @@ class Workflow:
         elif _ACTIVE.get() is not None:
             run_id = _ACTIVE.get()[1]  # type: ignore[index]
         out: Any = None
-        error = None
+        error, exc = None, None
         t = tags or {}
         scope = spend_scope(run=run_id or uuid.uuid4().hex, workflow=self.name, key=t.get("key"), team=t.get("team"))
         try:
@@ -163,7 +166,7 @@ class Workflow:
 
             if not isinstance(e, TurnoutError):
                 raise
-            error = describe(e)
+            error, exc = describe(e), e
         finally:
             if token is not None:
                 _ACTIVE.reset(token)
@@ -173,4 +176,4 @@ class Workflow:
             store.finish_run(run_id, status=status, output=as_text(out) if out is not None else None)
         m = ctx.meter
         return RunResult(out, status, run_id, time.perf_counter() - t0, m.calls, m.errors, m.input_tokens, m.output_tokens,
-                         m.cost_usd, ctx.decisions, ctx.steps, ctx.escalations, error)
+                         m.cost_usd, ctx.decisions, ctx.steps, ctx.escalations, error, exc)
