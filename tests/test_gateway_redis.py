@@ -12,8 +12,8 @@ import openai
 import pytest
 from test_gateway import MSG, start_server, stop
 
-from turnout.server.keys import ApiKey, KeyRing
 from turnout import BudgetExceeded
+from turnout.server.keys import ApiKey, KeyRing
 from turnout.server.limits import RedisLimits
 from turnout.store import SQLiteStore
 

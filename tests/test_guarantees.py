@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from turnout import BudgetExceeded, BudgetLedger, Budgeted, Catalog, Price, Request
+from turnout import Budgeted, BudgetExceeded, BudgetLedger, Catalog, Price, Request
 from turnout._errors import BadResponse, ContextLengthExceeded
 from turnout.models.openai import OpenAICompatible
 from turnout.testing import MockServer
@@ -304,11 +304,10 @@ async def test_budget_holds_under_100_way_concurrency_without_max_tokens(prompt)
 
 # -- routed models: every call carries its own decision -------------------------------------------------------
 async def test_concurrent_routed_calls_each_carry_their_own_decision():
+    from turnout.models.catalog import ModelSpec
     from turnout.routing import ModelRouter
     from turnout.routing.model_router import ComplexityRules
     from turnout.testing import ScriptedModel
-
-    from turnout.models.catalog import ModelSpec
 
     models = {"cheap": ScriptedModel(default="c", name="cheap", latency=0.05), "strong": ScriptedModel(default="s", name="strong")}
 
