@@ -138,3 +138,33 @@ async def test_a_second_copy_of_a_running_batch_refuses_and_bills_nothing(tmp_pa
     again = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(again.communicate(), 120)
     assert again.returncode == 0 and srv.count == n, err.decode()  # the lease was released: a rerun is free to go (and has nothing to do)
+
+
+async def test_a_store_locked_mid_batch_is_one_clean_line_and_loses_nothing(tmp_path):
+    """Another process takes the store's write lock while items are in flight and keeps it until the
+    batch has given up: one located line (no traceback, no ExceptionGroup), and a rerun after the
+    lock is gone finishes the batch without running a finished item again."""
+    from turnout.testing import MockServer
+
+    n = 12
+    async with MockServer(latency=0.05) as srv:
+        srv.hold_after(4)
+        cmd, env, proc = await _start_batch_until_done(tmp_path, srv.url, n, 4)
+        await asyncio.wait_for(srv.wait_held(2), 60)
+        lock = sqlite3.connect(tmp_path / "b.db", timeout=60, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # held until the batch has failed: longer than any busy timeout
+        done_before = lock.execute("SELECT COUNT(*) FROM batch_items WHERE status = 'done'").fetchone()[0]
+        srv.release()  # the held items finish and must record themselves: the store refuses
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        lock.execute("ROLLBACK")
+        lock.close()
+        text = err.decode()
+        assert proc.returncode != 0 and "Traceback" not in text and "ExceptionGroup" not in text, text
+        assert "b.db" in text and "locked" in text, text
+        calls_before = srv.count
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        assert srv.count - calls_before <= n - done_before  # what was recorded done is never run again
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"i{k}" for k in range(n)] and all(r["status"] == "ok" for r in rows)

@@ -5,6 +5,8 @@ mid-run and every item still done exactly once, a cluster-wide budget, and the C
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 
@@ -112,3 +114,49 @@ def test_a_killed_worker_does_not_lose_or_repeat_items(ray_runtime, job):
     n = write_output(store, "k", items, tmp / "k.jsonl")
     assert n == 24 and [json.loads(x)["id"] for x in (tmp / "k.jsonl").read_text().splitlines()] == [it.key for it in items]
     store.close()
+
+
+@pytest.fixture
+def talkative_mock():
+    """A mock upstream whose answers run to 2000 words unless the request's max_tokens stops them."""
+    from tests.conftest import mock_server_process
+
+    with mock_server_process("--latency", "0.05", "--reply-words", "2000") as url:
+        yield url
+
+
+def test_a_ray_batch_holds_the_budget_and_shows_no_key(tmp_path, talkative_mock):
+    """turnout batch --backend ray, a workflow call without max_tokens on a model that would run on,
+    a global budget: spend ≤ limit + one call's maximum (the cap reached the provider); and with the
+    upstream echoing the request headers, the key is in no output, stored row or message."""
+    from tests.test_guarantees import KEY, _fault, _no_key
+    from turnout import Price, Request
+
+    (tmp_path / "models.yaml").write_text(
+        f"models:\n  m: {{adapter: openai, base_url: '{talkative_mock}', model: m, api_key_env: UPSTREAM_KEY, "
+        "price: {input: 1000, output: 1000}, policies: {retry: {attempts: 1}}}\n"
+        "budgets:\n  - {scope: global, limit_usd: 3.0}\n")
+    (tmp_path / "wf.yaml").write_text("name: talk\ndefault_model: m\nsteps:\n  - call: {prompt: 'Say: {input}'}\n")
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"i{k}", "input": f"a b c {k}"}) + "\n" for k in range(24)))
+    _fault(talkative_mock, "echo_headers", 2)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}, "UPSTREAM_KEY": KEY}
+    r = subprocess.run([sys.executable, "-m", "turnout", "batch", str(tmp_path / "wf.yaml"), str(tmp_path / "in.jsonl"),
+                        "-o", str(tmp_path / "out.jsonl"), "--backend", "ray", "--workers", "2", "-n", "6",
+                        "--catalog", str(tmp_path / "models.yaml"), "--db", str(tmp_path / "r.db")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 1, r.stderr  # some items refused by the budget, two failed on the echo
+    out = (tmp_path / "out.jsonl").read_text()
+    assert "unexpected response shape" in out and "budget" in out
+    _no_key(r.stdout, r.stderr, out)
+    store = SQLiteStore(tmp_path / "r.db")
+    spent = store.spend()
+    reached = [c for c in store.calls() if c.ok or c.error_type == "BadResponse"]
+    store.close()
+    # each call the upstream answered is recorded once (not once by the model and again by the gate)
+    assert len(reached) == httpx.get(talkative_mock.removesuffix("/v1") + "/_mock/stats").json()["count"]
+    one_call_max = Price(1000.0, 1000.0).estimate(Request.of("Say: a b c 23", max_tokens=512))
+    assert 0 < spent <= 3.0 + one_call_max, spent
+    with sqlite3.connect(tmp_path / "r.db") as c:
+        for (table,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for row in c.execute(f"SELECT * FROM {table}"):
+                _no_key(json.dumps(row, default=str))

@@ -29,6 +29,8 @@ own message (``turnout._secrets.scrub``) when it is made, whichever path made it
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._secrets import scrub
 
 __all__ = [
@@ -60,6 +62,18 @@ class TurnoutError(Exception):
 
     def __init__(self, *args: object) -> None:
         super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from its state, not by calling __init__ again (many take keyword-only fields): every
+        # turnout error survives pickling — a Ray actor's BudgetExceeded reaches its caller as itself
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild(cls: type[TurnoutError], args: tuple[Any, ...], state: dict[str, Any]) -> TurnoutError:
+    e = cls.__new__(cls)
+    e.args = args
+    e.__dict__.update(state)
+    return e
 
 
 class ConfigError(TurnoutError):

@@ -405,8 +405,10 @@ class Catalog:
         # meters of the call's scope (a gateway key's budget) — without either it passes calls through
         return Budgeted(m, self.spend)
 
-    def model(self, name: str, *, sink: Any = None, ledger: Any = None) -> ChatModel:
-        """The named model with its declared policies; traced to ``sink`` and charged to ``ledger`` if given."""
+    def model(self, name: str, *, sink: Any = None, ledger: Any = None, trace: bool = True) -> ChatModel:
+        """The named model with its declared policies; traced to ``sink`` and charged to ``ledger`` if given.
+        ``trace=False`` leaves the outer ``Traced`` off, for a caller that wraps the model and traces the
+        whole (the Ray workers' gate), so each call is recorded once."""
         from ..policies.budget import Budgeted
         from ..policies.fallback import Fallback
         from ..policies.trace import Traced
@@ -427,8 +429,7 @@ class Catalog:
                                sink=self.audit_sink)
         if ledger is not None:
             m = Budgeted(m, ledger)
-        m = Traced(m, sink)  # no sink: still recorded into the active run's store, if any
-        return m
+        return Traced(m, sink) if trace else m  # no sink: still recorded into the active run's store, if any
 
     async def aclose(self) -> None:
         built, self._built = self._built, {}

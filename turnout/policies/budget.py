@@ -16,13 +16,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._constants import DEFAULT_MAX_TOKENS
 from .._errors import BudgetExceeded, ConfigError
 from .._scope import current_scope
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel, own_token_counter
 from .base import Wrapper
 
-__all__ = ["BudgetLedger", "Budgeted", "Reservation"]
+__all__ = ["BudgetLedger", "Budgeted", "Reservation", "worst_case"]
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +95,24 @@ class BudgetLedger:
             self.calls -= 1
 
 
+def worst_case(request: Request, price: Price, count: Any = None,
+               default_max_tokens: int = DEFAULT_MAX_TOKENS) -> tuple[Request, float]:
+    """The request as it must be sent — with ``max_tokens`` set to the cap the reservation assumes when
+    it has none, so no provider can generate past it — and the most it can cost. Every budget in
+    turnout (``Budgeted``, the Ray gate) reserves this."""
+    if request.max_tokens is None:
+        request = request.with_(max_tokens=default_max_tokens)
+    return request, 0.0 if price.free else price.estimate(request, default_max_tokens, count)
+
+
 class Budgeted(Wrapper):
     """Refuses calls (``BudgetExceeded``) that could take a budget past its limit: ``ledger`` (a
     ``BudgetLedger``, a ``SpendControl`` — every budget that applies to this model and scope — or
     None) and every meter of the call's scope (``spend_scope(meters=...)``; the gateway's key
     budgets). With neither, the call passes through untouched."""
 
-    def __init__(self, inner: ChatModel, ledger: Any, *, price: Price | None = None, default_max_tokens: int = 512) -> None:
+    def __init__(self, inner: ChatModel, ledger: Any, *, price: Price | None = None,
+                 default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         super().__init__(inner)
         self.ledger = ledger
         self._price = price
@@ -111,14 +123,8 @@ class Budgeted(Wrapper):
     def price(self) -> Price:
         return self._price or self.inner.price
 
-    def _capped(self, request: Request) -> Request:
-        """What is reserved is what may be spent: a request without ``max_tokens`` is sent with the
-        cap the reservation assumed, so no provider can generate past it."""
-        return request if request.max_tokens is not None else request.with_(max_tokens=self.default_max_tokens)
-
-    async def _reserve(self, request: Request, meters: tuple[Any, ...]) -> _Holds:
-        price = self.price
-        amount = 0.0 if price.free else price.estimate(request, self.default_max_tokens, self._count)
+    async def _reserve(self, request: Request, meters: tuple[Any, ...]) -> tuple[Request, _Holds]:
+        request, amount = worst_case(request, self.price, self._count, self.default_max_tokens)
         holds = _Holds(amount)
         led = self.ledger
         if led is not None:
@@ -132,7 +138,7 @@ class Budgeted(Wrapper):
         except BaseException:
             await self._settle(holds, 0.0, release=True)
             raise
-        return holds
+        return request, holds
 
     async def _settle(self, holds: _Holds, actual: float, *, release: bool = False) -> None:
         if holds.done:
@@ -150,8 +156,7 @@ class Budgeted(Wrapper):
         meters = current_scope().meters
         if self.ledger is None and not meters:
             return await self.inner.complete(request)
-        request = self._capped(request)
-        holds = await self._reserve(request, meters)
+        request, holds = await self._reserve(request, meters)
         try:
             c = await self.inner.complete(request)
         except BaseException:
@@ -167,8 +172,7 @@ class Budgeted(Wrapper):
                 async for chunk in agen:
                     yield chunk
             return
-        request = self._capped(request)
-        holds = await self._reserve(request, meters)
+        request, holds = await self._reserve(request, meters)
         try:
             async with aclosing(self.inner.stream(request)) as agen:
                 async for chunk in agen:

@@ -398,7 +398,9 @@ class MockServer:
 
 
 async def _serve_forever(args: Any) -> None:
-    srv = MockServer(latency=args.latency, chunk_delay=args.chunk_delay, port=args.port, record=False)
+    n = args.reply_words
+    reply = (lambda body: " ".join(f"w{i}" for i in range(n))) if n else None  # noqa: E731 - a model that talks until stopped
+    srv = MockServer(latency=args.latency, chunk_delay=args.chunk_delay, port=args.port, record=False, reply=reply)
     await srv.start()
     print(f"READY {srv.port}", flush=True)
     try:
@@ -414,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     ap.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    ap.add_argument("--reply-words", type=int, default=0,
+                    help="answer with this many words, cut only by the request's max_tokens (a model that runs on)")
     args = ap.parse_args(argv)
     try:
         import uvloop  # type: ignore[import-not-found]

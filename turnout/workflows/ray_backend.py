@@ -114,7 +114,10 @@ class Gated:
     """A model whose calls pass the cluster-wide gate actor (limits and budgets) first."""
 
     def __init__(self, inner: Any, gate: Any, name: str, owner: str = "") -> None:
+        from ..models.base import own_token_counter
+
         self.inner, self.gate, self._name, self.owner = inner, gate, name, owner
+        self._count = own_token_counter(inner)
 
     @property
     def name(self) -> str:
@@ -126,9 +129,17 @@ class Gated:
 
     async def complete(self, request: Request) -> Completion:
         from .._types import estimate_tokens
+        from ..policies.budget import worst_case
 
-        tokens = estimate_tokens(request.prompt_chars) + (request.max_tokens or 0)
-        hold = await self.gate.acquire.remote(self._name, tokens, self.price.estimate(request), self.owner)
+        request, estimate = worst_case(request, self.price, self._count)  # the cap is sent: the reservation is a bound
+        tokens = estimate_tokens(request.prompt_chars) + (request.max_tokens or 0)  # rates: the same estimate as Limited
+        try:
+            hold = await self.gate.acquire.remote(self._name, tokens, estimate, self.owner)
+        except Exception as e:  # noqa: BLE001 - Ray wraps what the gate raised (RayTaskError): the caller sees it as itself
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, TurnoutError):
+                raise cause from None
+            raise
         actual = None
         try:
             c = await self.inner.complete(request)
@@ -164,7 +175,8 @@ class _Worker:
         import uuid
 
         self.owner = uuid.uuid4().hex
-        models = {n: Gated(cat.model(n), gate, n, self.owner) for n in cat.names() if needs_gate(n)}
+        # the gate inside the trace: the workflow traces the Gated model, each call is recorded once
+        models = {n: Gated(cat.model(n, trace=False), gate, n, self.owner) for n in cat.names() if needs_gate(n)}
         self.wf = Workflow.load(wf_path, catalog=cat, models=models)
         self.store = open_store(store_target)
         self.batch_id = batch_id
