@@ -17,7 +17,7 @@ from blockbuster import blockbuster_ctx
 
 from turnout import Catalog, Price
 from turnout.models.catalog import ModelSpec
-from turnout.server.app import Gateway, create_app
+from turnout.server import Gateway, create_app
 from turnout.server.keys import KeyRing
 from turnout.store import SQLiteStore
 from turnout.testing import MockServer, ScriptedModel

@@ -1,7 +1,7 @@
 """The turnout gateway (``turnout serve``): an OpenAI-compatible server with routing, virtual keys,
 shared limits and budgets. ``pip install 'turnout[server]'``."""
 
-from .app import Gateway as Gateway
+from .gateway import Gateway as Gateway
 from .app import create_app as create_app
 from .keys import ApiKey as ApiKey
 from .keys import KeyRing as KeyRing

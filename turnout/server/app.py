@@ -24,10 +24,8 @@ import base64
 import inspect
 import json
 import logging
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -36,127 +34,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .._errors import (
-    BudgetExceeded,
-    ComplianceError,
-    ConfigError,
-    LimitExceeded,
-    TurnoutError,
-)
-from .._scope import spend_scope
+from .._errors import ConfigError, TurnoutError
 from .._types import Completion, Request, Usage
 from .._yaml import json_line
-from ..store.base import _ACTIVE
 from .errors import ApiError, api_error, safe_header
-from .keys import ApiKey, KeyRing
-from .limits import open_limits
-from .wire import ChatIn, EmbeddingsIn, WireError, finish_reason, to_request, user_text
+from .gateway import EMBED_MODEL, Gateway, refusal, workflow_error
+from .wire import (
+    SSE_DONE,
+    ChatIn,
+    ChunkEncoder,
+    EmbeddingsIn,
+    WireError,
+    completion_body,
+    dumps,
+    finish_reason,
+    sse,
+    to_request,
+    user_text,
+)
 
 __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("turnout.server")
-
-AUTO = "turnout/auto"
-EMBED_MODEL = "local-embed"
-_ANON = ApiKey("anonymous", "anonymous", ("*",), ("*",))
-
-
-@dataclass
-class Gateway:
-    """What the server serves. ``auth=False`` (loopback only) accepts requests without a key."""
-
-    catalog: Any
-    store: Any
-    workflows: Mapping[str, Any] = field(default_factory=dict)
-    auth: bool = True
-    redis_url: str | None = None
-    max_body: int = 2_000_000
-    embedder: Any = None
-    metrics: Any = None
-    dashboard: bool = True
-    # Host header values (without the port) this server answers; anything else is refused with 421,
-    # so a web page cannot reach the gateway or its dashboard by DNS rebinding. Loopback names are
-    # always allowed; add the names a reverse proxy or clients use (``turnout serve --allowed-host``).
-    allowed_hosts: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        self.keys = KeyRing(self.store)
-        self.limits = open_limits(self.redis_url, self.store)
-        self._router: Any = None
-        if self.metrics is None:
-            try:
-                from ..store.metrics import Metrics
-
-                self.metrics = Metrics()
-            except ImportError:  # prometheus-client is an extra
-                self.metrics = None
-        self._models: dict[str, Any] = {}
-
-    # -- models -----------------------------------------------------------------------------------
-    def model_names(self) -> list[str]:
-        names = list(self.catalog.names())
-        if len(self.catalog.names()) > 0:
-            names.append(AUTO)
-        names += [f"workflow/{w}" for w in self.workflows]
-        return names
-
-    def model(self, name: str) -> Any:
-        m = self._models.get(name)
-        if m is None:
-            if name == AUTO:
-                from ..routing.model_router import ModelRouter
-
-                if self._router is None:
-                    from ..routing.model_router import ComplexityRules
-
-                    a = self.catalog.auto
-                    tiers = a.get("tiers")
-                    order = list(tiers) if tiers else None
-                    complexity = ComplexityRules(order, thresholds=a.get("thresholds"), hard_words=a.get("hard_words"),
-                                                 name=f"{AUTO}.complexity") if order else None
-                    self._router = ModelRouter(self.catalog, tiers=tiers, complexity=complexity, prefer=a.get("prefer", "cheapest"),
-                                               min_tier=a.get("min_tier"), resolve=lambda n: self.model(n), name=AUTO)
-                m = self._router.as_model()
-            else:
-                m = self.catalog.model(name, sink=self.metrics)
-            self._models[name] = m
-        return m
-
-    async def aclose(self) -> None:
-        await self.catalog.aclose()
-        await self.limits.aclose()
-        for wf in self.workflows.values():
-            await wf.aclose()
-
-    # -- auth -------------------------------------------------------------------------------------
-    async def authenticate(self, authorization: str | None) -> ApiKey:
-        if not self.auth:
-            return _ANON
-        if not authorization:
-            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' (create one with: turnout keys create)",
-                           type="invalid_request_error", code="missing_api_key")
-        scheme, _, secret = authorization.partition(" ")
-        key = await self.keys.aauthenticate(secret.strip()) if scheme.lower() == "bearer" else None
-        if key is None:
-            raise ApiError(401, "invalid API key (unknown or revoked)", type="invalid_request_error", code="invalid_api_key")
-        return key
-
-    # -- runs ----------------------------------------------------------------------------------------
-    @contextmanager
-    def in_run(self, run_id: str, key: ApiKey) -> Iterator[None]:
-        token = _ACTIVE.set((self.store, run_id))
-        meter = self.limits.meter(key)  # every model call inside reserves on the key's budget
-        try:
-            with spend_scope(run=run_id, key=key.key_id, team=key.team, meters=(meter,) if meter is not None else ()):
-                yield
-        finally:
-            _ACTIVE.reset(token)
-
-    def start_run(self, key: ApiKey, model: str, text: str) -> str:
-        """A run per request, tagged with its key and team; a workflow's runs carry the workflow's name."""
-        tags = {"key": key.key_id, "model": model, **({"team": key.team} if key.team else {})}
-        name = model[9:] if model.startswith("workflow/") else "gateway"
-        return self.store.start_run(name, text, tags=tags)  # type: ignore[no-any-return]
 
 
 async def _json_body(request: Any, limit: int) -> Any:
@@ -186,35 +85,11 @@ def _parse(model: Any, body: Any) -> Any:
         raise ApiError(400, str(e), param=e.param) from None
 
 
-def _completion_body(c: Completion, run_id: str, model: str) -> dict[str, Any]:
-    u = c.usage
-    return {
-        "id": f"chatcmpl-{run_id}", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text}, "finish_reason": finish_reason(c.finish_reason),
-                     "logprobs": None}],
-        "usage": {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.input_tokens + u.output_tokens},
-    }
-
-
-try:
-    import orjson
-
-    def _dumps(doc: Any) -> bytes:
-        return orjson.dumps(doc)
-except ImportError:  # pragma: no cover - orjson is in the server extra
-    def _dumps(doc: Any) -> bytes:
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 class FastJSON(JSONResponse):
     """JSON via orjson (about 5x faster than json.dumps for these bodies)."""
 
     def render(self, content: Any) -> bytes:
-        return _dumps(content)
-
-
-def _sse(doc: Any) -> bytes:
-    return b"data: " + _dumps(doc) + b"\n\n"
+        return dumps(content)
 
 
 def create_app(gw: Gateway) -> Any:
@@ -253,135 +128,58 @@ def create_app(gw: Gateway) -> Any:
         typ = "not_found_error" if e.status_code == 404 else "invalid_request_error"
         return error_response(ApiError(e.status_code, str(e.detail), type=typ))
 
+    @app.exception_handler(TurnoutError)
+    async def _turnout_error(request: HttpRequest, e: TurnoutError) -> JSONResponse:
+        return error_response(api_error(e))  # expected (a budget, a bad upstream ...): no traceback in the log
+
     @app.exception_handler(Exception)
     async def _unexpected(request: HttpRequest, e: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(api_error(e))
 
-    def resolve_target(key: ApiKey, name: str) -> tuple[str, Any]:
-        """("model", model) or ("workflow", workflow); 404 unknown, 403 outside the key's scope."""
-        if name.startswith("workflow/"):
-            wf = gw.workflows.get(name[9:])
-            if wf is None:
-                raise ApiError(404, f"unknown workflow {name[9:]!r}; known: {', '.join(sorted(gw.workflows)) or '(none)'}",
-                               type="invalid_request_error", code="model_not_found", param="model")
-            if not key.may_run_workflow(name[9:]):
-                raise ApiError(403, f"key {key.name!r} may not run workflow {name[9:]!r}", type="permission_error",
-                               code="model_not_allowed", param="model")
-            return "workflow", wf
-        if name != AUTO and name not in gw.catalog:
-            raise ApiError(404, f"unknown model {name!r}; GET /v1/models lists the ones this key may use", code="model_not_found",
-                           param="model")
-        if not key.may_use_model(name):
-            raise ApiError(403, f"key {key.name!r} may not use model {name!r}", type="permission_error", code="model_not_allowed",
-                           param="model")
-        return "model", gw.model(name)
-
     @app.post("/v1/chat/completions")
     async def chat_completions(request: HttpRequest) -> Any:
         key = await gw.authenticate(request.headers.get("authorization"))
-        body = await _json_body(request, gw.max_body)
-        chat = _parse(ChatIn, body)
+        chat = _parse(ChatIn, await _json_body(request, gw.max_body))
         try:
             req = to_request(chat)
         except WireError as e:
             raise ApiError(400, str(e), param=e.param) from None
-        kind, target = resolve_target(key, chat.model)
+        kind, target = gw.target(key, chat.model)
         text = user_text(req)
-        await gw.limits.admit(key, _tokens(req))
-        # the key's budget is charged call by call inside the model stack (Budgeted + the scope's meter)
-        run_id = gw.start_run(key, chat.model, text)
-        headers = {"x-turnout-run-id": run_id}
-        if kind == "workflow":
-            res = await _run_workflow(gw, target, text, key, run_id)
-            headers.update({"x-turnout-model": safe_header(chat.model), "x-turnout-cost-usd": f"{res.cost_usd:.8f}"})
-            if res.decisions:
-                headers["x-turnout-route"] = safe_header(res.decisions[-1][1].route or "")
-            if res.status == "error":
-                gw.store.finish_run(run_id, status="error")
-                raise _workflow_error(chat.model[9:], res, headers)
-            c = Completion(res.text, chat.model, "stop", _usage(res), res.cost_usd, res.latency_s)
-            gw.store.finish_run(run_id, status=res.status, output=c.text)
-            if chat.stream:
-                return StreamingResponse(_replay_stream(c, run_id, chat), media_type="text/event-stream", headers=headers)
-            return FastJSON(_completion_body(c, run_id, chat.model), headers=headers)
-        if not chat.stream:
-            try:
-                with gw.in_run(run_id, key):
+        async with gw.request_run(key, chat.model, text, tokens=_tokens(req)) as run:
+            headers = {"x-turnout-run-id": run.run_id}
+            if kind == "workflow":
+                res = await run.workflow(target, text)
+                headers.update({"x-turnout-model": safe_header(chat.model), "x-turnout-cost-usd": f"{res.cost_usd:.8f}"})
+                if res.decisions:
+                    headers["x-turnout-route"] = safe_header(res.decisions[-1][1].route or "")
+                if res.status == "error":
+                    raise workflow_error(chat.model[9:], res, headers)
+                c = Completion(res.text, chat.model, "stop", Usage(res.input_tokens, res.output_tokens), res.cost_usd, res.latency_s)
+                if chat.stream:
+                    return StreamingResponse(iter(ChunkEncoder(run.run_id, chat.model).whole(c.text)), media_type="text/event-stream",
+                                             headers=headers)
+                return FastJSON(completion_body(c, run.run_id, chat.model), headers=headers)
+            if not chat.stream:
+                with run.scope():
                     c = await target.complete(req)
-            except BaseException as e:
-                gw.store.finish_run(run_id, status="error")
-                if isinstance(e, Exception):
-                    if not isinstance(e, TurnoutError):
-                        log.exception("run %s failed unexpectedly", run_id)
-                    raise api_error(e) from None
-                raise
-            gw.store.finish_run(run_id, status="ok", output=c.text)
-            headers.update(_served(c, target))
-            return FastJSON(_completion_body(c, run_id, chat.model), headers=headers)
-        # streaming: the first chunk is awaited here, so a failure before any token is a proper HTTP error
-        with gw.in_run(run_id, key):
-            agen = target.stream(req).__aiter__()
-            try:
-                first = await agen.__anext__()
-            except StopAsyncIteration:
-                first = None
-            except BaseException as e:
-                gw.store.finish_run(run_id, status="error")
-                if isinstance(e, Exception):
-                    if not isinstance(e, TurnoutError):
-                        log.exception("run %s failed unexpectedly", run_id)
-                    raise api_error(e) from None
-                raise
+                run.output = c.text
+                return FastJSON(completion_body(c, run.run_id, chat.model), headers={**headers, **_served(c)})
+            # streaming: the first chunk is awaited here, so a failure before any token is a proper HTTP error
+            with run.scope():
+                agen = target.stream(req).__aiter__()
+                try:
+                    first = await agen.__anext__()
+                except StopAsyncIteration:
+                    first = None
+            run.detach()  # from here the stream's body finishes the run
         served = first.decision if first is not None else None  # this request's own decision, never another's
         if served is not None:
             headers["x-turnout-route"] = safe_header(served.stage or "")
         headers["x-turnout-model"] = safe_header(first.model if first is not None and first.model else chat.model)
-
-        async def events() -> AsyncIterator[bytes]:
-            cid, created = f"chatcmpl-{run_id}", int(time.time())
-            # until the final chunk arrives the stream counts as cut: the run is "cancelled", and
-            # Budgeted bills the key the call's whole reservation (the provider may have generated it)
-            status, out = "cancelled", []
-
-            def chunk(delta: dict[str, Any], fin: str | None = None) -> bytes:
-                return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": chat.model,
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": fin, "logprobs": None}]})
-
-            try:
-                yield chunk({"role": "assistant", "content": ""})
-                with gw.in_run(run_id, key):
-                    pending = first
-                    while pending is not None:
-                        if pending.delta:
-                            out.append(pending.delta)
-                            yield chunk({"content": pending.delta})
-                        if pending.done:
-                            status = "ok"
-                            yield chunk({}, finish_reason(pending.finish_reason))
-                            if chat.include_usage:
-                                u = pending.usage or Usage()
-                                yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": chat.model,
-                                            "choices": [], "usage": {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-                                                                     "total_tokens": u.input_tokens + u.output_tokens}})
-                            break
-                        try:
-                            pending = await agen.__anext__()
-                        except StopAsyncIteration:
-                            pending = None
-                yield b"data: [DONE]\n\n"
-            except Exception as e:  # noqa: BLE001 - after the first token: an error event, never a silent cut
-                if not isinstance(e, TurnoutError):
-                    log.exception("stream of run %s failed", run_id)
-                status = "error"
-                err = api_error(e)
-                yield _sse(err.body())
-            finally:
-                with gw.in_run(run_id, key):
-                    await agen.aclose()  # settles the call's reservations now, not when it is collected
-                gw.store.finish_run(run_id, status=status, output="".join(out))
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+        return StreamingResponse(_stream_body(run, agen, first, chat), media_type="text/event-stream",
+                                 headers={**headers, "Cache-Control": "no-cache"})
 
     @app.get("/v1/models")
     async def list_models(request: HttpRequest) -> Any:
@@ -425,15 +223,13 @@ def create_app(gw: Gateway) -> Any:
         body = await _json_body(request, gw.max_body)
         if not isinstance(body, dict) or "input" not in body:
             raise ApiError(400, 'send {"input": ...} (text or an object), optionally "tags"', param="input")
-        kind, wf = resolve_target(key, f"workflow/{name}")
+        _, wf = gw.target(key, f"workflow/{name}")
         text = body["input"] if isinstance(body["input"], str) else json.dumps(body["input"])
-        await gw.limits.admit(key, max(1, len(text) // 4))
-        run_id = gw.start_run(key, f"workflow/{name}", text)
-        res = await _run_workflow(gw, wf, body["input"], key, run_id)  # each call charged to the key's budget
-        gw.store.finish_run(run_id, status=res.status, output=res.text if res.output is not None else None)
-        if res.status == "error" and _refusal(res.exception):
-            raise _workflow_error(name, res, {"x-turnout-run-id": run_id})
-        return {"run_id": run_id, "workflow": name, "output": res.output, **{k: v for k, v in res.summary().items() if k != "run_id"}}
+        async with gw.request_run(key, f"workflow/{name}", text, tokens=max(1, len(text) // 4)) as run:
+            res = await run.workflow(wf, body["input"])  # each of its calls charged to the key's budget
+            if res.status == "error" and refusal(res.exception):
+                raise workflow_error(name, res, {"x-turnout-run-id": run.run_id})
+        return {"run_id": run.run_id, "workflow": name, "output": res.output, **{k: v for k, v in res.summary().items() if k != "run_id"}}
 
     @app.get("/v1/runs/{run_id}")
     async def get_run(run_id: str, request: HttpRequest) -> Any:
@@ -569,39 +365,46 @@ def _tokens(req: Request) -> int:
     return max(1, req.prompt_chars // 4) + (req.max_tokens or 0)
 
 
-def _usage(res: Any) -> Any:
-    return Usage(res.input_tokens, res.output_tokens)
-
-
-def _served(c: Completion, target: Any) -> dict[str, str]:
+def _served(c: Completion) -> dict[str, str]:
     h = {"x-turnout-model": safe_header(c.model), "x-turnout-cost-usd": f"{c.cost_usd:.8f}"}
     if c.decision is not None:  # this request's own decision, never another's
         h["x-turnout-route"] = safe_header(c.decision.stage or "")
     return h
 
 
-def _refusal(e: BaseException | None) -> bool:
-    """A workflow that failed on a budget, a rate or compliance: the client's to fix (4xx), not a 502."""
-    return isinstance(e, (BudgetExceeded, LimitExceeded, ComplianceError))
 
 
-def _workflow_error(name: str, res: Any, headers: dict[str, str]) -> ApiError:
-    if _refusal(res.exception):
-        e = api_error(res.exception)
-        e.headers = {**(e.headers or {}), **headers}
-        return e
-    return ApiError(502, f"workflow {name!r} failed: {res.error}", type="api_error", code="workflow_error", headers=headers)
-
-
-async def _run_workflow(gw: Gateway, wf: Any, input: Any, key: ApiKey, run_id: str) -> Any:
-    with gw.in_run(run_id, key):
-        return await wf.run(input)
-
-
-async def _replay_stream(c: Completion, run_id: str, chat: ChatIn) -> AsyncIterator[bytes]:
-    cid, created = f"chatcmpl-{run_id}", int(time.time())
-    for delta, fin in (({"role": "assistant", "content": ""}, None), ({"content": c.text}, None), ({}, "stop")):
-        yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": chat.model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": fin, "logprobs": None}]})
-    yield b"data: [DONE]\n\n"
-
+async def _stream_body(run: Any, agen: Any, first: Any, chat: ChatIn) -> AsyncIterator[bytes]:
+    """The SSE body after the first chunk: until the final chunk arrives the stream counts as cut —
+    the run is ``cancelled`` and ``Budgeted`` bills the key the call's whole reservation (the
+    provider may have generated it). An error after the first token is an error event, never a
+    silent cut (the OpenAI client raises it)."""
+    enc, status, out = ChunkEncoder(run.run_id, chat.model), "cancelled", []
+    try:
+        yield enc.delta({"role": "assistant", "content": ""})
+        with run.scope():
+            pending = first
+            while pending is not None:
+                if pending.delta:
+                    out.append(pending.delta)
+                    yield enc.delta({"content": pending.delta})
+                if pending.done:
+                    status = "ok"
+                    yield enc.delta({}, finish_reason(pending.finish_reason))
+                    if chat.include_usage:
+                        yield enc.usage(pending.usage or Usage())
+                    break
+                try:
+                    pending = await agen.__anext__()
+                except StopAsyncIteration:
+                    pending = None
+        yield SSE_DONE
+    except Exception as e:  # noqa: BLE001 - after the first token: an error event
+        if not isinstance(e, TurnoutError):
+            log.exception("stream of run %s failed", run.run_id)
+        status = "error"
+        yield sse(api_error(e).body())
+    finally:
+        with run.scope():
+            await agen.aclose()  # settles the call's reservations now, not when it is collected
+        run.finish(status, "".join(out))

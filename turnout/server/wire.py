@@ -1,16 +1,19 @@
 """The OpenAI wire format at the gateway's edge: request bodies validated (pydantic) into turnout
-``Request``s, with errors that name the field. Unsupported features (tools, n > 1) are refused
-clearly rather than silently ignored."""
+``Request``s, with errors that name the field; unsupported features (tools, n > 1) are refused
+clearly rather than silently ignored. And the other way: the one place completion bodies, stream
+chunks and usage objects are encoded."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._types import Message, Request, ResponseFormat
 
-__all__ = ["ChatIn", "EmbeddingsIn", "WireError", "finish_reason", "to_request", "user_text"]
+__all__ = ["SSE_DONE", "ChatIn", "ChunkEncoder", "EmbeddingsIn", "WireError", "completion_body", "dumps", "finish_reason", "sse",
+           "to_request", "usage_body", "user_text"]
 
 
 class WireError(ValueError):
@@ -159,3 +162,55 @@ class EmbeddingsIn(BaseModel):
     @property
     def inputs(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+# -- encoders: turnout results -> OpenAI bodies and SSE events -----------------------------------------
+try:
+    import orjson
+
+    def dumps(doc: Any) -> bytes:
+        return orjson.dumps(doc)  # about 5x faster than json.dumps for these bodies
+except ImportError:  # pragma: no cover - orjson is in the server extra
+    import json
+
+    def dumps(doc: Any) -> bytes:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sse(doc: Any) -> bytes:
+    return b"data: " + dumps(doc) + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def usage_body(u: Any) -> dict[str, int]:
+    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.input_tokens + u.output_tokens}
+
+
+def completion_body(c: Any, run_id: str, model: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{run_id}", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text}, "finish_reason": finish_reason(c.finish_reason),
+                     "logprobs": None}],
+        "usage": usage_body(c.usage),
+    }
+
+
+class ChunkEncoder:
+    """The ``chat.completion.chunk`` events of one streamed answer."""
+
+    def __init__(self, run_id: str, model: str) -> None:
+        self.id, self.created, self.model = f"chatcmpl-{run_id}", int(time.time()), model
+
+    def delta(self, delta: dict[str, Any], fin: str | None = None) -> bytes:
+        return sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": fin, "logprobs": None}]})
+
+    def usage(self, u: Any) -> bytes:
+        return sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                    "choices": [], "usage": usage_body(u)})
+
+    def whole(self, text: str, fin: str = "stop") -> list[bytes]:
+        """A finished answer replayed as a stream (a workflow's output)."""
+        return [self.delta({"role": "assistant", "content": ""}), self.delta({"content": text}), self.delta({}, fin), SSE_DONE]

@@ -1,0 +1,195 @@
+"""What the gateway serves and the one lifecycle every request goes through.
+
+``Gateway`` holds the catalog, the store, the workflows, the keys and the limits, and resolves a
+request's ``model`` (a catalog model, ``turnout/auto`` or ``workflow/NAME``) inside the calling
+key's scope. ``async with gateway.request_run(key, model, text, tokens=...) as run`` is the
+request's lifecycle, the same for every route: the key's rate is admitted, the run is started in
+the store (tagged with key and team), ``run.scope()`` is entered around each step of the model or
+workflow call (traces are attributed to the run; the key's budget is charged call by call by
+``Budgeted``, through the scope's meter), and the run is finished exactly once — ``error`` when the
+block raises, else the status and output the route set. A stream hands the finish to its body
+with ``run.detach()`` and calls ``run.finish(...)`` when the last chunk is out or the client left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import BudgetExceeded, ComplianceError, LimitExceeded
+from .._scope import spend_scope
+from ..store.base import _ACTIVE
+from .errors import ApiError, api_error
+from .keys import ApiKey, KeyRing
+from .limits import open_limits
+
+__all__ = ["AUTO", "EMBED_MODEL", "Gateway", "RequestRun"]
+
+AUTO = "turnout/auto"
+EMBED_MODEL = "local-embed"
+_ANON = ApiKey("anonymous", "anonymous", ("*",), ("*",))
+
+
+class RequestRun:
+    """One request's run in the store (see the module docstring)."""
+
+    __slots__ = ("detached", "finished", "gw", "key", "output", "run_id", "status")
+
+    def __init__(self, gw: Gateway, key: ApiKey, run_id: str) -> None:
+        self.gw, self.key, self.run_id = gw, key, run_id
+        self.status, self.output = "ok", None
+        self.detached = self.finished = False
+
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        """The run, key and team in scope: calls are traced to this run and charged to the key."""
+        token = _ACTIVE.set((self.gw.store, self.run_id))
+        meter = self.gw.limits.meter(self.key)
+        try:
+            with spend_scope(run=self.run_id, key=self.key.key_id, team=self.key.team,
+                             meters=(meter,) if meter is not None else ()):
+                yield
+        finally:
+            _ACTIVE.reset(token)
+
+    def detach(self) -> None:
+        """The response outlives the handler (a stream): its body calls ``finish``."""
+        self.detached = True
+
+    def finish(self, status: str, output: str | None = None) -> None:
+        if not self.finished:
+            self.finished = True
+            self.gw.store.finish_run(self.run_id, status=status, output=output)
+
+    async def workflow(self, wf: Any, input: Any) -> Any:
+        with self.scope():
+            res = await wf.run(input)
+        self.status, self.output = res.status, res.text if res.output is not None else None
+        return res
+
+
+@dataclass
+class Gateway:
+    """What the server serves. ``auth=False`` (loopback only) accepts requests without a key."""
+
+    catalog: Any
+    store: Any
+    workflows: Mapping[str, Any] = field(default_factory=dict)
+    auth: bool = True
+    redis_url: str | None = None
+    max_body: int = 2_000_000
+    embedder: Any = None
+    metrics: Any = None
+    dashboard: bool = True
+    # Host header values (without the port) this server answers; anything else is refused with 421,
+    # so a web page cannot reach the gateway or its dashboard by DNS rebinding. Loopback names are
+    # always allowed; add the names a reverse proxy or clients use (``turnout serve --allowed-host``).
+    allowed_hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.keys = KeyRing(self.store)
+        self.limits = open_limits(self.redis_url, self.store)
+        self._router: Any = None
+        if self.metrics is None:
+            try:
+                from ..store.metrics import Metrics
+
+                self.metrics = Metrics()
+            except ImportError:  # prometheus-client is an extra
+                self.metrics = None
+        self._models: dict[str, Any] = {}
+
+    # -- models -----------------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        names = list(self.catalog.names())
+        if names:
+            names.append(AUTO)
+        return names + [f"workflow/{w}" for w in self.workflows]
+
+    def model(self, name: str) -> Any:
+        m = self._models.get(name)
+        if m is None:
+            m = self._models[name] = self._auto() if name == AUTO else self.catalog.model(name, sink=self.metrics)
+        return m
+
+    def _auto(self) -> Any:
+        if self._router is None:
+            from ..routing.model_router import ComplexityRules, ModelRouter
+
+            a = self.catalog.auto
+            tiers = a.get("tiers")
+            order = list(tiers) if tiers else None
+            complexity = ComplexityRules(order, thresholds=a.get("thresholds"), hard_words=a.get("hard_words"),
+                                         name=f"{AUTO}.complexity") if order else None
+            self._router = ModelRouter(self.catalog, tiers=tiers, complexity=complexity, prefer=a.get("prefer", "cheapest"),
+                                       min_tier=a.get("min_tier"), resolve=self.model, name=AUTO)
+        return self._router.as_model()
+
+    def target(self, key: ApiKey, name: str) -> tuple[str, Any]:
+        """("model", model) or ("workflow", workflow); 404 unknown, 403 outside the key's scope."""
+        if name.startswith("workflow/"):
+            wf = self.workflows.get(name[9:])
+            if wf is None:
+                raise ApiError(404, f"unknown workflow {name[9:]!r}; known: {', '.join(sorted(self.workflows)) or '(none)'}",
+                               type="invalid_request_error", code="model_not_found", param="model")
+            if not key.may_run_workflow(name[9:]):
+                raise ApiError(403, f"key {key.name!r} may not run workflow {name[9:]!r}", type="permission_error",
+                               code="model_not_allowed", param="model")
+            return "workflow", wf
+        if name != AUTO and name not in self.catalog:
+            raise ApiError(404, f"unknown model {name!r}; GET /v1/models lists the ones this key may use", code="model_not_found",
+                           param="model")
+        if not key.may_use_model(name):
+            raise ApiError(403, f"key {key.name!r} may not use model {name!r}", type="permission_error", code="model_not_allowed",
+                           param="model")
+        return "model", self.model(name)
+
+    async def aclose(self) -> None:
+        await self.catalog.aclose()
+        await self.limits.aclose()
+        for wf in self.workflows.values():
+            await wf.aclose()
+
+    # -- auth -------------------------------------------------------------------------------------
+    async def authenticate(self, authorization: str | None) -> ApiKey:
+        if not self.auth:
+            return _ANON
+        if not authorization:
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' (create one with: turnout keys create)",
+                           type="invalid_request_error", code="missing_api_key")
+        scheme, _, secret = authorization.partition(" ")
+        key = await self.keys.aauthenticate(secret.strip()) if scheme.lower() == "bearer" else None
+        if key is None:
+            raise ApiError(401, "invalid API key (unknown or revoked)", type="invalid_request_error", code="invalid_api_key")
+        return key
+
+    # -- the request lifecycle -----------------------------------------------------------------------
+    @asynccontextmanager
+    async def request_run(self, key: ApiKey, model: str, text: str, *, tokens: int) -> AsyncIterator[RequestRun]:
+        """Admit the key's rate, start the run, finish it once (see the module docstring)."""
+        await self.limits.admit(key, tokens)
+        tags = {"key": key.key_id, "model": model, **({"team": key.team} if key.team else {})}
+        name = model[9:] if model.startswith("workflow/") else "gateway"  # a workflow's runs carry its name
+        run = RequestRun(self, key, self.store.start_run(name, text, tags=tags))
+        try:
+            yield run
+        except BaseException:
+            run.finish("error")
+            raise
+        if not run.detached:
+            run.finish(run.status, run.output)
+
+
+def refusal(e: BaseException | None) -> bool:
+    """A workflow that failed on a budget, a rate or compliance: the client's to fix (4xx), not a 502."""
+    return isinstance(e, (BudgetExceeded, LimitExceeded, ComplianceError))
+
+
+def workflow_error(name: str, res: Any, headers: Mapping[str, str]) -> ApiError:
+    if refusal(res.exception):
+        e = api_error(res.exception)
+        e.headers = {**e.headers, **headers}
+        return e
+    return ApiError(502, f"workflow {name!r} failed: {res.error}", type="api_error", code="workflow_error", headers=headers)
