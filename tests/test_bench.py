@@ -58,3 +58,10 @@ def test_voting_benchmark_replays_recorded_embedded_model_votes():
         assert live["samples"] == doc["replayed"][label]["samples"] and live["accuracy"] == doc["replayed"][label]["accuracy"]
     assert doc["replayed"]["decided (exact)"]["accuracy"] == doc["fixed"]["accuracy"]  # exact: never changes the winner
     assert doc["replayed"]["decided (exact)"]["samples"] > 5  # ...and cannot stop before 5 of 8
+
+
+def test_store_benchmark_runs_and_reports_the_ratio():
+    out = subprocess.run([sys.executable, str(BENCH.parent / "store.py"), "--small", "50", "--large", "500", "--lookups", "5", "--json"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    doc = json.loads(out.stdout)
+    assert doc["runs_large"] == 500 and doc["run_detail_ms_small"] > 0 and doc["ratio"] > 0

@@ -1,8 +1,8 @@
 """The turnout gateway (``turnout serve``): an OpenAI-compatible server with routing, virtual keys,
 shared limits and budgets. ``pip install 'turnout[server]'``."""
 
-from .gateway import Gateway as Gateway
 from .app import create_app as create_app
+from .gateway import Gateway as Gateway
 from .keys import ApiKey as ApiKey
 from .keys import KeyRing as KeyRing
 

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,146 +26,14 @@ from typing import Any
 from .._errors import ConfigError, TurnoutError
 from .._scope import spend_scope
 from .._secrets import scrub, scrub_row
+from ._migrations import MIGRATIONS
+from ._read import Readers
 from ._sync import SyncTables
-from .base import _ACTIVE, CallRow, DecisionRow, RunRow, text_or_hash
+from .base import _ACTIVE, text_or_hash
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "StoreError", "current_run", "default_path"]
 
 log = logging.getLogger(__name__)
-
-MIGRATIONS: list[tuple[int, str]] = []
-
-
-def migration(version: int) -> Callable[[Callable[[], str]], Callable[[], str]]:
-    """Register a numbered migration (its function returns the SQL). Applied in order, once."""
-    def register(fn: Callable[[], str]) -> Callable[[], str]:
-        MIGRATIONS.append((version, fn()))
-        MIGRATIONS.sort()
-        return fn
-    return register
-
-
-@migration(1)
-def _m1() -> str:
-    return """
-    CREATE TABLE runs (
-        run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL,
-        finished_at REAL, input TEXT, output TEXT, tags TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE TABLE calls (
-        id INTEGER PRIMARY KEY, run_id TEXT, model TEXT NOT NULL, started_at REAL NOT NULL, latency_s REAL NOT NULL,
-        ok INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
-        error_type TEXT, retries INTEGER NOT NULL, fallback TEXT, stream INTEGER NOT NULL
-    );
-    CREATE INDEX calls_run ON calls(run_id);
-    CREATE INDEX calls_model_time ON calls(model, started_at);
-    CREATE TABLE decisions (
-        id INTEGER PRIMARY KEY, run_id TEXT, router TEXT NOT NULL, route TEXT, chosen TEXT, confidence REAL NOT NULL,
-        outcome TEXT NOT NULL, kind TEXT NOT NULL, stage TEXT, reason TEXT NOT NULL, latency_s REAL NOT NULL,
-        at REAL NOT NULL, input TEXT, scores TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX decisions_run ON decisions(run_id);
-    CREATE INDEX decisions_router_time ON decisions(router, at);
-    """
-
-
-@migration(2)
-def _m2() -> str:
-    return """
-    CREATE TABLE feedback (
-        id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, at REAL NOT NULL, score REAL, labels TEXT NOT NULL DEFAULT '{}',
-        comment TEXT
-    );
-    CREATE INDEX feedback_run ON feedback(run_id);
-    """
-
-
-@migration(3)
-def _m3() -> str:
-    return """
-    CREATE TABLE experiment_outcomes (
-        id INTEGER PRIMARY KEY, experiment TEXT NOT NULL, variant TEXT NOT NULL, unit TEXT, run_id TEXT, at REAL NOT NULL,
-        cost_usd REAL NOT NULL, latency_s REAL NOT NULL, error INTEGER NOT NULL, correct INTEGER, score REAL
-    );
-    CREATE INDEX experiment_outcomes_name ON experiment_outcomes(experiment, variant);
-    """
-
-
-@migration(4)
-def _m4() -> str:
-    return """
-    CREATE TABLE verdicts (
-        id INTEGER PRIMARY KEY, run_id TEXT, name TEXT NOT NULL, at REAL NOT NULL, answer TEXT, outcome TEXT NOT NULL,
-        agreement REAL NOT NULL, samples_used INTEGER NOT NULL, samples_planned INTEGER NOT NULL, abstained INTEGER NOT NULL,
-        counts TEXT NOT NULL DEFAULT '{}', cost_usd REAL NOT NULL
-    );
-    CREATE INDEX verdicts_name_time ON verdicts(name, at);
-    """
-
-
-@migration(5)
-def _m5() -> str:
-    return """
-    CREATE TABLE steps (
-        id INTEGER PRIMARY KEY, run_id TEXT, name TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL, latency_s REAL NOT NULL,
-        status TEXT NOT NULL, cost_usd REAL NOT NULL, detail TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX steps_run ON steps(run_id);
-    CREATE TABLE sections (
-        id INTEGER PRIMARY KEY, run_id TEXT, step TEXT NOT NULL, idx INTEGER NOT NULL, title TEXT, status TEXT NOT NULL,
-        error TEXT, cost_usd REAL NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, latency_s REAL NOT NULL,
-        at REAL NOT NULL
-    );
-    CREATE INDEX sections_run ON sections(run_id);
-    """
-
-
-@migration(6)
-def _m6() -> str:
-    return """
-    CREATE TABLE batches (
-        batch_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL, total INTEGER NOT NULL
-    );
-    CREATE TABLE batch_items (
-        batch_id TEXT NOT NULL, item_key TEXT NOT NULL, line INTEGER NOT NULL, status TEXT NOT NULL, run_id TEXT, output TEXT,
-        error TEXT, cost_usd REAL NOT NULL, latency_s REAL NOT NULL, attempts INTEGER NOT NULL, updated_at REAL NOT NULL,
-        PRIMARY KEY (batch_id, item_key)
-    );
-    """
-
-
-@migration(7)
-def _m7() -> str:
-    return """
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY, run_id TEXT, at REAL NOT NULL, model TEXT NOT NULL, action TEXT NOT NULL, data_classes TEXT NOT NULL,
-        digest TEXT NOT NULL, reason TEXT NOT NULL
-    );
-    CREATE INDEX audit_run ON audit(run_id);
-    CREATE INDEX audit_model_time ON audit(model, at)
-    """
-
-
-@migration(8)
-def _m8() -> str:
-    return """
-    CREATE TABLE api_keys (
-        key_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, hash TEXT NOT NULL UNIQUE, models TEXT NOT NULL, workflows TEXT NOT NULL,
-        rpm REAL, tpm REAL, budget_usd REAL, period TEXT, team TEXT, created_at REAL NOT NULL, revoked_at REAL
-    )
-    """
-
-
-@migration(9)
-def _m9() -> str:
-    # a batch's lease: the one runner (host, pid) working on it now, and when it last said so
-    return """
-    ALTER TABLE batches ADD COLUMN owner TEXT;
-    ALTER TABLE batches ADD COLUMN owner_host TEXT;
-    ALTER TABLE batches ADD COLUMN owner_pid INTEGER;
-    ALTER TABLE batches ADD COLUMN heartbeat REAL
-    """
-
 
 class StoreError(TurnoutError):
     """The trace store could not write (raised only by a store opened with ``strict=True``)."""
@@ -182,7 +50,7 @@ def default_path() -> Path:
     return Path(os.environ.get("TURNOUT_DB") or Path(".turnout") / "turnout.db")
 
 
-class SQLiteStore(SyncTables):
+class SQLiteStore(SyncTables, Readers):
     _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
     # the failures of the database itself (locked, read-only, full, gone): rows are kept and retried;
     # any other failure is a bad row, which is dropped alone (logged, counted in ``dropped``)
@@ -356,76 +224,17 @@ class SQLiteStore(SyncTables):
         self._put("feedback", (run_id, time.time(), score, json.dumps(dict(labels or {})), comment))
         self.flush()
 
-    def feedback(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        db = self._reading()
-        q, args = "SELECT run_id, at, score, labels, comment FROM feedback", []
-        if run_id is not None:
-            q, args = q + " WHERE run_id = ?", [run_id]
-        return [{"run_id": r[0], "at": r[1], "score": r[2], "labels": json.loads(r[3]), "comment": r[4]}
-                for r in db.execute(q + " ORDER BY id", args)]
-
-    def misroutes(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]:
-        """Decisions whose run's latest feedback names another route: (decision, correct route)."""
-        self.flush()
-        correct: dict[str, str] = {}
-        for fb in self.feedback():
-            r = fb["labels"].get("route")
-            if r:
-                correct[fb["run_id"]] = r  # the latest feedback wins
-        out = []
-        for d in self.decisions(router=router):
-            want = correct.get(d.run_id or "")
-            if want is not None and d.route != want:
-                out.append((d, want))
-        return out
-
-    def labelled_decisions(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]:
-        """Every decision whose run has a route label in its feedback: (decision, correct route)."""
-        self.flush()
-        correct = {fb["run_id"]: fb["labels"]["route"] for fb in self.feedback() if fb["labels"].get("route")}
-        return [(d, correct[d.run_id]) for d in self.decisions(router=router) if d.run_id in correct]
-
     def record_verdict(self, verdict: Any, *, name: str = "vote", run_id: str | None = None) -> None:
         """A voting ``Verdict``: answer, outcome, agreement, samples used of planned, the tally."""
         v = verdict
         self._put("verdict", (run_id or self._run_id(), name, time.time(), v.answer, v.outcome, v.agreement, v.samples_used,
                               v.samples_planned, v.abstained, json.dumps(dict(v.counts)), v.cost_usd))
 
-    def verdicts(self, *, name: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
-        db = self._reading()
-        cols = ("run_id", "name", "at", "answer", "outcome", "agreement", "samples_used", "samples_planned", "abstained", "counts", "cost_usd")
-        q, args = f"SELECT {', '.join(cols)} FROM verdicts WHERE 1=1", []
-        if name is not None:
-            q += " AND name = ?"
-            args.append(name)
-        if since is not None:
-            q += " AND at >= ?"
-            args.append(since)
-        out = []
-        for r in db.execute(q + " ORDER BY id", args):
-            d = dict(zip(cols, r, strict=True))
-            d["counts"] = json.loads(d["counts"])
-            out.append(d)
-        return out
-
     def record_step(self, name: str, kind: str, *, latency_s: float, status: str = "ok", cost_usd: float = 0.0,
                     detail: Mapping[str, Any] | None = None, run_id: str | None = None) -> None:
         """One workflow step (route, section, vote, chain, call, ...) of a run."""
         self._put("step", (run_id or self._run_id(), name, kind, time.time(), latency_s, status, cost_usd,
                            json.dumps(dict(detail or {}), default=str)))
-
-    def steps(self, *, run_id: str | None = None) -> list[dict[str, Any]]:
-        db = self._reading()
-        cols = ("run_id", "name", "kind", "at", "latency_s", "status", "cost_usd", "detail")
-        q, args = f"SELECT {', '.join(cols)} FROM steps", []
-        if run_id is not None:
-            q, args = q + " WHERE run_id = ?", [run_id]
-        out = []
-        for r in db.execute(q + " ORDER BY id", args):
-            d = dict(zip(cols, r, strict=True))
-            d["detail"] = json.loads(d["detail"])
-            out.append(d)
-        return out
 
     def record_sections(self, step: str, envelopes: Sequence[Any], titles: Sequence[str] = (), *, run_id: str | None = None) -> None:
         """The fan-out envelopes of a sectioning step: status, error, cost, tokens, latency per section."""
@@ -435,72 +244,17 @@ class SQLiteStore(SyncTables):
             self._put("section", (rid, step, e.index, title, e.status, str(e.error)[:300] if e.error else None, e.cost_usd,
                                   e.input_tokens, e.output_tokens, e.latency_s, now))
 
-    def sections(self, *, run_id: str | None = None, step: str | None = None) -> list[dict[str, Any]]:
-        db = self._reading()
-        cols = ("run_id", "step", "idx", "title", "status", "error", "cost_usd", "input_tokens", "output_tokens", "latency_s")
-        q, args = f"SELECT {', '.join(cols)} FROM sections WHERE 1=1", []
-        for col, val in (("run_id", run_id), ("step", step)):
-            if val is not None:
-                q += f" AND {col} = ?"
-                args.append(val)
-        return [dict(zip(cols, r, strict=True)) for r in db.execute(q + " ORDER BY id", args)]
-
     def record_audit(self, rec: Any, *, run_id: str | None = None) -> None:
         """A compliance audit record: which model was sent (or refused) which data classes, and the
         sha256 of the text — never the text."""
         self._put("audit", (run_id or self._run_id(), rec.at or time.time(), rec.model, rec.action, ",".join(rec.data_classes),
                             rec.digest, rec.reason))
 
-    def audit(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
-        db = self._reading()
-        cols = ("run_id", "at", "model", "action", "data_classes", "digest", "reason")
-        q, args = f"SELECT {', '.join(cols)} FROM audit WHERE 1=1", []
-        for col, op, val in (("run_id", "=", run_id), ("model", "=", model), ("at", ">=", since)):
-            if val is not None:
-                q += f" AND {col} {op} ?"
-                args.append(val)
-        out = []
-        for r in db.execute(q + " ORDER BY id", args):
-            d = dict(zip(cols, r, strict=True))
-            d["data_classes"] = [c for c in d["data_classes"].split(",") if c]
-            out.append(d)
-        return out
-
-    def spend(self, *, since: float | None = None, model: str | None = None, workflow: str | None = None,
-              key: str | None = None, team: str | None = None) -> float:
-        """USD recorded for calls since ``since`` (unix time), narrowed to a model, a workflow, or the
-        runs tagged with an API key / team (``tags={"key": ..., "team": ...}``)."""
-        db = self._reading()
-        q, args = "SELECT c.cost_usd, r.tags FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id WHERE 1=1", []
-        for col, val in (("c.started_at >=", since), ("c.model =", model), ("r.workflow =", workflow)):
-            if val is not None:
-                q += f" AND {col} ?"
-                args.append(val)
-        total = 0.0
-        for cost, tags in db.execute(q, args):
-            if key is not None or team is not None:
-                t = json.loads(tags or "{}")
-                if (key is not None and t.get("key") != key) or (team is not None and t.get("team") != team):
-                    continue
-            total += cost or 0.0
-        return total
-
     def record_outcome(self, experiment: str, variant: str, *, unit: str | None = None, cost_usd: float = 0.0,
                        latency_s: float = 0.0, error: bool = False, correct: bool | None = None, score: float | None = None) -> None:
         """One unit's outcome in an A/B experiment (see ``turnout.store.experiments``)."""
         self._put("outcome", (experiment, variant, unit, self._run_id(), time.time(), cost_usd, latency_s, int(error),
                               None if correct is None else int(correct), score))
-
-    def experiments(self) -> list[str]:
-        """The names of the experiments with recorded outcomes."""
-        db = self._reading()
-        return [r[0] for r in db.execute("SELECT DISTINCT experiment FROM experiment_outcomes ORDER BY experiment")]
-
-    def outcomes(self, experiment: str) -> list[dict[str, Any]]:
-        db = self._reading()
-        cols = ("variant", "unit", "run_id", "at", "cost_usd", "latency_s", "error", "correct", "score")
-        return [dict(zip(cols, r, strict=True)) for r in db.execute(
-            f"SELECT {', '.join(cols)} FROM experiment_outcomes WHERE experiment = ? ORDER BY id", (experiment,))]
 
     # -- tables written at once, not queued (the batch ledger and API keys: see _sync.py) ----------------
     def _now(self, sql: str, args: tuple[Any, ...], *, fetch: bool = False) -> list[Any]:
@@ -513,21 +267,6 @@ class SQLiteStore(SyncTables):
                 return list(cur.fetchall()) if fetch else []
             except self._db_errors as e:
                 raise StoreError(f"{self.path}: the store refused a write or read ({self._describe(e)})") from None
-
-    def run_detail(self, run_id: str) -> dict[str, Any] | None:
-        """One run with its steps, decisions, calls, verdicts and audit rows (the gateway's GET /v1/runs/{id})."""
-        runs = [r for r in self.runs(limit=None) if r.run_id == run_id]
-        if not runs:
-            return None
-        from dataclasses import asdict
-
-        return {
-            "run": asdict(runs[0]), "steps": self.steps(run_id=run_id),
-            "decisions": [asdict(d) for d in self.decisions(run_id=run_id)],
-            "calls": [asdict(c) for c in self.calls(run_id=run_id)],
-            "verdicts": [v for v in self.verdicts() if v["run_id"] == run_id],
-            "audit": self.audit(run_id=run_id), "feedback": self.feedback(run_id),
-        }
 
     # -- the flusher -----------------------------------------------------------------------------------
     _SQL = {
@@ -653,52 +392,3 @@ class SQLiteStore(SyncTables):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- reading ------------------------------------------------------------------------------------
-    def runs(self, *, limit: int | None = 100, since: float | None = None, workflow: str | None = None) -> Sequence[RunRow]:
-        """Newest first, with cost and tokens summed over the run's calls."""
-        db = self._reading()
-        out = []
-        where, args = "WHERE 1=1", []
-        if since is not None:
-            where += " AND r.started_at >= ?"
-            args.append(since)
-        if workflow is not None:
-            where += " AND r.workflow = ?"
-            args.append(workflow)
-        args.append(limit if limit is not None else 2**62)
-        for r in db.execute(
-            "SELECT r.run_id, r.workflow, r.status, r.started_at, r.input, r.output, r.tags, r.finished_at, "
-            "COALESCE(SUM(c.cost_usd), 0), COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.output_tokens), 0) "
-            f"FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id {where} GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT ?", args
-        ):
-            latency = (r[7] - r[3]) if r[7] else 0.0
-            out.append(RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[8], r[9], r[10], latency, json.loads(r[6])))
-        return out
-
-    def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]:
-        db = self._reading()
-        q, args = "SELECT run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, retries, " \
-                  "fallback, stream FROM calls WHERE 1=1", []
-        for col, val in (("run_id", run_id), ("model", model)):
-            if val is not None:
-                q += f" AND {col} = ?"
-                args.append(val)
-        if since is not None:
-            q += " AND started_at >= ?"
-            args.append(since)
-        return [CallRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]))
-                for r in db.execute(q + " ORDER BY id", args)]
-
-    def decisions(self, *, run_id: str | None = None, router: str | None = None, since: float | None = None) -> Sequence[DecisionRow]:
-        db = self._reading()
-        q, args = "SELECT run_id, router, route, chosen, confidence, outcome, kind, stage, reason, latency_s, at, input, scores " \
-                  "FROM decisions WHERE 1=1", []
-        for col, val in (("run_id", run_id), ("router", router)):
-            if val is not None:
-                q += f" AND {col} = ?"
-                args.append(val)
-        if since is not None:
-            q += " AND at >= ?"
-            args.append(since)
-        return [DecisionRow(*r[:12], json.loads(r[12])) for r in db.execute(q + " ORDER BY id", args)]

@@ -1,0 +1,143 @@
+"""Reading the trace store: runs, calls, decisions, verdicts, steps, sections, audit, feedback,
+spend and experiment outcomes. A mixin of the store classes (SQLite and PostgreSQL share it); it
+relies on their ``_reading()`` (flush, then the connection). Every filter goes through ``where``,
+and every lookup by run id uses that table's ``run_id`` index."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from .base import CallRow, DecisionRow, RunRow
+
+__all__ = ["Readers", "where"]
+
+
+def where(*conds: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """`` WHERE a = ? AND b >= ?`` from ``("a =", value)`` pairs, skipping those whose value is None."""
+    parts, args = [], []
+    for expr, val in conds:
+        if val is not None:
+            parts.append(f"{expr} ?")
+            args.append(val)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), args
+
+
+class Readers:
+    def _reading(self) -> Any:  # pragma: no cover - provided by the store
+        raise NotImplementedError
+
+    def flush(self) -> None:  # pragma: no cover - provided by the store
+        raise NotImplementedError
+
+    def _rows(self, cols: Sequence[str], table: str, *conds: tuple[str, Any], order: str = "id") -> list[dict[str, Any]]:
+        w, args = where(*conds)
+        return [dict(zip(cols, r, strict=True))
+                for r in self._reading().execute(f"SELECT {', '.join(cols)} FROM {table}{w} ORDER BY {order}", args)]
+
+    def runs(self, *, limit: int | None = 100, since: float | None = None, workflow: str | None = None,
+             run_id: str | None = None) -> Sequence[RunRow]:
+        """Newest first, with cost and tokens summed over the run's calls."""
+        w, args = where(("r.started_at >=", since), ("r.workflow =", workflow), ("r.run_id =", run_id))
+        args.append(limit if limit is not None else 2**62)
+        out = []
+        for r in self._reading().execute(
+            "SELECT r.run_id, r.workflow, r.status, r.started_at, r.input, r.output, r.tags, r.finished_at, "
+            "COALESCE(SUM(c.cost_usd), 0), COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.output_tokens), 0) "
+            f"FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id{w} GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT ?", args
+        ):
+            latency = (r[7] - r[3]) if r[7] else 0.0
+            out.append(RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[8], r[9], r[10], latency, json.loads(r[6])))
+        return out
+
+    def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]:
+        cols = ("run_id", "model", "started_at", "latency_s", "ok", "input_tokens", "output_tokens", "cost_usd", "error_type", "retries",
+                "fallback", "stream")
+        rows = self._rows(cols, "calls", ("run_id =", run_id), ("model =", model), ("started_at >=", since))
+        return [CallRow(**{**r, "ok": bool(r["ok"]), "stream": bool(r["stream"])}) for r in rows]
+
+    def decisions(self, *, run_id: str | None = None, router: str | None = None, since: float | None = None) -> Sequence[DecisionRow]:
+        cols = ("run_id", "router", "route", "chosen", "confidence", "outcome", "kind", "stage", "reason", "latency_s", "at", "input",
+                "scores")
+        rows = self._rows(cols, "decisions", ("run_id =", run_id), ("router =", router), ("at >=", since))
+        return [DecisionRow(*list(r.values())[:12], json.loads(r["scores"])) for r in rows]
+
+    def verdicts(self, *, name: str | None = None, since: float | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        cols = ("run_id", "name", "at", "answer", "outcome", "agreement", "samples_used", "samples_planned", "abstained", "counts", "cost_usd")
+        rows = self._rows(cols, "verdicts", ("name =", name), ("at >=", since), ("run_id =", run_id))
+        return [{**d, "counts": json.loads(d["counts"])} for d in rows]
+
+    def steps(self, *, run_id: str | None = None) -> list[dict[str, Any]]:
+        cols = ("run_id", "name", "kind", "at", "latency_s", "status", "cost_usd", "detail")
+        return [{**d, "detail": json.loads(d["detail"])} for d in self._rows(cols, "steps", ("run_id =", run_id))]
+
+    def sections(self, *, run_id: str | None = None, step: str | None = None) -> list[dict[str, Any]]:
+        cols = ("run_id", "step", "idx", "title", "status", "error", "cost_usd", "input_tokens", "output_tokens", "latency_s")
+        return self._rows(cols, "sections", ("run_id =", run_id), ("step =", step))
+
+    def audit(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        cols = ("run_id", "at", "model", "action", "data_classes", "digest", "reason")
+        rows = self._rows(cols, "audit", ("run_id =", run_id), ("model =", model), ("at >=", since))
+        return [{**d, "data_classes": [c for c in d["data_classes"].split(",") if c]} for d in rows]
+
+    def feedback(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        rows = self._rows(("run_id", "at", "score", "labels", "comment"), "feedback", ("run_id =", run_id))
+        return [{**d, "labels": json.loads(d["labels"])} for d in rows]
+
+    def _route_labels(self) -> dict[str, str]:
+        self.flush()
+        correct: dict[str, str] = {}
+        for fb in self.feedback():
+            r = fb["labels"].get("route")
+            if r:
+                correct[fb["run_id"]] = r  # the latest feedback wins
+        return correct
+
+    def misroutes(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]:
+        """Decisions whose run's latest feedback names another route: (decision, correct route)."""
+        correct = self._route_labels()
+        return [(d, correct[d.run_id]) for d in self.decisions(router=router) if d.run_id in correct and d.route != correct[d.run_id]]
+
+    def labelled_decisions(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]:
+        """Every decision whose run has a route label in its feedback: (decision, correct route)."""
+        correct = self._route_labels()
+        return [(d, correct[d.run_id]) for d in self.decisions(router=router) if d.run_id in correct]
+
+    def spend(self, *, since: float | None = None, model: str | None = None, workflow: str | None = None,
+              key: str | None = None, team: str | None = None) -> float:
+        """USD recorded for calls since ``since`` (unix time), narrowed to a model, a workflow, or the
+        runs tagged with an API key / team (``tags={"key": ..., "team": ...}``)."""
+        w, args = where(("c.started_at >=", since), ("c.model =", model), ("r.workflow =", workflow))
+        total = 0.0
+        for cost, tags in self._reading().execute(f"SELECT c.cost_usd, r.tags FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id{w}",
+                                                  args):
+            if key is not None or team is not None:
+                t = json.loads(tags or "{}")
+                if (key is not None and t.get("key") != key) or (team is not None and t.get("team") != team):
+                    continue
+            total += cost or 0.0
+        return total
+
+    def experiments(self) -> list[str]:
+        """The names of the experiments with recorded outcomes."""
+        return [r[0] for r in self._reading().execute("SELECT DISTINCT experiment FROM experiment_outcomes ORDER BY experiment")]
+
+    def outcomes(self, experiment: str) -> list[dict[str, Any]]:
+        cols = ("variant", "unit", "run_id", "at", "cost_usd", "latency_s", "error", "correct", "score")
+        return self._rows(cols, "experiment_outcomes", ("experiment =", experiment))
+
+    def run_detail(self, run_id: str) -> dict[str, Any] | None:
+        """One run with its steps, decisions, calls, verdicts, audit rows and feedback (the gateway's
+        GET /v1/runs/{id}); each read by the run id's index, so its cost does not grow with the store."""
+        runs = self.runs(limit=1, run_id=run_id)
+        if not runs:
+            return None
+        return {
+            "run": asdict(runs[0]), "steps": self.steps(run_id=run_id),
+            "decisions": [asdict(d) for d in self.decisions(run_id=run_id)],
+            "calls": [asdict(c) for c in self.calls(run_id=run_id)],
+            "verdicts": self.verdicts(run_id=run_id),
+            "audit": self.audit(run_id=run_id), "feedback": self.feedback(run_id),
+        }
