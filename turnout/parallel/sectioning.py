@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ConfigError
+from .._scope import active_run
 from .._types import Completion, Request
 from ..models.base import ChatModel
-from ..store.base import _ACTIVE
 from .engine import Envelope, Policy, fan_out
 
 __all__ = [
@@ -283,7 +283,7 @@ async def run_sections(
     reqs = [Request.of(prompt.format(section=s.text, title=s.title, index=s.index, task=task, **(extra or {})), system=system,
                        max_tokens=max_tokens, metadata={"section": str(s.index)}) for s in sections]
     res = await fan_out([lambda r=r: model.complete(r) for r in reqs], concurrency=concurrency, timeout=timeout, policy=policy)
-    a = _ACTIVE.get()
+    a = active_run()
     if a is not None:  # inside ``with store.run(...)``: one row per section envelope
         a[0].record_sections(name, res.envelopes, [s.title for s in sections], run_id=a[1])
     out = SectionedResult(list(sections), res.envelopes, cost_usd=res.cost_usd)

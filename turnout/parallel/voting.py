@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._errors import ConfigError, TurnoutError
+from .._scope import active_run
 from .._types import Completion, Request, ResponseFormat
 from ..models.base import ChatModel
-from ..store.base import _ACTIVE
 from .engine import fan_out
 
 __all__ = [
@@ -511,7 +511,7 @@ async def vote(
         if replaced is not None:
             v = replaced
         v.outcome = "escalated" if v.outcome != "judged" else v.outcome
-    a = _ACTIVE.get()
+    a = active_run()
     if a is not None:
         a[0].record_verdict(v, name=name, run_id=a[1])
     return v

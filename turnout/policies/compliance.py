@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from .._errors import ComplianceError, ConfigError, DataClassNotAllowed
+from .._scope import active_run
 from .._secrets import SECRET_PATTERNS
 from .._types import Completion, Message, Request, StreamChunk
 from ..models.base import ChatModel
-from ..store.base import _ACTIVE
 from .base import Wrapper
 
 __all__ = [
@@ -291,7 +291,7 @@ AuditSink = Callable[[AuditRecord], None]
 
 
 def audit(rec: AuditRecord, sink: AuditSink | None = None) -> None:
-    a = _ACTIVE.get()
+    a = active_run()
     if a is not None and hasattr(a[0], "record_audit"):
         a[0].record_audit(rec, run_id=a[1])
     if sink is not None:

@@ -32,7 +32,6 @@ from typing import Any, Literal
 
 from .._errors import BudgetExceeded, ConfigError
 from .._scope import current_scope, spend_scope
-from ..store.base import _ACTIVE
 from .budget import BudgetLedger, Reservation
 
 __all__ = ["Budget", "BudgetStatus", "SpendControl", "load_budgets", "period_start", "spend_scope"]
@@ -151,11 +150,7 @@ class SpendControl:
     # -- which budgets apply ------------------------------------------------------------------------
     def _members(self, model: str) -> Mapping[str, str | None]:
         sc = current_scope()
-        run = sc.run
-        if run is None:
-            a = _ACTIVE.get()
-            run = a[1] if a is not None else None
-        return {"global": "", "run": run, "workflow": sc.workflow, "key": sc.key, "team": sc.team, "model": model or None}
+        return {"global": "", "run": sc.run, "workflow": sc.workflow, "key": sc.key, "team": sc.team, "model": model or None}
 
     def _ledger(self, i: int, member: str, now: float) -> BudgetLedger:
         b = self.budgets[i]

@@ -13,9 +13,9 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .._scope import active_run
 from .._types import Completion, Request, StreamChunk, Usage
 from ..models.base import ChatModel
-from ..store.base import _ACTIVE
 from .base import _CALL_INFO, Wrapper
 
 __all__ = ["CallEvent", "MemorySink", "TraceSink", "Traced"]
@@ -86,7 +86,7 @@ class Traced(Wrapper):
 
     def _emit(self, event: CallEvent) -> None:
         self.sink.record(event)
-        a = _ACTIVE.get()
+        a = active_run()
         if a is not None and id(a[0]) not in self._sinks:
             a[0].record(event)
 

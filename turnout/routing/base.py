@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .._errors import ConfigError
-from ..store.base import _ACTIVE
+from .._scope import active_run
 
 __all__ = [
     "Decision",
@@ -176,14 +176,14 @@ _NESTED: contextvars.ContextVar[bool] = contextvars.ContextVar("turnout_router_n
 
 def logged(router: Any, x: RouteInput, d: Decision) -> Decision:
     """Record ``d`` into the active run's store (``with store.run(...)``), if any; return it."""
-    a = _ACTIVE.get()
+    a = active_run()
     if a is not None and not _NESTED.get():
         a[0].record_decision(d, router=getattr(router, "name", "") or router.kind, input=input_text(x), run_id=a[1])
     return d
 
 
 def logged_many(router: Any, xs: Sequence[RouteInput], ds: list[Decision]) -> list[Decision]:
-    if _ACTIVE.get() is not None and not _NESTED.get():
+    if active_run() is not None and not _NESTED.get():
         for x, d in zip(xs, ds, strict=True):
             logged(router, x, d)
     return ds

@@ -20,7 +20,6 @@ from typing import Any
 
 from .._errors import BudgetExceeded, ComplianceError, LimitExceeded
 from .._scope import spend_scope
-from ..store.base import _ACTIVE
 from .errors import ApiError, api_error
 from .keys import ApiKey, KeyRing
 from .limits import open_limits
@@ -45,14 +44,10 @@ class RequestRun:
     @contextmanager
     def scope(self) -> Iterator[None]:
         """The run, key and team in scope: calls are traced to this run and charged to the key."""
-        token = _ACTIVE.set((self.gw.store, self.run_id))
         meter = self.gw.limits.meter(self.key)
-        try:
-            with spend_scope(run=self.run_id, key=self.key.key_id, team=self.key.team,
-                             meters=(meter,) if meter is not None else ()):
-                yield
-        finally:
-            _ACTIVE.reset(token)
+        with spend_scope(store=self.gw.store, run=self.run_id, key=self.key.key_id, team=self.key.team,
+                         meters=(meter,) if meter is not None else ()):
+            yield
 
     def detach(self) -> None:
         """The response outlives the handler (a stream): its body calls ``finish``."""

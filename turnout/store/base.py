@@ -7,23 +7,18 @@ reports the failure once, clearly, and keeps the run going — unless it was ope
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from .._scope import active_run as active_run
+
 __all__ = ["CallRow", "DecisionRow", "RunRow", "Tee", "TraceStore", "active_run", "text_or_hash"]
 
-# (store, run_id) of the run the current task is in: set by ``with store.run(...)``. Everything that
-# runs inside — model calls through ``Traced``, router decisions, votes, sections, workflow steps —
-# records itself into that store without being handed it.
-_ACTIVE: contextvars.ContextVar[tuple[Any, str] | None] = contextvars.ContextVar("turnout_active_run", default=None)
-
-
-def active_run() -> tuple[Any, str] | None:
-    """``(store, run_id)`` when called inside ``with store.run(...)``, else None."""
-    return _ACTIVE.get()
+# ``active_run()``: (store, run_id) of the run the current task is in, from the one run scope
+# (``turnout._scope``). Everything that runs inside — model calls through ``Traced``, router
+# decisions, votes, sections, workflow steps — records itself into that store without being handed it.
 
 
 def text_or_hash(text: str | None, redact: bool) -> str | None:

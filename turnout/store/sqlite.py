@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError, TurnoutError
-from .._scope import spend_scope
+from .._scope import active_run, spend_scope
 from .._secrets import scrub, scrub_row
 from ._migrations import MIGRATIONS
 from ._read import Readers
 from ._sync import SyncTables
-from .base import _ACTIVE, text_or_hash
+from .base import text_or_hash
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "StoreError", "current_run", "default_path"]
 
@@ -41,7 +41,7 @@ class StoreError(TurnoutError):
 
 def current_run() -> str | None:
     """The id of the run the current task is inside (``with store.run(...)``), else None."""
-    a = _ACTIVE.get()
+    a = active_run()
     return a[1] if a is not None else None
 
 
@@ -177,21 +177,19 @@ class SQLiteStore(SyncTables, Readers):
     def run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> Iterator[str]:
         """``with store.run("triage", text) as run_id:`` — calls and decisions inside are attributed to it."""
         run_id = self.start_run(workflow, input, tags=tags)
-        token = _ACTIVE.set((self, run_id))
         t = tags or {}
         status = "ok"
         try:
-            with spend_scope(run=run_id, workflow=workflow, key=t.get("key"), team=t.get("team")):
+            with spend_scope(store=self, run=run_id, workflow=workflow, key=t.get("key"), team=t.get("team")):
                 yield run_id
         except BaseException:
             status = "error"
             raise
         finally:
-            _ACTIVE.reset(token)
             self.finish_run(run_id, status=status)
 
     def _run_id(self) -> str | None:
-        a = _ACTIVE.get()
+        a = active_run()
         return a[1] if a is not None and a[0] is self else None
 
     def start_run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ConfigError, TurnoutError
+from .._scope import active_run
 from .._secrets import describe
 from .._types import Completion, Request, ResponseFormat
 from ..models.base import ChatModel
@@ -31,7 +32,6 @@ from ..parallel.sectioning import Section, Synthesize, concatenate, merge_json, 
 from ..parallel.voting import Extractor, VotePrior, vote
 from ..policies.trace import CallEvent, Traced
 from ..routing.base import Decision, Router
-from ..store.base import _ACTIVE
 
 __all__ = [
     "Call", "Escalate", "GuardStep", "Meter", "Node", "OrchestrateStep", "RouteStep", "RunContext", "SectionStep",
@@ -183,7 +183,7 @@ class Node:
     def _record(self, ctx: RunContext, status: str, t0: float, cost0: float, detail: dict[str, Any]) -> None:
         rec = StepRecord(self.name or self.kind, self.kind, status, time.perf_counter() - t0, ctx.meter.cost_usd - cost0, detail)
         ctx.steps.append(rec)
-        a = _ACTIVE.get()
+        a = active_run()
         if a is not None:
             a[0].record_step(rec.name, rec.kind, latency_s=rec.latency_s, status=status, cost_usd=rec.cost_usd, detail=detail,
                              run_id=a[1])
@@ -324,7 +324,7 @@ class SectionStep(Node):
             return go
 
         res = await fan_out([branch(s) for s in sections], concurrency=self.concurrency, timeout=self.timeout)
-        a = _ACTIVE.get()
+        a = active_run()
         if a is not None:
             a[0].record_sections(self.name or "section", res.envelopes, [s.title for s in sections], run_id=a[1])
         failed = [(e.index, f"{e.status}: {e.error}" if e.error else e.status) for e in res.envelopes if not e.ok]

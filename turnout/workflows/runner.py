@@ -13,12 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._errors import ConfigError
-from .._scope import spend_scope
+from .._scope import active_run, spend_scope
 from .._secrets import describe
 from .._yaml import located_error
 from ..models.base import ChatModel, Embedder
 from ..routing.base import Decision
-from ..store.base import _ACTIVE
 from .nodes import Node, RunContext, StepRecord, as_text, render
 from .spec import WorkflowSpec, compile_workflow, load_workflow_spec
 
@@ -146,16 +145,15 @@ class Workflow:
         and calls that happened are kept and traced)."""
         ctx = RunContext(self.resolve, self.default_model, original=input)
         t0 = time.perf_counter()
-        token, run_id = None, None
+        run_id = None
         if store is not None:
             run_id = store.start_run(self.name, as_text(input), tags=tags)
-            token = _ACTIVE.set((store, run_id))
-        elif _ACTIVE.get() is not None:
-            run_id = _ACTIVE.get()[1]  # type: ignore[index]
+        elif active_run() is not None:
+            run_id = active_run()[1]  # type: ignore[index]
         out: Any = None
         error, exc = None, None
         t = tags or {}
-        scope = spend_scope(run=run_id or uuid.uuid4().hex, workflow=self.name, key=t.get("key"), team=t.get("team"))
+        scope = spend_scope(store=store, run=run_id or uuid.uuid4().hex, workflow=self.name, key=t.get("key"), team=t.get("team"))
         try:
             with scope:
                 out = await self.root.run(ctx, input)
@@ -167,9 +165,6 @@ class Workflow:
             if not isinstance(e, TurnoutError):
                 raise
             error, exc = describe(e), e
-        finally:
-            if token is not None:
-                _ACTIVE.reset(token)
         statuses = {s.status for s in ctx.steps} - {"error", "cancelled"}  # a failed branch shows as "partial"
         status = "error" if error else next((s for s in _STATUS_ORDER if s in statuses), "ok")
         if store is not None and run_id is not None:
