@@ -52,10 +52,24 @@ def _done(db) -> int:
         return 0
 
 
+async def _exit(proc, timeout: float = 120) -> str:
+    """The process's stderr once it has exited; if it has not within ``timeout`` s, fail with the
+    stack of every one of its threads (faulthandler, on SIGABRT) so a hang says where it hangs."""
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGABRT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        raise AssertionError(f"turnout batch did not exit in {timeout:g} s; its threads:\n{err.decode()[-8000:]}") from None
+    return err.decode()
+
+
 async def _start_batch_until_done(tmp_path, url, n, done):
     """Start ``turnout batch`` on n items as a subprocess; return once ``done`` items are finished (≤ ~60 s)."""
     cmd = [sys.executable, "-m", "turnout", *_files(tmp_path, url, n)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung run can be asked for its stacks (see _exit)
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     for _ in range(600):
         if _done(tmp_path / "b.db") >= done:
@@ -99,8 +113,7 @@ async def test_ctrl_c_writes_what_is_done_and_the_same_command_continues(tmp_pat
         cmd, env, proc = await _start_batch_until_done(tmp_path, srv.url, n, 4)
         await asyncio.wait_for(srv.wait_held(2), 60)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-        text = err.decode()
+        text = await _exit(proc)
         assert proc.returncode == 130, text
         first_done = _done(tmp_path / "b.db")
         assert 4 <= first_done < n and f"interrupted: {first_done} of {n} done" in " ".join(text.split())
