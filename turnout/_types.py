@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -9,6 +11,7 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from ._constants import CHARS_PER_TOKEN
+from ._errors import ConfigError
 
 __all__ = [
     "Completion",
@@ -208,3 +211,25 @@ class StreamChunk(NamedTuple):
     latency_s: float = 0.0
     model: str = ""
     decision: Any = None  # as on Completion: set on every chunk of a routed stream
+
+
+# -- calendar periods (UTC) of budgets and key limits ---------------------------------------------------
+PERIODS: tuple[str, ...] = ("hour", "day", "week", "month")
+
+
+def period_start(period: str | None, now: float) -> float:
+    """Unix time the current calendar period (UTC) began; 0 for no period."""
+    if period is None:
+        return 0.0
+    t = dt.datetime.fromtimestamp(now, dt.UTC)
+    if period == "hour":
+        s = t.replace(minute=0, second=0, microsecond=0)
+    elif period == "day":
+        s = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    elif period == "week":
+        s = (t - dt.timedelta(days=t.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+    elif period == "month":
+        s = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    else:
+        raise ConfigError(f"unknown budget period {period!r}; use one of {', '.join(PERIODS)}")
+    return calendar.timegm(s.timetuple())

@@ -20,7 +20,7 @@ def _installed(spec: ModelSpec) -> str:
     if spec.adapter != "local":
         return "-"
     if spec.weights in ("", "qwen-0.5b", "qwen-1.5b"):
-        from ..models._weights import QWEN_05B, QWEN_15B
+        from ..models import QWEN_05B, QWEN_15B
 
         w = QWEN_15B if spec.weights == "qwen-1.5b" else QWEN_05B
         ok = importlib.util.find_spec("xllamacpp") is not None and all(importlib.util.find_spec(p) for p in w.packages)

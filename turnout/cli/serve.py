@@ -113,7 +113,7 @@ def create(
 @keys_app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json"), db: str | None = DbOpt) -> None:
     """The keys: scope, limits, budget and spend so far (never their secrets)."""
-    from ..policies.spend import period_start
+    from .._types import period_start
     from ..server.keys import KeyRing
     from ..store import open_store
 

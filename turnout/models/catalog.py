@@ -29,7 +29,7 @@ from .._types import Price
 from .._yaml import line_of, load_yaml, located_error
 from .base import ChatModel
 
-__all__ = ["Catalog", "ModelSpec", "PolicySpec"]
+__all__ = ["Catalog", "ModelSpec", "PolicySpec", "spec_from_yaml"]
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,12 @@ class _ModelIn(BaseModel):
     description: str = ""
     quality: float | None = None
     latency_ms: float | None = Field(None, gt=0)
+
+
+def spec_from_yaml(name: str, body: Any) -> ModelSpec:
+    """A ``ModelSpec`` from one entry of a ``models:`` section (pydantic ``ValidationError`` if it is
+    invalid: the caller locates it in its file)."""
+    return _spec_from(name, _ModelIn.model_validate(body or {}))
 
 
 def _spec_from(name: str, m: _ModelIn) -> ModelSpec:

@@ -21,8 +21,6 @@ period (so a restart does not reset a daily budget).
 from __future__ import annotations
 
 import asyncio
-import calendar
-import datetime as dt
 import logging
 import threading
 import time
@@ -32,6 +30,7 @@ from typing import Any, Literal
 
 from .._errors import BudgetExceeded, ConfigError
 from .._scope import current_scope, spend_scope
+from .._types import PERIODS, period_start
 from .budget import BudgetLedger, Reservation
 
 __all__ = ["Budget", "BudgetStatus", "SpendControl", "load_budgets", "period_start", "spend_scope"]
@@ -41,25 +40,6 @@ log = logging.getLogger(__name__)
 Scope = Literal["global", "run", "workflow", "key", "team", "model"]
 Period = Literal["hour", "day", "week", "month"]
 SCOPES: tuple[str, ...] = ("global", "run", "workflow", "key", "team", "model")
-PERIODS: tuple[str, ...] = ("hour", "day", "week", "month")
-
-
-def period_start(period: str | None, now: float) -> float:
-    """Unix time the current calendar period (UTC) began; 0 for no period."""
-    if period is None:
-        return 0.0
-    t = dt.datetime.fromtimestamp(now, dt.UTC)
-    if period == "hour":
-        s = t.replace(minute=0, second=0, microsecond=0)
-    elif period == "day":
-        s = t.replace(hour=0, minute=0, second=0, microsecond=0)
-    elif period == "week":
-        s = (t - dt.timedelta(days=t.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
-    elif period == "month":
-        s = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    else:
-        raise ConfigError(f"unknown budget period {period!r}; use one of {', '.join(PERIODS)}")
-    return calendar.timegm(s.timetuple())
 
 
 @dataclass(frozen=True, slots=True)

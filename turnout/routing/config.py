@@ -26,7 +26,7 @@ Python API. ``save_fitted`` writes a fitted semantic router's knobs back into th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,16 +112,27 @@ def _routes(spec: RouterSpec) -> list[Route]:
     ]
 
 
+def _local_minilm() -> Embedder:
+    from ..models.embedder import LocalEmbedder
+
+    return LocalEmbedder()
+
+
+# the embedders a router spec's ``embedder:`` may name; ``turnout.testing`` adds "fake" when a test,
+# bench or doc imports it (production code never imports the test kit)
+EMBEDDERS: dict[str, Callable[[], Embedder]] = {"local-minilm": _local_minilm}
+
+
+def register_embedder(name: str, factory: Callable[[], Embedder]) -> None:
+    """Let router specs name another embedder (``embedder: NAME``)."""
+    EMBEDDERS[name] = factory
+
+
 def _embedder(name: str) -> Embedder:
-    if name == "local-minilm":
-        from ..models.embedder import LocalEmbedder
-
-        return LocalEmbedder()
-    if name == "fake":
-        from ..testing import FakeEmbedder
-
-        return FakeEmbedder()
-    raise ConfigError(f"unknown embedder {name!r}; known: local-minilm, fake")
+    factory = EMBEDDERS.get(name)
+    if factory is None:
+        raise ConfigError(f"unknown embedder {name!r}; known: {', '.join(sorted(EMBEDDERS))}")
+    return factory()
 
 
 def build_router(

@@ -11,8 +11,21 @@ import json
 import time
 from typing import Any
 
-from ..store.html import _BLUE, _CSS, _GREEN, _ORANGE, _RED, _columns, _e, _hbars, _histogram, _pairs, _table, _timeline
-from ..store.report import _failed, budget_columns, by_model, by_route, by_vote, parse_since
+from ..store.html import (
+    BLUE,
+    GREEN,
+    ORANGE,
+    PAGE_CSS,
+    RED,
+    esc,
+    render_columns,
+    render_hbars,
+    render_histogram,
+    render_pairs,
+    render_table,
+    render_timeline,
+)
+from ..store.report import budget_columns, by_model, by_route, by_vote, call_failed, parse_since
 
 __all__ = ["page"]
 
@@ -28,22 +41,22 @@ nav a{color:#3b6fd8;text-decoration:none}nav a.on{font-weight:700;color:#1d2330}
 def _shell(title: str, active: str, body: str, since: str | None) -> str:
     nav = "".join(f'<a href="{href}{_q(since)}" class="{"on" if href == active else ""}">{name}</a>' for href, name in PAGES)
     periods = "".join(f'<a href="{active}?since={p}">{p}</a>' for p in ("1h", "1d", "7d")) + f'<a href="{active}">all</a>'
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)} · turnout</title>"
-            f"<style>{_CSS}{_EXTRA_CSS}</style></head><body><nav><span class=brand>turnout</span>{nav}"
-            f'<span class="muted since" style="margin-left:auto">window: {_e(since or "all")} · {periods}</span></nav>'
-            f"<h1>{_e(title)}</h1>{body}<p class=muted>generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p></body></html>")
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(title)} · turnout</title>"
+            f"<style>{PAGE_CSS}{_EXTRA_CSS}</style></head><body><nav><span class=brand>turnout</span>{nav}"
+            f'<span class="muted since" style="margin-left:auto">window: {esc(since or "all")} · {periods}</span></nav>'
+            f"<h1>{esc(title)}</h1>{body}<p class=muted>generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p></body></html>")
 
 
 def _q(since: str | None) -> str:
-    return f"?since={_e(since)}" if since else ""
+    return f"?since={esc(since)}" if since else ""
 
 
 def _fig(title: str, svg: str) -> str:
-    return f"<figure><figcaption>{_e(title)}</figcaption>{svg}</figure>"
+    return f"<figure><figcaption>{esc(title)}</figcaption>{svg}</figure>"
 
 
 def _tiles(items: list[tuple[str, Any]]) -> str:
-    return '<div class="tiles">' + "".join(f'<div class="tile"><b>{_e(v)}</b>{_e(k)}</div>' for k, v in items) + "</div>"
+    return '<div class="tiles">' + "".join(f'<div class="tile"><b>{esc(v)}</b>{esc(k)}</div>' for k, v in items) + "</div>"
 
 
 def overview(store: Any, since: str | None) -> str:
@@ -52,23 +65,23 @@ def overview(store: Any, since: str | None) -> str:
     models = by_model(calls)
     cost = sum(c.cost_usd for c in calls)
     tiles = [("runs", len(runs)), ("model calls", len(calls)), ("tokens", sum(c.input_tokens + c.output_tokens for c in calls)),
-             ("cost $", f"{cost:.6f}"), ("errors", f"{sum(_failed(c) for c in calls) / len(calls):.1%}" if calls else "–")]
-    counts, labels = _timeline([c.started_at for c in calls])
+             ("cost $", f"{cost:.6f}"), ("errors", f"{sum(call_failed(c) for c in calls) / len(calls):.1%}" if calls else "–")]
+    counts, labels = render_timeline([c.started_at for c in calls])
     cost_t = _cost_timeline(calls)
     lat = sorted(c.latency_s * 1000 for c in calls)
 
     def p(q: float) -> float:
         return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0
 
-    recent = [{"run": f'<a href="/runs/{_e(r.run_id)}">{_e(r.run_id[:12])}</a>', "workflow": r.workflow, "status": r.status,
+    recent = [{"run": f'<a href="/runs/{esc(r.run_id)}">{esc(r.run_id[:12])}</a>', "workflow": r.workflow, "status": r.status,
                "cost_usd": r.cost_usd, "latency_ms": round(r.latency_s * 1000, 1),
                "when": time.strftime("%H:%M:%S", time.localtime(r.started_at))} for r in runs[:25]]
     body = (_tiles([*tiles, ("latency p50 ms", f"{p(0.5):.1f}"), ("latency p95 ms", f"{p(0.95):.1f}")]) + "<div class=grid>"
-            + _fig("Requests over time", _columns(counts, labels, title="calls over time"))
-            + _fig("Cost over time ($)", _columns(cost_t[0], cost_t[1], _GREEN, title="cost over time"))
-            + _fig("Tokens by model", _hbars([(m["model"], m["input_tokens"] + m["output_tokens"],
+            + _fig("Requests over time", render_columns(counts, labels, title="calls over time"))
+            + _fig("Cost over time ($)", render_columns(cost_t[0], cost_t[1], GREEN, title="cost over time"))
+            + _fig("Tokens by model", render_hbars([(m["model"], m["input_tokens"] + m["output_tokens"],
                                                f"{m['input_tokens'] + m['output_tokens']:,}") for m in models]))
-            + _fig("Latency by model", _pairs([(m["model"], m["latency_p50_ms"], m["latency_p95_ms"]) for m in models], ("p50", "p95"), "ms"))
+            + _fig("Latency by model", render_pairs([(m["model"], m["latency_p50_ms"], m["latency_p95_ms"]) for m in models], ("p50", "p95"), "ms"))
             + "</div><h2>Recent runs</h2>" + _raw_table(recent, ["run", "workflow", "status", "cost_usd", "latency_ms", "when"]))
     return _shell("Overview", "/", body, since)
 
@@ -76,7 +89,7 @@ def overview(store: Any, since: str | None) -> str:
 def _cost_timeline(calls: list[Any], bins: int = 30) -> tuple[list[float], list[str]]:
     if not calls:
         return [], []
-    counts, labels = _timeline([c.started_at for c in calls], bins)
+    counts, labels = render_timeline([c.started_at for c in calls], bins)
     lo, hi = min(c.started_at for c in calls), max(c.started_at for c in calls)
     span = max(hi - lo, 1.0)
     cost = [0.0] * bins
@@ -89,13 +102,13 @@ def _raw_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     """A table whose "run" cells are trusted links built here; every other cell is escaped."""
     if not rows:
         return '<p class="muted">no rows</p>'
-    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
     body = []
     for r in rows:
         cells = []
         for c in cols:
             v = r.get(c, "")
-            cells.append(f"<td>{v if c == 'run' else _e(f'{v:.6f}' if c == 'cost_usd' else v)}</td>")
+            cells.append(f"<td>{v if c == 'run' else esc(f'{v:.6f}' if c == 'cost_usd' else v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
@@ -104,22 +117,22 @@ def routes(store: Any, since: str | None) -> str:
     t0 = parse_since(since)
     decisions = list(store.decisions(since=t0))
     rows = by_route(decisions)
-    conf_counts, conf_labels = _histogram([d.confidence for d in decisions])
+    conf_counts, conf_labels = render_histogram([d.confidence for d in decisions])
     low = [d for d in decisions if d.confidence < 0.5][-30:]
     mis = store.misroutes()[-30:]
     body = (_tiles([("decisions", len(decisions)), ("routes", len(rows)), ("low confidence", sum(d.confidence < 0.5 for d in decisions)),
                     ("misrouted (feedback)", len(mis))]) + "<div class=grid>"
-            + _fig("Route distribution", _hbars([(r["route"], r["decisions"], f"{r['decisions']} ({r['share']:.0%})") for r in rows], _ORANGE))
-            + _fig("Confidence histogram", _columns(conf_counts, conf_labels, _ORANGE, title="confidence"))
+            + _fig("Route distribution", render_hbars([(r["route"], r["decisions"], f"{r['decisions']} ({r['share']:.0%})") for r in rows], ORANGE))
+            + _fig("Confidence histogram", render_columns(conf_counts, conf_labels, ORANGE, title="confidence"))
             + "</div><h2>Routes</h2>"
-            + _table(rows, [("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
+            + render_table(rows, [("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
                             ("low conf.", "low_confidence"), ("outcomes", "outcomes"), ("p50 ms", "latency_p50_ms")])
             + "<h2>Low-confidence decisions</h2>"
-            + _raw_table([{"run": f'<a href="/runs/{_e(d.run_id)}">{_e((d.run_id or "")[:12])}</a>', "router": d.router, "route": d.route,
+            + _raw_table([{"run": f'<a href="/runs/{esc(d.run_id)}">{esc((d.run_id or "")[:12])}</a>', "router": d.router, "route": d.route,
                            "confidence": round(d.confidence, 3), "input": (d.input or "")[:80]} for d in reversed(low)],
                          ["run", "router", "route", "confidence", "input"])
             + "<h2>Misrouted (feedback says otherwise)</h2>"
-            + _raw_table([{"run": f'<a href="/runs/{_e(d.run_id)}">{_e((d.run_id or "")[:12])}</a>', "routed": d.route, "correct": want,
+            + _raw_table([{"run": f'<a href="/runs/{esc(d.run_id)}">{esc((d.run_id or "")[:12])}</a>', "routed": d.route, "correct": want,
                            "input": (d.input or "")[:80]} for d, want in reversed(mis)], ["run", "routed", "correct", "input"]))
     return _shell("Routes", "/routes", body, since)
 
@@ -135,12 +148,12 @@ def models(store: Any, since: str | None, catalog: Any) -> str:
         for b in r.get("budget", []):
             budget_bars.append((f"{r['model']} ({b['period']})", b["used"], f"${b['spent_usd']:.4f} of ${b['limit_usd']:g} ({b['used']:.0%})"))
     body = ("<div class=grid>"
-            + _fig("Spend vs budget", _hbars(budget_bars, _RED) if budget_bars else '<p class="muted">no model budgets in the catalog</p>')
-            + _fig("Cost by model ($)", _hbars([(m["model"], m["cost_usd"], f"{m['cost_usd']:.6f}") for m in rows], _GREEN))
-            + _fig("Error rate by model", _hbars([(m["model"], m["error_rate"], f"{m['error_rate']:.1%}") for m in rows], _RED))
-            + _fig("Fallback rate by model", _hbars([(m["model"], m["fallback_rate"], f"{m['fallback_rate']:.1%}") for m in rows], _BLUE))
+            + _fig("Spend vs budget", render_hbars(budget_bars, RED) if budget_bars else '<p class="muted">no model budgets in the catalog</p>')
+            + _fig("Cost by model ($)", render_hbars([(m["model"], m["cost_usd"], f"{m['cost_usd']:.6f}") for m in rows], GREEN))
+            + _fig("Error rate by model", render_hbars([(m["model"], m["error_rate"], f"{m['error_rate']:.1%}") for m in rows], RED))
+            + _fig("Fallback rate by model", render_hbars([(m["model"], m["fallback_rate"], f"{m['fallback_rate']:.1%}") for m in rows], BLUE))
             + "</div><h2>Models</h2>"
-            + _table(rows, [("model", "model"), ("calls", "calls"), ("in tokens", "input_tokens"), ("out tokens", "output_tokens"),
+            + render_table(rows, [("model", "model"), ("calls", "calls"), ("in tokens", "input_tokens"), ("out tokens", "output_tokens"),
                             ("cost $", "cost_usd"), ("p50 ms", "latency_p50_ms"), ("p95 ms", "latency_p95_ms"), ("errors", "error_rate"),
                             ("retries", "retries"), ("fallbacks", "fallback_rate")]))
     return _shell("Models", "/models", body, since)
@@ -150,16 +163,16 @@ def voting(store: Any, since: str | None) -> str:
     t0 = parse_since(since)
     verdicts = store.verdicts(since=t0)
     rows = by_vote(verdicts)
-    counts, labels = _histogram([v["agreement"] for v in verdicts])
+    counts, labels = render_histogram([v["agreement"] for v in verdicts])
     saved = sum(r["samples_saved"] for r in rows)
     planned = sum(r["samples_planned"] for r in rows)
     body = (_tiles([("verdicts", len(verdicts)), ("samples used", planned - saved), ("samples saved", saved),
                     ("saved share", f"{saved / planned:.0%}" if planned else "–")]) + "<div class=grid>"
-            + _fig("Agreement histogram", _columns(counts, labels, _GREEN, title="agreement"))
-            + _fig("Samples used of planned", _hbars([(v["name"], v["samples_used"], f"{v['samples_used']} of {v['samples_planned']}")
-                                                      for v in rows], _GREEN))
+            + _fig("Agreement histogram", render_columns(counts, labels, GREEN, title="agreement"))
+            + _fig("Samples used of planned", render_hbars([(v["name"], v["samples_used"], f"{v['samples_used']} of {v['samples_planned']}")
+                                                      for v in rows], GREEN))
             + "</div><h2>Votes</h2>"
-            + _table(rows, [("name", "name"), ("verdicts", "verdicts"), ("mean agreement", "mean_agreement"),
+            + render_table(rows, [("name", "name"), ("verdicts", "verdicts"), ("mean agreement", "mean_agreement"),
                             ("low agreement", "low_agreement"), ("samples used", "samples_used"), ("planned", "samples_planned"),
                             ("saved", "samples_saved"), ("outcomes", "outcomes")]))
     return _shell("Voting", "/voting", body, since)
@@ -174,16 +187,16 @@ def experiments(store: Any, since: str | None) -> str:
         try:
             rep = experiment_report(rows)
         except Exception as e:  # noqa: BLE001 - one variant only, say so
-            parts.append(f"<h2>{_e(name)}</h2><p class=muted>{_e(e)}</p>")
+            parts.append(f"<h2>{esc(name)}</h2><p class=muted>{esc(e)}</p>")
             continue
         table = []
         for v, m in rep["variants"].items():
             table.append({"variant": v, "n": m["n"], "accuracy": "–" if m["accuracy"] is None else f"{m['accuracy']:.3f}",
                           "accuracy 95%": "–" if m["accuracy_ci"] is None else f"{m['accuracy_ci'][0]:.3f}–{m['accuracy_ci'][1]:.3f}",
                           "errors": f"{m['error_rate']:.1%}", "cost_usd": m["cost_usd_mean"][0], "p50 s": round(m["latency_p50_s"], 3)})
-        bars = _hbars([(v, m["accuracy"] or 0.0, "–" if m["accuracy"] is None else f"{m['accuracy']:.3f}")
-                       for v, m in rep["variants"].items()], _BLUE)
-        parts.append(f"<h2>{_e(name)}</h2><p><span class=pill>{_e(rep['verdict'])}</span></p><div class=grid>{_fig('Accuracy by variant', bars)}"
+        bars = render_hbars([(v, m["accuracy"] or 0.0, "–" if m["accuracy"] is None else f"{m['accuracy']:.3f}")
+                       for v, m in rep["variants"].items()], BLUE)
+        parts.append(f"<h2>{esc(name)}</h2><p><span class=pill>{esc(rep['verdict'])}</span></p><div class=grid>{_fig('Accuracy by variant', bars)}"
                      f"</div>{_raw_table(table, ['variant', 'n', 'accuracy', 'accuracy 95%', 'errors', 'cost_usd', 'p50 s'])}")
     body = "".join(parts) or '<p class="muted">no experiment outcomes yet (store.record_outcome)</p>'
     return _shell("Experiments", "/experiments", body, since)
@@ -198,26 +211,26 @@ def run_detail(store: Any, run_id: str) -> str | None:
     head = _tiles([("workflow", r["workflow"]), ("status", r["status"]), ("cost $", f"{r['cost_usd']:.6f}"),
                    ("tokens", r["input_tokens"] + r["output_tokens"]), ("latency ms", round(r["latency_s"] * 1000, 1))])
     steps = "".join(
-        f'<div>{"&nbsp;" * 2}└ <b>{_e(s["name"])}</b> <span class=muted>{_e(s["kind"])}</span> '
-        f'<span class="pill {"ok" if s["status"] == "ok" else "bad"}">{_e(s["status"])}</span> '
-        f'{s["latency_s"] * 1000:.1f} ms · ${s["cost_usd"]:.6f} <span class=muted>{_e(json.dumps(s["detail"])[:160])}</span></div>'
+        f'<div>{"&nbsp;" * 2}└ <b>{esc(s["name"])}</b> <span class=muted>{esc(s["kind"])}</span> '
+        f'<span class="pill {"ok" if s["status"] == "ok" else "bad"}">{esc(s["status"])}</span> '
+        f'{s["latency_s"] * 1000:.1f} ms · ${s["cost_usd"]:.6f} <span class=muted>{esc(json.dumps(s["detail"])[:160])}</span></div>'
         for s in d["steps"])
-    decisions = _table([{"router": x["router"], "route": x["route"], "confidence": round(x["confidence"], 3), "outcome": x["outcome"],
+    decisions = render_table([{"router": x["router"], "route": x["route"], "confidence": round(x["confidence"], 3), "outcome": x["outcome"],
                          "reason": (x["reason"] or "")[:140]} for x in d["decisions"]],
                        [("router", "router"), ("route taken", "route"), ("confidence", "confidence"), ("outcome", "outcome"),
                         ("reason", "reason")])
-    calls = _table([{"model": c["model"], "ok": "yes" if c["ok"] else "no", "in": c["input_tokens"], "out": c["output_tokens"],
+    calls = render_table([{"model": c["model"], "ok": "yes" if c["ok"] else "no", "in": c["input_tokens"], "out": c["output_tokens"],
                      "cost_usd": c["cost_usd"], "ms": round(c["latency_s"] * 1000, 1), "fallback": c["fallback"] or "",
                      "error": c["error_type"] or ""} for c in d["calls"]],
                    [("model", "model"), ("ok", "ok"), ("in tokens", "in"), ("out tokens", "out"), ("cost $", "cost_usd"), ("ms", "ms"),
                     ("fallback", "fallback"), ("error", "error")])
-    audit = _table([{"model": a["model"], "action": a["action"], "data classes": ", ".join(a["data_classes"]) or "-",
+    audit = render_table([{"model": a["model"], "action": a["action"], "data classes": ", ".join(a["data_classes"]) or "-",
                      "sha256": a["digest"][:16]} for a in d["audit"]],
                    [("model", "model"), ("action", "action"), ("data classes", "data classes"), ("sha256", "sha256")])
-    body = (f'<p><span class="pill {status_cls}">{_e(r["status"])}</span> <span class=muted>{_e(run_id)} · '
-            f'{_e(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"])))}</span></p>{head}'
-            f"<h2>Input</h2><pre>{_e((r['input'] or '')[:2000])}</pre><h2>Output</h2><pre>{_e((r['output'] or '')[:4000])}</pre>"
-            f"<h2>Steps</h2><div class=tree><div><b>{_e(r['workflow'])}</b></div>{steps or '<p class=muted>no steps</p>'}</div>"
+    body = (f'<p><span class="pill {status_cls}">{esc(r["status"])}</span> <span class=muted>{esc(run_id)} · '
+            f'{esc(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"])))}</span></p>{head}'
+            f"<h2>Input</h2><pre>{esc((r['input'] or '')[:2000])}</pre><h2>Output</h2><pre>{esc((r['output'] or '')[:4000])}</pre>"
+            f"<h2>Steps</h2><div class=tree><div><b>{esc(r['workflow'])}</b></div>{steps or '<p class=muted>no steps</p>'}</div>"
             f"<h2>Decisions</h2>{decisions}<h2>Model calls</h2>{calls}<h2>Compliance audit</h2>{audit}")
     return _shell(f"Run {run_id[:12]}", "", body, None)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import BudgetExceeded, LimitExceeded
-from ..policies.spend import period_start
+from .._types import period_start
 from .keys import ApiKey
 
 __all__ = ["KeyMeter", "LimitExceeded", "LocalLimits", "RedisLimits", "open_limits"]

@@ -32,7 +32,7 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if xs else 0.0
 
 
-def _failed(c: CallRow) -> bool:
+def call_failed(c: CallRow) -> bool:
     """A call that failed; a call cancelled on purpose (a vote decided early, a guard withheld) is not a failure."""
     return not c.ok and c.error_type != "CancelledError"
 
@@ -48,7 +48,7 @@ def by_model(calls: Sequence[CallRow]) -> list[dict[str, Any]]:
             "model": model, "calls": len(cs), "input_tokens": sum(c.input_tokens for c in cs),
             "output_tokens": sum(c.output_tokens for c in cs), "cost_usd": round(sum(c.cost_usd for c in cs), 8),
             "latency_p50_ms": round(_pct(lat, 50), 2), "latency_p95_ms": round(_pct(lat, 95), 2),
-            "error_rate": round(sum(_failed(c) for c in cs) / len(cs), 4), "retries": sum(c.retries for c in cs),
+            "error_rate": round(sum(call_failed(c) for c in cs) / len(cs), 4), "retries": sum(c.retries for c in cs),
             "cancelled": sum(c.error_type == "CancelledError" for c in cs),
             "fallback_rate": round(sum(c.fallback is not None for c in cs) / len(cs), 4),
         })
@@ -116,7 +116,7 @@ def by_workflow(runs: Sequence[RunRow]) -> list[dict[str, Any]]:
 def budget_columns(rows: list[dict[str, Any]], spend: Any, store: Any, now: float | None = None) -> list[dict[str, Any]]:
     """Add ``budget`` to each by-model row: the model budgets of ``spend`` (a SpendControl) with the
     spend the store recorded in their current period (all time for a budget without a period)."""
-    from ..policies.spend import period_start
+    from .._types import period_start
 
     now = time.time() if now is None else now
     models = {r["model"] for r in rows} | {b.match for b in spend.budgets if b.scope == "model" and b.match != "*"}

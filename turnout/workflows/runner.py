@@ -80,7 +80,7 @@ class Workflow:
     @classmethod
     def load(cls, path: str | Path, *, catalog: Any = None, models: Mapping[str, ChatModel] | None = None,
              embedder: Embedder | None = None) -> Workflow:
-        from ..models.catalog import Catalog, _ModelIn, _spec_from
+        from ..models.catalog import Catalog, spec_from_yaml
 
         p = Path(path)
         spec, root = load_workflow_spec(p)
@@ -93,7 +93,7 @@ class Workflow:
         extra = []
         for name, body in spec.models.items():
             try:
-                extra.append(_spec_from(name, _ModelIn.model_validate(body or {})))
+                extra.append(spec_from_yaml(name, body))
             except ValidationError as e:
                 raise located_error(p, root, e, ("models", name)) from None
         cat = base if base is not None else Catalog()
