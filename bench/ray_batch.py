@@ -35,7 +35,7 @@ def main() -> None:
 
     import ray
 
-    from turnout.models.catalog import Catalog
+    from turnout.policies.catalog import Catalog
     from turnout.store import SQLiteStore
     from turnout.workflows import Workflow
     from turnout.workflows.batch import read_items, run_batch

@@ -13,9 +13,6 @@ ROOT = Path(__file__).resolve().parents[1] / "turnout"
 LEVEL = {"store": 1, "models": 2, "policies": 3, "routing": 4, "parallel": 4, "workflows": 5, "cli": 6, "server": 6, "demo": 6,
          "testing": 7}
 # what is known not to hold yet, and why; a new entry needs a reason in the issue tracker
-KNOWN_UPWARD = {
-    ("models", "policies"): "the model-stack builder still lives in models/catalog.py (issue #16: one composition root in policies/)",
-}
 SHARED_PRIVATE_MODULES = {"_errors", "_types", "_scope", "_secrets", "_yaml", "_constants", "_sync"}  # turnout/_*.py: the bottom layer
 
 
@@ -51,14 +48,9 @@ def test_nothing_imports_a_higher_layer():
     bad = []
     for f, pkg, target, _, line in _imports():
         tp = _package(target)
-        if pkg in LEVEL and tp in LEVEL and tp != pkg and LEVEL[tp] > LEVEL[pkg] and (pkg, tp) not in KNOWN_UPWARD:
+        if pkg in LEVEL and tp in LEVEL and tp != pkg and LEVEL[tp] > LEVEL[pkg]:
             bad.append(f"{f.relative_to(ROOT.parent)}:{line}: {pkg}/ imports {target} ({tp}/ is a higher layer)")
     assert not bad, "\n".join(bad)
-
-
-def test_the_known_exceptions_are_still_needed():
-    seen = {(pkg, _package(t)) for _, pkg, t, _, _ in _imports()}
-    assert set(KNOWN_UPWARD) <= seen, f"fixed: remove from KNOWN_UPWARD: {set(KNOWN_UPWARD) - seen}"
 
 
 def test_no_private_name_crosses_a_package():

@@ -64,7 +64,7 @@ def test_cli_backend_ray_and_resume(job):
 
 
 def test_same_outputs_as_local_and_cap_held_cluster_wide(ray_runtime, job):
-    from turnout.models.catalog import Catalog
+    from turnout.policies.catalog import Catalog
     from turnout.workflows.ray_backend import run_batch_ray
 
     tmp, root = job

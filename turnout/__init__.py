@@ -30,7 +30,6 @@ from ._types import ResponseFormat as ResponseFormat
 from ._types import StreamChunk as StreamChunk
 from ._types import Usage as Usage
 from .models import AnthropicModel as AnthropicModel
-from .models import Catalog as Catalog
 from .models import ChatModel as ChatModel
 from .models import Embedder as Embedder
 from .models import LocalEmbedder as LocalEmbedder
@@ -52,6 +51,7 @@ from .policies import Retrying as Retrying
 from .policies import RetryPolicy as RetryPolicy
 from .policies import SpendControl as SpendControl
 from .policies import Traced as Traced
+from .policies.catalog import Catalog as Catalog
 
 __version__ = "0.1.0"
 

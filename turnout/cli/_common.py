@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from .._errors import ConfigError, TurnoutError
 from .._secrets import describe
-from ..models.catalog import Catalog
+from ..policies.catalog import Catalog
 
 err_console = Console(stderr=True, highlight=False)
 

@@ -87,7 +87,7 @@ def eval_(
 
     from .._errors import ConfigError
     from .._types import Price
-    from ..models.catalog import Catalog
+    from ..policies.catalog import Catalog
     from ..routing.model_eval import collect, load_eval_config, load_rows, plot, score
     from ._common import err_console
 

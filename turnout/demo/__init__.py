@@ -49,8 +49,8 @@ async def run_demo(console: Console, store: Any, *, model: ChatModel | None = No
     """Run the three parts, printing as it goes; returns the numbers it printed (for tests)."""
     import yaml
 
-    from ..models.catalog import Catalog
     from ..parallel import extract_number, run_sections, sampler, split_headings, vote
+    from ..policies.catalog import Catalog
     from ..routing.config import RouterSpec, build_router
 
     cat = Catalog()

@@ -1,4 +1,4 @@
-"""Model interfaces, adapters, the embedded local models and the catalog."""
+"""Model interfaces, adapters, the embedded local models and the model specs."""
 
 from ._weights import QWEN_05B as QWEN_05B
 from ._weights import QWEN_15B as QWEN_15B
@@ -7,7 +7,6 @@ from .anthropic import AnthropicModel as AnthropicModel
 from .base import ChatModel as ChatModel
 from .base import Embedder as Embedder
 from .base import collect_stream as collect_stream
-from .catalog import Catalog as Catalog
 from .catalog import ModelSpec as ModelSpec
 from .catalog import PolicySpec as PolicySpec
 from .embedder import LocalEmbedder as LocalEmbedder
@@ -16,7 +15,6 @@ from .openai import OpenAICompatible as OpenAICompatible
 
 __all__ = [
     "AnthropicModel",
-    "Catalog",
     "ChatModel",
     "Embedder",
     "LocalEmbedder",

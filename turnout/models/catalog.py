@@ -1,35 +1,26 @@
-"""The model catalog: names → adapter, endpoint, key variable, prices, context, tags, policies.
-
-Built in Python (``Catalog([ModelSpec(...)])``) or loaded from YAML (``Catalog.load("models.yaml")``);
-the embedded models are always present at price 0. ``catalog.model(name)`` returns the model with
-its declared policy stack,
-``Traced(ComplianceGate(Fallback(Budgeted(Retrying(Limited(Compliant(adapter))))), ...)))``,
-where every caller of one model shares that model's rate limiter. The compliance layers are there
-when the catalog has a data policy (a ``compliance:`` section, or any model declaring
-``data_classes`` other than ``["*"]``): then no member of any chain ever receives a data class it
-does not declare. ``spend=`` (a ``SpendControl``, or a ``budgets:`` section) charges every call to
-the budgets that apply to it, and every call is also charged to the meters of its scope (the
-gateway's key budgets, ``turnout._scope``).
-"""
+"""Model specs: names → adapter, endpoint, key variable, prices, context, tags, declared policies —
+in Python (``ModelSpec``) or from a catalog file's ``models:`` and ``auto:`` sections
+(``read_catalog_file``, errors as file:line: field). The adapters are registered by name
+(``ADAPTERS``); the embedded models are ``EMBEDDED``. What governs the models — compliance, budgets,
+the policy stack — is ``turnout.policies.catalog.Catalog``, above this layer."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .._errors import ConfigError, UnknownModel
+from .._errors import ConfigError
 from .._types import Price
 from .._yaml import line_of, load_yaml, located_error
 from .base import ChatModel
 
-__all__ = ["Catalog", "ModelSpec", "PolicySpec", "spec_from_yaml"]
+__all__ = ["ADAPTERS", "EMBEDDED", "AdapterFactory", "ModelSpec", "PolicySpec", "read_catalog_file", "spec_from_yaml"]
 
 log = logging.getLogger(__name__)
 
@@ -159,21 +150,6 @@ class _PoliciesIn(BaseModel):
     max_concurrency: int | None = Field(None, ge=1)
 
 
-class _ComplianceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    detect: list[str] | None = Field(None, description="built-in data classes to detect (default: all)")
-    custom: dict[str, str] = Field({}, description="data class -> regex")
-    allow: list[str] = Field([], description="literal strings or regexes that are not sensitive (false positives)")
-    regions: dict[str, list[str]] = Field({}, description="data class -> regions its models must be in")
-    redact: list[str] = Field([], description="classes redacted (not refused) when no model may receive them")
-
-    def build(self) -> Any:
-        from ..policies.compliance import DataPolicy, Detector, expand
-
-        det = Detector(self.detect, custom=self.custom, allow=self.allow)
-        return DataPolicy(det, {k: tuple(v) for k, v in self.regions.items()}, expand(self.redact))
-
-
 class _AutoIn(BaseModel):
     """How ``turnout/auto`` (the gateway's model router) picks: tiers of model names (lowest first),
     a preference, and the rules of its complexity classifier."""
@@ -226,220 +202,36 @@ def _spec_from(name: str, m: _ModelIn) -> ModelSpec:
     )
 
 
-class Catalog:
-    """Named models. ``trust_env=False`` stops adapters reading API keys from the environment."""
+SECTIONS = ("models", "compliance", "budgets", "auto")
 
-    def __init__(
-        self,
-        specs: Iterable[ModelSpec] = (),
-        *,
-        include_embedded: bool = True,
-        adapters: Mapping[str, AdapterFactory] | None = None,
-        trust_env: bool = True,
-        policy: Any = None,
-        spend: Any = None,
-        audit: Callable[[Any], None] | None = None,
-        auto: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._specs: dict[str, ModelSpec] = {}
-        if include_embedded:
-            for s in EMBEDDED:
-                self._specs[s.name] = s
-        for s in specs:
-            self._specs[s.name] = s
-        self.adapters: dict[str, AdapterFactory] = {**ADAPTERS, **(adapters or {})}
-        self.trust_env = trust_env
-        self._built: dict[str, ChatModel] = {}
-        self._limiters: dict[Any, Any] = {}  # per name: its RateLimiter; ("cap", name): its semaphore
-        self._fallbacks: dict[str, Any] = {}
-        self.spend = spend
-        self.audit_sink = audit
-        self.auto = dict(auto or {})  # settings of the gateway's turnout/auto model router (the catalog's auto: section)
-        if policy is None and any(tuple(sp.data_classes) != ("*",) for sp in self._specs.values()):
-            from ..policies.compliance import DataPolicy
 
-            policy = DataPolicy()  # some model is restricted: enforce with the default detector
-        self.policy = policy
-        self.validate()
-        if policy is not None:
-            uncovered = self.uncovered()
-            if uncovered:
-                log.warning("no model in the catalog may receive %s: requests carrying them will be refused%s",
-                            ", ".join(uncovered), " unless redacted" if set(uncovered) & set(policy.redact) else "")
-
-    # -- loading ----------------------------------------------------------------------------------
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], **kw: Any) -> Catalog:
-        p = Path(path)
-        doc, root = load_yaml(p, what="catalog")
-        if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
-            raise ConfigError(f"{p}:1: a catalog file needs a top-level 'models:' mapping of name -> settings")
-        unknown = sorted(set(doc) - {"models", "compliance", "budgets", "auto"})
-        if unknown:
-            raise ConfigError(f"{p}:{line_of(root, (unknown[0],))}: {unknown[0]}: unknown section; "
-                              "a catalog has models, compliance, budgets, auto")
-        if doc.get("auto") is not None and "auto" not in kw:
-            try:
-                kw["auto"] = _AutoIn.model_validate(doc["auto"]).model_dump()
-            except ValidationError as e:
-                raise located_error(p, root, e, ("auto",)) from None
-            for t, ms in (kw["auto"]["tiers"] or {}).items():
-                for m in ms:
-                    if m not in doc["models"] and m not in {e.name for e in EMBEDDED}:
-                        raise ConfigError(f"{p}:{line_of(root, ('auto', 'tiers', t))}: auto.tiers.{t}: unknown model {m!r}")
-        specs = []
-        for name, body in doc["models"].items():
-            try:
-                m = _ModelIn.model_validate(body if body is not None else {})
-            except ValidationError as e:
-                raise located_error(p, root, e, ("models", name)) from None
-            specs.append(_spec_from(str(name), m))
-        if doc.get("compliance") is not None and "policy" not in kw:
-            try:
-                kw["policy"] = _ComplianceIn.model_validate(doc["compliance"]).build()
-            except ValidationError as e:
-                raise located_error(p, root, e, ("compliance",)) from None
-            except ConfigError as e:
-                raise ConfigError(f"{p}:{line_of(root, ('compliance',))}: compliance: {e}") from None
-        if doc.get("budgets") is not None and "spend" not in kw:
-            from ..policies.spend import load_budgets
-
-            kw["spend"] = load_budgets(doc["budgets"], p, root)
+def read_catalog_file(path: str | os.PathLike[str], *, auto: bool = True) -> tuple[Path, Any, Any, list[ModelSpec], Any]:
+    """A catalog file read and its model side validated: ``(path, doc, root, specs, auto)``, every
+    error as ``file:line: field: message``. The ``compliance:`` and ``budgets:`` sections are left in
+    ``doc`` for the policies (``turnout.policies.catalog.Catalog.load``); ``auto`` is the validated
+    ``auto:`` section (None without one, or when ``auto=False``)."""
+    p = Path(path)
+    doc, root = load_yaml(p, what="catalog")
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
+        raise ConfigError(f"{p}:1: a catalog file needs a top-level 'models:' mapping of name -> settings")
+    unknown = sorted(set(doc) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{p}:{line_of(root, (unknown[0],))}: {unknown[0]}: unknown section; "
+                          "a catalog has models, compliance, budgets, auto")
+    auto_doc = None
+    if doc.get("auto") is not None and auto:
         try:
-            return cls(specs, **kw)
-        except ConfigError as e:
-            raise ConfigError(f"{p}: {e}") from None
-
-    def validate(self) -> None:
-        for s in self._specs.values():
-            if s.adapter not in self.adapters:
-                raise ConfigError(f"model {s.name!r}: unknown adapter {s.adapter!r}; known: {', '.join(sorted(self.adapters))}")
-            for fb in s.policies.fallback:
-                if fb not in self._specs:
-                    raise ConfigError(f"model {s.name!r}: fallback {fb!r} is not in the catalog; known: {', '.join(sorted(self._specs))}")
-                if fb == s.name:
-                    raise ConfigError(f"model {s.name!r}: a model cannot fall back to itself")
-
-    # -- lookup -----------------------------------------------------------------------------------
-    def names(self) -> list[str]:
-        return list(self._specs)
-
-    def specs(self) -> list[ModelSpec]:
-        return list(self._specs.values())
-
-    def spec(self, name: str) -> ModelSpec:
+            auto_doc = _AutoIn.model_validate(doc["auto"]).model_dump()
+        except ValidationError as e:
+            raise located_error(p, root, e, ("auto",)) from None
+        for t, ms in (auto_doc["tiers"] or {}).items():
+            for m in ms:
+                if m not in doc["models"] and m not in {e.name for e in EMBEDDED}:
+                    raise ConfigError(f"{p}:{line_of(root, ('auto', 'tiers', t))}: auto.tiers.{t}: unknown model {m!r}")
+    specs = []
+    for name, body in doc["models"].items():
         try:
-            return self._specs[name]
-        except KeyError:
-            raise UnknownModel(name, list(self._specs)) from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._specs
-
-    def extend(self, specs: Iterable[ModelSpec]) -> Catalog:
-        """A copy with more (or replaced) models that keeps every setting of this catalog: adapters,
-        trust_env, the compliance policy, budgets, audit sink and ``auto:``. The one way a catalog is
-        copied (a workflow's own ``models:`` section extends its ``catalog:`` with this)."""
-        return Catalog([*self._specs.values(), *specs], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env,
-                       policy=self.policy, spend=self.spend, audit=self.audit_sink, auto=self.auto)
-
-    def with_spec(self, spec: ModelSpec) -> Catalog:
-        return self.extend([spec])
-
-    def allowed(self, name: str, classes: Iterable[str]) -> bool:
-        """May model ``name`` receive these data classes (its data_classes, region and the policy)?"""
-        classes = list(classes)
-        if not classes:
-            return True
-        sp = self.spec(name)
-        if self.policy is None:
-            return True
-        return self.policy.allows(sp.data_classes, sp.region, classes)
-
-    def uncovered(self) -> list[str]:
-        """Data classes the policy detects that no model of the catalog may receive."""
-        if self.policy is None:
-            return []
-        return sorted(c for c in self.policy.detector.data_classes if not any(self.allowed(n, [c]) for n in self._specs))
-
-    def classes_of(self, request: Any) -> frozenset[str]:
-        """The data classes the catalog's policy finds in a request or text (empty without a policy)."""
-        return self.policy.detector.classes(request) if self.policy is not None else frozenset()
-
-    # -- building ---------------------------------------------------------------------------------
-    def adapter(self, name: str) -> ChatModel:
-        """The bare adapter (no policies), built once per catalog and reused."""
-        spec = self.spec(name)
-        m = self._built.get(name)
-        if m is None:
-            m = self._built[name] = self.adapters[spec.adapter](spec, self.trust_env)
-        return m
-
-    def _with_own_policies(self, name: str) -> ChatModel:
-        from ..policies.ratelimit import Limited, RateLimiter
-        from ..policies.retry import (
-            Retrying,
-            RetryPolicy,
-            stop_after_attempt,
-            wait_exponential,
-        )
-
-        spec = self.spec(name)
-        m: ChatModel = self.adapter(name)
-        if self.policy is not None:
-            from ..policies.compliance import Compliant
-
-            m = Compliant(m, data_classes=spec.data_classes, region=spec.region, policy=self.policy, sink=self.audit_sink, name=name)
-        pol = spec.policies
-        if pol.max_concurrency:
-            from ..policies.ratelimit import Capped
-
-            sem = self._limiters.get(("cap", name))
-            if sem is None:
-                sem = self._limiters[("cap", name)] = asyncio.Semaphore(pol.max_concurrency)
-            m = Capped(m, sem)
-        if pol.rpm or pol.tpm:
-            lim = self._limiters.get(name)
-            if lim is None:
-                lim = self._limiters[name] = RateLimiter(rpm=pol.rpm, tpm=pol.tpm)
-            m = Limited(m, lim)
-        if pol.retry_attempts > 1:
-            m = Retrying(m, RetryPolicy(stop=stop_after_attempt(pol.retry_attempts), wait=wait_exponential(max=pol.retry_max_delay)))
-        from ..policies.budget import Budgeted
-
-        # per member, so a fallback is charged at its own price: the catalog's budgets (if any) and the
-        # meters of the call's scope (a gateway key's budget) — without either it passes calls through
-        return Budgeted(m, self.spend)
-
-    def model(self, name: str, *, sink: Any = None, ledger: Any = None, trace: bool = True) -> ChatModel:
-        """The named model with its declared policies; traced to ``sink`` and charged to ``ledger`` if given.
-        ``trace=False`` leaves the outer ``Traced`` off, for a caller that wraps the model and traces the
-        whole (the Ray workers' gate), so each call is recorded once."""
-        from ..policies.budget import Budgeted
-        from ..policies.fallback import Fallback
-        from ..policies.trace import Traced
-
-        spec = self.spec(name)
-        m = self._with_own_policies(name)
-        if spec.policies.fallback:
-            fb_chain = self._fallbacks.get(name)  # one per name, so every caller shares the cooldowns
-            if fb_chain is None:
-                members = [m, *(self._with_own_policies(fb) for fb in spec.policies.fallback)]
-                fb_chain = self._fallbacks[name] = Fallback(members, cooldown=spec.policies.cooldown, name=name)
-            m = fb_chain
-        if self.policy is not None:
-            from ..policies.compliance import ComplianceGate
-
-            members = [name, *spec.policies.fallback]
-            m = ComplianceGate(m, [(n, self.spec(n).data_classes, self.spec(n).region) for n in members], policy=self.policy,
-                               sink=self.audit_sink)
-        if ledger is not None:
-            m = Budgeted(m, ledger)
-        return Traced(m, sink) if trace else m  # no sink: still recorded into the active run's store, if any
-
-    async def aclose(self) -> None:
-        built, self._built = self._built, {}
-        for m in built.values():
-            await m.aclose()
-
-
+            specs.append(spec_from_yaml(str(name), body))
+        except ValidationError as e:
+            raise located_error(p, root, e, ("models", name)) from None
+    return p, doc, root, specs, auto_doc

@@ -168,7 +168,7 @@ def build_router(
     def llm() -> LLMRouter:
         m = model
         if m is None:
-            from ..models.catalog import Catalog
+            from ..policies.catalog import Catalog
 
             m = (catalog or Catalog()).model(spec.model)
         s = spec.llm

@@ -45,7 +45,7 @@ class _GateState:
     """What the gate actor holds: per model a semaphore, a rate limiter, and the catalog's budgets."""
 
     def __init__(self, caps: dict[str, int], rates: dict[str, tuple[float | None, float | None]], catalog_path: str | None) -> None:
-        from ..models.catalog import Catalog
+        from ..policies.catalog import Catalog
         from ..policies.ratelimit import RateLimiter
 
         budgets = Catalog.load(catalog_path).spend if catalog_path else None  # built here: a ledger is not picklable
@@ -161,7 +161,7 @@ class _Worker:
     """One Ray actor: the workflow (loaded once), its models behind the gate, a store connection."""
 
     def __init__(self, wf_path: str, catalog_path: str | None, store_target: str, gate: Any, batch_id: str) -> None:
-        from ..models.catalog import Catalog
+        from ..policies.catalog import Catalog
         from ..store import open_store
         from .runner import Workflow
 
@@ -218,7 +218,7 @@ def run_batch_ray(
     model, spend, and ``startup_s`` (starting the worker actors: each imports turnout and loads the
     workflow). ``on_started(actors)`` is for tests (e.g. to kill one)."""
     ray = _ray()
-    from ..models.catalog import Catalog
+    from ..policies.catalog import Catalog
 
     if workers < 1 or per_worker < 1:
         raise ConfigError("--workers and --concurrency must be at least 1")

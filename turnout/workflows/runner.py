@@ -70,7 +70,7 @@ class Workflow:
                  output: str | None = None, example: str | None = None, description: str = "") -> None:
         self.catalog: Any = None
         if resolve is None:
-            from ..models.catalog import Catalog
+            from ..policies.catalog import Catalog
 
             self.catalog = Catalog()
             resolve = self.catalog.model
@@ -80,7 +80,8 @@ class Workflow:
     @classmethod
     def load(cls, path: str | Path, *, catalog: Any = None, models: Mapping[str, ChatModel] | None = None,
              embedder: Embedder | None = None) -> Workflow:
-        from ..models.catalog import Catalog, spec_from_yaml
+        from ..models.catalog import spec_from_yaml
+        from ..policies.catalog import Catalog
 
         p = Path(path)
         spec, root = load_workflow_spec(p)

@@ -601,7 +601,7 @@ def compile_workflow(path: Path, spec: WorkflowSpec, root: Any, *, known_models:
                   embedder=embedder, catalog=catalog, stack=(path.resolve(),))
     if spec.model_routers or spec.cascades:
         if catalog is None:
-            from ..models.catalog import Catalog
+            from ..policies.catalog import Catalog
 
             catalog = c.catalog = Catalog()
         built = c.virtual_models(resolve)
