@@ -302,3 +302,9 @@ steps:
     bad = write(tmp_path, "name: x\nsteps:\n  - call: {prompt: '{x}'}\n", "bad.yaml")
     r = runner.invoke(app, ["validate", str(bad)])
     assert r.exit_code == 2 and "bad.yaml:3: steps.0.call.prompt" in r.output
+
+
+def test_every_step_kind_of_the_schema_has_its_compile_function():
+    from turnout.workflows.spec import _KINDS, STEP_KINDS
+
+    assert set(STEP_KINDS) == set(_KINDS)

@@ -22,7 +22,7 @@ before any model is called.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,15 +35,9 @@ from ..parallel import sectioning as sec
 from ..parallel import voting as vt
 from .nodes import (
     Call,
-    Escalate,
-    GuardStep,
     Node,
-    OrchestrateStep,
-    RouteStep,
-    SectionStep,
     Sequence,
     StepGate,
-    VoteStep,
     template_names,
 )
 
@@ -264,6 +258,18 @@ def load_workflow_spec(path: str | Path) -> tuple[WorkflowSpec, Any]:
 _BASE_VARS = {"input", "original", "steps"}
 
 
+# kind -> compile(compiler, step, location, template scope, name) -> Node; filled by kinds.py
+STEP_KINDS: dict[str, Callable[..., Node]] = {}
+
+
+def step_kind(kind: str) -> Callable[[Callable[..., Node]], Callable[..., Node]]:
+    """Register the compile function of a step kind (see ``kinds.py``)."""
+    def register(fn: Callable[..., Node]) -> Callable[..., Node]:
+        STEP_KINDS[kind] = fn
+        return fn
+    return register
+
+
 class _Compiler:
     def __init__(self, path: Path, spec: WorkflowSpec, root: Any, *, known_models: set[str], resolve: Any,
                  embedder: Embedder | None, catalog: Any, stack: tuple[Path, ...]) -> None:
@@ -369,103 +375,8 @@ class _Compiler:
         return Call(c.prompt, c.model, c.system, c.max_tokens, c.temperature, c.json_schema, name)
 
     def step(self, s: StepIn, loc: tuple[Any, ...], scope: set[str]) -> Node:
-        kind = s.kind
-        kl = (*loc, kind)
-        name = s.name or ""
-        node: Node
-        if kind == "call":
-            node = self.call(s.call, kl, scope, name)  # type: ignore[arg-type]
-        elif kind == "handler":
-            h = self.handler(s.handler, kl, scope)  # type: ignore[arg-type]
-            node = h if not name else Sequence([h], name=name)
-        elif kind == "escalate":
-            e = s.escalate
-            assert e is not None
-            self.check_template(e.message, (*kl, "message"), scope | {"queue"})
-            node = Escalate(e.queue, e.message or Escalate.message, name)
-        elif kind == "route":
-            r = s.route
-            assert r is not None
-            router = self.router(r.router, (*kl, "router"))
-            names = list(router.routes)
-            inner = scope | {"route", "confidence"}
-            targets = {}
-            for route, t in r.routes.items():
-                if route not in names:
-                    raise self.err((*kl, "routes", route), f"{route!r} is not a route of router {r.router!r} ({', '.join(names)})")
-                targets[route] = self.target(t, (*kl, "routes", route), inner)
-            default = self.target(r.default, (*kl, "default"), inner) if r.default is not None else None
-            missing = [n for n in names if n not in targets]
-            if missing and default is None:
-                raise self.err((*kl, "routes"), f"routes of {r.router!r} with no target here: {', '.join(missing)} — add them or a "
-                                                "'default:'")
-            node = RouteStep(router, targets, default, name)
-        elif kind == "section":
-            sc = s.section
-            assert sc is not None
-            split = sc.split if isinstance(sc.split, SplitIn) else SplitIn(by=sc.split)
-            if split.by == "tokens" and not split.size:
-                raise self.err((*kl, "split", "size"), "split by tokens needs size (tokens per window)")
-            if split.by == "tokens" and split.overlap >= (split.size or 0):
-                raise self.err((*kl, "split", "overlap"), "overlap must be smaller than size")
-            mapper = self.target(sc.map, (*kl, "map"), scope | {"section", "title", "index"})
-            agg: Any = sc.aggregate
-            if isinstance(agg, SynthIn):
-                if "{outputs}" not in agg.synthesize.prompt:
-                    raise self.err((*kl, "aggregate", "synthesize", "prompt"), "the synthesis prompt must contain {outputs}")
-                agg = self.call(agg.synthesize, (*kl, "aggregate", "synthesize"), scope | {"outputs"})
-            node = SectionStep(_splitter(split), mapper, agg, sc.concurrency, sc.timeout, sc.context_tokens, name)
-        elif kind == "vote":
-            v = s.vote
-            assert v is not None
-            sample = self.target(v.sample, (*kl, "sample"), scope)
-            extract = self.extractor(v, kl)
-            esc = self.target(v.escalate, (*kl, "escalate"), scope | {"answer", "agreement"}) if v.escalate is not None else None
-            if esc is not None and v.escalate_below is None:
-                raise self.err((*kl, "escalate"), "escalate needs escalate_below (the agreement under which to escalate)")
-            if v.prior is not None and v.early_stop != "predictive":
-                raise self.err((*kl, "prior"), "a prior is used by early_stop: predictive only")
-            node = VoteStep(sample, v.n, extract, v.rule, v.tie, None if v.early_stop == "none" else v.early_stop, v.confidence, v.wave,  # type: ignore[arg-type]
-                            v.escalate_below, esc, name, prior=vt.VotePrior(v.prior.alpha, v.prior.beta) if v.prior else None)
-        elif kind == "chain":
-            ch = s.chain
-            assert ch is not None
-            node = self.sequence(ch.steps, (*kl, "steps"), scope, name, ch.max_steps)
-        elif kind == "orchestrate":
-            o = s.orchestrate
-            assert o is not None
-            for f in ("planner", "worker", "synthesizer"):
-                self.check_model(getattr(o, f), (*kl, f))
-            for rname, m in o.route_models.items():
-                self.check_model(m, (*kl, "route_models", rname))
-            router = self.router(o.router, (*kl, "router")) if o.router else None
-            node = OrchestrateStep(o.planner, o.worker, o.synthesizer, o.max_subtasks, o.max_depth, o.concurrency, router,
-                                   o.route_models, o.max_tokens, name)
-        elif kind == "guard":
-            g = s.guard
-            assert g is not None
-            if isinstance(g.respond, str):
-                h = self.handler(g.respond, (*kl, "respond"), scope)
-                if not isinstance(h, Call):
-                    raise self.err((*kl, "respond"), f"handler {g.respond!r} must be a call to be guarded")
-                respond = h
-            else:
-                respond = self.call(g.respond, (*kl, "respond"), scope)
-            if not g.patterns and g.screen_model is None:
-                raise self.err(kl, "a guard needs patterns, a screen_model, or both")
-            self.check_model(g.screen_model, (*kl, "screen_model"))
-            node = GuardStep(respond, g.patterns, g.screen_model, g.policy, g.message, name)
-        else:  # workflow: a sub-workflow file
-            sub = (self.path.parent / s.workflow).resolve()  # type: ignore[operator]
-            if sub in self.stack:
-                chain = " -> ".join(str(x.name) for x in (*self.stack, sub))
-                raise self.err(kl, f"workflows include each other in a cycle: {chain}")
-            spec, root = load_workflow_spec(sub)
-            if spec.model_routers or spec.cascades:
-                raise self.err(kl, f"{s.workflow}: model_routers/cascades are only read from the top workflow; move them there")
-            node = _Compiler(sub, spec, root, known_models=self.known_models, resolve=self.resolve, embedder=self.embedder,
-                             catalog=self.catalog, stack=(*self.stack, sub)).root_node()
-            node.name = name or spec.name
+        """The node of one step, by its kind's compile function (``STEP_KINDS``, filled by ``kinds.py``)."""
+        node = STEP_KINDS[s.kind](self, s, (*loc, s.kind), scope, s.name or "")
         if s.gate is not None:
             node = self.gated(node, s, loc)
         return node
@@ -616,3 +527,6 @@ def compile_workflow(path: Path, spec: WorkflowSpec, root: Any, *, known_models:
 
 
 ModelMap = Mapping[str, ChatModel]
+
+
+from . import kinds as _kinds  # noqa: E402,F401 - registers the step kinds (it imports this module)

@@ -1,0 +1,137 @@
+"""The compile function of each step kind: a ``StepIn`` (validated YAML) and its location in, the
+node of ``nodes.py`` out, with every cross-field check located (file:line: field). Registered by
+kind in ``spec.STEP_KINDS``; a new kind is one function here, its schema in ``spec.StepIn`` and its
+node in ``nodes.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..parallel import voting as vt
+from .nodes import Call, Escalate, GuardStep, Node, OrchestrateStep, RouteStep, SectionStep, Sequence, VoteStep
+from .spec import SplitIn, StepIn, SynthIn, _Compiler, _splitter, load_workflow_spec, step_kind
+
+__all__: list[str] = []
+
+
+@step_kind("call")
+def _call(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    return c.call(s.call, kl, scope, name)  # type: ignore[arg-type]
+
+
+@step_kind("handler")
+def _handler(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    h = c.handler(s.handler, kl, scope)  # type: ignore[arg-type]
+    return h if not name else Sequence([h], name=name)
+
+
+@step_kind("escalate")
+def _escalate(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    e = s.escalate
+    assert e is not None
+    c.check_template(e.message, (*kl, "message"), scope | {"queue"})
+    return Escalate(e.queue, e.message or Escalate.message, name)
+
+
+@step_kind("route")
+def _route(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    r = s.route
+    assert r is not None
+    router = c.router(r.router, (*kl, "router"))
+    names = list(router.routes)
+    inner = scope | {"route", "confidence"}
+    targets = {}
+    for route, t in r.routes.items():
+        if route not in names:
+            raise c.err((*kl, "routes", route), f"{route!r} is not a route of router {r.router!r} ({', '.join(names)})")
+        targets[route] = c.target(t, (*kl, "routes", route), inner)
+    default = c.target(r.default, (*kl, "default"), inner) if r.default is not None else None
+    missing = [n for n in names if n not in targets]
+    if missing and default is None:
+        raise c.err((*kl, "routes"), f"routes of {r.router!r} with no target here: {', '.join(missing)} — add them or a 'default:'")
+    return RouteStep(router, targets, default, name)
+
+
+@step_kind("section")
+def _section(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    sc = s.section
+    assert sc is not None
+    split = sc.split if isinstance(sc.split, SplitIn) else SplitIn(by=sc.split)
+    if split.by == "tokens" and not split.size:
+        raise c.err((*kl, "split", "size"), "split by tokens needs size (tokens per window)")
+    if split.by == "tokens" and split.overlap >= (split.size or 0):
+        raise c.err((*kl, "split", "overlap"), "overlap must be smaller than size")
+    mapper = c.target(sc.map, (*kl, "map"), scope | {"section", "title", "index"})
+    agg: Any = sc.aggregate
+    if isinstance(agg, SynthIn):
+        if "{outputs}" not in agg.synthesize.prompt:
+            raise c.err((*kl, "aggregate", "synthesize", "prompt"), "the synthesis prompt must contain {outputs}")
+        agg = c.call(agg.synthesize, (*kl, "aggregate", "synthesize"), scope | {"outputs"})
+    return SectionStep(_splitter(split), mapper, agg, sc.concurrency, sc.timeout, sc.context_tokens, name)
+
+
+@step_kind("vote")
+def _vote(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    v = s.vote
+    assert v is not None
+    sample = c.target(v.sample, (*kl, "sample"), scope)
+    extract = c.extractor(v, kl)
+    esc = c.target(v.escalate, (*kl, "escalate"), scope | {"answer", "agreement"}) if v.escalate is not None else None
+    if esc is not None and v.escalate_below is None:
+        raise c.err((*kl, "escalate"), "escalate needs escalate_below (the agreement under which to escalate)")
+    if v.prior is not None and v.early_stop != "predictive":
+        raise c.err((*kl, "prior"), "a prior is used by early_stop: predictive only")
+    return VoteStep(sample, v.n, extract, v.rule, v.tie, None if v.early_stop == "none" else v.early_stop, v.confidence, v.wave,  # type: ignore[arg-type]
+                    v.escalate_below, esc, name, prior=vt.VotePrior(v.prior.alpha, v.prior.beta) if v.prior else None)
+
+
+@step_kind("chain")
+def _chain(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    ch = s.chain
+    assert ch is not None
+    return c.sequence(ch.steps, (*kl, "steps"), scope, name, ch.max_steps)
+
+
+@step_kind("orchestrate")
+def _orchestrate(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    o = s.orchestrate
+    assert o is not None
+    for f in ("planner", "worker", "synthesizer"):
+        c.check_model(getattr(o, f), (*kl, f))
+    for rname, m in o.route_models.items():
+        c.check_model(m, (*kl, "route_models", rname))
+    router = c.router(o.router, (*kl, "router")) if o.router else None
+    return OrchestrateStep(o.planner, o.worker, o.synthesizer, o.max_subtasks, o.max_depth, o.concurrency, router,
+                           o.route_models, o.max_tokens, name)
+
+
+@step_kind("guard")
+def _guard(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    g = s.guard
+    assert g is not None
+    if isinstance(g.respond, str):
+        h = c.handler(g.respond, (*kl, "respond"), scope)
+        if not isinstance(h, Call):
+            raise c.err((*kl, "respond"), f"handler {g.respond!r} must be a call to be guarded")
+        respond = h
+    else:
+        respond = c.call(g.respond, (*kl, "respond"), scope)
+    if not g.patterns and g.screen_model is None:
+        raise c.err(kl, "a guard needs patterns, a screen_model, or both")
+    c.check_model(g.screen_model, (*kl, "screen_model"))
+    return GuardStep(respond, g.patterns, g.screen_model, g.policy, g.message, name)
+
+
+@step_kind("workflow")
+def _workflow(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    sub = (c.path.parent / s.workflow).resolve()  # type: ignore[operator]
+    if sub in c.stack:
+        chain = " -> ".join(str(x.name) for x in (*c.stack, sub))
+        raise c.err(kl, f"workflows include each other in a cycle: {chain}")
+    spec, root = load_workflow_spec(sub)
+    if spec.model_routers or spec.cascades:
+        raise c.err(kl, f"{s.workflow}: model_routers/cascades are only read from the top workflow; move them there")
+    node = _Compiler(sub, spec, root, known_models=c.known_models, resolve=c.resolve, embedder=c.embedder,
+                     catalog=c.catalog, stack=(*c.stack, sub)).root_node()
+    node.name = name or spec.name
+    return node
