@@ -52,6 +52,13 @@ def _done(db) -> int:
         return 0
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C's default in the child, as in a user's terminal. A test run started in the background
+    by a shell without job control (CI scripts, `cmd &`) ignores SIGINT, and every child inherits
+    that: the batch would (rightly) ignore the test's Ctrl-C and never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def _exit(proc, timeout: float = 120) -> str:
     """The process's stderr once it has exited; if it has not within ``timeout`` s, fail with the
     stack of every one of its threads (faulthandler, on SIGABRT) so a hang says where it hangs."""
@@ -70,7 +77,8 @@ async def _start_batch_until_done(tmp_path, url, n, done):
     cmd = [sys.executable, "-m", "turnout", *_files(tmp_path, url, n)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
     env["PYTHONFAULTHANDLER"] = "1"  # a hung run can be asked for its stacks (see _exit)
-    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                                                preexec_fn=_as_from_a_terminal)
     for _ in range(600):
         if _done(tmp_path / "b.db") >= done:
             break
