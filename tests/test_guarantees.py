@@ -292,9 +292,12 @@ async def test_a_workflows_own_models_keep_the_catalogs_compliance(tmp_path):
 
 
 # -- budgets: chars/4-beating prompts, no max_tokens, 100-way concurrency ----------------------------------
-@pytest.mark.parametrize("prompt", ["a b c d e f g h " * 40, "价格是多少？请回答。" * 40, "x=[1,2,3];y={'k':(4,5)};" * 20])
-async def test_budget_holds_under_100_way_concurrency_without_max_tokens(prompt):
-    limit = 0.05
+@pytest.mark.parametrize("n", [100, 500])
+@pytest.mark.parametrize("max_tokens", [None, 64], ids=["no-max_tokens", "max_tokens"])
+@pytest.mark.parametrize("prompt", ["a b c d e f g h " * 40, "价格是多少？请回答。" * 40, "x=[1,2,3];y={'k':(4,5)};" * 20],
+                         ids=["short-words", "cjk", "code"])
+async def test_budget_holds_under_concurrency_with_and_without_max_tokens(prompt, max_tokens, n):
+    limit = 0.2  # a CJK call reserves ~$0.055 (1,204 bytes + the 512-token cap): a few fit at once for every prompt
     async with MockServer() as srv:
         # the mock counts tokens by words/characters; price so that a call costs ~ a few cents
         m = OpenAICompatible("m", base_url=srv.url, price=Price(20.0, 60.0))
@@ -303,14 +306,15 @@ async def test_budget_holds_under_100_way_concurrency_without_max_tokens(prompt)
 
         async def one() -> float:
             try:
-                return (await b.complete(Request.of(prompt))).cost_usd  # no max_tokens: the cap is sent for us
+                return (await b.complete(Request.of(prompt, max_tokens=max_tokens))).cost_usd  # None: the cap is sent for us
             except BudgetExceeded:
                 return 0.0
 
-        costs = await asyncio.gather(*(one() for _ in range(100)))
-        assert all(r.body.get("max_tokens") == 512 for r in srv.requests)  # the assumed cap reached the provider
-        one_call_max = Price(20.0, 60.0).estimate(Request.of(prompt, max_tokens=512))
+        costs = await asyncio.gather(*(one() for _ in range(n)))
+        assert all(r.body.get("max_tokens") == (max_tokens or 512) for r in srv.requests)  # the cap reached the provider
+        one_call_max = Price(20.0, 60.0).estimate(Request.of(prompt, max_tokens=max_tokens or 512))
         assert sum(costs) <= limit + one_call_max and ledger.spent <= limit + 1e-12
+        assert sum(c > 0 for c in costs) > 0  # some calls were served: the limit is not met by refusing everything
         await m.aclose()
 
 
@@ -384,11 +388,12 @@ def test_a_stream_the_client_cuts_keeps_its_reservation_on_the_key(tmp_path, slo
 
 
 # -- gateway key budgets through every door, call by call ---------------------------------------------------
+@pytest.mark.parametrize("max_tokens", [None, 64], ids=["no-max_tokens", "max_tokens"])
 @pytest.mark.parametrize("n", [100, 500])
-def test_a_key_budget_holds_through_every_gateway_door_at_once(tmp_path, mock_process, n):
+def test_a_key_budget_holds_through_every_gateway_door_at_once(tmp_path, mock_process, n, max_tokens):
     """n requests at once on one key — a plain model, turnout/auto, a two-call workflow by its runs
-    endpoint and as ``workflow/w``, and streams the client cuts after the first chunk — none with
-    max_tokens: the key's spend (every call the store recorded for it) stays within the limit plus
+    endpoint and as ``workflow/w``, and streams the client cuts after the first chunk — with and
+    without max_tokens: the key's spend (every call the store recorded for it) stays within the limit plus
     one call's maximum cost, and what is refused is a 429 budget_exceeded."""
     from tests.test_gateway import start_server, stop
     from turnout.server.keys import KeyRing
@@ -398,8 +403,9 @@ def test_a_key_budget_holds_through_every_gateway_door_at_once(tmp_path, mock_pr
         f"models:\n  up: {{adapter: openai, base_url: '{mock_process}', model: m, api_key_env: UPSTREAM_KEY, "
         "price: {input: 10000, output: 10}, policies: {retry: {attempts: 1}}}\n"
         "auto: {tiers: {default: [up]}}\n")
-    (tmp_path / "wf.yaml").write_text("name: w\nsteps:\n  - name: a\n    call: {model: up, prompt: 'Say: {input}'}\n"
-                                      "  - name: b\n    call: {model: up, prompt: 'Again: {steps.a}'}\n")
+    cap = f", max_tokens: {max_tokens}" if max_tokens else ""
+    (tmp_path / "wf.yaml").write_text(f"name: w\nsteps:\n  - name: a\n    call: {{model: up, prompt: 'Say: {{input}}'{cap}}}\n"
+                                      f"  - name: b\n    call: {{model: up, prompt: 'Again: {{steps.a}}'{cap}}}\n")
     # the mock counts a prompt's tokens by words, the reservation bounds them by bytes: a call costs
     # about $0.05 and reserves about $0.25-0.45, so about three calls fit in flight at once
     limit = 1.0
@@ -409,20 +415,21 @@ def test_a_key_budget_holds_through_every_gateway_door_at_once(tmp_path, mock_pr
     proc, base = start_server(tmp_path, mock_process, env={**os.environ, "UPSTREAM_KEY": KEY})
     h = {"Authorization": f"Bearer {secret}"}
     msg = [{"role": "user", "content": "价格 x=[1,2]; a b c"}]
+    extra = {"max_tokens": max_tokens} if max_tokens else {}
 
     async def one(i: int, c: httpx.AsyncClient) -> str:
         door = i % 5
         if door == 0:
-            r = await c.post("/v1/chat/completions", headers=h, json={"model": "up", "messages": msg})
+            r = await c.post("/v1/chat/completions", headers=h, json={"model": "up", "messages": msg, **extra})
         elif door == 1:
-            r = await c.post("/v1/chat/completions", headers=h, json={"model": "turnout/auto", "messages": msg})
+            r = await c.post("/v1/chat/completions", headers=h, json={"model": "turnout/auto", "messages": msg, **extra})
         elif door == 2:
             r = await c.post("/v1/workflows/w/runs", headers=h, json={"input": "价格 x=[1,2]"})
         elif door == 3:
-            r = await c.post("/v1/chat/completions", headers=h, json={"model": "workflow/w", "messages": msg})
+            r = await c.post("/v1/chat/completions", headers=h, json={"model": "workflow/w", "messages": msg, **extra})
         else:
             async with c.stream("POST", "/v1/chat/completions", headers=h,
-                                json={"model": "up", "stream": True, "messages": msg}) as s:
+                                json={"model": "up", "stream": True, "messages": msg, **extra}) as s:
                 if s.status_code == 200:
                     async for _chunk in s.aiter_bytes():
                         break  # the first chunk, then the client goes away
@@ -448,6 +455,6 @@ def test_a_key_budget_holds_through_every_gateway_door_at_once(tmp_path, mock_pr
     calls = len(store.calls())
     store.close()
     # the largest call: the workflow's second step, whose prompt holds the first answer (the mock echoes)
-    one_call_max = Price(10000.0, 10.0).estimate(Request.of("Again: echo: Say: 价格 x=[1,2]", max_tokens=512))
+    one_call_max = Price(10000.0, 10.0).estimate(Request.of("Again: echo: Say: 价格 x=[1,2]", max_tokens=max_tokens or 512))
     assert spent <= limit + one_call_max, (spent, outcomes.count("ok"), calls)
     assert outcomes.count("429") > 0 and outcomes.count("ok") > 0, outcomes
