@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -53,9 +52,8 @@ async def test_fail_fast_cancels_siblings():
             return i
         return run
 
-    t0 = time.perf_counter()
     r = await fan_out([slow(0), delayed(1, 0.01, fail=True), slow(2), slow(3)], policy="fail_fast", concurrency=3)
-    assert time.perf_counter() - t0 < 2 and finished == []
+    assert finished == []  # the 5 s siblings were cancelled, none ran to its end
     assert [e.status for e in r.envelopes] == ["cancelled", "error", "cancelled", "cancelled"]
     assert r.stopped_early and "failed" in r.stop_reason
     assert r.envelopes[3].latency_s == 0.0  # never started: no call was made
@@ -71,20 +69,19 @@ async def test_quorum_stops_early_and_cancels_the_rest():
             return await model.complete(Request.of("x"))
         return run
 
-    t0 = time.perf_counter()
     r = await fan_out([call(d) for d in delays], policy=Quorum(3))
-    assert time.perf_counter() - t0 < 2
     assert [e.status for e in r.envelopes] == ["ok", "ok", "ok", "cancelled", "cancelled", "cancelled"]
     assert model.calls == 3 and "quorum" in r.stop_reason
 
 
 async def test_timeouts_become_envelopes():
-    r = await fan_out([delayed(0, 0.01), delayed(1, 2.0)], timeout=0.1)
-    assert [e.status for e in r.envelopes] == ["ok", "timeout"] and 0.05 < r.envelopes[1].latency_s < 1
+    # bounds wide enough for a loaded machine: the fast branch is instant, the slow one would take 30 s
+    r = await fan_out([delayed(0, 0), delayed(1, 30.0)], timeout=1.0)
+    assert [e.status for e in r.envelopes] == ["ok", "timeout"] and r.envelopes[1].latency_s >= 0.99
 
 
 async def test_overall_deadline_returns_partial_results():
-    r = await fan_out([delayed(i, 0.05 if i < 2 else 5) for i in range(6)], concurrency=4, deadline=0.3)
+    r = await fan_out([delayed(i, 0 if i < 2 else 30) for i in range(6)], concurrency=4, deadline=1.0)
     assert r.values == [0, 1]
     assert [e.status for e in r.envelopes[2:]] == ["timeout"] * 4 and "deadline" in r.stop_reason
 
@@ -108,11 +105,10 @@ async def test_cancelled_branches_stop_their_http_calls():
         quick = OpenAICompatible("quick", base_url=srv_fast.url)
         branches = [lambda: quick.complete(Request.of("a")), lambda: quick.complete(Request.of("b"))] + \
                    [lambda: fast.complete(Request.of("slow")) for _ in range(3)]
-        t0 = time.perf_counter()
         r = await fan_out(branches, policy=Quorum(2))
-        assert time.perf_counter() - t0 < 1.5
+        # the quorum did not wait for the 2 s branches: they are cancelled, not answered
         assert [e.status for e in r.envelopes] == ["ok", "ok", "cancelled", "cancelled", "cancelled"]
-        for _ in range(50):  # the server sees the three slow requests abandoned
+        for _ in range(1500):  # the server sees the three slow requests abandoned (a bound, not a timing window)
             if srv.cancelled == 3:
                 break
             await asyncio.sleep(0.02)
