@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 
 from .._errors import AllModelsFailed, BudgetExceeded, ComplianceError, DataClassNotAllowed, InvalidRequest, ProviderError
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel
-from .base import call_info
+from .base import call_info, relay
 
 __all__ = ["Fallback"]
 
@@ -130,12 +131,9 @@ class Fallback:
                 continue
             self.cooling.pop(i, None)
             self._note(i)
-            try:
-                yield first
-                async for chunk in agen:
+            async with aclosing(relay(first, agen)) as rest:
+                async for chunk in rest:
                     yield chunk
-            finally:
-                await agen.aclose()  # at once when the caller stops, not whenever it is collected
             return
         self._raise(errors)
 

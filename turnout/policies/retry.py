@@ -13,11 +13,12 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from .._types import Completion, Request, StreamChunk
 from ..models.base import ChatModel
-from .base import Wrapper, call_info
+from .base import Wrapper, call_info, relay
 
 __all__ = [
     "RetryPolicy",
@@ -200,10 +201,7 @@ class Retrying(Wrapper):
                 await agen.aclose()
                 await self._next(e, attempt, t0)
                 continue
-            try:
-                yield first
-                async for chunk in agen:
+            async with aclosing(relay(first, agen)) as rest:
+                async for chunk in rest:
                     yield chunk
-            finally:
-                await agen.aclose()  # at once when the caller stops, not whenever it is collected
             return
