@@ -142,13 +142,13 @@ async def test_budget_check_uses_the_runs_budget_in_the_current_scope():
     spend = SpendControl([Budget(0.05, scope="run")])
     ran = []
     with spend_scope(run="r1"):
-        h = spend.reserve(0.04)  # this run has already spent (or holds) $0.04 of its $0.05
-        spend.settle(h, 0.04)
+        h = await spend.reserve(0.04)  # this run has already spent (or holds) $0.04 of its $0.05
+        await spend.settle(h, 0.04)
         with pytest.raises(BudgetExceeded):
             await fan_out([lambda: ran.append(1)], ledger=spend, estimated_cost=0.02)
         assert ran == []
         await fan_out([lambda: ran.append(1)], ledger=spend, estimated_cost=0.01)  # fits: runs, holds nothing after
-        assert ran == [1] and spend.status()[0].reserved_usd == 0
+        assert ran == [1] and (await spend.status())[0].reserved_usd == 0
     with spend_scope(run="r2"):  # another run has its own $0.05
         await fan_out([lambda: ran.append(2)], ledger=spend, estimated_cost=0.02)
     assert ran == [1, 2]

@@ -14,7 +14,7 @@ from test_gateway import MSG, start_server, stop
 
 from turnout import BudgetExceeded
 from turnout.server.keys import ApiKey, KeyRing
-from turnout.server.limits import RedisLimits
+from turnout.server.limits import open_limits
 from turnout.store import SQLiteStore
 
 REDIS_URL = os.environ.get("TURNOUT_TEST_REDIS_URL")  # read at import: the autouse fixture clears TURNOUT_*
@@ -22,16 +22,17 @@ pytestmark = pytest.mark.skipif(not REDIS_URL, reason="no Redis (set TURNOUT_TES
 
 
 async def test_redis_budget_holds_under_100_concurrent_reservations():
-    lim = RedisLimits(REDIS_URL)
+    lim = open_limits(REDIS_URL)
     key = ApiKey("key_" + os.urandom(4).hex(), "t", ("*",), budget_usd=1.0)
+    meter = lim.meter(key)  # the key's ledger, as the gateway puts it in each request's scope
 
     async def one():
         try:
-            h = await lim.reserve(key, 0.09)
+            h = await meter.reserve(0.09)
         except BudgetExceeded:
             return False
         await asyncio.sleep(0.01)
-        await lim.settle(key, h, 0.05)
+        await meter.settle(h, 0.05)
         return True
 
     ok = await asyncio.gather(*(one() for _ in range(100)))

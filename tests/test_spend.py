@@ -40,7 +40,7 @@ async def test_100_concurrent_requests_never_overspend(scope, kw):
     spend = SpendControl([Budget(100.0, scope, "*")])
     inner = model()
     ok = await burst(Budgeted(inner, spend), 100, **kw)
-    st = spend.status()
+    st = (await spend.status())
     assert len(st) == 1 and st[0].spent_usd <= 100.0 and st[0].reserved_usd == 0
     # reservations ($9 each) are taken before any call starts: 11 fit in $100 while they are in flight
     assert sum(ok) == inner.calls and 11 <= sum(ok) <= 50
@@ -52,7 +52,7 @@ async def test_budgets_apply_only_to_their_member_and_each_member_has_its_own_le
     m = Budgeted(model(), spend)
     ok_a, ok_b = await asyncio.gather(burst(m, 20, key="a", team="ml"), burst(m, 20, key="b"))
     assert sum(ok_a) >= 2 and sum(ok_b) >= 2
-    labels = {s.label: s for s in spend.status()}
+    labels = {s.label: s for s in (await spend.status())}
     assert set(labels) == {"key:* [a]", "key:* [b]", "team:ml"}
     assert labels["team:ml"].spent_usd == labels["key:* [a]"].spent_usd  # b's calls were not the team's
     outside = await burst(m, 3)  # no key in scope: the key budgets do not apply, nothing else limits
@@ -64,7 +64,7 @@ async def test_one_refusal_releases_every_other_reservation():
     m = Budgeted(model(), spend)
     with pytest.raises(BudgetExceeded, match="model:m"):
         await m.complete(REQ)
-    g = next(s for s in spend.status() if s.budget.scope == "global")
+    g = next(s for s in (await spend.status()) if s.budget.scope == "global")
     assert g.reserved_usd == 0 and g.spent_usd == 0 and g.calls == 0
 
 
@@ -98,10 +98,10 @@ async def test_period_budget_rolls_over_and_starts_from_recorded_spend(tmp_path)
     m = Budgeted(model("m", 0), spend)
     with pytest.raises(BudgetExceeded):  # $6 already spent today + $9 estimate > $10
         await m.complete(REQ)
-    assert spend.model_limits("m")[0].spent_usd == pytest.approx(6.0)
+    assert (await spend.model_limits("m"))[0].spent_usd == pytest.approx(6.0)
     now[0] += 86_400  # tomorrow: a fresh ledger
     await m.complete(REQ)
-    assert spend.model_limits("m")[0].spent_usd == pytest.approx(2.0)
+    assert (await spend.model_limits("m"))[0].spent_usd == pytest.approx(2.0)
     store.close()
 
 
@@ -119,7 +119,7 @@ async def test_store_run_and_workflow_run_set_the_scope(tmp_path):
     m = Budgeted(model(latency=0), spend)
     with store.run("wf", tags={"key": "k9"}) as run_id:
         await m.complete(REQ)
-    labels = {s.label for s in spend.status()}
+    labels = {s.label for s in (await spend.status())}
     assert labels == {f"run:* [{run_id}]", "workflow:wf", "key:k9"}
     assert store.spend(key="k9") == 0.0  # m was not traced; the store only has what Traced calls recorded
     store.close()

@@ -7,11 +7,10 @@ routers, votes, sections and workflow steps (``active_run()``: the store and run
 by ``SpendControl`` (the budgets a call is charged to) and by ``Budgeted`` (the meters). Context
 variables follow asyncio tasks, so concurrent runs never see each other's scope.
 
-``meters`` are budgets outside the process's own ledgers that every model call in the scope must
-also reserve against — the gateway puts the calling key's budget here (in memory or in Redis), so
-a workflow's calls, ``turnout/auto``'s and a plain model's are charged the same way, call by call.
-A meter is async: ``await reserve(amount, model=) -> hold``, ``await settle(hold, actual)``; its
-``reserve`` raises ``BudgetExceeded`` when the call could take it past its limit.
+``meters`` are ledgers (``turnout.policies.ledger.Ledger``) that every model call in the scope must
+also reserve against, besides its model's own — the gateway puts the calling key's budget here (in
+memory or in Redis), so a workflow's calls, ``turnout/auto``'s and a plain model's are charged the
+same way, call by call.
 """
 
 from __future__ import annotations

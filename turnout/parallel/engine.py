@@ -138,7 +138,7 @@ async def fan_out(
         # a trial reservation of the whole estimate, released at once: the calls reserve their own
         # costs as they run. With a SpendControl this checks every budget that applies in the current
         # scope (the run's, the workflow's, the key's, global) in one step.
-        ledger.release(ledger.reserve(estimated_cost, model=model))
+        await ledger.release(await ledger.reserve(estimated_cost, model=model))
     t_start = time.perf_counter()
     results: list[Envelope[T] | None] = [None] * n
     if n == 0:

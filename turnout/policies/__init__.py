@@ -1,16 +1,23 @@
-"""Policies: ChatModels that wrap ChatModels (retry, rate limit, fallback, budget, trace)."""
+"""Policies: ChatModels that wrap ChatModels (retry, rate limit, fallback, budget, trace), the one
+``Ledger`` (budgets) and ``Limiter`` (rates) with their memory and Redis backends, and the Catalog."""
 
 from .base import Wrapper as Wrapper
 from .budget import Budgeted as Budgeted
-from .budget import BudgetLedger as BudgetLedger
+from .ledger import BudgetLedger as BudgetLedger
+from .ledger import Ledger as Ledger
+from .ledger import MemoryAccounts as MemoryAccounts
 from .compliance import ComplianceGate as ComplianceGate
 from .compliance import Compliant as Compliant
 from .compliance import DataPolicy as DataPolicy
 from .compliance import Detector as Detector
 from .fallback import Fallback as Fallback
 from .ratelimit import Limited as Limited
+from .ratelimit import Limiter as Limiter
+from .ratelimit import MemoryBuckets as MemoryBuckets
 from .ratelimit import RateLimiter as RateLimiter
 from .retry import Retrying as Retrying
+from .shared import RedisAccounts as RedisAccounts
+from .shared import RedisBuckets as RedisBuckets
 from .retry import RetryPolicy as RetryPolicy
 from .retry import stop_after_attempt as stop_after_attempt
 from .retry import stop_after_delay as stop_after_delay
@@ -34,9 +41,15 @@ __all__ = [
     "DataPolicy",
     "Detector",
     "Fallback",
+    "Ledger",
     "Limited",
+    "Limiter",
+    "MemoryAccounts",
+    "MemoryBuckets",
     "MemorySink",
     "RateLimiter",
+    "RedisAccounts",
+    "RedisBuckets",
     "RetryPolicy",
     "Retrying",
     "SpendControl",

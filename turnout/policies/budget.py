@@ -9,90 +9,19 @@ request has none — bounds the answer.
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._constants import DEFAULT_MAX_TOKENS
-from .._errors import BudgetExceeded, ConfigError
 from .._scope import current_scope
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel, own_token_counter
 from .base import Wrapper
+from .ledger import BudgetLedger
 
-__all__ = ["BudgetLedger", "Budgeted", "Reservation", "worst_case"]
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Reservation:
-    amount: float
-    settled: bool = False
-
-
-class BudgetLedger:
-    """A USD limit with reservations. ``alerts`` are fractions of the limit (e.g. 0.5, 0.8) at which
-    ``on_alert(ledger, fraction)`` is called once (default: a warning log line)."""
-
-    def __init__(
-        self,
-        limit_usd: float,
-        *,
-        name: str = "",
-        alerts: Sequence[float] = (0.8,),
-        on_alert: Callable[[BudgetLedger, float], None] | None = None,
-    ) -> None:
-        if limit_usd < 0:
-            raise ConfigError(f"budget limit must be >= 0, got {limit_usd}")
-        self.limit = float(limit_usd)
-        self.name = name
-        self.spent = 0.0
-        self.reserved = 0.0
-        self.calls = 0
-        self._alerts = sorted(alerts)
-        self._fired: set[float] = set()
-        self._on_alert = on_alert
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"BudgetLedger(name={self.name!r}, limit={self.limit}, spent={self.spent:.6f}, reserved={self.reserved:.6f})"
-
-    @property
-    def remaining(self) -> float:
-        return self.limit - self.spent - self.reserved
-
-    def reserve(self, amount: float, *, model: str = "") -> Reservation:
-        with self._lock:
-            if self.spent + self.reserved + amount > self.limit + 1e-12:
-                raise BudgetExceeded(limit=self.limit, spent=self.spent, reserved=self.reserved, requested=amount, name=self.name)
-            self.reserved += amount
-            return Reservation(amount)
-
-    def settle(self, r: Reservation, actual: float) -> None:
-        with self._lock:
-            if r.settled:
-                return
-            r.settled = True
-            self.reserved -= r.amount
-            self.spent += actual
-            self.calls += 1
-            fire = [a for a in self._alerts if a not in self._fired and self.spent >= a * self.limit]
-            self._fired.update(fire)
-        for a in fire:
-            if self._on_alert is not None:
-                self._on_alert(self, a)
-            else:
-                log.warning("budget %s: %.0f%% used ($%.6f of $%.6f)", self.name or "(unnamed)", a * 100, self.spent, self.limit)
-
-    def release(self, r: Reservation) -> None:
-        """The call failed before costing anything: free the reservation."""
-        self.settle(r, 0.0)
-        with self._lock:
-            self.calls -= 1
+__all__ = ["BudgetLedger", "Budgeted", "worst_case"]
 
 
 def worst_case(request: Request, price: Price, count: Any = None,
@@ -106,10 +35,10 @@ def worst_case(request: Request, price: Price, count: Any = None,
 
 
 class Budgeted(Wrapper):
-    """Refuses calls (``BudgetExceeded``) that could take a budget past its limit: ``ledger`` (a
-    ``BudgetLedger``, a ``SpendControl`` — every budget that applies to this model and scope — or
-    None) and every meter of the call's scope (``spend_scope(meters=...)``; the gateway's key
-    budgets). With neither, the call passes through untouched."""
+    """Refuses calls (``BudgetExceeded``) that could take a budget past its limit: ``ledger`` (any
+    ``Ledger``: a ``BudgetLedger``, a ``SpendControl`` — every budget that applies to this model and
+    scope — or None) and every ledger of the call's scope (``spend_scope(meters=...)``; the gateway's
+    key budgets). With neither, the call passes through untouched."""
 
     def __init__(self, inner: ChatModel, ledger: Any, *, price: Price | None = None,
                  default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
@@ -126,15 +55,10 @@ class Budgeted(Wrapper):
     async def _reserve(self, request: Request, meters: tuple[Any, ...]) -> tuple[Request, _Holds]:
         request, amount = worst_case(request, self.price, self._count, self.default_max_tokens)
         holds = _Holds(amount)
-        led = self.ledger
-        if led is not None:
-            prepare = getattr(led, "prepare", None)
-            if prepare is not None:
-                await prepare(self.inner.name)  # past spend read from the store in a thread, never on the loop
-            holds.own = led.reserve(amount, model=self.inner.name)
+        ledgers = meters if self.ledger is None else (self.ledger, *meters)
         try:
-            for m in meters:
-                holds.meters.append((m, await m.reserve(amount, model=self.inner.name)))
+            for led in ledgers:
+                holds.parts.append((led, await led.reserve(amount, model=self.inner.name)))
         except BaseException:
             await self._settle(holds, 0.0, release=True)
             raise
@@ -144,13 +68,8 @@ class Budgeted(Wrapper):
         if holds.done:
             return
         holds.done = True
-        if holds.own is not None:
-            if release:
-                self.ledger.release(holds.own)
-            else:
-                self.ledger.settle(holds.own, actual)
-        for m, h in holds.meters:
-            await m.settle(h, actual)
+        for led, h in holds.parts:
+            await (led.release(h) if release else led.settle(h, actual))
 
     async def complete(self, request: Request) -> Completion:
         meters = current_scope().meters
@@ -192,7 +111,6 @@ class Budgeted(Wrapper):
 @dataclass(slots=True)
 class _Holds:
     amount: float
-    own: Any = None
-    meters: list[tuple[Any, Any]] = field(default_factory=list)
+    parts: list[tuple[Any, Any]] = field(default_factory=list)  # (ledger, its hold)
     done: bool = False
     started: bool = False

@@ -31,7 +31,7 @@ from ..models.catalog import ADAPTERS, EMBEDDED, AdapterFactory, ModelSpec, read
 from .budget import Budgeted
 from .compliance import ComplianceGate, Compliant, DataPolicy, Detector, expand
 from .fallback import Fallback
-from .ratelimit import Capped, Limited, RateLimiter
+from .ratelimit import Capped, Limited, MemoryBuckets, RateLimiter
 from .retry import Retrying, RetryPolicy, stop_after_attempt, wait_exponential
 from .spend import load_budgets
 from .trace import Traced
@@ -69,6 +69,7 @@ class Catalog:
         spend: Any = None,
         audit: Callable[[Any], None] | None = None,
         auto: Mapping[str, Any] | None = None,
+        buckets: Any = None,
     ) -> None:
         self._specs: dict[str, ModelSpec] = {}
         if include_embedded:
@@ -80,6 +81,8 @@ class Catalog:
         self.trust_env = trust_env
         self._built: dict[str, ChatModel] = {}
         self._limiters: dict[Any, Any] = {}  # per name: its RateLimiter; ("cap", name): its semaphore
+        # the rate limits' token buckets: shared with every copy (extend), so a model has one limit
+        self.buckets = buckets if buckets is not None else MemoryBuckets()
         self._fallbacks: dict[str, Any] = {}
         self.spend = spend
         self.audit_sink = audit
@@ -145,7 +148,18 @@ class Catalog:
         trust_env, the compliance policy, budgets, audit sink and ``auto:``. The one way a catalog is
         copied (a workflow's own ``models:`` section extends its ``catalog:`` with this)."""
         return Catalog([*self._specs.values(), *specs], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env,
-                       policy=self.policy, spend=self.spend, audit=self.audit_sink, auto=self.auto)
+                       policy=self.policy, spend=self.spend, audit=self.audit_sink, auto=self.auto, buckets=self.buckets)
+
+    def share(self, accounts: Any, buckets: Any) -> None:
+        """Keep this catalog's budgets in ``accounts`` and its rate limits in ``buckets`` (Redis: one
+        limit for every gateway replica; the Ray gate: for every worker of a batch), models built
+        already included. The catalog's copies (``extend``) share its budgets; give them ``share`` too."""
+        if self.spend is not None:
+            self.spend.accounts = accounts
+        self.buckets = buckets
+        for lim in self._limiters.values():
+            if isinstance(lim, RateLimiter):
+                lim.share(buckets)
 
     def with_spec(self, spec: ModelSpec) -> Catalog:
         return self.extend([spec])
@@ -193,7 +207,7 @@ class Catalog:
         if pol.rpm or pol.tpm:
             lim = self._limiters.get(name)
             if lim is None:
-                lim = self._limiters[name] = RateLimiter(rpm=pol.rpm, tpm=pol.tpm)
+                lim = self._limiters[name] = RateLimiter(rpm=pol.rpm, tpm=pol.tpm, buckets=self.buckets, name=f"rate:model:{name}")
             m = Limited(m, lim)
         if pol.retry_attempts > 1:
             m = Retrying(m, RetryPolicy(stop=stop_after_attempt(pol.retry_attempts), wait=wait_exponential(max=pol.retry_max_delay)))

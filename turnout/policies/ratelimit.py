@@ -5,6 +5,11 @@ zero) and sleeps until the balance it took would have refilled. Callers are serv
 order, no lock or polling is needed on one event loop, and a burst of 100 callers is spread out
 exactly at the configured rate. TPM reserves the request's estimate (prompt + max_tokens) and
 settles to the real token count when the answer arrives.
+
+``RateLimiter`` is the one ``Limiter`` in turnout — a catalog model's ``rate_limit``, a gateway
+key's rpm/tpm, a Ray batch's cluster-wide rates — over one of three ``Buckets`` backends:
+``MemoryBuckets`` (one process), ``RedisBuckets`` (``turnout.policies.shared``: every replica on
+one Redis) and the Ray gate (every worker of a batch).
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from typing import Any, Protocol, runtime_checkable
 
 from .._errors import ConfigError
 from .._types import Completion, Request, StreamChunk
 from ..models.base import ChatModel
 from .base import Wrapper
 
-__all__ = ["Capped", "Limited", "RateLimiter", "TokenBucket"]
+__all__ = ["Buckets", "Capped", "Limited", "Limiter", "MemoryBuckets", "RateLimiter", "TokenBucket"]
 
 
 class TokenBucket:
@@ -33,17 +39,25 @@ class TokenBucket:
         self.last = clock()
 
     # No lock: a bucket belongs to one event loop, where these few lines cannot interleave.
-    # (Limits shared across processes or replicas go through Redis — see the gateway issue.)
-    def reserve(self, n: float) -> float:
+    def _refill(self, now: float | None) -> float:
+        now = self.clock() if now is None else now
+        t = self.tokens + max(0.0, now - self.last) * self.rate
+        self.last = max(self.last, now)
+        return t if t < self.capacity else self.capacity
+
+    def reserve(self, n: float, now: float | None = None) -> float:
         """Take ``n`` tokens now; return the seconds to wait before using them (0 if available)."""
-        now = self.clock()
-        t = self.tokens + (now - self.last) * self.rate
-        if t > self.capacity:
-            t = self.capacity
-        self.last = now
-        t -= n
+        t = self._refill(now) - n
         self.tokens = t
         return 0.0 if t >= 0 else -t / self.rate
+
+    def try_take(self, n: float, now: float | None = None) -> float:
+        """Take ``n`` tokens if they are there (0.0); else take nothing and return the seconds until they are."""
+        t = self.tokens = self._refill(now)
+        if t >= n:
+            self.tokens = t - n
+            return 0.0
+        return (n - t) / self.rate
 
     def refund(self, n: float) -> None:
         """Give back (n > 0) or take more (n < 0) tokens after the fact."""
@@ -51,10 +65,68 @@ class TokenBucket:
         self.tokens = t if t < self.capacity else self.capacity
 
 
-class RateLimiter:
-    """RPM and/or TPM limits for one model. Share one instance among all callers of that model.
+class Buckets(Protocol):
+    """Where rate limiters keep their token buckets (memory, Redis, the Ray gate). ``now`` is the
+    caller's clock (wall time when the buckets are shared between processes)."""
 
-    ``burst`` defaults to one second's worth of requests (smooth), at least 1.
+    async def take(self, bucket: str, n: float, rate: float, capacity: float, now: float, *, wait: bool) -> float:
+        """``wait=True``: take ``n`` now (the balance may go below zero) and return the seconds until it
+        would have refilled — callers queue in arrival order; ``wait=False``: take ``n`` only if it is
+        there (0.0), else take nothing and return the seconds until it will be."""
+        ...
+
+    async def give(self, bucket: str, n: float, rate: float, capacity: float, now: float) -> None:
+        """Give back (n > 0) or take more (n < 0) after the fact (TPM settling to real usage)."""
+        ...
+
+
+class MemoryBuckets:
+    """Token buckets in this process."""
+
+    def __init__(self) -> None:
+        self._b: dict[str, TokenBucket] = {}
+
+    def _bucket(self, bucket: str, rate: float, capacity: float, now: float) -> TokenBucket:
+        b = self._b.get(bucket)
+        if b is None:
+            b = self._b[bucket] = TokenBucket(rate, capacity, clock=lambda: now)
+        else:  # the same limit seen by another caller (a catalog copy may declare it anew)
+            b.rate, b.capacity = rate, capacity
+        return b
+
+    def take_now(self, bucket: str, n: float, rate: float, capacity: float, now: float, wait: bool) -> float:
+        b = self._bucket(bucket, rate, capacity, now)
+        return b.reserve(n, now) if wait else b.try_take(n, now)
+
+    def give_now(self, bucket: str, n: float, rate: float, capacity: float, now: float) -> None:
+        self._bucket(bucket, rate, capacity, now).refund(n)
+
+    async def take(self, bucket: str, n: float, rate: float, capacity: float, now: float, *, wait: bool) -> float:
+        return self.take_now(bucket, n, rate, capacity, now, wait)
+
+    async def give(self, bucket: str, n: float, rate: float, capacity: float, now: float) -> None:
+        self.give_now(bucket, n, rate, capacity, now)
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """A rate limit: ``acquire`` waits its turn (a model call), ``admit`` refuses instead of waiting (a
+    gateway request: None, or which limit and the seconds to retry after), ``settle`` corrects the
+    token estimate to the real count."""
+
+    async def acquire(self, est_tokens: int) -> None: ...
+
+    async def admit(self, est_tokens: int) -> tuple[str, float] | None: ...
+
+    async def settle(self, est_tokens: int, actual_tokens: int) -> None: ...
+
+
+class RateLimiter:
+    """RPM and/or TPM token buckets: the one ``Limiter``. Share one instance among all callers of a
+    model; give several processes the same ``buckets`` (``RedisBuckets``) and ``name`` to share one limit.
+
+    ``burst`` defaults to one second's worth of requests (smooth), at least 1; ``token_burst`` to ten
+    seconds' worth of tokens.
     """
 
     def __init__(
@@ -64,37 +136,65 @@ class RateLimiter:
         tpm: float | None = None,
         burst: float | None = None,
         token_burst: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        buckets: Any = None,
+        name: str = "",
     ) -> None:
         if rpm is None and tpm is None:
             raise ConfigError("RateLimiter needs rpm=, tpm= or both")
         self.rpm, self.tpm = rpm, tpm
-        self.requests = TokenBucket(rpm / 60.0, burst or max(1.0, rpm / 60.0), clock) if rpm else None
-        self.tokens = TokenBucket(tpm / 60.0, token_burst or max(1.0, tpm / 60.0 * 10), clock) if tpm else None
+        self.requests = (rpm / 60.0, burst or max(1.0, rpm / 60.0)) if rpm else None  # (rate per s, capacity)
+        self.tokens = (tpm / 60.0, token_burst or max(1.0, tpm / 60.0 * 10)) if tpm else None
+        for rate, cap in filter(None, (self.requests, self.tokens)):
+            if rate <= 0 or cap <= 0:
+                raise ConfigError(f"a rate limit needs a positive rate and burst (got rate={rate}, burst={cap})")
+        self._clock = clock
+        self.share(buckets if buckets is not None else MemoryBuckets())
         self.sleep = sleep
+        self.name = name or f"limiter:{id(self):x}"
+
+    def share(self, buckets: Any) -> None:
+        """Keep the buckets in ``buckets`` from now on (e.g. a ``RedisBuckets`` every replica uses)."""
+        self.buckets = buckets
+        # wall time when shared (processes' monotonic clocks differ), monotonic in one process
+        self.clock = self._clock or (time.monotonic if isinstance(buckets, MemoryBuckets) else time.time)
 
     def __repr__(self) -> str:
         return f"RateLimiter(rpm={self.rpm}, tpm={self.tpm})"
 
-    def reserve(self, est_tokens: int) -> float:
-        """Reserve one request and ``est_tokens`` tokens; return the seconds to wait (pure, no sleep)."""
-        wait = 0.0
-        if self.requests is not None:
-            wait = self.requests.reserve(1)
-        if self.tokens is not None:
-            n = min(est_tokens, self.tokens.capacity)  # a single huge request must not wait forever
-            wait = max(wait, self.tokens.reserve(n))
-        return wait
+    def _n(self, est_tokens: int) -> float:
+        return min(est_tokens, self.tokens[1]) if self.tokens else 0  # a single huge request must not wait forever
 
     async def acquire(self, est_tokens: int) -> None:
-        wait = self.reserve(est_tokens)
+        """Reserve one request and ``est_tokens`` tokens; sleep until they are available."""
+        now, wait = self.clock(), 0.0
+        if self.requests is not None:
+            wait = await self.buckets.take(f"{self.name}:rpm", 1, *self.requests, now, wait=True)
+        if self.tokens is not None:
+            wait = max(wait, await self.buckets.take(f"{self.name}:tpm", self._n(est_tokens), *self.tokens, now, wait=True))
         if wait > 0:
             await self.sleep(wait)
 
-    def settle(self, est_tokens: int, actual_tokens: int) -> None:
+    async def admit(self, est_tokens: int) -> tuple[str, float] | None:
+        """Take one request and the tokens only if both are there; else take nothing and return
+        ``("requests" | "tokens", seconds until they are)``."""
+        now = self.clock()
+        if self.requests is not None:
+            wait = await self.buckets.take(f"{self.name}:rpm", 1, *self.requests, now, wait=False)
+            if wait > 0:
+                return "requests", wait
         if self.tokens is not None:
-            self.tokens.refund(min(est_tokens, self.tokens.capacity) - actual_tokens)
+            wait = await self.buckets.take(f"{self.name}:tpm", self._n(est_tokens), *self.tokens, now, wait=False)
+            if wait > 0:
+                if self.requests is not None:
+                    await self.buckets.give(f"{self.name}:rpm", 1, *self.requests, now)
+                return "tokens", wait
+        return None
+
+    async def settle(self, est_tokens: int, actual_tokens: int) -> None:
+        if self.tokens is not None:
+            await self.buckets.give(f"{self.name}:tpm", self._n(est_tokens) - actual_tokens, *self.tokens, self.clock())
 
 
 def _estimate(request: Request) -> int:
@@ -112,12 +212,10 @@ class Limited(Wrapper):
     async def complete(self, request: Request) -> Completion:
         lim = self.limiter
         est = _estimate(request) if lim.tokens is not None else 0
-        wait = lim.reserve(est)  # no extra coroutine on the path where no wait is needed
-        if wait > 0:
-            await lim.sleep(wait)
+        await lim.acquire(est)
         c = await self.inner.complete(request)
         if est:
-            self.limiter.settle(est, c.usage.total_tokens)
+            await lim.settle(est, c.usage.total_tokens)
         return c
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
@@ -126,7 +224,7 @@ class Limited(Wrapper):
         async with aclosing(self.inner.stream(request)) as agen:
             async for chunk in agen:
                 if chunk.done and est and chunk.usage is not None:
-                    self.limiter.settle(est, chunk.usage.total_tokens)
+                    await self.limiter.settle(est, chunk.usage.total_tokens)
                 yield chunk
 
 

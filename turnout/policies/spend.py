@@ -6,32 +6,35 @@ USD and an optional calendar period (``hour``, ``day``, ``week``, ``month``, in 
 starts afresh when the period turns). ``SpendControl`` holds the budgets; a call is charged to
 every budget that applies to it — the model is the callee, run/workflow/key/team come from
 ``turnout.spend_scope`` (``store.run`` and ``Workflow.run`` set run and workflow; the gateway sets
-key and team). The worst-case cost is reserved on all of them at once, under one lock, before the
-call; if any would pass its limit the call is refused with ``BudgetExceeded`` naming that budget
-and nothing stays reserved. The real cost is settled after. So 100 concurrent calls cannot
+key and team). The worst-case cost is reserved on each of them before the call, each atomically;
+if any would pass its limit the call is refused with ``BudgetExceeded`` naming that budget and the
+others are released, so nothing stays reserved. The real cost is settled after. So 100 concurrent calls cannot
 overspend any budget by more than the amount a call's real cost exceeds its estimate.
 
 Alerts: each budget fires ``on_alert(status, fraction)`` once per ledger when spend crosses a
 fraction of its limit (default 0.5, 0.8, 0.95; default action: a warning log line).
 
-With ``store=``, a period budget's ledger starts from the spend the store already recorded in that
-period (so a restart does not reset a daily budget).
+With ``store=``, a budget's ledger starts from the spend the store already recorded for it (in its
+current period, or ever for a budget without one; read in a thread) — so a restart does not reset
+a daily budget or a key's total. Run budgets always start at $0.
+
+The balances live in ``accounts`` (``turnout.policies.ledger``): in this process by default, in
+Redis to share them between processes (the gateway's replicas), or in the Ray gate for a batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from .._errors import BudgetExceeded, ConfigError
+from .._errors import ConfigError
 from .._scope import current_scope, spend_scope
 from .._types import PERIODS, period_start
-from .budget import BudgetLedger, Reservation
+from .ledger import BudgetLedger, Hold, MemoryAccounts
 
 __all__ = ["Budget", "BudgetStatus", "SpendControl", "load_budgets", "period_start", "spend_scope"]
 
@@ -91,18 +94,11 @@ class BudgetStatus:
         return f"{b.label} [{self.member}]"
 
 
-@dataclass(slots=True)
-class Hold:
-    """The reservations of one call on every budget that applies to it."""
-
-    amount: float
-    parts: list[tuple[BudgetLedger, Reservation]] = field(default_factory=list)
-    settled: bool = False
-
-
 class SpendControl:
-    """Budgets over scopes and periods. Use it where a ``BudgetLedger`` goes (``Budgeted(m, spend)``,
-    ``Catalog(spend=...)``): it has the same reserve/settle/release protocol."""
+    """Budgets over scopes and periods: a ``Ledger`` (``Budgeted(m, spend)``, ``Catalog(spend=...)``)
+    that charges each call to every budget that applies to it. ``accounts`` is where the balances
+    live (default: this process; a ``RedisAccounts`` shares them between processes and replicas).
+    ``bind={"key": "k-42"}`` fixes a scope's member instead of reading it from the call's scope."""
 
     def __init__(
         self,
@@ -111,6 +107,8 @@ class SpendControl:
         store: Any = None,
         on_alert: Callable[[BudgetStatus, float], None] | None = None,
         clock: Callable[[], float] = time.time,
+        accounts: Any = None,
+        bind: Mapping[str, str] | None = None,
     ) -> None:
         labels = [b.label for b in budgets]
         dup = {x for x in labels if labels.count(x) > 1}
@@ -120,9 +118,9 @@ class SpendControl:
         self.store = store
         self.on_alert = on_alert
         self.clock = clock
+        self.accounts = accounts if accounts is not None else MemoryAccounts()
+        self.bind = dict(bind or {})  # scopes whose member is fixed, not read from the call's scope (a key's own budget)
         self._ledgers: dict[tuple[int, str, float], BudgetLedger] = {}
-        self._seeds: dict[tuple[int, str, float], float] = {}  # past spend read by prepare(), not yet in a ledger
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SpendControl({[b.label for b in self.budgets]})"
@@ -130,43 +128,8 @@ class SpendControl:
     # -- which budgets apply ------------------------------------------------------------------------
     def _members(self, model: str) -> Mapping[str, str | None]:
         sc = current_scope()
-        return {"global": "", "run": sc.run, "workflow": sc.workflow, "key": sc.key, "team": sc.team, "model": model or None}
-
-    def _ledger(self, i: int, member: str, now: float) -> BudgetLedger:
-        b = self.budgets[i]
-        start = period_start(b.period, now)
-        k = (i, member, start)
-        led = self._ledgers.get(k)
-        if led is None:
-            def alert(ledger: BudgetLedger, frac: float, _b: Budget = b, _m: str = member, _s: float = start) -> None:
-                st = BudgetStatus(_b, _m, _s, ledger.limit, ledger.spent, ledger.reserved, ledger.calls)
-                if self.on_alert is not None:
-                    self.on_alert(st, frac)
-                else:
-                    log.warning("budget %s: %.0f%% used ($%.6f of $%.6f)", st.label, frac * 100, ledger.spent, ledger.limit)
-
-            led = BudgetLedger(b.limit_usd, name=b.label if not member or b.match != "*" else f"{b.label} [{member}]",
-                               alerts=b.alerts, on_alert=alert)
-            if b.period is not None and self.store is not None:
-                seed = self._seeds.pop(k, None)
-                led.spent = seed if seed is not None else self._recorded(b, member, start)
-            # old periods of this budget are finished: drop their ledgers
-            for old in [x for x in self._ledgers if x[0] == i and x[1] == member and x[2] != start]:
-                del self._ledgers[old]
-            self._ledgers[k] = led
-        return led
-
-    def _recorded(self, b: Budget, member: str, since: float) -> float:
-        kw: dict[str, str] = {}
-        if b.scope in ("model", "workflow", "key", "team"):
-            kw[b.scope] = member
-        elif b.scope == "run":
-            return 0.0
-        try:
-            return float(self.store.spend(since=since, **kw))
-        except Exception as e:  # noqa: BLE001 - an unreachable store must not stop spending control
-            log.warning("budget %s: could not read past spend from the store (%s); starting from $0", b.label, type(e).__name__)
-            return 0.0
+        return {"global": "", "run": sc.run, "workflow": sc.workflow, "key": sc.key, "team": sc.team, "model": model or None,
+                **self.bind}
 
     def applicable(self, model: str = "") -> list[tuple[int, str]]:
         members = self._members(model)
@@ -178,70 +141,107 @@ class SpendControl:
             out.append((i, m))
         return out
 
-    # -- the ledger protocol --------------------------------------------------------------------------
-    async def prepare(self, model: str = "") -> None:
-        """Read, in a thread, the past spend of every period budget this call will open a ledger for
-        (``Budgeted`` awaits this first, so the store is never read on the event loop)."""
-        if self.store is None:
-            return
+    def _make(self, i: int, member: str, start: float, seed: float) -> BudgetLedger:
+        b = self.budgets[i]
+
+        def alert(ledger: BudgetLedger, frac: float) -> None:
+            spent, reserved, calls = ledger.last
+            st = BudgetStatus(b, member, start, ledger.limit, spent, reserved, calls)
+            if self.on_alert is not None:
+                self.on_alert(st, frac)
+            else:
+                log.warning("budget %s: %.0f%% used ($%.6f of $%.6f)", st.label, frac * 100, spent, ledger.limit)
+
+        return BudgetLedger(b.limit_usd, name=b.label if not member or b.match != "*" else f"{b.label} [{member}]",
+                            alerts=b.alerts, on_alert=alert, accounts=self.accounts, account=_account(b, member, start),
+                            seed=seed, ttl=_PERIOD_S[b.period] * 1.5 if b.period else 0.0)
+
+    async def _ledger(self, i: int, member: str, now: float) -> BudgetLedger:
+        b = self.budgets[i]
+        start = period_start(b.period, now)
+        k = (i, member, start)
+        led = self._ledgers.get(k)
+        if led is None:
+            seed = 0.0
+            if self.store is not None and b.scope != "run" and not await self.accounts.exists(_account(b, member, start)):
+                seed = await asyncio.to_thread(self._recorded, b, member, start if b.period else None)
+            led = self._ledgers.get(k) or self._make(i, member, start, seed)  # another call may have made it meanwhile
+            old = [x for x in self._ledgers if x[0] == i and x[1] == member and x[2] != start]
+            for x in old:  # this budget's finished periods
+                del self._ledgers[x]
+            drop = getattr(self.accounts, "drop", None)
+            if old and drop is not None:
+                drop([_account(b, member, x[2]) for x in old])
+            self._ledgers[k] = led
+        return led
+
+    def _recorded(self, b: Budget, member: str, since: float | None) -> float:
+        """The spend the store recorded for this budget's member since ``since`` (None: ever)."""
+        kw: dict[str, str] = {b.scope: member} if b.scope in ("model", "workflow", "key", "team") else {}
+        try:
+            return float(self.store.spend(since=since, **kw))
+        except Exception as e:  # noqa: BLE001 - an unreachable store must not stop spending control
+            log.warning("budget %s: could not read past spend from the store (%s); starting from $0", b.label, type(e).__name__)
+            return 0.0
+
+    # -- the Ledger protocol --------------------------------------------------------------------------
+    async def reserve(self, amount: float, *, model: str = "") -> Hold:
+        """Reserve on every budget that applies; if one refuses, release the others and raise."""
         now = self.clock()
-        for i, member in self.applicable(model):
-            b = self.budgets[i]
-            k = (i, member, period_start(b.period, now))
-            if b.period is not None and k not in self._ledgers and k not in self._seeds:
-                self._seeds[k] = await asyncio.to_thread(self._recorded, b, member, k[2])
+        parts: list[tuple[BudgetLedger, Hold]] = []
+        try:
+            for i, member in self.applicable(model):
+                led = await self._ledger(i, member, now)
+                parts.append((led, await led.reserve(amount)))
+        except BaseException:
+            for led, h in parts:
+                await led.release(h)
+            raise
+        return Hold(amount, parts)
 
-    def reserve(self, amount: float, *, model: str = "") -> Hold:
-        hold = Hold(amount)
-        with self._lock:
-            now = self.clock()
-            try:
-                for i, member in self.applicable(model):
-                    led = self._ledger(i, member, now)
-                    hold.parts.append((led, led.reserve(amount)))
-            except BudgetExceeded:
-                for led, r in hold.parts:
-                    led.release(r)
-                raise
-        return hold
+    async def settle(self, hold: Hold, actual: float) -> None:
+        if not hold.done:
+            hold.done = True
+            for led, h in hold.token:
+                await led.settle(h, actual)
 
-    def settle(self, hold: Hold, actual: float) -> None:
-        if hold.settled:
-            return
-        hold.settled = True
-        for led, r in hold.parts:
-            led.settle(r, actual)
-
-    def release(self, hold: Hold) -> None:
-        if hold.settled:
-            return
-        hold.settled = True
-        for led, r in hold.parts:
-            led.release(r)
+    async def release(self, hold: Hold) -> None:
+        if not hold.done:
+            hold.done = True
+            for led, h in hold.token:
+                await led.release(h)
 
     # -- reading ----------------------------------------------------------------------------------------
-    def status(self) -> list[BudgetStatus]:
+    async def status(self) -> list[BudgetStatus]:
         """Every ledger of the current periods (a ``match: "*"`` budget has one per member seen)."""
         now = self.clock()
         out = []
-        with self._lock:
-            for (i, member, start), led in sorted(self._ledgers.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-                b = self.budgets[i]
-                if start != period_start(b.period, now):
-                    continue
-                out.append(BudgetStatus(b, member, start, led.limit, led.spent, led.reserved, led.calls))
+        for (i, member, start), led in sorted(self._ledgers.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            b = self.budgets[i]
+            if start != period_start(b.period, now):
+                continue
+            spent, reserved, calls = await led.balance()
+            out.append(BudgetStatus(b, member, start, led.limit, spent, reserved, calls))
         return out
 
-    def model_limits(self, model: str) -> list[BudgetStatus]:
-        """The model budgets of ``model``, current period, seeded from the store if there is one."""
-        with self._lock:
-            now = self.clock()
-            res = []
-            for i, b in enumerate(self.budgets):
-                if b.scope == "model" and b.match in ("*", model):
-                    led = self._ledger(i, model, now)
-                    res.append(BudgetStatus(b, model, period_start(b.period, now), led.limit, led.spent, led.reserved, led.calls))
-            return res
+    async def model_limits(self, model: str) -> list[BudgetStatus]:
+        """The model budgets of ``model`` in their current period (seeded from the store if there is one)."""
+        now, out = self.clock(), []
+        for i, b in enumerate(self.budgets):
+            if b.scope == "model" and b.match in ("*", model):
+                led = await self._ledger(i, model, now)
+                spent, reserved, calls = await led.balance()
+                out.append(BudgetStatus(b, model, period_start(b.period, now), led.limit, spent, reserved, calls))
+        return out
+
+
+_PERIOD_S = {"hour": 3600, "day": 86400, "week": 7 * 86400, "month": 31 * 86400}
+
+
+def _account(b: Budget, member: str, start: float) -> str:
+    """The account of one budget member in one period: the same name in every process that shares
+    the accounts (Redis), so replicas charge one balance."""
+    return f"budget:{b.label}|{member}|{int(start)}"
 
 
 def load_budgets(items: Any, path: Any = None, root: Any = None, **kw: Any) -> SpendControl:

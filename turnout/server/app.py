@@ -297,12 +297,9 @@ def create_app(gw: Gateway) -> Any:
         problems = []
         if not getattr(gw.store, "connected", True):
             problems.append("trace store unreachable")
-        r = getattr(gw.limits, "r", None)
-        if r is not None:
-            try:
-                await r.ping()
-            except Exception as e:  # noqa: BLE001
-                problems.append(f"redis unreachable ({type(e).__name__})")
+        problem = await gw.limits.ping()
+        if problem:
+            problems.append(problem)
         if problems:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
         return {"status": "ready"}

@@ -86,6 +86,10 @@ class Gateway:
     def __post_init__(self) -> None:
         self.keys = KeyRing(self.store)
         self.limits = open_limits(self.redis_url, self.store)
+        if self.limits.shared:  # the catalog's budgets and rate limits too: one limit for every replica
+            for cat in {id(c): c for c in [self.catalog, *(getattr(w, "catalog", None) for w in self.workflows.values())]
+                        if c is not None}.values():
+                cat.share(self.limits.accounts, self.limits.buckets)
         self._router: Any = None
         if self.metrics is None:
             try:

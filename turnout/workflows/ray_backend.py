@@ -5,11 +5,12 @@ The same semantics as the local runner (``run_batch``), spread over Ray actors:
 - ``workers`` actors (each holding the workflow, its models and a store connection) run the items,
   ``per_worker`` at a time; the driver hands out items and collects results, so the progress bar
   and the summary live on the driver.
-- Limits and budgets are cluster-wide: one ``ModelGate`` actor holds, per model, a concurrency cap
-  (the catalog's ``policies.max_concurrency``), the RPM/TPM bucket (``policies.rate_limit``) and
-  the catalog's budgets (``budgets:``). Every model call on every worker passes through it
-  (acquire before, settle after), so 30 workers on 3 nodes still make at most N concurrent calls
-  to a model and never pass a budget.
+- Limits and budgets are cluster-wide: one gate actor holds the balances of the catalog's budgets
+  (``budgets:``, the ``Accounts`` of every worker's ``SpendControl``), the token buckets of its
+  rate limits (``policies.rate_limit``, the ``Buckets`` of every ``RateLimiter``) and per model a
+  concurrency cap (``policies.max_concurrency``). Every model call on every worker reserves and
+  settles there through the same ``Budgeted`` and ``Limited`` layers as a local run, so 30 workers
+  on 3 nodes still make at most N concurrent calls to a model and never pass a budget.
 - The ledger and traces go to the shared store: a PostgreSQL URL for a multi-node cluster (every
   node must reach it), or a SQLite file for a single-node Ray (the workers are on the same disk).
 - A worker that dies (node lost, OOM, ``ray.kill``) is replaced and its in-flight items are run
@@ -42,82 +43,129 @@ def _ray() -> Any:
 
 
 class _GateState:
-    """What the gate actor holds: per model a semaphore, a rate limiter, and the catalog's budgets."""
+    """The gate actor of a batch: the balances of the catalog's budgets (``RayAccounts``) and the
+    token buckets of its rate limits (``RayBuckets``) that every worker charges, and per model a
+    concurrency cap (``Gated``). Each reservation and slot is held for its worker, so a worker that
+    dies gives them back at once (``release_owner``)."""
 
-    def __init__(self, caps: dict[str, int], rates: dict[str, tuple[float | None, float | None]], catalog_path: str | None) -> None:
-        from ..policies.catalog import Catalog
-        from ..policies.ratelimit import RateLimiter
+    def __init__(self, caps: dict[str, int]) -> None:
+        from ..policies.ledger import MemoryAccounts
+        from ..policies.ratelimit import MemoryBuckets
 
-        budgets = Catalog.load(catalog_path).spend if catalog_path else None  # built here: a ledger is not picklable
+        self.accounts, self.buckets = MemoryAccounts(), MemoryBuckets()
         self.sems = {m: asyncio.Semaphore(n) for m, n in caps.items()}
-        self.limiters = {m: RateLimiter(rpm=r, tpm=t) for m, (r, t) in rates.items() if r or t}
-        self.spend = budgets
-        self.holds: dict[int, Any] = {}
+        self.holds: dict[int, tuple[str, str, Any]] = {}  # id -> (owner, "slot" | "account", model | account token)
         self.next = 0
         self.active: dict[str, int] = {}
         self.max_active: dict[str, int] = {}
         self.dead: set[str] = set()
 
-    async def acquire(self, model: str, tokens: int, estimate: float, owner: str = "") -> int:
-        sem = self.sems.get(model)
-        if sem is not None:
-            await sem.acquire()
-        if owner in self.dead:  # its worker died while this call waited: nobody will ever release it
-            if sem is not None:
-                sem.release()
-            raise RuntimeError(f"worker {owner} is gone")
-        try:
-            lim = self.limiters.get(model)
-            if lim is not None:
-                await lim.acquire(tokens)
-            hold = self.spend.reserve(estimate, model=model) if self.spend is not None else None
-        except BaseException:
-            if sem is not None:
-                sem.release()
-            raise
+    def _hold(self, owner: str, kind: str, what: Any) -> int:
         self.next += 1
-        self.holds[self.next] = (hold, model, owner)
-        self.active[model] = self.active.get(model, 0) + 1
-        self.max_active[model] = max(self.max_active.get(model, 0), self.active[model])
+        self.holds[self.next] = (owner, kind, what)
         return self.next
 
-    def release(self, model: str, hold_id: int, actual: float | None) -> None:
+    # -- the Accounts of RayAccounts --------------------------------------------------------------
+    def take(self, owner: str, account: str, amount: float, limit: float, seed: float) -> tuple[int | None, float, float]:
+        token, spent, reserved = self.accounts.take_now(account, amount, limit, seed)
+        return (self._hold(owner, "account", token) if token is not None else None), spent, reserved
+
+    def give(self, hold_id: int, actual: float | None) -> tuple[float, float, int]:
+        entry = self.holds.pop(hold_id, None)
+        if entry is None:  # given back already, when its worker was declared dead
+            return 0.0, 0.0, 0
+        return self.accounts.give_now(entry[2], actual)
+
+    def exists(self, account: str) -> bool:
+        return account in self.accounts.accounts()
+
+    def balance(self, account: str) -> tuple[float, float, int]:
+        return self.accounts.balance_now(account)
+
+    # -- the Buckets of RayBuckets ------------------------------------------------------------------
+    def take_tokens(self, bucket: str, n: float, rate: float, capacity: float, now: float, wait: bool) -> float:
+        return self.buckets.take_now(bucket, n, rate, capacity, now, wait)
+
+    def give_tokens(self, bucket: str, n: float, rate: float, capacity: float, now: float) -> None:
+        self.buckets.give_now(bucket, n, rate, capacity, now)
+
+    # -- concurrency slots (Gated) ------------------------------------------------------------------
+    async def acquire(self, model: str, owner: str = "") -> int:
+        sem = self.sems[model]
+        await sem.acquire()
+        if owner in self.dead:  # its worker died while this call waited: nobody will ever release it
+            sem.release()
+            raise RuntimeError(f"worker {owner} is gone")
+        self.active[model] = self.active.get(model, 0) + 1
+        self.max_active[model] = max(self.max_active.get(model, 0), self.active[model])
+        return self._hold(owner, "slot", model)
+
+    def release(self, hold_id: int) -> None:
         entry = self.holds.pop(hold_id, None)
         if entry is None:
-            return  # already released (e.g. by release_owner after its worker died)
-        hold = entry[0]
-        if hold is not None and self.spend is not None:
-            if actual is None:
-                self.spend.release(hold)
-            else:
-                self.spend.settle(hold, actual)
-        self.active[model] = self.active.get(model, 1) - 1
-        sem = self.sems.get(model)
-        if sem is not None:
-            sem.release()
+            return  # already released (by release_owner after its worker died)
+        model = entry[2]
+        self.active[model] -= 1
+        self.sems[model].release()
 
     def release_owner(self, owner: str) -> int:
         """A worker died: free every slot and reservation it held (its calls will never settle), and
         refuse the calls of it that are still waiting for a slot."""
         self.dead.add(owner)
-        ids = [h for h, (_, _, o) in self.holds.items() if o == owner]
+        ids = [h for h, (o, _, _) in self.holds.items() if o == owner]
         for h in ids:
-            self.release(self.holds[h][1], h, None)
+            if self.holds[h][1] == "slot":
+                self.release(h)
+            else:
+                self.give(h, None)
         return len(ids)
 
     def stats(self) -> dict[str, Any]:
-        st = self.spend.status() if self.spend is not None else []
-        return {"max_active": dict(self.max_active), "spent": {s.label: s.spent_usd for s in st}}
+        spent: dict[str, float] = {}
+        for acc in self.accounts.accounts():  # "budget:LABEL|member|start" (policies.spend)
+            label = acc.removeprefix("budget:").split("|")[0]
+            spent[label] = spent.get(label, 0.0) + self.accounts.balance_now(acc)[0]
+        return {"max_active": dict(self.max_active), "spent": spent}
+
+
+class RayAccounts:
+    """The ``Accounts`` of a Ray batch: balances in the gate actor, held for this worker."""
+
+    def __init__(self, gate: Any, owner: str) -> None:
+        self.gate, self.owner = gate, owner
+
+    async def take(self, account: str, amount: float, limit: float, *, seed: float = 0.0,
+                   ttl: float = 0.0) -> tuple[Any, float, float]:
+        return await self.gate.take.remote(self.owner, account, amount, limit, seed)  # type: ignore[no-any-return]
+
+    async def give(self, token: Any, actual: float | None) -> tuple[float, float, int]:
+        return await self.gate.give.remote(token, actual)  # type: ignore[no-any-return]
+
+    async def exists(self, account: str) -> bool:
+        return await self.gate.exists.remote(account)  # type: ignore[no-any-return]
+
+    async def balance(self, account: str) -> tuple[float, float, int]:
+        return await self.gate.balance.remote(account)  # type: ignore[no-any-return]
+
+
+class RayBuckets:
+    """The ``Buckets`` of a Ray batch: token buckets in the gate actor (the workers' wall clocks)."""
+
+    def __init__(self, gate: Any) -> None:
+        self.gate = gate
+
+    async def take(self, bucket: str, n: float, rate: float, capacity: float, now: float, *, wait: bool) -> float:
+        return await self.gate.take_tokens.remote(bucket, n, rate, capacity, now, wait)  # type: ignore[no-any-return]
+
+    async def give(self, bucket: str, n: float, rate: float, capacity: float, now: float) -> None:
+        await self.gate.give_tokens.remote(bucket, n, rate, capacity, now)
 
 
 class Gated:
-    """A model whose calls pass the cluster-wide gate actor (limits and budgets) first."""
+    """A model whose calls hold one of its cluster-wide concurrency slots in the gate actor."""
 
     def __init__(self, inner: Any, gate: Any, name: str, owner: str = "") -> None:
-        from ..models.base import own_token_counter
-
         self.inner, self.gate, self._name, self.owner = inner, gate, name, owner
-        self._count = own_token_counter(inner)
 
     @property
     def name(self) -> str:
@@ -128,25 +176,17 @@ class Gated:
         return self.inner.price  # type: ignore[no-any-return]
 
     async def complete(self, request: Request) -> Completion:
-        from .._types import estimate_tokens
-        from ..policies.budget import worst_case
-
-        request, estimate = worst_case(request, self.price, self._count)  # the cap is sent: the reservation is a bound
-        tokens = estimate_tokens(request.prompt_chars) + (request.max_tokens or 0)  # rates: the same estimate as Limited
         try:
-            hold = await self.gate.acquire.remote(self._name, tokens, estimate, self.owner)
+            hold = await self.gate.acquire.remote(self._name, self.owner)
         except Exception as e:  # noqa: BLE001 - Ray wraps what the gate raised (RayTaskError): the caller sees it as itself
             cause = getattr(e, "cause", None)
             if isinstance(cause, TurnoutError):
                 raise cause from None
             raise
-        actual = None
         try:
-            c = await self.inner.complete(request)
-            actual = c.cost_usd
-            return c  # type: ignore[no-any-return]
+            return await self.inner.complete(request)  # type: ignore[no-any-return]
         finally:
-            await self.gate.release.remote(self._name, hold, actual)
+            await self.gate.release.remote(hold)
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         c = await self.complete(request)
@@ -161,23 +201,23 @@ class _Worker:
     """One Ray actor: the workflow (loaded once), its models behind the gate, a store connection."""
 
     def __init__(self, wf_path: str, catalog_path: str | None, store_target: str, gate: Any, batch_id: str) -> None:
+        import uuid
+
         from ..policies.catalog import Catalog
         from ..store import open_store
         from .runner import Workflow
 
-        cat = Catalog.load(catalog_path, spend=None) if catalog_path else Catalog()  # budgets live in the gate
-        budgeted = Catalog.load(catalog_path).spend is not None if catalog_path else False
-
-        def needs_gate(n: str) -> bool:  # a model with no cap, rate or budget is called directly (no remote hop)
-            p = cat.spec(n).policies
-            return bool(p.max_concurrency or p.rpm or p.tpm or budgeted)
-
-        import uuid
-
         self.owner = uuid.uuid4().hex
-        # the gate inside the trace: the workflow traces the Gated model, each call is recorded once
-        models = {n: Gated(cat.model(n, trace=False), gate, n, self.owner) for n in cat.names() if needs_gate(n)}
+        cat = Catalog.load(catalog_path) if catalog_path else Catalog()
+        shared = (RayAccounts(gate, self.owner), RayBuckets(gate))  # budgets and rates: one balance for the cluster
+        cat.share(*shared)
+        # a capped model holds a cluster-wide slot around its whole stack; the gate inside the trace:
+        # the workflow traces the Gated model, so each call is recorded once
+        models = {n: Gated(cat.model(n, trace=False), gate, n, self.owner) for n in cat.names() if cat.spec(n).policies.max_concurrency}
         self.wf = Workflow.load(wf_path, catalog=cat, models=models)
+        own = getattr(self.wf, "catalog", None)
+        if own is not None and own is not cat:  # a workflow with its own models: or catalog:
+            own.share(*shared)
         self.store = open_store(store_target)
         self.batch_id = batch_id
 
@@ -225,7 +265,6 @@ def run_batch_ray(
     wf_path, catalog = str(Path(wf_path).resolve()), str(Path(catalog_path).resolve()) if catalog_path else None
     cat = Catalog.load(catalog) if catalog else Catalog()
     caps = {s.name: s.policies.max_concurrency for s in cat.specs() if s.policies.max_concurrency}
-    rates = {s.name: (s.policies.rpm, s.policies.tpm) for s in cat.specs()}
     if str(store_target).endswith(".db") or "://" not in str(store_target):
         store_target = str(Path(store_target).resolve())
     from .spec import load_workflow_spec
@@ -234,14 +273,14 @@ def run_batch_ray(
     lease = BatchLease(store, batch_id)
     lease.acquire()  # BatchBusy while another runner works on this batch
     try:
-        return _run_leased(ray, wf_path, catalog, caps, rates, store_target, items, store=store, batch_id=batch_id, workers=workers,
+        return _run_leased(ray, wf_path, catalog, caps, store_target, items, store=store, batch_id=batch_id, workers=workers,
                            per_worker=per_worker, address=address, on_item=on_item, on_started=on_started,
                            retry_errors=retry_errors, max_attempts=max_attempts, stall_timeout=stall_timeout)
     finally:
         lease.release()
 
 
-def _run_leased(ray: Any, wf_path: str, catalog: str | None, caps: dict[str, Any], rates: dict[str, Any], store_target: str,
+def _run_leased(ray: Any, wf_path: str, catalog: str | None, caps: dict[str, Any], store_target: str,
                 items: list[BatchItem], *, store: Any, batch_id: str, workers: int, per_worker: int, address: str | None,
                 on_item: Callable[[BatchSummary, BatchItem, Any], None] | None, on_started: Callable[[list[Any]], None] | None,
                 retry_errors: bool, max_attempts: int, stall_timeout: float | None) -> tuple[BatchSummary, dict[str, Any]]:
@@ -254,7 +293,7 @@ def _run_leased(ray: Any, wf_path: str, catalog: str | None, caps: dict[str, Any
                  **({} if address else {"num_cpus": max(2, workers)}))
     Gate = ray.remote(num_cpus=0)(_GateState)
     Worker = ray.remote(num_cpus=0, max_restarts=0)(_Worker)
-    gate = Gate.options(max_concurrency=10_000).remote(caps, rates, catalog)
+    gate = Gate.options(max_concurrency=10_000).remote(caps)
     actors = [Worker.options(max_concurrency=per_worker).remote(wf_path, catalog, store_target, gate, batch_id) for _ in range(workers)]
     t_start = time.perf_counter()
     owners = ray.get([a.ready.remote() for a in actors])  # each has imported turnout and loaded the workflow
