@@ -44,13 +44,15 @@ async def test_redis_budget_holds_under_100_concurrent_reservations():
 
 @pytest.fixture
 def two_servers(tmp_path, mock_process):
+    model = f"{{adapter: openai, base_url: '{mock_process}', price: {{input: 1000, output: 1000}}, policies: {{retry: {{attempts: 1}}}}}}"
     (tmp_path / "models.yaml").write_text(
-        f"models:\n  cheap: {{adapter: openai, base_url: '{mock_process}', price: {{input: 1000, output: 1000}}, "
-        "policies: {retry: {attempts: 1}}}\n")
-    (tmp_path / "wf.yaml").write_text("name: w\nsteps:\n  - call: {model: cheap, prompt: '{input}'}\n")
+        f"models:\n  cheap: {model}\n  metered: {model}\n"
+        "budgets:\n  - {scope: model, match: metered, limit_usd: 0.2}\n")  # the catalog's own budget
+    (tmp_path / "wf.yaml").write_text("name: w\nsteps:\n  - call: {model: metered, prompt: '{input}', max_tokens: 10}\n")
     store = SQLiteStore(tmp_path / "gw.db")
     ring = KeyRing(store)
-    keys = {"rpm": ring.create("rpm", models=["cheap"], rpm=4), "budget": ring.create("budget", models=["cheap"], budget_usd=0.2)}
+    keys = {"rpm": ring.create("rpm", models=["cheap"], rpm=4), "budget": ring.create("budget", models=["cheap"], budget_usd=0.2),
+            "open": ring.create("open", models=["*"], workflows=["*"])}
     store.close()
     a, base_a = start_server(tmp_path, mock_process, "--redis", REDIS_URL)
     b, base_b = start_server(tmp_path, mock_process, "--redis", REDIS_URL)
@@ -61,10 +63,10 @@ def two_servers(tmp_path, mock_process):
         stop(b)
 
 
-def _call(base: str, key: str, max_tokens: int = 5) -> str:
+def _call(base: str, key: str, max_tokens: int = 5, model: str = "cheap") -> str:
     c = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=20)
     try:
-        c.chat.completions.create(model="cheap", messages=MSG, max_tokens=max_tokens)
+        c.chat.completions.create(model=model, messages=MSG, max_tokens=max_tokens)
         return "ok"
     except openai.RateLimitError as e:
         return e.response.json()["error"]["code"]
@@ -90,4 +92,20 @@ def test_two_replicas_share_one_budget(two_servers):
     spent = store.spend(key=key.key_id)
     store.close()
     assert 0.15 <= spent <= 0.2  # both replicas together: never past the key's $0.20
+    assert spent == pytest.approx(0.005 * results.count("ok"))
+
+
+def test_two_replicas_share_the_catalogs_budget_on_every_door(two_servers):
+    """The catalog's own model budget lives in Redis too: a plain call and a workflow's call to the
+    model, on either replica, reserve on one balance."""
+    s = two_servers
+    secret = s["keys"]["open"][0]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: _call(s["a"] if i % 2 else s["b"], secret, 10,
+                                                "metered" if i % 4 < 2 else "workflow/w"), range(80)))
+    assert "budget_exceeded" in results and results.count("ok") >= 25
+    store = SQLiteStore(s["tmp"] / "gw.db")
+    spent = store.spend(model="metered")
+    store.close()
+    assert 0.15 <= spent <= 0.2  # both replicas and both doors together: never past the model's $0.20
     assert spent == pytest.approx(0.005 * results.count("ok"))
