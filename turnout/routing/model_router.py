@@ -21,11 +21,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any, Literal
 
-from .._errors import ComplianceError, ConfigError, InvalidRequest, ProviderError
+from .._errors import ComplianceError, ConfigError
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel, Embedder
+from ..policies.fallback import Fallback, Health
 from .base import Decision, Route, RouteInput, check_routes, finalize, input_text, logged, logged_many
 
 __all__ = ["ComplexityRules", "ModelRouter", "difficulty_router"]
@@ -187,8 +189,7 @@ class ModelRouter:
             raise ConfigError(f"{who}: min_tier {min_tier!r} is not a tier ({', '.join(self.order)})")
         self.min_tier = min_tier
         self.routes = {m: Route(m) for ms in self.tiers.values() for m in ms}
-        self.latency: dict[str, float] = {}  # EWMA of seconds per call seen through as_model()
-        self.cooling: dict[str, float] = {}
+        self.health = Health(cooldown)  # cooldowns and latency of the candidates, shared by every request's failover
 
     @property
     def route_names(self) -> list[str]:
@@ -201,8 +202,8 @@ class ModelRouter:
             return sorted(models, key=lambda m: _blended(spec(m).price))
         if self.prefer == "fastest":
             def speed(m: str) -> float:
-                if m in self.latency:
-                    return self.latency[m]
+                if m in self.health.latency:
+                    return self.health.latency[m]
                 ms = spec(m).latency_ms
                 return ms / 1000 if ms else float("inf")
             return sorted(models, key=lambda m: (speed(m), _blended(spec(m).price)))
@@ -263,7 +264,8 @@ class ModelRouter:
 
 class RoutedModel:
     """A ChatModel that routes each request with a ``ModelRouter`` and fails over down its candidate
-    list (never to a lower tier, never to a model not allowed the request's data classes)."""
+    list (never to a lower tier, never to a model not allowed the request's data classes) — through
+    ``Fallback``, the one failover, with the router's cooldowns shared by every request."""
 
     def __init__(self, router: ModelRouter) -> None:
         self.router = router
@@ -282,60 +284,21 @@ class RoutedModel:
     def _text(self, request: Request) -> str:
         return "\n".join(m.content for m in request.messages if m.role == "user")
 
-    async def _plan(self, request: Request) -> tuple[Decision, list[str]]:
+    async def _chain(self, request: Request) -> tuple[Decision, Fallback]:
+        """Route, then the candidates as a ``Fallback`` over the router's shared ``Health``."""
         d, cands = await self.router.route(self._text(request))
         self.last = d
-        now = time.monotonic()
-        healthy = [m for m in cands if self.router.cooling.get(m, 0.0) <= now]
-        return d, healthy + [m for m in cands if m not in healthy]
-
-    def _failed(self, m: str, e: BaseException) -> None:
-        if not isinstance(e, InvalidRequest):
-            self.router.cooling[m] = time.monotonic() + max(self.router.cooldown, getattr(e, "retry_after", None) or 0.0)
+        return d, Fallback([self.router.resolve(m) for m in cands], names=cands, health=self.router.health, name=self.name)
 
     async def complete(self, request: Request) -> Completion:
-        errors: list[tuple[str, BaseException]] = []
-        d, plan = await self._plan(request)
-        for m in plan:
-            t0 = time.perf_counter()
-            try:
-                c = await self.router.resolve(m).complete(request)
-            except ProviderError as e:
-                self._failed(m, e)
-                errors.append((m, e))
-                continue
-            lat = time.perf_counter() - t0
-            self.router.latency[m] = lat if m not in self.router.latency else 0.8 * self.router.latency[m] + 0.2 * lat
-            self.router.cooling.pop(m, None)
-            return c._replace(decision=d)
-        from .._errors import AllModelsFailed
-
-        raise AllModelsFailed(errors)
+        d, chain = await self._chain(request)
+        return (await chain.complete(request))._replace(decision=d)
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        errors: list[tuple[str, BaseException]] = []
-        d, plan = await self._plan(request)
-        for m in plan:
-            agen = self.router.resolve(m).stream(request).__aiter__()
-            try:
-                first = await agen.__anext__()
-            except StopAsyncIteration:
-                return
-            except ProviderError as e:
-                await agen.aclose()
-                self._failed(m, e)
-                errors.append((m, e))
-                continue
-            try:
-                yield first._replace(decision=d)
-                async for chunk in agen:
-                    yield chunk._replace(decision=d)
-            finally:
-                await agen.aclose()  # at once when the caller stops
-            return
-        from .._errors import AllModelsFailed
-
-        raise AllModelsFailed(errors)
+        d, chain = await self._chain(request)
+        async with aclosing(chain.stream(request)) as agen:
+            async for chunk in agen:
+                yield chunk._replace(decision=d)
 
     async def aclose(self) -> None:
         return None
