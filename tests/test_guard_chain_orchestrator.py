@@ -103,3 +103,23 @@ async def test_orchestrator_routes_subtasks_to_models():
                                                             {"title": "doc", "instruction": "write the docs"}]}), "final"])
     res = await Orchestrator(planner, text_model, router=router, models={"code": code_model, "text": text_model}).run("x")
     assert res.routes == ["code", "text"] and code_model.calls == 1 and text_model.calls == 1
+
+
+async def test_a_chain_is_the_gated_sequence_and_its_gates_may_be_async_predicates():
+    from turnout.workflows import Sequence
+
+    seen = []
+
+    async def judge(out, outs):  # an awaitable gate: divert back once, then continue
+        seen.append(out)
+        return "draft" if len(seen) == 1 else True
+
+    m = FunctionModel(lambda r: r.messages[-1].content)
+    chain = Chain([Step("draft", "D:{input}"), Step("review", "R:{draft}", gate=judge)], model=m)
+    assert isinstance(chain.sequence, Sequence)  # one loop, one template language, one gate type
+    res = await chain.run("x")
+    assert res.outputs == {"draft": "D:x", "review": "R:D:x"} and len(seen) == 2 and not res.stopped
+    assert res.trail == ["draft", "review: gate diverted to draft -> draft", "draft", "review"]
+    bad = Chain([Step("a", "{input}", gate=lambda o, _: "nowhere")], model=m)
+    with pytest.raises(ConfigError, match="unknown step 'nowhere'"):
+        await bad.run("x")

@@ -28,7 +28,7 @@ from typing import Any
 from .._errors import ConfigError
 from .._secrets import clean
 from .._yaml import decode_utf8, json_line
-from .nodes import as_text
+from .context import as_text
 from .runner import Workflow
 
 __all__ = ["BatchBusy", "BatchItem", "BatchLease", "BatchSummary", "batch_id_for", "pending", "read_items", "run_batch", "run_item", "write_output"]

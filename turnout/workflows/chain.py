@@ -1,28 +1,26 @@
-"""Prompt chains with gates: each step's prompt sees the input and every earlier output; a gate
-after a step can let the chain continue, stop it (with a reason), or divert it to another step."""
+"""Prompt chains with gates, the short way: ``Chain([Step(...), ...], model=m)`` builds the one gated
+``Sequence`` (``sequence.py``) of ``Call`` steps over models given as objects, and runs it.
+
+Each step's prompt is a ``str.format``-style template over ``{input}`` (the chain's input) and the
+names of earlier steps (their outputs); a gate after a step — ``fn(output, outputs)`` returning
+``Gate``, True/None, False or a step name, or an awaitable of one — lets the chain continue, stop it
+(with a reason) or divert it to another step, bounded by ``max_steps``.
+"""
 
 from __future__ import annotations
 
 import string
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from .._errors import ConfigError
-from .._types import Completion, Request, ResponseFormat
+from .._types import ResponseFormat
 from ..models.base import ChatModel
+from .context import RunContext
+from .nodes import Call
+from .sequence import Gate, GateFn, Sequence
 
 __all__ = ["Chain", "ChainResult", "Gate", "Step"]
-
-
-@dataclass(frozen=True, slots=True)
-class Gate:
-    action: Literal["continue", "stop", "divert"] = "continue"
-    reason: str = ""
-    to: str = ""  # the step to divert to
-
-
-GateFn = Callable[[str, dict[str, str]], "Gate | bool | str | None | Awaitable[Gate | bool | str | None]"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class Step:
 @dataclass
 class ChainResult:
     outputs: dict[str, str]
-    trail: list[tuple[str, str]] = field(default_factory=list)  # (step, what happened after it)
+    trail: list[str] = field(default_factory=list)  # each step, and where its gate sent the chain
     stopped: bool = False
     stop_reason: str = ""
     cost_usd: float = 0.0
@@ -52,20 +50,21 @@ class ChainResult:
         return next(reversed(self.outputs.values()), "")
 
 
-def _as_gate(g: Any) -> Gate:
-    if isinstance(g, Gate):
-        return g
-    if g is None or g is True:
-        return Gate()
-    if g is False:
-        return Gate("stop", "gate returned False")
-    if isinstance(g, str):
-        return Gate("divert", f"gate diverted to {g}", g)
-    raise ConfigError(f"a gate must return Gate, bool, a step name or None, not {type(g).__name__}")
+def _template(prompt: str) -> str:
+    """A chain prompt in the workflow template language: ``{input}`` is the chain's input
+    (``{original}``: a sequence step's ``{input}`` is the previous output), ``{NAME}`` a step's output."""
+    out = []
+    for literal, fname, spec, conv in string.Formatter().parse(prompt):
+        out.append(literal.replace("{", "{{").replace("}", "}}"))
+        if fname:
+            if spec or conv:
+                raise ConfigError(f"chain templates take plain names, not {{{fname}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}")
+            out.append("{original}" if fname == "input" else f"{{steps.{fname}}}")
+    return "".join(out)
 
 
 class Chain:
-    def __init__(self, steps: Sequence[Step], *, model: ChatModel | None = None, max_steps: int = 50) -> None:
+    def __init__(self, steps: Seq[Step], *, model: ChatModel | None = None, max_steps: int = 50) -> None:
         if not steps:
             raise ConfigError("a Chain needs at least one step")
         names = [s.name for s in steps]
@@ -85,36 +84,15 @@ class Chain:
         self.index = {s.name: i for i, s in enumerate(steps)}
         self.model = model
         self.max_steps = max_steps
+        self._models = {s.name: s.model or model for s in steps}
+        self.sequence = Sequence(
+            [Call(_template(s.prompt), s.name, s.system, s.max_tokens, s.temperature, name=s.name, response_format=s.response_format)
+             for s in steps],
+            {s.name: s.gate for s in steps if s.gate is not None}, max_steps)
 
     async def run(self, input: str) -> ChainResult:
-        res = ChainResult({})
-        i = executed = 0
-        while i < len(self.steps):
-            executed += 1
-            if executed > self.max_steps:
-                res.stopped, res.stop_reason = True, f"more than {self.max_steps} steps: a gate keeps diverting backwards"
-                break
-            st = self.steps[i]
-            values = {n: res.outputs.get(n, "") for n in self.index}
-            req = Request.of(st.prompt.format(input=input, **values), system=st.system, max_tokens=st.max_tokens,
-                             temperature=st.temperature, response_format=st.response_format, metadata={"step": st.name})
-            c: Completion = await (st.model or self.model).complete(req)  # type: ignore[union-attr]
-            res.outputs[st.name] = c.text
-            res.cost_usd += c.cost_usd
-            gate = Gate()
-            if st.gate is not None:
-                g = st.gate(c.text, dict(res.outputs))
-                if hasattr(g, "__await__"):
-                    g = await g  # type: ignore[misc]
-                gate = _as_gate(g)
-            res.trail.append((st.name, gate.action + (f" ({gate.reason})" if gate.reason else "")))
-            if gate.action == "stop":
-                res.stopped, res.stop_reason = True, gate.reason or f"stopped after {st.name}"
-                break
-            if gate.action == "divert":
-                if gate.to not in self.index:
-                    raise ConfigError(f"gate after {st.name!r} diverted to unknown step {gate.to!r}")
-                i = self.index[gate.to]
-            else:
-                i += 1
-        return res
+        ctx = RunContext(self._models.__getitem__, original=input)  # type: ignore[arg-type]
+        await self.sequence.run(ctx, input)
+        rec = ctx.steps[-1]  # the sequence's own record: trail, status, stop reason
+        return ChainResult({n: ctx.outputs[n] for n in self.index if n in ctx.outputs}, list(rec.detail.get("trail", [])),
+                           rec.status == "stopped", rec.detail.get("stop_reason", ""), ctx.meter.cost_usd)

@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..parallel import voting as vt
-from .nodes import Call, Escalate, GuardStep, Node, OrchestrateStep, RouteStep, SectionStep, Sequence, VoteStep
+from .context import Node
+from .nodes import Call, Escalate, GuardStep, OrchestrateStep, RouteStep, SectionStep, VoteStep
+from .sequence import Sequence
 from .spec import SplitIn, StepIn, SynthIn, _Compiler, _splitter, load_workflow_spec, step_kind
 
 __all__: list[str] = []

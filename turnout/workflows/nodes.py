@@ -1,195 +1,33 @@
 """Workflow steps as objects: the Python door to what a YAML workflow compiles to.
 
 A workflow is a tree of nodes — ``Call``, ``RouteStep``, ``SectionStep``, ``VoteStep``, ``Sequence``
-(a chain with gates), ``OrchestrateStep``, ``GuardStep``, ``Escalate`` — each ``await node.run(ctx,
-value)``. Every node is built on the library's own primitives (routers, ``fan_out``, ``vote``,
+(a chain with gates, in ``sequence.py``), ``OrchestrateStep``, ``GuardStep``, ``Escalate`` — each
+``await node.run(ctx, value)`` (``Node`` and ``RunContext`` are in ``context.py``). Every node is built on the library's own primitives (routers, ``fan_out``, ``vote``,
 ``guarded``, ``Orchestrator``); the context counts calls, tokens and cost per branch and records
 one step row per node into the active store.
 
-Templates are ``{name}`` or ``{name.field}`` over: ``input`` (what this step receives), ``original``
-(the workflow's input), ``steps.NAME`` (an earlier step's output), ``route`` / ``confidence`` (inside
-a route's targets), ``section`` / ``title`` / ``index`` (inside a section's map). ``{{`` is a brace.
+Templates: see ``context.py``.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import ConfigError, TurnoutError
+from .._errors import ConfigError
 from .._scope import active_run
-from .._secrets import describe
 from .._types import Completion, Request, ResponseFormat
-from ..models.base import ChatModel
 from ..parallel.engine import fan_out
 from ..parallel.guard import ModelScreen, guarded, rule_screen
 from ..parallel.sectioning import Section, Synthesize, concatenate, merge_json, token_counter
 from ..parallel.voting import Extractor, VotePrior, vote
-from ..policies.trace import CallEvent, Traced
-from ..routing.base import Decision, Router
+from ..routing.base import Router
+from .context import Node, RunContext, WorkflowError, as_text, last_escalated, render
 
-__all__ = [
-    "Call", "Escalate", "GuardStep", "Meter", "Node", "OrchestrateStep", "RouteStep", "RunContext", "SectionStep",
-    "Sequence", "StepGate", "VoteStep", "WorkflowError", "render", "template_names",
-]
-
-
-class WorkflowError(TurnoutError):
-    """A workflow could not produce an output (a step failed, a template had no value, ...)."""
-
-
-# -- templates --------------------------------------------------------------------------------------
-_VAR = re.compile(r"\{\{|\}\}|\{([A-Za-z_][\w-]*(?:\.[\w-]+)*)\}")
-
-
-def template_names(template: str) -> list[str]:
-    """The dotted names a template uses, in order."""
-    return [m.group(1) for m in _VAR.finditer(template) if m.group(1)]
-
-
-def as_text(v: Any) -> str:
-    if isinstance(v, str):
-        return v
-    if isinstance(v, Mapping) and isinstance(v.get("text"), str):
-        return v["text"]
-    if v is None:
-        return ""
-    return json.dumps(v, ensure_ascii=False) if isinstance(v, (Mapping, list, tuple, int, float, bool)) else str(v)
-
-
-def render(template: str, scope: Mapping[str, Any], *, where: str = "") -> str:
-    """Fill ``{name.field}`` from ``scope``; a name with no value is a WorkflowError naming it."""
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "{{":
-            return "{"
-        if m.group(0) == "}}":
-            return "}"
-        path = m.group(1).split(".")
-        if path[0] not in scope:
-            raise WorkflowError(f"{where}template variable {{{m.group(1)}}} has no value here (known: {', '.join(sorted(scope))})")
-        v = scope[path[0]]
-        for i, key in enumerate(path[1:], 1):
-            if isinstance(v, Mapping) and key in v:
-                v = v[key]
-            else:
-                what = ".".join(path[:i])
-                hint = "; that step did not run on this path" if path[0] == "steps" and i == 1 else ""
-                raise WorkflowError(f"{where}template variable {{{m.group(1)}}}: {what} has no {key!r}{hint}")
-        return as_text(v)
-
-    return _VAR.sub(sub, template)
-
-
-# -- the run context -------------------------------------------------------------------------------
-class Meter:
-    """Counts calls, tokens and cost; a branch's meter also counts into its parent's."""
-
-    def __init__(self, parent: Meter | None = None) -> None:
-        self.parent = parent
-        self.calls = self.errors = self.input_tokens = self.output_tokens = 0
-        self.cost_usd = 0.0
-
-    def record(self, e: CallEvent) -> None:
-        m: Meter | None = self
-        while m is not None:
-            m.calls += 1
-            m.errors += not e.ok
-            m.input_tokens += e.usage.input_tokens
-            m.output_tokens += e.usage.output_tokens
-            m.cost_usd += e.cost_usd
-            m = m.parent
-
-
-class _Metered(Traced):
-    """Counts a branch's calls into its meter only (the catalog's own ``Traced`` writes the store)."""
-
-    def _emit(self, event: CallEvent) -> None:
-        self.sink.record(event)
-
-
-@dataclass
-class StepRecord:
-    name: str
-    kind: str
-    status: str
-    latency_s: float
-    cost_usd: float
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RunContext:
-    """What one run needs: how to get a model by name, the scope of templates, what happened so far."""
-
-    resolve: Callable[[str], ChatModel]
-    default_model: str = "local"
-    original: Any = None
-    outputs: dict[str, Any] = field(default_factory=dict)
-    vars: dict[str, Any] = field(default_factory=dict)
-    meter: Meter = field(default_factory=Meter)
-    decisions: list[tuple[str, Decision]] = field(default_factory=list)
-    steps: list[StepRecord] = field(default_factory=list)
-    escalations: list[dict[str, Any]] = field(default_factory=list)
-    sample: int | None = None  # the vote sample this branch is producing (seed and temperature)
-    _models: dict[str, ChatModel] = field(default_factory=dict)
-
-    def model(self, name: str | None) -> ChatModel:
-        n = name or self.default_model
-        m = self._models.get(n)
-        if m is None:
-            m = self._models[n] = _Metered(self.resolve(n), self.meter)
-        return m
-
-    def branch(self, **vars: Any) -> RunContext:
-        """A context for one parallel branch: its own outputs and meter (counting into this one)."""
-        return RunContext(self.resolve, self.default_model, self.original, dict(self.outputs), {**self.vars, **vars},
-                          Meter(self.meter), self.decisions, self.steps, self.escalations, vars.get("_sample", self.sample))
-
-    def scope(self, value: Any) -> dict[str, Any]:
-        return {"input": value, "original": self.original, "steps": self.outputs, **{k: v for k, v in self.vars.items() if k[0] != "_"}}
-
-
-def _last_escalated(ctx: RunContext) -> bool:
-    """The step that just finished handed the input to people (its parent reports that too)."""
-    return bool(ctx.steps) and ctx.steps[-1].status == "escalated"
-
-
-class Node:
-    name: str = ""
-    kind: str = "step"
-
-    async def run(self, ctx: RunContext, value: Any) -> Any:
-        t0, cost0 = time.perf_counter(), ctx.meter.cost_usd
-        detail: dict[str, Any] = {}
-        status = "ok"
-        try:
-            out = await self._run(ctx, value, detail)
-        except BaseException as e:
-            status = "cancelled" if isinstance(e, (KeyboardInterrupt, SystemExit)) or type(e).__name__ == "CancelledError" else "error"
-            detail["error"] = describe(e)[:300]
-            self._record(ctx, status, t0, cost0, detail)
-            raise
-        status = detail.pop("_status", "ok")
-        self._record(ctx, status, t0, cost0, detail)
-        if self.name:
-            ctx.outputs[self.name] = out
-        return out
-
-    def _record(self, ctx: RunContext, status: str, t0: float, cost0: float, detail: dict[str, Any]) -> None:
-        rec = StepRecord(self.name or self.kind, self.kind, status, time.perf_counter() - t0, ctx.meter.cost_usd - cost0, detail)
-        ctx.steps.append(rec)
-        a = active_run()
-        if a is not None:
-            a[0].record_step(rec.name, rec.kind, latency_s=rec.latency_s, status=status, cost_usd=rec.cost_usd, detail=detail,
-                             run_id=a[1])
-
-    async def _run(self, ctx: RunContext, value: Any, detail: dict[str, Any]) -> Any:
-        raise NotImplementedError
+__all__ = ["Call", "Escalate", "GuardStep", "OrchestrateStep", "RouteStep", "SectionStep", "VoteStep"]
 
 
 # -- the steps -------------------------------------------------------------------------------------
@@ -205,6 +43,7 @@ class Call(Node):
     json_schema: dict[str, Any] | None = None
     name: str = ""
     kind: str = "call"
+    response_format: ResponseFormat | None = None  # sent as is, the answer kept as text (a Chain step's)
 
     def request(self, ctx: RunContext, value: Any) -> Request:
         scope = ctx.scope(value)
@@ -215,7 +54,7 @@ class Call(Node):
         return Request.of(
             render(self.prompt, scope, where=where), system=render(self.system, scope, where=where) if self.system else None,
             max_tokens=self.max_tokens, temperature=temp, seed=seed,
-            response_format=ResponseFormat.json_schema(self.json_schema, self.name or "output") if self.json_schema else None,
+            response_format=ResponseFormat.json_schema(self.json_schema, self.name or "output") if self.json_schema else self.response_format,
             metadata={"step": self.name or "call"},
         )
 
@@ -271,7 +110,7 @@ class RouteStep(Node):
         sub.meter = ctx.meter  # sequential: count straight into this step
         out = await target.run(sub, value)
         ctx.outputs.update(sub.outputs)
-        if _last_escalated(ctx):
+        if last_escalated(ctx):
             detail["_status"] = "escalated"
         return out
 
@@ -409,90 +248,12 @@ class VoteStep(Node):
             sub = ctx.branch(answer=v.answer, agreement=round(v.agreement, 4))
             sub.meter = ctx.meter
             out = await self.escalate.run(sub, value)
-            if _last_escalated(ctx):
+            if last_escalated(ctx):
                 detail["_status"] = "escalated"
             return out
         if v.answer is None:
             detail["_status"] = "no_answer"
         return v.answer
-
-
-@dataclass
-class StepGate:
-    """A check on a step's output: all given conditions must hold. On failure: ``stop`` the chain
-    (the output becomes ``message`` if given) or divert to the step named ``divert``."""
-
-    regex: str | None = None
-    contains: str | None = None
-    not_contains: str | None = None
-    min_chars: int | None = None
-    max_chars: int | None = None
-    is_json: bool = False
-    divert: str | None = None
-    message: str | None = None
-
-    def check(self, out: Any) -> str | None:
-        """None if it passes, else why not."""
-        text = as_text(out)
-        if self.regex is not None and not re.search(self.regex, text, re.S | re.I):
-            return f"output does not match /{self.regex}/"
-        if self.contains is not None and self.contains.lower() not in text.lower():
-            return f"output does not contain {self.contains!r}"
-        if self.not_contains is not None and self.not_contains.lower() in text.lower():
-            return f"output contains {self.not_contains!r}"
-        if self.min_chars is not None and len(text) < self.min_chars:
-            return f"output is {len(text)} characters < {self.min_chars}"
-        if self.max_chars is not None and len(text) > self.max_chars:
-            return f"output is {len(text)} characters > {self.max_chars}"
-        if self.is_json and not isinstance(out, (Mapping, list)):
-            try:
-                json.loads(text)
-            except ValueError:
-                return "output is not JSON"
-        return None
-
-
-@dataclass
-class Sequence(Node):
-    """Steps in order, each receiving the previous one's output; gates may stop or divert (loops are
-    bounded by ``max_steps``)."""
-
-    steps: list[Node] = field(default_factory=list)
-    gates: Mapping[str, StepGate] = field(default_factory=dict)
-    max_steps: int = 20
-    name: str = ""
-    kind: str = "chain"
-
-    async def _run(self, ctx: RunContext, value: Any, detail: dict[str, Any]) -> Any:
-        index = {s.name: i for i, s in enumerate(self.steps) if s.name}
-        i = executed = 0
-        cur = value
-        trail = []
-        while i < len(self.steps):
-            executed += 1
-            if executed > self.max_steps:
-                detail.update(trail=trail, _status="stopped", stop_reason=f"more than {self.max_steps} steps (a gate keeps diverting)")
-                return cur
-            st = self.steps[i]
-            cur = await st.run(ctx, cur)
-            if _last_escalated(ctx):
-                detail["_status"] = "escalated"
-            gate = self.gates.get(st.name) if st.name else None
-            why = gate.check(cur) if gate is not None else None
-            if why is None:
-                trail.append(st.name or st.kind)
-                i += 1
-                continue
-            if gate is not None and gate.divert is not None:
-                trail.append(f"{st.name}: {why} -> {gate.divert}")
-                i = index[gate.divert]
-                continue
-            trail.append(f"{st.name}: {why} -> stop")
-            detail.update(trail=trail, _status="stopped", stop_reason=why)
-            return render(gate.message, {**ctx.scope(cur), "reason": why}) if gate is not None and gate.message else cur
-        if len(trail) > 1:
-            detail["trail"] = trail
-        return cur
 
 
 @dataclass

@@ -18,7 +18,7 @@ from .._secrets import describe
 from .._yaml import located_error
 from ..models.base import ChatModel, Embedder
 from ..routing.base import Decision
-from .nodes import Node, RunContext, StepRecord, as_text, render
+from .context import Node, RunContext, StepRecord, as_text, render
 from .spec import WorkflowSpec, compile_workflow, load_workflow_spec
 
 __all__ = ["RunResult", "Workflow"]

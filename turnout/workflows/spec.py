@@ -33,13 +33,9 @@ from .._yaml import line_of, load_yaml, located_error
 from ..models.base import ChatModel, Embedder
 from ..parallel import sectioning as sec
 from ..parallel import voting as vt
-from .nodes import (
-    Call,
-    Node,
-    Sequence,
-    StepGate,
-    template_names,
-)
+from .context import Node, template_names
+from .nodes import Call
+from .sequence import Sequence, StepGate
 
 __all__ = ["WorkflowSpec", "compile_workflow", "load_workflow_spec"]
 

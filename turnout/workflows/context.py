@@ -1,0 +1,181 @@
+"""What every workflow step shares: the template language, the run context (models by name, the
+template scope, outputs by step name, a ``Meter`` per branch, what happened so far) and ``Node``,
+the base of every step (one step row per run into the active store).
+
+Templates are ``{name}`` or ``{name.field}`` over: ``input`` (what this step receives), ``original``
+(the workflow's input), ``steps.NAME`` (an earlier step's output), ``route`` / ``confidence`` (inside
+a route's targets), ``section`` / ``title`` / ``index`` (inside a section's map). ``{{`` is a brace.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import TurnoutError
+from .._scope import active_run
+from .._secrets import describe
+from ..models.base import ChatModel
+from ..policies.trace import CallEvent, Traced
+from ..routing.base import Decision
+
+__all__ = ["Meter", "Node", "RunContext", "StepRecord", "WorkflowError", "as_text", "last_escalated", "render", "template_names"]
+
+
+class WorkflowError(TurnoutError):
+    """A workflow could not produce an output (a step failed, a template had no value, ...)."""
+
+
+# -- templates --------------------------------------------------------------------------------------
+_VAR = re.compile(r"\{\{|\}\}|\{([A-Za-z_][\w-]*(?:\.[\w-]+)*)\}")
+
+
+def template_names(template: str) -> list[str]:
+    """The dotted names a template uses, in order."""
+    return [m.group(1) for m in _VAR.finditer(template) if m.group(1)]
+
+
+def as_text(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, Mapping) and isinstance(v.get("text"), str):
+        return v["text"]
+    if v is None:
+        return ""
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, (Mapping, list, tuple, int, float, bool)) else str(v)
+
+
+def render(template: str, scope: Mapping[str, Any], *, where: str = "") -> str:
+    """Fill ``{name.field}`` from ``scope``; a name with no value is a WorkflowError naming it."""
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "{{":
+            return "{"
+        if m.group(0) == "}}":
+            return "}"
+        path = m.group(1).split(".")
+        if path[0] not in scope:
+            raise WorkflowError(f"{where}template variable {{{m.group(1)}}} has no value here (known: {', '.join(sorted(scope))})")
+        v = scope[path[0]]
+        for i, key in enumerate(path[1:], 1):
+            if isinstance(v, Mapping) and key in v:
+                v = v[key]
+            else:
+                what = ".".join(path[:i])
+                hint = "; that step did not run on this path" if path[0] == "steps" and i == 1 else ""
+                raise WorkflowError(f"{where}template variable {{{m.group(1)}}}: {what} has no {key!r}{hint}")
+        return as_text(v)
+
+    return _VAR.sub(sub, template)
+
+
+# -- the run context -------------------------------------------------------------------------------
+class Meter:
+    """Counts calls, tokens and cost; a branch's meter also counts into its parent's."""
+
+    def __init__(self, parent: Meter | None = None) -> None:
+        self.parent = parent
+        self.calls = self.errors = self.input_tokens = self.output_tokens = 0
+        self.cost_usd = 0.0
+
+    def record(self, e: CallEvent) -> None:
+        m: Meter | None = self
+        while m is not None:
+            m.calls += 1
+            m.errors += not e.ok
+            m.input_tokens += e.usage.input_tokens
+            m.output_tokens += e.usage.output_tokens
+            m.cost_usd += e.cost_usd
+            m = m.parent
+
+
+class _Metered(Traced):
+    """Counts a branch's calls into its meter only (the catalog's own ``Traced`` writes the store)."""
+
+    def _emit(self, event: CallEvent) -> None:
+        self.sink.record(event)
+
+
+@dataclass
+class StepRecord:
+    name: str
+    kind: str
+    status: str
+    latency_s: float
+    cost_usd: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """What one run needs: how to get a model by name, the scope of templates, what happened so far."""
+
+    resolve: Callable[[str], ChatModel]
+    default_model: str = "local"
+    original: Any = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)
+    meter: Meter = field(default_factory=Meter)
+    decisions: list[tuple[str, Decision]] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    escalations: list[dict[str, Any]] = field(default_factory=list)
+    sample: int | None = None  # the vote sample this branch is producing (seed and temperature)
+    _models: dict[str, ChatModel] = field(default_factory=dict)
+
+    def model(self, name: str | None) -> ChatModel:
+        n = name or self.default_model
+        m = self._models.get(n)
+        if m is None:
+            m = self._models[n] = _Metered(self.resolve(n), self.meter)
+        return m
+
+    def branch(self, **vars: Any) -> RunContext:
+        """A context for one parallel branch: its own outputs and meter (counting into this one)."""
+        return RunContext(self.resolve, self.default_model, self.original, dict(self.outputs), {**self.vars, **vars},
+                          Meter(self.meter), self.decisions, self.steps, self.escalations, vars.get("_sample", self.sample))
+
+    def scope(self, value: Any) -> dict[str, Any]:
+        return {"input": value, "original": self.original, "steps": self.outputs, **{k: v for k, v in self.vars.items() if k[0] != "_"}}
+
+
+def last_escalated(ctx: RunContext) -> bool:
+    """The step that just finished handed the input to people (its parent reports that too)."""
+    return bool(ctx.steps) and ctx.steps[-1].status == "escalated"
+
+
+class Node:
+    name: str = ""
+    kind: str = "step"
+
+    async def run(self, ctx: RunContext, value: Any) -> Any:
+        t0, cost0 = time.perf_counter(), ctx.meter.cost_usd
+        detail: dict[str, Any] = {}
+        status = "ok"
+        try:
+            out = await self._run(ctx, value, detail)
+        except BaseException as e:
+            status = "cancelled" if isinstance(e, (KeyboardInterrupt, SystemExit)) or type(e).__name__ == "CancelledError" else "error"
+            detail["error"] = describe(e)[:300]
+            self._record(ctx, status, t0, cost0, detail)
+            raise
+        status = detail.pop("_status", "ok")
+        self._record(ctx, status, t0, cost0, detail)
+        if self.name:
+            ctx.outputs[self.name] = out
+        return out
+
+    def _record(self, ctx: RunContext, status: str, t0: float, cost0: float, detail: dict[str, Any]) -> None:
+        rec = StepRecord(self.name or self.kind, self.kind, status, time.perf_counter() - t0, ctx.meter.cost_usd - cost0, detail)
+        ctx.steps.append(rec)
+        a = active_run()
+        if a is not None:
+            a[0].record_step(rec.name, rec.kind, latency_s=rec.latency_s, status=status, cost_usd=rec.cost_usd, detail=detail,
+                             run_id=a[1])
+
+    async def _run(self, ctx: RunContext, value: Any, detail: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+
