@@ -21,7 +21,7 @@ from turnout.routing import (
     difficulty_router,
     fit_threshold,
 )
-from turnout.routing.escalation import Outcome, sweep
+from turnout.routing.escalation import CascadeRecord, sweep
 from turnout.store import SQLiteStore
 from turnout.testing import FakeEmbedder, FunctionModel, ScriptedModel
 
@@ -256,7 +256,7 @@ async def test_cascade_as_a_model_under_concurrency():
 
 
 def test_sweep_and_fit_pick_the_cheapest_threshold_that_meets_the_target():
-    recs = [Outcome(1.0, True, 1, True, 10)] * 6 + [Outcome(0.5, False, 1, True, 10)] * 3 + [Outcome(1.0, False, 1, False, 10)]
+    recs = [CascadeRecord(1.0, True, 1, True, 10)] * 6 + [CascadeRecord(0.5, False, 1, True, 10)] * 3 + [CascadeRecord(1.0, False, 1, False, 10)]
     pts = {p["threshold"]: p for p in sweep(recs)}
     assert pts[0.0]["accuracy"] == 0.6 and pts[0.0]["cost_usd"] == 1.0
     assert pts[1.0]["accuracy"] == 0.9 and pts[1.0]["cost_usd"] == pytest.approx(4.0)

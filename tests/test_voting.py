@@ -281,3 +281,24 @@ async def test_panel_of_models_with_weights():
     sample, sources = panel([(a, Request.of("q")), (b, Request.of("q")), (c, Request.of("q"))])
     v = await vote(sample, 3, sources=sources, early_stop=None, wave=3, weights={"a": 5.0})
     assert v.answer == "x" and sources == ["a", "b", "c"]
+
+
+async def test_a_verdict_is_frozen_and_the_steps_after_the_tally_return_new_ones():
+    import dataclasses
+
+    from turnout.parallel.voting import escalate, low_agreement
+
+    v = tally([Vote("a", "a", "", 1.0, 0), Vote("b", "b", "", 1.0, 1), Vote("a", "a", "", 1.0, 2)])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.answer = "b"  # type: ignore[misc]
+    assert low_agreement(v, 0.9) and not low_agreement(v, 0.6)
+    seen = []
+
+    async def handler(x):
+        seen.append(x)
+        return None  # keep it, marked escalated
+
+    e = await escalate(v, 0.9, handler)
+    assert e is not v and e.outcome == "escalated" and v.outcome == "decided" and "below 90%" in e.reason
+    assert [x.reason for x in seen] == [e.reason]  # the handler saw why
+    assert await escalate(v, 0.5, handler) is v  # agreement high enough: not escalated

@@ -25,14 +25,16 @@ import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from .._errors import ConfigError, TurnoutError
+from .._errors import ConfigError
 from .._scope import active_run
-from .._types import Completion, Request, ResponseFormat
+from .._types import Completion, Request
 from ..models.base import ChatModel
 from .engine import fan_out
+from .escalate import escalate, judge_tie, low_agreement
+from .prior import VotePrior, beta_binomial, fit_prior
 
 __all__ = [
     "Verdict",
@@ -44,9 +46,12 @@ __all__ = [
     "extract_number",
     "extract_regex",
     "extract_text",
+    "escalate",
     "fit_prior",
     "is_decided",
+    "judge_tie",
     "keep_probability",
+    "low_agreement",
     "tally",
     "threshold",
     "vote",
@@ -149,17 +154,20 @@ class Vote:
     cost_usd: float = 0.0
 
 
-Outcome = Literal["decided", "tie", "no_decision", "no_votes", "judged", "escalated"]
+VerdictOutcome = Literal["decided", "tie", "no_decision", "no_votes", "judged", "escalated"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Verdict:
+    """What a vote decided. Frozen: the steps after the tally (judging a tie, escalating) return a
+    new one (``dataclasses.replace``)."""
+
     answer: str | None
     agreement: float  # the winner's share of the (weighted) valid votes
     confidence: float
     counts: dict[str, float]
     votes: list[Vote]
-    outcome: Outcome
+    outcome: VerdictOutcome
     reason: str
     samples_used: int = 0
     samples_planned: int = 0
@@ -284,12 +292,6 @@ def _decided_exactly(counts: Mapping[str, float], lead: float, second: float, re
     return lead - second > remaining * w_max  # plurality (and threshold): the runner-up cannot catch up
 
 
-def _beta_binomial(k: int, n: int, a: float, b: float) -> float:
-    """P(k successes in n draws) when the success rate is Beta(a, b)-distributed."""
-    lg = math.lgamma
-    return math.comb(n, k) * math.exp(lg(k + a) + lg(n - k + b) - lg(n + a + b) - lg(a) - lg(b) + lg(a + b))
-
-
 def keep_probability(votes: Sequence[Vote], planned: int, *, rule: Rule = "plurality",
                      weights: Mapping[str, float] | None = None, prior: VotePrior | None = None) -> float:
     """Pure: P(the full vote of ``planned`` samples ends with the current leader winning under ``rule``).
@@ -326,114 +328,11 @@ def keep_probability(votes: Sequence[Vote], planned: int, *, rule: Rule = "plura
 
     p = prior or VotePrior()
     a, b = n_lead - 1 + p.alpha, n_other + p.beta
-    return sum(_beta_binomial(k, remaining, a, b) for k in range(remaining + 1) if wins(k))
-
-
-@dataclass(frozen=True, slots=True)
-class VotePrior:
-    """What the ``"predictive"`` stopping rule expects of a model's self-agreement: a Beta(α, β) prior
-    on the share of all votes that go to the answer of a vote drawn at random (the first one, say).
-
-    The default (2, 1) is what "no idea" means — a uniform prior on any one answer's share, seen
-    through the answer that was actually drawn — and it needs 3 agreeing votes of 8 before it
-    stops. Fitted to a model's logged votes on a task (:func:`fit_prior`, :meth:`from_store`), it
-    knows how often that model agrees with itself there and stops as early as that record justifies.
-    """
-
-    alpha: float = 2.0
-    beta: float = 1.0
-    fitted_on: int = 0  # how many votes it was fitted to (0: not fitted)
-
-    @property
-    def mean(self) -> float:
-        """The expected share of the votes that the answer of a random vote gets."""
-        return self.alpha / (self.alpha + self.beta)
-
-    @staticmethod
-    def from_store(store: Any, *, name: str | None = None, since: float | None = None) -> VotePrior:
-        """Fit to the verdicts recorded in a trace store (optionally only those of vote ``name``)."""
-        return fit_prior(v["counts"] for v in store.verdicts(name=name, since=since))
-
-
-def fit_prior(tallies: Any, *, min_votes: int = 10) -> VotePrior:
-    """Maximum-likelihood fit of :class:`VotePrior` to recorded votes.
-
-    ``tallies``: per question, either the answer keys of its votes (``None`` = abstained) or a
-    verdict's ``counts`` mapping. Each question with n ≥ 2 valid votes contributes, for each answer
-    with c votes, weight c/n times log BetaBinomial(c − 1 of the other n − 1 | α, β) — the expected
-    log-likelihood of "the other votes that agree with a random vote", since given the counts every
-    vote is equally likely to have come first. That is only approximately true of votes stopped
-    early (the order then matters a little); on the recorded benchmark votes, fits from the stopped
-    and from the full votes gave P(keep after two agreeing votes of 8) 0.956 vs 0.961. Needs at
-    least ``min_votes`` usable questions.
-    """
-    grouped: dict[tuple[int, int], float] = {}
-    used = 0
-    for t in tallies:
-        if isinstance(t, Mapping):
-            counts = [int(round(c)) for c in t.values() if c > 0]
-        else:
-            keys = [x for x in t if x is not None]
-            counts = [keys.count(k) for k in dict.fromkeys(keys)]
-        n = sum(counts)
-        if n < 2:
-            continue
-        used += 1
-        for c in counts:
-            grouped[(c - 1, n - 1)] = grouped.get((c - 1, n - 1), 0.0) + c / n
-    if used < min_votes:
-        raise ConfigError(f"fit_prior needs at least {min_votes} recorded votes with 2 or more valid answers, got {used}")
-
-    def loglik(a: float, b: float) -> float:
-        return sum(w * math.log(max(_beta_binomial(k, n, a, b), 1e-300)) for (k, n), w in grouped.items())
-
-    # a coarse grid in log space, then two finer grids around the best point
-    best = max((loglik(math.exp(x), math.exp(y)), x, y) for x in _frange(-3, 4, 0.25) for y in _frange(-3, 4, 0.25))
-    for step in (0.05, 0.01):
-        _, x0, y0 = best
-        best = max((loglik(math.exp(x), math.exp(y)), x, y) for x in _frange(x0 - 5 * step, x0 + 5 * step, step)
-                   for y in _frange(y0 - 5 * step, y0 + 5 * step, step))
-    return VotePrior(round(math.exp(best[1]), 4), round(math.exp(best[2]), 4), used)
-
-
-def _frange(lo: float, hi: float, step: float) -> list[float]:
-    return [lo + i * step for i in range(int(round((hi - lo) / step)) + 1)]
+    return sum(beta_binomial(k, remaining, a, b) for k in range(remaining + 1) if wins(k))
 
 
 # -- the driver ---------------------------------------------------------------------------------
 Sampler = Callable[[int], Awaitable["Completion | str"]]
-
-
-async def _judge(judge: ChatModel, question: str, verdict: Verdict) -> Verdict:
-    cands = verdict.tied or list(verdict.counts)
-    examples = {}
-    for v in verdict.votes:
-        if v.key in cands and v.key not in examples:
-            examples[v.key] = v.raw
-    listing = "\n".join(f"{i}: {examples[k][:800]}" for i, k in enumerate(cands))
-    req = Request.of(
-        f"Question:\n{question}\n\nCandidate answers:\n{listing}\n\nWhich candidate answer is correct? "
-        'Reply with JSON {"choice": <number>}.',
-        system="You are a careful judge.", temperature=0.0, max_tokens=16,
-        response_format=ResponseFormat.json_schema(
-            {"type": "object", "properties": {"choice": {"type": "integer", "enum": list(range(len(cands)))}}, "required": ["choice"]}),
-    )
-    try:
-        c = await judge.complete(req)
-        choice = json.loads(c.text).get("choice")
-    except (TurnoutError, ValueError, AttributeError) as e:
-        verdict.reason += f"; judge failed ({type(e).__name__}): escalated"
-        verdict.outcome = "escalated"
-        return verdict
-    if not isinstance(choice, int) or not 0 <= choice < len(cands):
-        verdict.reason += f"; judge returned an invalid choice {choice!r}: escalated"
-        verdict.outcome = "escalated"
-        return verdict
-    verdict.answer = cands[choice]
-    verdict.outcome = "judged"
-    verdict.cost_usd += c.cost_usd
-    verdict.reason += f"; judge chose {cands[choice]}"
-    return verdict
 
 
 async def vote(
@@ -463,8 +362,10 @@ async def vote(
     ``early_stop="predictive"``) is what the model's logged votes say about its self-agreement
     (:func:`fit_prior`, :meth:`VotePrior.from_store`); without it the rule assumes nothing. With
     ``escalate_below``, a verdict whose agreement is lower calls ``on_escalate`` (e.g. ask a stronger
-    model or queue for a person); what it returns replaces the verdict. Inside ``with store.run(...)``
-    the verdict is recorded under ``name``.
+    model or queue for a person); what it returns replaces the verdict. Those two are steps of their
+    own (``judge_tie``, ``escalate``; ``low_agreement`` is the rule ``VoteStep`` and the escalation
+    cascade use too), run here after the pure ``tally``. Inside ``with store.run(...)`` the verdict
+    is recorded under ``name``.
     """
     if n < 1:
         raise ConfigError("vote() needs n >= 1")
@@ -496,21 +397,16 @@ async def vote(
     cast = [e.value for e in res.envelopes if e.status == "ok"]
     errors = [e for e in res.envelopes if e.status in ("error", "timeout")]
     v = tally(cast, rule=rule, tie=tie, weights=weights, source_order=list(dict.fromkeys(sources)) if sources else ())  # type: ignore[arg-type]
-    v.samples_planned = n
-    v.samples_used = res.started
-    v.cost_usd = sum(x.cost_usd for x in cast)
+    why = v.reason
     if errors:
-        v.reason += f"; {len(errors)} samples failed ({', '.join(sorted({e.status for e in errors}))})"
+        why += f"; {len(errors)} samples failed ({', '.join(sorted({e.status for e in errors}))})"
     if res.stopped_early:
-        v.reason += f"; stopped early after {v.samples_used} of {n} samples"
+        why += f"; stopped early after {res.started} of {n} samples"
+    v = replace(v, samples_planned=n, samples_used=res.started, cost_usd=sum(x.cost_usd for x in cast), reason=why)
     if v.outcome == "tie" and tie == "judge" and judge is not None:
-        v = await _judge(judge, question, v)
-    if escalate_below is not None and (v.answer is None or v.agreement < escalate_below) and on_escalate is not None:
-        v.reason += f"; agreement {v.agreement:.0%} below {escalate_below:.0%}: escalated"
-        replaced = await on_escalate(v)
-        if replaced is not None:
-            v = replaced
-        v.outcome = "escalated" if v.outcome != "judged" else v.outcome
+        v = await judge_tie(v, judge, question)
+    if escalate_below is not None and on_escalate is not None:
+        v = await escalate(v, escalate_below, on_escalate)
     a = active_run()
     if a is not None:
         a[0].record_verdict(v, name=name, run_id=a[1])

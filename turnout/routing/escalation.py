@@ -4,7 +4,7 @@ votes agree enough (and the verifier, if any, accepts), the majority answers; ot
 next tier up. The last tier's answer is final.
 
 Thresholds are per tier and fittable: ``sweep(records)`` gives accuracy and cost for every
-threshold from labelled outcomes, and ``fit_threshold(records, target_accuracy)`` picks the
+threshold from labelled ``CascadeRecord``s, and ``fit_threshold(records, target_accuracy)`` picks the
 cheapest threshold that reaches the target (used by ``turnout models eval``).
 
 Compliance: with a ``catalog``, a tier whose model may not receive the request's data classes is
@@ -22,10 +22,10 @@ from typing import Any
 from .._errors import ComplianceError, ConfigError
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel
-from ..parallel.voting import Extractor, Verdict, extract_text, vote
+from ..parallel.voting import Extractor, Verdict, extract_text, low_agreement, vote
 from .base import Decision, logged
 
-__all__ = ["CascadeAnswer", "EscalationCascade", "Outcome", "Tier", "fit_threshold", "sweep"]
+__all__ = ["CascadeAnswer", "CascadeRecord", "EscalationCascade", "Tier", "fit_threshold", "sweep"]
 
 Verifier = Callable[[Request, str], Awaitable[bool]]
 
@@ -127,7 +127,7 @@ class EscalationCascade:
             cost += v.cost_usd
             calls += v.samples_used
             raw = next((x.raw for x in v.votes if x.key == v.answer and v.answer is not None), v.votes[0].raw if v.votes else "")
-            ok = v.answer is not None and v.agreement >= t.threshold - 1e-9
+            ok = not low_agreement(v, t.threshold)
             why = f"agreement {v.agreement:.2f} over {v.samples_used} samples"
             if ok and self.verifier is not None:
                 ok = await self.verifier(req, raw)
@@ -139,7 +139,7 @@ class EscalationCascade:
                              "; ".join(steps), ans.latency_s, "escalated" if i != usable[0] else "matched", t.label, f"tier {i}", cost)
                 logged(self, req.messages[-1].content, d)
                 return ans
-            steps.append(f"tier {i} {t.label}: {why} < {t.threshold:.2f}: escalated" if v.answer is None or v.agreement < t.threshold
+            steps.append(f"tier {i} {t.label}: {why} < {t.threshold:.2f}: escalated" if low_agreement(v, t.threshold)
                          else f"tier {i} {t.label}: {why}: escalated")
         raise AssertionError("unreachable")
 
@@ -188,7 +188,7 @@ class _CascadeModel:
 
 # -- fitting -----------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class CascadeRecord:
     """One labelled item under a two-tier cascade: the cheap tier's agreement, whether its answer was
     right, what it cost; whether the strong tier was right and what it cost."""
 
@@ -199,7 +199,7 @@ class Outcome:
     strong_cost: float
 
 
-def sweep(records: Sequence[Outcome], thresholds: Sequence[float] | None = None) -> list[dict[str, float]]:
+def sweep(records: Sequence[CascadeRecord], thresholds: Sequence[float] | None = None) -> list[dict[str, float]]:
     """Accuracy, mean cost and escalation rate of the cascade at each threshold (pure)."""
     if not records:
         raise ConfigError("sweep needs at least one labelled outcome")
@@ -220,7 +220,7 @@ def sweep(records: Sequence[Outcome], thresholds: Sequence[float] | None = None)
     return out
 
 
-def fit_threshold(records: Sequence[Outcome], target_accuracy: float) -> dict[str, float]:
+def fit_threshold(records: Sequence[CascadeRecord], target_accuracy: float) -> dict[str, float]:
     """The cheapest threshold whose accuracy reaches ``target_accuracy`` (else the most accurate)."""
     pts = sweep(records)
     ok = [p for p in pts if p["accuracy"] >= target_accuracy - 1e-12]

@@ -32,7 +32,7 @@ from .._errors import ConfigError
 from .._types import Price, Request, Usage
 from .._yaml import jsonl_objects, load_model
 from ..parallel.voting import Vote, extract_number, extract_regex, extract_text, is_decided, normalise_number, tally
-from .escalation import Outcome, sweep
+from .escalation import CascadeRecord, sweep
 
 __all__ = ["EvalConfig", "collect", "load_eval_config", "load_rows", "score"]
 
@@ -173,12 +173,12 @@ def _cascade(cfg: EvalConfig, rec: Mapping[str, Any]) -> tuple[float, str | None
     return v.agreement, v.answer, next(x.raw for x in votes[:used] if x.key == v.answer), used
 
 
-def outcomes(cfg: EvalConfig, records: Sequence[Mapping[str, Any]], prices: Mapping[str, Price]) -> list[Outcome]:
+def outcomes(cfg: EvalConfig, records: Sequence[Mapping[str, Any]], prices: Mapping[str, Price]) -> list[CascadeRecord]:
     out = []
     for rec in records:
         agreement, answer, raw, used = _cascade(cfg, rec)
         calls = [rec["cheap"], *rec["samples"]]
-        out.append(Outcome(agreement, answer is not None and cfg.correct(raw, rec["answer"]),
+        out.append(CascadeRecord(agreement, answer is not None and cfg.correct(raw, rec["answer"]),
                            sum(_cost(s, prices[cfg.cheap]) for s in calls[:used]),
                            cfg.correct(rec["strong"]["text"], rec["answer"]), _cost(rec["strong"], prices[cfg.strong])))
     return out

@@ -23,7 +23,7 @@ from .._types import Completion, Request, ResponseFormat
 from ..parallel.engine import fan_out
 from ..parallel.guard import ModelScreen, guarded, rule_screen
 from ..parallel.sectioning import Section, Synthesize, concatenate, merge_json, token_counter
-from ..parallel.voting import Extractor, VotePrior, vote
+from ..parallel.voting import Extractor, VotePrior, low_agreement, vote
 from ..routing.base import Router
 from .context import Node, RunContext, WorkflowError, as_text, last_escalated, render
 
@@ -240,7 +240,7 @@ class VoteStep(Node):
                        confidence_level=self.confidence_level, prior=self.prior, wave=self.wave, name=self.name or "vote", **kw)
         detail.update(answer=v.answer, agreement=round(v.agreement, 4), samples_used=v.samples_used, samples_planned=self.n,
                       outcome=v.outcome)
-        if self.escalate_below is not None and (v.answer is None or v.agreement < self.escalate_below):
+        if self.escalate_below is not None and low_agreement(v, self.escalate_below):
             detail["escalated"] = True
             if self.escalate is None:
                 detail["_status"] = "low_agreement"
