@@ -1,8 +1,11 @@
 """The run scope: the store and run a call belongs to, its workflow, API key and team, and the
 meters it is charged to — one context variable, read by everything that records or charges.
 
-Set by ``store.run(...)`` and ``Workflow.run`` (store, run and workflow), by the gateway (store,
-run, key, team and the key's meter), or by hand with ``spend_scope(...)``. Read by ``Traced``,
+A run is opened by ``open_run(...)`` — the one way, used by ``store.run(...)``, ``Workflow.run``
+(and so batches, local and on Ray) and the gateway's ``request_run``: it starts the run in the
+store, sets the scope (store, run, workflow, key, team, meters) and finishes the run exactly once
+(``error`` when the block raises, else the status and output set on the handle). Fields can also
+be set by hand with ``spend_scope(...)``. Read by ``Traced``,
 routers, votes, sections and workflow steps (``active_run()``: the store and run to record into),
 by ``SpendControl`` (the budgets a call is charged to) and by ``Budgeted`` (the meters). Context
 variables follow asyncio tasks, so concurrent runs never see each other's scope.
@@ -16,11 +19,12 @@ same way, call by call.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-__all__ = ["CallScope", "RunScope", "active_run", "current_scope", "spend_scope"]
+__all__ = ["CallScope", "OpenRun", "RunScope", "active_run", "current_scope", "open_run", "spend_scope"]
 
 
 class RunScope(NamedTuple):
@@ -61,3 +65,58 @@ def spend_scope(*, store: Any = None, run: str | None = None, workflow: str | No
         yield new
     finally:
         _SCOPE.reset(token)
+
+
+class OpenRun:
+    """A run opened by ``open_run``: ``run_id``, and what it will finish with (``status``,
+    ``output``). ``scope()`` re-enters its scope (a stream's body, after the handler returned);
+    ``detach()`` hands the finish to whoever calls ``finish`` later; ``finish`` happens once."""
+
+    __slots__ = ("detached", "finished", "output", "owned", "run_id", "status", "store", "workflow", "key", "team", "meters")
+
+    def __init__(self, store: Any, run_id: str, workflow: str | None, key: str | None, team: str | None,
+                 meters: tuple[Any, ...], owned: bool) -> None:
+        self.store, self.run_id, self.workflow, self.key, self.team, self.meters = store, run_id, workflow, key, team, meters
+        self.owned = owned  # started here (else joined an enclosing run, which finishes itself)
+        self.status, self.output = "ok", None
+        self.detached = self.finished = False
+
+    def scope(self) -> Any:
+        return spend_scope(store=self.store, run=self.run_id, workflow=self.workflow, key=self.key, team=self.team, meters=self.meters)
+
+    def detach(self) -> None:
+        self.detached = True
+
+    def finish(self, status: str | None = None, output: str | None = None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.owned and self.store is not None:
+            self.store.finish_run(self.run_id, status=status or self.status, output=output if output is not None else self.output)
+
+
+@contextmanager
+def open_run(store: Any = None, workflow: str = "run", input: str | None = None, *, tags: Mapping[str, str] | None = None,
+             meters: tuple[Any, ...] = (), join: bool = False) -> Iterator[OpenRun]:
+    """``with open_run(store, "triage", text, tags={"key": ...}) as run:`` — a run in ``store``, in scope.
+
+    ``tags`` are stored with the run; ``key`` and ``team`` among them also enter the scope (budgets).
+    With no store, ``join=True`` and a run already in scope, the block joins that run (which finishes
+    itself); with no store and nothing to join, the run is in scope only (run budgets still apply).
+    """
+    t = tags or {}
+    cur = _SCOPE.get()
+    if join and store is None and cur is not None and cur.run is not None:
+        run = OpenRun(cur.store, cur.run, workflow, t.get("key"), t.get("team"), meters, owned=False)
+    elif store is not None:
+        run = OpenRun(store, store.start_run(workflow, input, tags=t), workflow, t.get("key"), t.get("team"), meters, owned=True)
+    else:
+        run = OpenRun(None, uuid.uuid4().hex, workflow, t.get("key"), t.get("team"), meters, owned=False)
+    try:
+        with run.scope():
+            yield run
+    except BaseException:
+        run.finish("error")
+        raise
+    if not run.detached:
+        run.finish()

@@ -3,8 +3,9 @@
 ``Gateway`` holds the catalog, the store, the workflows, the keys and the limits, and resolves a
 request's ``model`` (a catalog model, ``turnout/auto`` or ``workflow/NAME``) inside the calling
 key's scope. ``async with gateway.request_run(key, model, text, tokens=...) as run`` is the
-request's lifecycle, the same for every route: the key's rate is admitted, the run is started in
-the store (tagged with key and team), ``run.scope()`` is entered around each step of the model or
+request's lifecycle, the same for every route: the key's rate is admitted, the run is opened with
+``open_run`` (the one lifecycle every door uses; tagged with key and team, the key's budget as a
+meter), ``run.scope()`` is entered around each step of the model or
 workflow call (traces are attributed to the run; the key's budget is charged call by call by
 ``Budgeted``, through the scope's meter), and the run is finished exactly once — ``error`` when the
 block raises, else the status and output the route set. A stream hands the finish to its body
@@ -13,13 +14,13 @@ with ``run.detach()`` and calls ``run.finish(...)`` when the last chunk is out o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import BudgetExceeded, ComplianceError, LimitExceeded
-from .._scope import spend_scope
+from .._scope import OpenRun, open_run
 from .errors import ApiError, api_error
 from .keys import ApiKey, KeyRing
 from .limits import open_limits
@@ -32,31 +33,43 @@ _ANON = ApiKey("anonymous", "anonymous", ("*",), ("*",))
 
 
 class RequestRun:
-    """One request's run in the store (see the module docstring)."""
+    """One request's run (see the module docstring): an ``OpenRun`` with the key it serves."""
 
-    __slots__ = ("detached", "finished", "gw", "key", "output", "run_id", "status")
+    __slots__ = ("gw", "key", "run")
 
-    def __init__(self, gw: Gateway, key: ApiKey, run_id: str) -> None:
-        self.gw, self.key, self.run_id = gw, key, run_id
-        self.status, self.output = "ok", None
-        self.detached = self.finished = False
+    def __init__(self, gw: Gateway, key: ApiKey, run: OpenRun) -> None:
+        self.gw, self.key, self.run = gw, key, run
 
-    @contextmanager
-    def scope(self) -> Iterator[None]:
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def status(self) -> str:
+        return self.run.status
+
+    @status.setter
+    def status(self, v: str) -> None:
+        self.run.status = v
+
+    @property
+    def output(self) -> str | None:
+        return self.run.output
+
+    @output.setter
+    def output(self, v: str | None) -> None:
+        self.run.output = v
+
+    def scope(self) -> Any:
         """The run, key and team in scope: calls are traced to this run and charged to the key."""
-        meter = self.gw.limits.meter(self.key)
-        with spend_scope(store=self.gw.store, run=self.run_id, key=self.key.key_id, team=self.key.team,
-                         meters=(meter,) if meter is not None else ()):
-            yield
+        return self.run.scope()
 
     def detach(self) -> None:
         """The response outlives the handler (a stream): its body calls ``finish``."""
-        self.detached = True
+        self.run.detach()
 
     def finish(self, status: str, output: str | None = None) -> None:
-        if not self.finished:
-            self.finished = True
-            self.gw.store.finish_run(self.run_id, status=status, output=output)
+        self.run.finish(status, output)
 
     async def workflow(self, wf: Any, input: Any) -> Any:
         with self.scope():
@@ -171,14 +184,9 @@ class Gateway:
         await self.limits.admit(key, tokens)
         tags = {"key": key.key_id, "model": model, **({"team": key.team} if key.team else {})}
         name = model[9:] if model.startswith("workflow/") else "gateway"  # a workflow's runs carry its name
-        run = RequestRun(self, key, self.store.start_run(name, text, tags=tags))
-        try:
-            yield run
-        except BaseException:
-            run.finish("error")
-            raise
-        if not run.detached:
-            run.finish(run.status, run.output)
+        meter = self.limits.meter(key)
+        with open_run(self.store, name, text, tags=tags, meters=(meter,) if meter is not None else ()) as run:
+            yield RequestRun(self, key, run)
 
 
 def refusal(e: BaseException | None) -> bool:

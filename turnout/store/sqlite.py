@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError, TurnoutError
-from .._scope import active_run, spend_scope
+from .._scope import active_run, open_run
 from .._secrets import scrub, scrub_row
 from ._migrations import MIGRATIONS
 from ._read import Readers
@@ -176,17 +176,8 @@ class SQLiteStore(SyncTables, Readers):
     @contextmanager
     def run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> Iterator[str]:
         """``with store.run("triage", text) as run_id:`` — calls and decisions inside are attributed to it."""
-        run_id = self.start_run(workflow, input, tags=tags)
-        t = tags or {}
-        status = "ok"
-        try:
-            with spend_scope(store=self, run=run_id, workflow=workflow, key=t.get("key"), team=t.get("team")):
-                yield run_id
-        except BaseException:
-            status = "error"
-            raise
-        finally:
-            self.finish_run(run_id, status=status)
+        with open_run(self, workflow, input, tags=tags) as run:
+            yield run.run_id
 
     def _run_id(self) -> str | None:
         a = active_run()

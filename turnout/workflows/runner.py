@@ -4,7 +4,6 @@ with a summary of what it did (route and confidence, calls, tokens, cost, latenc
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._errors import ConfigError
-from .._scope import active_run, spend_scope
+from .._scope import open_run
 from .._secrets import describe
 from .._yaml import located_error
 from ..models.base import ChatModel, Embedder
@@ -146,30 +145,24 @@ class Workflow:
         and calls that happened are kept and traced)."""
         ctx = RunContext(self.resolve, self.default_model, original=input)
         t0 = time.perf_counter()
-        run_id = None
-        if store is not None:
-            run_id = store.start_run(self.name, as_text(input), tags=tags)
-        elif active_run() is not None:
-            run_id = active_run()[1]  # type: ignore[index]
         out: Any = None
         error, exc = None, None
-        t = tags or {}
-        scope = spend_scope(store=store, run=run_id or uuid.uuid4().hex, workflow=self.name, key=t.get("key"), team=t.get("team"))
-        try:
-            with scope:
+        with open_run(store, self.name, as_text(input), tags=tags, join=True) as run:
+            try:
                 out = await self.root.run(ctx, input)
                 if self.output:
                     out = render(self.output, ctx.scope(out), where="output: ")
-        except Exception as e:  # noqa: BLE001 - a failed run is a result, with its reason
-            from .._errors import TurnoutError
+            except Exception as e:  # noqa: BLE001 - a failed run is a result, with its reason
+                from .._errors import TurnoutError
 
-            if not isinstance(e, TurnoutError):
-                raise
-            error, exc = describe(e), e
-        statuses = {s.status for s in ctx.steps} - {"error", "cancelled"}  # a failed branch shows as "partial"
-        status = "error" if error else next((s for s in _STATUS_ORDER if s in statuses), "ok")
-        if store is not None and run_id is not None:
-            store.finish_run(run_id, status=status, output=as_text(out) if out is not None else None)
+                if not isinstance(e, TurnoutError):
+                    raise
+                error, exc = describe(e), e
+            statuses = {s.status for s in ctx.steps} - {"error", "cancelled"}  # a failed branch shows as "partial"
+            run.status = "error" if error else next((s for s in _STATUS_ORDER if s in statuses), "ok")
+            run.output = as_text(out) if out is not None else None
+        run_id = run.run_id if run.store is not None else None
+        status = run.status
         m = ctx.meter
         return RunResult(out, status, run_id, time.perf_counter() - t0, m.calls, m.errors, m.input_tokens, m.output_tokens,
                          m.cost_usd, ctx.decisions, ctx.steps, ctx.escalations, error, exc)

@@ -1,0 +1,91 @@
+"""One run lifecycle (``turnout._scope.open_run``) behind every door: the same workflow run through
+the Python API, inside ``store.run``, as a batch item and through the gateway (both of its workflow
+routes) lands the same calls, decisions, verdicts and steps under its run — and each run is
+finished once, with the workflow's status. (The Ray batch runs items with the same ``run_item``
+as the local batch: tests/test_ray_backend.py checks its outputs equal the local ones.)"""
+
+from __future__ import annotations
+
+import httpx
+
+from turnout.server import Gateway, create_app
+from turnout.store import SQLiteStore
+from turnout.testing import ScriptedModel
+from turnout.workflows import Workflow
+from turnout.workflows.batch import BatchItem, run_batch
+
+WF = """
+name: w
+routers:
+  triage:
+    router: rule
+    fallback: general
+    routes:
+      billing: {keywords: [invoice, refund]}
+      general: {}
+steps:
+  - name: kind
+    route:
+      router: triage
+      routes:
+        billing:
+          name: answer
+          vote: {sample: {call: {prompt: "{input}"}}, n: 3, extract: number, early_stop: none}
+      default: {call: {prompt: "general: {input}"}}
+  - name: polish
+    call: {prompt: "Polish: {input}"}
+"""
+TEXT = "my invoice says 42"
+
+
+def _load(tmp_path):
+    (tmp_path / "wf.yaml").write_text(WF)
+    return Workflow.load(tmp_path / "wf.yaml", models={"local": ScriptedModel(default="42")})
+
+
+def _attributed(store, run_id):
+    store.flush()
+    return {
+        "calls": sorted(c.model for c in store.calls(run_id=run_id)),
+        "decisions": [(d.router, d.route) for d in store.decisions(run_id=run_id)],
+        "verdicts": [(v["name"], v["answer"]) for v in store.verdicts(run_id=run_id)],
+        "steps": sorted((s["name"], s["kind"], s["status"]) for s in store.steps(run_id=run_id)),
+    }
+
+
+async def test_every_door_attributes_the_same_run(tmp_path):
+    store = SQLiteStore(tmp_path / "t.db")
+    wf = _load(tmp_path)
+    runs = {}
+
+    res = await wf.run(TEXT, store=store)  # the Python API
+    runs["python"] = res.run_id
+
+    with store.run("outer", TEXT) as outer:  # a run opened by hand: the workflow joins it
+        assert (await wf.run(TEXT)).run_id == outer
+    runs["store.run"] = outer
+
+    await run_batch(wf, [BatchItem("a", 1, TEXT)], store=store, batch_id="b1")  # a batch item
+    runs["batch"] = store.ledger_items("b1")[0]["run_id"]
+
+    app = create_app(Gateway(wf.catalog, store, {"w": wf}, auth=False))  # the gateway, both workflow routes
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
+        r = await c.post("/v1/workflows/w/runs", json={"input": TEXT})
+        assert r.status_code == 200, r.text
+        runs["gateway runs"] = r.json()["run_id"]
+        r = await c.post("/v1/chat/completions", json={"model": "workflow/w", "messages": [{"role": "user", "content": TEXT}]})
+        assert r.status_code == 200, r.text
+        runs["gateway chat"] = r.json()["id"].removeprefix("chatcmpl-")
+
+    assert len(set(runs.values())) == len(runs)  # a run of its own from each door
+    seen = {door: _attributed(store, rid) for door, rid in runs.items()}
+    want = seen["python"]
+    assert len(want["calls"]) == 4  # three votes and the polish
+    assert want["decisions"] == [("triage", "billing")] and want["verdicts"] == [("answer", "42")]
+    assert {s[0] for s in want["steps"]} >= {"kind", "answer", "polish"}
+    for door, got in seen.items():
+        assert got == want, door
+    finished = {r.run_id: r for r in store.runs(limit=None)}
+    for door, rid in runs.items():
+        assert finished[rid].status == "ok", door  # finished with the workflow's status, not left running
+    store.close()
