@@ -308,3 +308,16 @@ def test_every_step_kind_of_the_schema_has_its_compile_function():
     from turnout.workflows.spec import _KINDS, STEP_KINDS
 
     assert set(STEP_KINDS) == set(_KINDS)
+
+
+def test_step_nodes_take_their_settings_by_keyword_only():
+    """Both doors build nodes by keyword (the YAML compiler from the schema's model_dump()), so a field
+    added to a node can never shift another one's value."""
+    from turnout.workflows import Call, Escalate, GuardStep, OrchestrateStep, RouteStep, SectionStep, Sequence, StepGate, VoteStep
+
+    leading = {Call: 1, Escalate: 1, RouteStep: 2, SectionStep: 2, VoteStep: 2, GuardStep: 1, Sequence: 1, OrchestrateStep: 0,
+               StepGate: 0}
+    for cls, n in leading.items():
+        cls(*[None] * n)  # the leading fields may be positional ...
+        with pytest.raises(TypeError):
+            cls(*[None] * (n + 1))  # ... no more

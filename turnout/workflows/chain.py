@@ -86,9 +86,9 @@ class Chain:
         self.max_steps = max_steps
         self._models = {s.name: s.model or model for s in steps}
         self.sequence = Sequence(
-            [Call(_template(s.prompt), s.name, s.system, s.max_tokens, s.temperature, name=s.name, response_format=s.response_format)
-             for s in steps],
-            {s.name: s.gate for s in steps if s.gate is not None}, max_steps)
+            [Call(_template(s.prompt), model=s.name, system=s.system, max_tokens=s.max_tokens, temperature=s.temperature, name=s.name,
+                  response_format=s.response_format) for s in steps],
+            gates={s.name: s.gate for s in steps if s.gate is not None}, max_steps=max_steps)
 
     async def run(self, input: str) -> ChainResult:
         ctx = RunContext(self._models.__getitem__, original=input)  # type: ignore[arg-type]

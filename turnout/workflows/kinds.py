@@ -32,7 +32,7 @@ def _escalate(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], nam
     e = s.escalate
     assert e is not None
     c.check_template(e.message, (*kl, "message"), scope | {"queue"})
-    return Escalate(e.queue, e.message or Escalate.message, name)
+    return Escalate(e.queue, message=e.message or Escalate.message, name=name)
 
 
 @step_kind("route")
@@ -51,7 +51,7 @@ def _route(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: 
     missing = [n for n in names if n not in targets]
     if missing and default is None:
         raise c.err((*kl, "routes"), f"routes of {r.router!r} with no target here: {', '.join(missing)} — add them or a 'default:'")
-    return RouteStep(router, targets, default, name)
+    return RouteStep(router, targets, default=default, name=name)
 
 
 @step_kind("section")
@@ -69,7 +69,7 @@ def _section(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name
         if "{outputs}" not in agg.synthesize.prompt:
             raise c.err((*kl, "aggregate", "synthesize", "prompt"), "the synthesis prompt must contain {outputs}")
         agg = c.call(agg.synthesize, (*kl, "aggregate", "synthesize"), scope | {"outputs"})
-    return SectionStep(_splitter(split), mapper, agg, sc.concurrency, sc.timeout, sc.context_tokens, name)
+    return SectionStep(_splitter(split), mapper, aggregate=agg, name=name, **sc.model_dump(include={"concurrency", "timeout", "context_tokens"}))
 
 
 @step_kind("vote")
@@ -83,8 +83,9 @@ def _vote(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: s
         raise c.err((*kl, "escalate"), "escalate needs escalate_below (the agreement under which to escalate)")
     if v.prior is not None and v.early_stop != "predictive":
         raise c.err((*kl, "prior"), "a prior is used by early_stop: predictive only")
-    return VoteStep(sample, v.n, extract, v.rule, v.tie, None if v.early_stop == "none" else v.early_stop, v.confidence, v.wave,  # type: ignore[arg-type]
-                    v.escalate_below, esc, name, prior=vt.VotePrior(v.prior.alpha, v.prior.beta) if v.prior else None)
+    return VoteStep(sample, v.n, extract=extract, early_stop=None if v.early_stop == "none" else v.early_stop, confidence_level=v.confidence,
+                    escalate=esc, name=name, prior=vt.VotePrior(v.prior.alpha, v.prior.beta) if v.prior else None,
+                    **v.model_dump(include={"rule", "tie", "wave", "escalate_below"}))
 
 
 @step_kind("chain")
@@ -103,8 +104,7 @@ def _orchestrate(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], 
     for rname, m in o.route_models.items():
         c.check_model(m, (*kl, "route_models", rname))
     router = c.router(o.router, (*kl, "router")) if o.router else None
-    return OrchestrateStep(o.planner, o.worker, o.synthesizer, o.max_subtasks, o.max_depth, o.concurrency, router,
-                           o.route_models, o.max_tokens, name)
+    return OrchestrateStep(router=router, name=name, **o.model_dump(exclude={"router"}))
 
 
 @step_kind("guard")
@@ -121,7 +121,7 @@ def _guard(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: 
     if not g.patterns and g.screen_model is None:
         raise c.err(kl, "a guard needs patterns, a screen_model, or both")
     c.check_model(g.screen_model, (*kl, "screen_model"))
-    return GuardStep(respond, g.patterns, g.screen_model, g.policy, g.message, name)
+    return GuardStep(respond, name=name, **g.model_dump(include={"patterns", "screen_model", "policy", "message"}))
 
 
 @step_kind("workflow")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from .._errors import ConfigError
@@ -36,6 +36,7 @@ class Call(Node):
     """One model call: a prompt template, a system prompt, and the model (a catalog name)."""
 
     prompt: str = "{input}"
+    _: KW_ONLY
     model: str | None = None
     system: str | None = None
     max_tokens: int | None = None
@@ -76,6 +77,7 @@ class Escalate(Node):
     ``message`` (a template)."""
 
     queue: str = "human"
+    _: KW_ONLY
     message: str = "Your request has been passed to a person ({queue})."
     name: str = ""
     kind: str = "escalate"
@@ -93,6 +95,7 @@ class RouteStep(Node):
 
     router: Router | None = None
     targets: Mapping[str, Node] = field(default_factory=dict)
+    _: KW_ONLY
     default: Node | None = None
     name: str = ""
     kind: str = "route"
@@ -137,6 +140,7 @@ class SectionStep(Node):
 
     split: Callable[[Any], list[Section]] | None = None
     map: Node | None = None
+    _: KW_ONLY
     aggregate: str | Call = "concatenate"
     concurrency: int = 4
     timeout: float | None = None
@@ -216,6 +220,7 @@ class VoteStep(Node):
 
     sample: Node | None = None
     n: int = 5
+    _: KW_ONLY
     extract: Extractor | None = None
     rule: str = "plurality"
     tie: str = "first_seen"
@@ -261,6 +266,7 @@ class OrchestrateStep(Node):
     """A planner model splits the task into subtasks (schema-checked JSON), workers run them
     concurrently (routed per subtask when ``router`` is given), a synthesiser combines them."""
 
+    _: KW_ONLY
     planner: str | None = None
     worker: str | None = None
     synthesizer: str | None = None
@@ -291,6 +297,7 @@ class GuardStep(Node):
     """Answer with ``respond`` while screens check the input; a flag withholds (and cancels) the answer."""
 
     respond: Call | None = None
+    _: KW_ONLY
     patterns: list[str] = field(default_factory=list)
     screen_model: str | None = None
     policy: str | None = None

@@ -11,7 +11,7 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 from .._errors import ConfigError
@@ -49,6 +49,7 @@ class StepGate:
     """A check on a step's output: all given conditions must hold. On failure: ``stop`` the chain
     (the output becomes ``message`` if given) or divert to the step named ``divert``."""
 
+    _: KW_ONLY
     regex: str | None = None
     contains: str | None = None
     not_contains: str | None = None
@@ -91,6 +92,7 @@ class Sequence(Node):
     ``StepGate`` or a predicate) may stop or divert (loops are bounded by ``max_steps``)."""
 
     steps: list[Node] = field(default_factory=list)
+    _: KW_ONLY
     gates: Mapping[str, StepGate | GateFn] = field(default_factory=dict)
     max_steps: int = 20
     name: str = ""

@@ -368,7 +368,7 @@ class _Compiler:
         self.check_template(c.prompt, (*loc, "prompt"), scope)
         self.check_template(c.system, (*loc, "system"), scope)
         self.check_model(c.model, (*loc, "model"))
-        return Call(c.prompt, c.model, c.system, c.max_tokens, c.temperature, c.json_schema, name)
+        return Call(name=name, **c.model_dump())
 
     def step(self, s: StepIn, loc: tuple[Any, ...], scope: set[str]) -> Node:
         """The node of one step, by its kind's compile function (``STEP_KINDS``, filled by ``kinds.py``)."""
@@ -385,7 +385,7 @@ class _Compiler:
             raise self.err((*loc, "gate", "divert"), "divert works only for steps inside a chain (steps: or chain:)")
         if not node.name:
             node.name = f"gated-{node.kind}"
-        return Sequence([node], {node.name: _gate(g)}, name="")
+        return Sequence([node], gates={node.name: _gate(g)}, name="")
 
     def sequence(self, steps: list[StepIn], loc: tuple[Any, ...], scope: set[str], name: str, max_steps: int = 20) -> Sequence:
         nodes, gates = [], {}
@@ -405,7 +405,7 @@ class _Compiler:
                 self.check_template(gate.message, (*loc, i, "gate", "message"), scope | {"reason"})
                 gates[node.name] = _gate(gate)
             nodes.append(node)
-        return Sequence(nodes, gates, max_steps, name)
+        return Sequence(nodes, gates=gates, max_steps=max_steps, name=name)
 
     def virtual_models(self, base_resolve: Any) -> dict[str, Any]:
         """The workflow's model routers and cascades, by name (each usable wherever a model is)."""
@@ -478,7 +478,7 @@ class _Compiler:
 
 
 def _gate(g: GateIn) -> StepGate:
-    return StepGate(g.regex, g.contains, g.not_contains, g.min_chars, g.max_chars, g.json_, g.divert, g.message)
+    return StepGate(is_json=g.json_, **g.model_dump(exclude={"json_"}))
 
 
 def _splitter(s: SplitIn) -> Any:
