@@ -1,5 +1,6 @@
 """The store's schema: numbered migrations, registered by decorator and applied in order, once, by
-every store (SQLite as written; PostgreSQL through its dialect)."""
+every store. Column types are written ``$id`` (an auto-numbered primary key) and ``$real`` (a
+float), filled in by the store's ``Dialect`` (``_dialect.py``)."""
 
 from __future__ import annotations
 
@@ -23,20 +24,20 @@ def migration(version: int) -> Callable[[Callable[[], str]], Callable[[], str]]:
 def _m1() -> str:
     return """
     CREATE TABLE runs (
-        run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL,
-        finished_at REAL, input TEXT, output TEXT, tags TEXT NOT NULL DEFAULT '{}'
+        run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL, started_at $real NOT NULL,
+        finished_at $real, input TEXT, output TEXT, tags TEXT NOT NULL DEFAULT '{}'
     );
     CREATE TABLE calls (
-        id INTEGER PRIMARY KEY, run_id TEXT, model TEXT NOT NULL, started_at REAL NOT NULL, latency_s REAL NOT NULL,
-        ok INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+        id $id, run_id TEXT, model TEXT NOT NULL, started_at $real NOT NULL, latency_s $real NOT NULL,
+        ok INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd $real NOT NULL,
         error_type TEXT, retries INTEGER NOT NULL, fallback TEXT, stream INTEGER NOT NULL
     );
     CREATE INDEX calls_run ON calls(run_id);
     CREATE INDEX calls_model_time ON calls(model, started_at);
     CREATE TABLE decisions (
-        id INTEGER PRIMARY KEY, run_id TEXT, router TEXT NOT NULL, route TEXT, chosen TEXT, confidence REAL NOT NULL,
-        outcome TEXT NOT NULL, kind TEXT NOT NULL, stage TEXT, reason TEXT NOT NULL, latency_s REAL NOT NULL,
-        at REAL NOT NULL, input TEXT, scores TEXT NOT NULL DEFAULT '{}'
+        id $id, run_id TEXT, router TEXT NOT NULL, route TEXT, chosen TEXT, confidence $real NOT NULL,
+        outcome TEXT NOT NULL, kind TEXT NOT NULL, stage TEXT, reason TEXT NOT NULL, latency_s $real NOT NULL,
+        at $real NOT NULL, input TEXT, scores TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX decisions_run ON decisions(run_id);
     CREATE INDEX decisions_router_time ON decisions(router, at);
@@ -47,7 +48,7 @@ def _m1() -> str:
 def _m2() -> str:
     return """
     CREATE TABLE feedback (
-        id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, at REAL NOT NULL, score REAL, labels TEXT NOT NULL DEFAULT '{}',
+        id $id, run_id TEXT NOT NULL, at $real NOT NULL, score $real, labels TEXT NOT NULL DEFAULT '{}',
         comment TEXT
     );
     CREATE INDEX feedback_run ON feedback(run_id);
@@ -58,8 +59,8 @@ def _m2() -> str:
 def _m3() -> str:
     return """
     CREATE TABLE experiment_outcomes (
-        id INTEGER PRIMARY KEY, experiment TEXT NOT NULL, variant TEXT NOT NULL, unit TEXT, run_id TEXT, at REAL NOT NULL,
-        cost_usd REAL NOT NULL, latency_s REAL NOT NULL, error INTEGER NOT NULL, correct INTEGER, score REAL
+        id $id, experiment TEXT NOT NULL, variant TEXT NOT NULL, unit TEXT, run_id TEXT, at $real NOT NULL,
+        cost_usd $real NOT NULL, latency_s $real NOT NULL, error INTEGER NOT NULL, correct INTEGER, score $real
     );
     CREATE INDEX experiment_outcomes_name ON experiment_outcomes(experiment, variant);
     """
@@ -69,9 +70,9 @@ def _m3() -> str:
 def _m4() -> str:
     return """
     CREATE TABLE verdicts (
-        id INTEGER PRIMARY KEY, run_id TEXT, name TEXT NOT NULL, at REAL NOT NULL, answer TEXT, outcome TEXT NOT NULL,
-        agreement REAL NOT NULL, samples_used INTEGER NOT NULL, samples_planned INTEGER NOT NULL, abstained INTEGER NOT NULL,
-        counts TEXT NOT NULL DEFAULT '{}', cost_usd REAL NOT NULL
+        id $id, run_id TEXT, name TEXT NOT NULL, at $real NOT NULL, answer TEXT, outcome TEXT NOT NULL,
+        agreement $real NOT NULL, samples_used INTEGER NOT NULL, samples_planned INTEGER NOT NULL, abstained INTEGER NOT NULL,
+        counts TEXT NOT NULL DEFAULT '{}', cost_usd $real NOT NULL
     );
     CREATE INDEX verdicts_name_time ON verdicts(name, at);
     """
@@ -81,14 +82,14 @@ def _m4() -> str:
 def _m5() -> str:
     return """
     CREATE TABLE steps (
-        id INTEGER PRIMARY KEY, run_id TEXT, name TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL, latency_s REAL NOT NULL,
-        status TEXT NOT NULL, cost_usd REAL NOT NULL, detail TEXT NOT NULL DEFAULT '{}'
+        id $id, run_id TEXT, name TEXT NOT NULL, kind TEXT NOT NULL, at $real NOT NULL, latency_s $real NOT NULL,
+        status TEXT NOT NULL, cost_usd $real NOT NULL, detail TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX steps_run ON steps(run_id);
     CREATE TABLE sections (
-        id INTEGER PRIMARY KEY, run_id TEXT, step TEXT NOT NULL, idx INTEGER NOT NULL, title TEXT, status TEXT NOT NULL,
-        error TEXT, cost_usd REAL NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, latency_s REAL NOT NULL,
-        at REAL NOT NULL
+        id $id, run_id TEXT, step TEXT NOT NULL, idx INTEGER NOT NULL, title TEXT, status TEXT NOT NULL,
+        error TEXT, cost_usd $real NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, latency_s $real NOT NULL,
+        at $real NOT NULL
     );
     CREATE INDEX sections_run ON sections(run_id);
     """
@@ -98,11 +99,11 @@ def _m5() -> str:
 def _m6() -> str:
     return """
     CREATE TABLE batches (
-        batch_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL, total INTEGER NOT NULL
+        batch_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, source TEXT NOT NULL, created_at $real NOT NULL, total INTEGER NOT NULL
     );
     CREATE TABLE batch_items (
         batch_id TEXT NOT NULL, item_key TEXT NOT NULL, line INTEGER NOT NULL, status TEXT NOT NULL, run_id TEXT, output TEXT,
-        error TEXT, cost_usd REAL NOT NULL, latency_s REAL NOT NULL, attempts INTEGER NOT NULL, updated_at REAL NOT NULL,
+        error TEXT, cost_usd $real NOT NULL, latency_s $real NOT NULL, attempts INTEGER NOT NULL, updated_at $real NOT NULL,
         PRIMARY KEY (batch_id, item_key)
     );
     """
@@ -112,7 +113,7 @@ def _m6() -> str:
 def _m7() -> str:
     return """
     CREATE TABLE audit (
-        id INTEGER PRIMARY KEY, run_id TEXT, at REAL NOT NULL, model TEXT NOT NULL, action TEXT NOT NULL, data_classes TEXT NOT NULL,
+        id $id, run_id TEXT, at $real NOT NULL, model TEXT NOT NULL, action TEXT NOT NULL, data_classes TEXT NOT NULL,
         digest TEXT NOT NULL, reason TEXT NOT NULL
     );
     CREATE INDEX audit_run ON audit(run_id);
@@ -125,7 +126,7 @@ def _m8() -> str:
     return """
     CREATE TABLE api_keys (
         key_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, hash TEXT NOT NULL UNIQUE, models TEXT NOT NULL, workflows TEXT NOT NULL,
-        rpm REAL, tpm REAL, budget_usd REAL, period TEXT, team TEXT, created_at REAL NOT NULL, revoked_at REAL
+        rpm $real, tpm $real, budget_usd $real, period TEXT, team TEXT, created_at $real NOT NULL, revoked_at $real
     )
     """
 
@@ -137,7 +138,7 @@ def _m9() -> str:
     ALTER TABLE batches ADD COLUMN owner TEXT;
     ALTER TABLE batches ADD COLUMN owner_host TEXT;
     ALTER TABLE batches ADD COLUMN owner_pid INTEGER;
-    ALTER TABLE batches ADD COLUMN heartbeat REAL
+    ALTER TABLE batches ADD COLUMN heartbeat $real
     """
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import _secrets
 from .._errors import ConfigError
+from ._dialect import POSTGRES
 from .sqlite import SQLiteStore
 
 __all__ = ["PostgresStore"]
@@ -17,27 +18,18 @@ __all__ = ["PostgresStore"]
 _MIGRATION_LOCK = 727_001  # pg_advisory_lock key: one process migrates at a time
 
 
-def _dialect(sql: str) -> str:
-    sql = sql.replace("BEGIN IMMEDIATE", "BEGIN").replace("?", "%s")
-    sql = re.sub(r"\bINTEGER PRIMARY KEY\b", "BIGSERIAL PRIMARY KEY", sql)
-    return re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
-
-
 class _Conn:
-    """Just enough of sqlite3.Connection's surface, translated to PostgreSQL."""
+    """Just enough of sqlite3.Connection's surface over psycopg (queries in its paramstyle)."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
     def execute(self, sql: str, args: Any = ()) -> Any:
-        return self.conn.execute(_dialect(sql), args or None)
+        return self.conn.execute(POSTGRES.query(sql), args or None)
 
     def executemany(self, sql: str, rows: list[Any]) -> None:
         with self.conn.cursor() as cur:
-            cur.executemany(_dialect(sql), rows)
-
-    def executescript(self, sql: str) -> None:
-        self.conn.execute(_dialect(sql))
+            cur.executemany(POSTGRES.query(sql), rows)
 
     def close(self) -> None:
         self.conn.close()
@@ -51,6 +43,8 @@ def scrub_url(url: str) -> str:
 
 
 class PostgresStore(SQLiteStore):
+    dialect = POSTGRES
+
     def __init__(self, url: str, *, connect_timeout: int = 10, **kw: Any) -> None:
         try:
             import psycopg

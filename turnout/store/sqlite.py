@@ -26,6 +26,7 @@ from typing import Any
 from .._errors import ConfigError, TurnoutError
 from .._scope import active_run, open_run
 from .._secrets import scrub, scrub_row
+from ._dialect import SQLITE, Dialect
 from ._migrations import MIGRATIONS
 from ._read import Readers
 from ._sync import SyncTables
@@ -51,6 +52,7 @@ def default_path() -> Path:
 
 
 class SQLiteStore(SyncTables, Readers):
+    dialect: Dialect = SQLITE  # what differs between databases (PostgresStore: POSTGRES)
     _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
     # the failures of the database itself (locked, read-only, full, gone): rows are kept and retried;
     # any other failure is a bad row, which is dropped alone (logged, counted in ``dropped``)
@@ -138,16 +140,17 @@ class SQLiteStore(SyncTables, Readers):
     # -- schema ------------------------------------------------------------------------------------
     def _migrate(self) -> None:
         db = self._db
-        db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+        d = self.dialect
+        db.execute(d.ddl("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at $real NOT NULL)"))
         done = {v for (v,) in db.execute("SELECT version FROM schema_migrations")}
         for version, sql in MIGRATIONS:
             if version in done:
                 continue
-            db.execute("BEGIN IMMEDIATE")
+            db.execute(d.begin_write)
             try:
                 # re-checked inside the write lock: another process may have just applied it
                 if db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone() is None:
-                    for statement in sql.split(";"):
+                    for statement in d.ddl(sql).split(";"):
                         if statement.strip():
                             db.execute(statement)
                     db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
@@ -312,7 +315,7 @@ class SQLiteStore(SyncTables, Readers):
 
     def _write(self, items: list[tuple[str, tuple[Any, ...]]]) -> None:
         """One transaction; rolled back (never left open) on any failure."""
-        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute(self.dialect.begin_write)
         try:
             # consecutive rows of one kind go in one executemany (order across kinds is kept)
             for kind, group in itertools.groupby(items, key=lambda it: it[0]):
