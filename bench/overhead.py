@@ -33,8 +33,8 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from turnout import MemorySink, OpenAICompatible, RateLimiter, Request, Retrying, Traced
-from turnout.policies import Limited
+from turnout import OpenAICompatible, Request
+from turnout.policies import Limited, MemorySink, RateLimiter, Retrying, Traced
 
 
 def rss_mb() -> float:

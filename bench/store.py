@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from turnout import Usage  # noqa: E402
+from turnout.models import Usage  # noqa: E402
 from turnout.policies.trace import CallEvent  # noqa: E402
 from turnout.routing.base import Decision  # noqa: E402
 from turnout.store import SQLiteStore  # noqa: E402

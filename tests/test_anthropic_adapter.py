@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from turnout import (
-    AnthropicModel,
-    AuthError,
-    BadResponse,
-    MissingAPIKey,
-    Price,
-    ProviderUnavailable,
-    RateLimited,
-    Request,
-    ResponseFormat,
-)
+from turnout import AnthropicModel, Price, Request, ResponseFormat
+from turnout.errors import AuthError, BadResponse, MissingAPIKey, ProviderUnavailable, RateLimited
 from turnout.testing import MockServer
 
 KEY = "sk-ant-SECRET-42"

@@ -7,16 +7,10 @@ import random
 
 import pytest
 
-from turnout import (
-    Budgeted,
-    BudgetExceeded,
-    BudgetLedger,
-    Completion,
-    Price,
-    ProviderUnavailable,
-    Request,
-    Usage,
-)
+from turnout import BudgetExceeded, Completion, Price, Request
+from turnout.errors import ProviderUnavailable
+from turnout.models import Usage
+from turnout.policies import Budgeted, BudgetLedger
 from turnout.testing import FunctionModel, ScriptedModel
 
 PRICE = Price(1000.0, 2000.0)  # USD per 1M tokens: big numbers so each call costs something visible

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from turnout import (
-    Budgeted,
-    BudgetLedger,
-    Catalog,
-    ConfigError,
-    Fallback,
-    Limited,
-    MemorySink,
-    ModelSpec,
-    Price,
-    Request,
-    Retrying,
-    Traced,
-    UnknownModel,
-)
+from turnout import Catalog, ConfigError, ModelSpec, Price, Request
+from turnout.errors import UnknownModel
+from turnout.policies import Budgeted, BudgetLedger, Fallback, Limited, MemorySink, Retrying, Traced
 from turnout.policies.compliance import ComplianceGate, Compliant
 
 YAML = """
@@ -121,3 +109,15 @@ def test_cloud_model_without_key_fails_with_the_variable(tmp_path):
     cat = Catalog.load(write(tmp_path, "models:\n  gpt:\n    adapter: openai\n    api_key_env: MY_OPENAI\n"))
     with pytest.raises(ConfigError, match="MY_OPENAI"):
         cat.model("gpt")
+
+
+def test_auto_is_the_one_model_router_config_and_names_no_routers(tmp_path):
+    from turnout.models.catalog import ModelRouterConfig
+
+    p = tmp_path / "models.yaml"
+    p.write_text("models:\n  cheap: {adapter: local}\nauto:\n  tiers: {easy: [cheap]}\n  complexity: {hard_words: 'proof'}\n")
+    cat = Catalog.load(p)
+    assert isinstance(cat.auto, ModelRouterConfig) and cat.auto.complexity.hard_words == "proof"  # the workflows' schema
+    p.write_text("models:\n  cheap: {adapter: local}\nauto:\n  complexity: {router: mine}\n")
+    with pytest.raises(ConfigError, match=r"models.yaml:4: auto.complexity.router: a catalog has no routers"):
+        Catalog.load(p)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import turnout
-from turnout import ChatModel, ConfigError, Embedder, ProviderUnavailable, Request
+from turnout import ChatModel, ConfigError, Request
+from turnout.errors import ProviderUnavailable
+from turnout.models import Embedder
 from turnout.testing import FakeEmbedder, FunctionModel, ScriptedModel
 
 

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from turnout import (
-    AllModelsFailed,
-    AuthError,
-    BadResponse,
-    ConfigError,
-    Fallback,
-    InvalidRequest,
-    MemorySink,
-    OpenAICompatible,
-    ProviderUnavailable,
-    RateLimited,
-    Request,
-    Traced,
-)
+from turnout import ConfigError, OpenAICompatible, Request
+from turnout.errors import AllModelsFailed, AuthError, BadResponse, InvalidRequest, ProviderUnavailable, RateLimited
+from turnout.policies import Fallback, MemorySink, Traced
 from turnout.testing import MockServer, ScriptedModel
 
 REQ = Request.of("q")

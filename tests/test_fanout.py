@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from turnout import BudgetExceeded, BudgetLedger, ConfigError, OpenAICompatible, Request
+from turnout import BudgetExceeded, ConfigError, OpenAICompatible, Request
 from turnout.parallel import FanoutError, Quorum, fan_out
+from turnout.policies import BudgetLedger
 from turnout.testing import FunctionModel, MockServer, ScriptedModel
 
 

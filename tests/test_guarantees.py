@@ -18,9 +18,10 @@ import httpx
 import openai
 import pytest
 
-from turnout import Budgeted, BudgetExceeded, BudgetLedger, Catalog, Price, Request
+from turnout import BudgetExceeded, Catalog, Price, Request
 from turnout._errors import BadResponse, ContextLengthExceeded
 from turnout.models.openai import OpenAICompatible
+from turnout.policies import Budgeted, BudgetLedger
 from turnout.testing import MockServer
 from turnout.testing._mockserver import FAULT_KINDS
 

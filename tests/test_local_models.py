@@ -7,7 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from turnout import LocalEmbedder, LocalLLM, ModelNotInstalled, Request, ResponseFormat
+from turnout import LocalEmbedder, LocalLLM, Request, ResponseFormat
+from turnout.errors import ModelNotInstalled
 from turnout.models._weights import LocalWeights, ensure_gguf
 
 
@@ -78,7 +79,7 @@ async def test_cancelling_a_local_call_stops_generation(llm):
 async def test_local_call_timeout_is_a_provider_timeout(llm):
     import asyncio
 
-    from turnout import ProviderTimeout
+    from turnout.errors import ProviderTimeout
 
     stopped = llm.stopped
     with pytest.raises(ProviderTimeout):

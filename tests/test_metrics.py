@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from turnout import Fallback, Price, ProviderUnavailable, Request, Traced
+from turnout import Price, Request
+from turnout.errors import ProviderUnavailable
+from turnout.policies import Fallback, Traced
 from turnout.routing import Route, RuleRouter
 from turnout.store import SQLiteStore
 from turnout.store.metrics import Metrics, Tee

@@ -7,18 +7,15 @@ import json
 
 import pytest
 
-from turnout import (
+from turnout import OpenAICompatible, Price, Request, ResponseFormat
+from turnout.errors import (
     AuthError,
     BadResponse,
     InvalidRequest,
     MissingAPIKey,
-    OpenAICompatible,
-    Price,
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
-    Request,
-    ResponseFormat,
 )
 from turnout.testing import MockServer
 

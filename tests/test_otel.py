@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from turnout import ProviderUnavailable, Request, Traced
+from turnout import Request
+from turnout.errors import ProviderUnavailable
+from turnout.policies import Traced
 from turnout.routing import Route, RuleRouter
 from turnout.store.otel import OTelSink
 from turnout.testing import ScriptedModel

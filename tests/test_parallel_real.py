@@ -58,8 +58,9 @@ async def test_orchestrator_workers(llm):
 
 
 async def test_token_windows_and_context_checks_use_the_models_own_tokenizer(llm):
-    from turnout import ConfigError, MemorySink, Traced
+    from turnout import ConfigError
     from turnout.parallel import Section, split_tokens, token_counter
+    from turnout.policies import MemorySink, Traced
 
     sink = MemorySink()
     traced = Traced(llm, sink)

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from turnout import ConfigError, Limited, RateLimiter, Request
+from turnout import ConfigError, Request
+from turnout.policies import Limited, RateLimiter
 from turnout.policies.ratelimit import TokenBucket
 from turnout.testing import ScriptedModel
 

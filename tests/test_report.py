@@ -8,8 +8,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from turnout import ConfigError, Fallback, Price, ProviderUnavailable, Request, Traced
+from turnout import ConfigError, Price, Request
 from turnout.cli import app
+from turnout.errors import ProviderUnavailable
+from turnout.policies import Fallback, Traced
 from turnout.routing import Route, RuleRouter
 from turnout.store import SQLiteStore
 from turnout.store.report import parse_since

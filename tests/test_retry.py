@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from turnout import (
-    AuthError,
-    InvalidRequest,
+from turnout import OpenAICompatible, Request
+from turnout.errors import AuthError, InvalidRequest, ProviderUnavailable, RateLimited
+from turnout.policies import (
     MemorySink,
-    OpenAICompatible,
-    ProviderUnavailable,
-    RateLimited,
-    Request,
     Retrying,
     RetryPolicy,
     Traced,
-)
-from turnout.policies import (
     stop_after_attempt,
     stop_after_delay,
     wait_exponential,

@@ -57,7 +57,7 @@ async def test_all_abstain_falls_back():
 
 
 async def test_llm_failure_does_not_break_the_cascade():
-    from turnout import ProviderUnavailable
+    from turnout.errors import ProviderUnavailable
 
     c, llm = cascade(sem_threshold=0.999)
     llm.default = ProviderUnavailable("down")

@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from turnout import Completion, Price, ProviderTimeout, ProviderUnavailable, Request, Usage
+from turnout import Completion, Price, Request
+from turnout.errors import ProviderTimeout, ProviderUnavailable
+from turnout.models import Usage
 from turnout.routing import LLMRouter, Route
 from turnout.testing import FunctionModel, ScriptedModel
 

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from turnout import BudgetExceeded, Catalog, ConfigError, ModelSpec, Price, Request, spend_scope
+from turnout import BudgetExceeded, Catalog, ConfigError, ModelSpec, Price, Request
 from turnout.models.catalog import PolicySpec
-from turnout.policies import Budgeted
+from turnout.policies import Budgeted, spend_scope
 from turnout.policies.spend import Budget, SpendControl, period_start
 from turnout.store import SQLiteStore
 from turnout.testing import FunctionModel

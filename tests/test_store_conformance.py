@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from turnout import ConfigError, Request, Traced
+from turnout import ConfigError, Request
+from turnout.policies import Traced
 from turnout.routing import Route, RuleRouter
 from turnout.store import MIGRATIONS, SQLiteStore
 from turnout.testing import ScriptedModel

@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-from turnout import ConfigError, ProviderUnavailable, Request, Traced
+from turnout import ConfigError, Request
+from turnout.errors import ProviderUnavailable
+from turnout.policies import Traced
 from turnout.routing import Route, RuleRouter
 from turnout.store import MIGRATIONS, SQLiteStore, StoreError
 from turnout.testing import ScriptedModel

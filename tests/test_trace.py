@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from turnout import MemorySink, Price, ProviderUnavailable, Request, Traced
+from turnout import Price, Request
+from turnout.errors import ProviderUnavailable
+from turnout.policies import MemorySink, Traced
 from turnout.testing import ScriptedModel
 
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from turnout import ConfigError, ProviderUnavailable, Request
+from turnout import ConfigError, Request
+from turnout.errors import ProviderUnavailable
 from turnout.parallel import (
     Vote,
     VotePrior,

@@ -10,8 +10,9 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from turnout import ConfigError, ProviderUnavailable
+from turnout import ConfigError
 from turnout.cli import app
+from turnout.errors import ProviderUnavailable
 from turnout.store import SQLiteStore
 from turnout.testing import FakeEmbedder, FunctionModel, ScriptedModel
 from turnout.workflows import Workflow

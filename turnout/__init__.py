@@ -1,107 +1,94 @@
 """turnout: route and parallelize LLM workflows — on an embedded local model with no key, or any API.
 
-The public API is re-exported here; implementation modules are private or live in subpackages
-(``turnout.models``, ``turnout.policies``, ``turnout.testing``).
+The headline names are here::
+
+    from turnout import Workflow, SemanticRouter, vote, fan_out, open_store
+
+Everything else lives in its sub-package: ``turnout.models`` (adapters, value types),
+``turnout.policies`` (retry, limits, fallback, budgets, tracing), ``turnout.routing``,
+``turnout.parallel``, ``turnout.workflows``, ``turnout.store``, ``turnout.errors`` (the whole
+error tree) and ``turnout.testing`` (fakes and the mock server).
 """
 
-from ._errors import AllModelsFailed as AllModelsFailed
-from ._errors import AuthError as AuthError
-from ._errors import BadResponse as BadResponse
+from typing import Any as _Any
+
 from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import ComplianceError as ComplianceError
 from ._errors import ConfigError as ConfigError
-from ._errors import DataClassNotAllowed as DataClassNotAllowed
-from ._errors import InvalidRequest as InvalidRequest
-from ._errors import MissingAPIKey as MissingAPIKey
-from ._errors import ModelNotInstalled as ModelNotInstalled
 from ._errors import ProviderError as ProviderError
-from ._errors import ProviderTimeout as ProviderTimeout
-from ._errors import ProviderUnavailable as ProviderUnavailable
-from ._errors import RateLimited as RateLimited
 from ._errors import TurnoutError as TurnoutError
-from ._errors import UnknownModel as UnknownModel
-from ._scope import spend_scope as spend_scope
 from ._sync import run_sync as run_sync
 from ._types import Completion as Completion
 from ._types import Message as Message
 from ._types import Price as Price
 from ._types import Request as Request
 from ._types import ResponseFormat as ResponseFormat
-from ._types import StreamChunk as StreamChunk
-from ._types import Usage as Usage
 from .models import AnthropicModel as AnthropicModel
 from .models import ChatModel as ChatModel
-from .models import Embedder as Embedder
 from .models import LocalEmbedder as LocalEmbedder
 from .models import LocalLLM as LocalLLM
 from .models import ModelSpec as ModelSpec
 from .models import OpenAICompatible as OpenAICompatible
-from .models import PolicySpec as PolicySpec
+from .parallel import fan_out as fan_out
+from .parallel import run_sections as run_sections
+from .parallel import vote as vote
 from .policies import Budget as Budget
-from .policies import Budgeted as Budgeted
-from .policies import BudgetLedger as BudgetLedger
-from .policies import CallEvent as CallEvent
-from .policies import DataPolicy as DataPolicy
-from .policies import Detector as Detector
-from .policies import Fallback as Fallback
-from .policies import Limited as Limited
-from .policies import MemorySink as MemorySink
-from .policies import RateLimiter as RateLimiter
-from .policies import Retrying as Retrying
-from .policies import RetryPolicy as RetryPolicy
 from .policies import SpendControl as SpendControl
-from .policies import Traced as Traced
 from .policies.catalog import Catalog as Catalog
+from .routing import ModelRouter as ModelRouter
+from .routing import Route as Route
+from .routing import RuleRouter as RuleRouter
+from .routing import SemanticRouter as SemanticRouter
+from .store import open_store as open_store
+from .workflows import Workflow as Workflow
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AllModelsFailed",
     "AnthropicModel",
-    "AuthError",
-    "BadResponse",
     "Budget",
     "BudgetExceeded",
-    "BudgetLedger",
-    "Budgeted",
-    "CallEvent",
     "Catalog",
     "ChatModel",
     "Completion",
     "ComplianceError",
     "ConfigError",
-    "DataClassNotAllowed",
-    "DataPolicy",
-    "Detector",
-    "Embedder",
-    "Fallback",
-    "InvalidRequest",
-    "Limited",
     "LocalEmbedder",
     "LocalLLM",
-    "MemorySink",
     "Message",
-    "MissingAPIKey",
-    "ModelNotInstalled",
+    "ModelRouter",
     "ModelSpec",
     "OpenAICompatible",
-    "PolicySpec",
     "Price",
     "ProviderError",
-    "ProviderTimeout",
-    "ProviderUnavailable",
-    "RateLimited",
-    "RateLimiter",
     "Request",
     "ResponseFormat",
-    "RetryPolicy",
-    "Retrying",
+    "Route",
+    "RuleRouter",
+    "SemanticRouter",
     "SpendControl",
-    "StreamChunk",
-    "Traced",
     "TurnoutError",
-    "UnknownModel",
-    "Usage",
+    "Workflow",
+    "fan_out",
+    "open_store",
+    "run_sections",
     "run_sync",
-    "spend_scope",
+    "vote",
 ]
+
+# where the names that left the top level live now (a clear error instead of a bare AttributeError)
+_MOVED = {
+    **{n: "turnout.errors" for n in ("AllModelsFailed", "AuthError", "BadResponse", "DataClassNotAllowed", "InvalidRequest",
+                                      "MissingAPIKey", "ModelNotInstalled", "ProviderTimeout", "ProviderUnavailable", "RateLimited",
+                                      "UnknownModel")},
+    **{n: "turnout.models" for n in ("Embedder", "PolicySpec", "StreamChunk", "Usage")},
+    **{n: "turnout.policies" for n in ("Budgeted", "BudgetLedger", "CallEvent", "DataPolicy", "Detector", "Fallback", "Limited",
+                                        "MemorySink", "RateLimiter", "Retrying", "RetryPolicy", "Traced", "spend_scope")},
+}
+
+
+def __getattr__(name: str) -> _Any:
+    home = _MOVED.get(name)
+    if home is not None:
+        raise AttributeError(f"turnout.{name} is not a top-level name: from {home} import {name}")
+    raise AttributeError(f"module 'turnout' has no attribute {name!r}")

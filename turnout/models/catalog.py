@@ -150,16 +150,32 @@ class _PoliciesIn(BaseModel):
     max_concurrency: int | None = Field(None, ge=1)
 
 
-class _AutoIn(BaseModel):
-    """How ``turnout/auto`` (the gateway's model router) picks: tiers of model names (lowest first),
-    a preference, and the rules of its complexity classifier."""
+class ComplexityConfig(BaseModel):
+    """How a model router scores difficulty: a router of routers whose routes are the tier names, or
+    the built-in feature rules (``thresholds`` between tiers, ``long_chars``, ``hard_words``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    router: str | None = Field(None, description="a router of routers: whose routes are the tier names")
+    thresholds: list[float] | None = None
+    long_chars: int = Field(1200, gt=0)
+    hard_words: str | None = Field(None, description="a regex of words that make a request harder")
+
+
+class ModelRouterConfig(BaseModel):
+    """One model router's settings, the same wherever one is declared: a catalog's ``auto:`` section
+    (the gateway's ``turnout/auto``) or a workflow's ``model_routers:``. Tiers of model names (lowest
+    first; default: the catalog's tiers by price), a preference, the complexity scoring, optional
+    categories (a router of routers) with their own tiers, and the failover cooldown.
+    ``turnout.routing.model_router.build_model_router`` builds the router from it."""
 
     model_config = ConfigDict(extra="forbid")
     tiers: dict[str, list[str]] | None = None
     prefer: Literal["cheapest", "fastest", "quality"] = "cheapest"
     min_tier: str | None = None
-    thresholds: list[float] | None = None
-    hard_words: str | None = None
+    complexity: ComplexityConfig = ComplexityConfig()
+    category: str | None = Field(None, description="a router of routers: (its routes are categories)")
+    categories: dict[str, dict[str, list[str]]] = {}
+    cooldown: float = Field(30.0, ge=0)
 
 
 class _ModelIn(BaseModel):
@@ -221,10 +237,14 @@ def read_catalog_file(path: str | os.PathLike[str], *, auto: bool = True) -> tup
     auto_doc = None
     if doc.get("auto") is not None and auto:
         try:
-            auto_doc = _AutoIn.model_validate(doc["auto"]).model_dump()
+            auto_doc = ModelRouterConfig.model_validate(doc["auto"])
         except ValidationError as e:
             raise located_error(p, root, e, ("auto",)) from None
-        for t, ms in (auto_doc["tiers"] or {}).items():
+        for where in (("complexity", "router"), ("category",)):
+            if (auto_doc.complexity.router if where[0] == "complexity" else auto_doc.category) is not None:
+                raise ConfigError(f"{p}:{line_of(root, ('auto', *where))}: auto.{'.'.join(where)}: a catalog has no routers to "
+                                  "name; declare this model router in a workflow's model_routers:")
+        for t, ms in (auto_doc.tiers or {}).items():
             for m in ms:
                 if m not in doc["models"] and m not in {e.name for e in EMBEDDED}:
                     raise ConfigError(f"{p}:{line_of(root, ('auto', 'tiers', t))}: auto.tiers.{t}: unknown model {m!r}")

@@ -140,102 +140,109 @@ async def fan_out(
         # scope (the run's, the workflow's, the key's, global) in one step.
         await ledger.release(await ledger.reserve(estimated_cost, model=model))
     t_start = time.perf_counter()
-    results: list[Envelope[T] | None] = [None] * n
     if n == 0:
         return FanoutResult([], wall_s=0.0)
-    cap = min(n, concurrency or n)
-    next_index = 0
-    running: dict[int, asyncio.Task[Any]] = {}  # branch index -> the worker task running it
-    state = {"stopping": False, "reason": "", "active": 0, "max_active": 0, "succeeded": 0, "deadline_hit": False}
+    run = _Run(branches, timeout, policy, stop_when)
+    await run.run(min(n, concurrency or n), deadline)
+    return FanoutResult(run.results, run.stopping, run.reason, time.perf_counter() - t_start, run.max_active)  # type: ignore[arg-type]
 
-    def stop(reason: str) -> None:
-        if state["stopping"]:
+
+class _Run(Generic[T]):
+    """One fan-out in progress: ``cap`` workers in one task group pull branch indices in order (a
+    branch never started costs nothing); every branch ends as an envelope in ``results``."""
+
+    def __init__(self, branches: Sequence[Callable[[], Awaitable[T]]], timeout: float | None, policy: Policy,
+                 stop_when: Callable[[list[Envelope[T] | None]], bool] | None) -> None:
+        self.branches, self.timeout, self.policy, self.stop_when = branches, timeout, policy, stop_when
+        self.results: list[Envelope[T] | None] = [None] * len(branches)
+        self.next_index = 0
+        self.running: dict[int, asyncio.Task[Any]] = {}  # branch index -> the worker task running it
+        self.stopping, self.reason, self.deadline_hit = False, "", False
+        self.active = self.max_active = self.succeeded = 0
+
+    def stop(self, reason: str) -> None:
+        if self.stopping:
             return
-        state["stopping"] = True
-        state["reason"] = reason
+        self.stopping, self.reason = True, reason
         me = asyncio.current_task()
-        for task in list(running.values()):
+        for task in list(self.running.values()):
             if task is not me:
                 task.cancel()
 
-    def after(env: Envelope[T]) -> None:
-        results[env.index] = env
+    def after(self, env: Envelope[T]) -> None:
+        self.results[env.index] = env
         if env.status == "ok":
-            state["succeeded"] += 1
-            if isinstance(policy, Quorum) and state["succeeded"] >= policy.k:
-                stop(f"quorum of {policy.k} reached")
-        elif env.status in ("error", "timeout") and policy == "fail_fast":
-            stop(f"branch {env.index} failed ({env.status})")
-        if stop_when is not None and not state["stopping"] and stop_when(results):
-            stop("stop condition met")
+            self.succeeded += 1
+            if isinstance(self.policy, Quorum) and self.succeeded >= self.policy.k:
+                self.stop(f"quorum of {self.policy.k} reached")
+        elif env.status in ("error", "timeout") and self.policy == "fail_fast":
+            self.stop(f"branch {env.index} failed ({env.status})")
+        if self.stop_when is not None and not self.stopping and self.stop_when(self.results):
+            self.stop("stop condition met")
 
-    async def run_one(i: int) -> None:
+    async def run_one(self, i: int) -> None:
         t0 = time.perf_counter()
-        state["active"] += 1
-        state["max_active"] = max(state["max_active"], state["active"])
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
         try:
-            if timeout is not None:
-                async with asyncio.timeout(timeout):
-                    value = await branches[i]()
+            if self.timeout is not None:
+                async with asyncio.timeout(self.timeout):
+                    value = await self.branches[i]()
             else:
-                value = await branches[i]()
+                value = await self.branches[i]()
         except TimeoutError as e:
-            after(Envelope(i, "timeout", None, e, time.perf_counter() - t0))
+            self.after(Envelope(i, "timeout", None, e, time.perf_counter() - t0))
         except asyncio.CancelledError:
-            if not state["stopping"]:
+            if not self.stopping:
                 raise  # the caller cancelled us: structured cancellation propagates
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # our own stop: the branch ends as an envelope, the worker exits
-            status: Status = "timeout" if state["deadline_hit"] else "cancelled"
-            results[i] = Envelope(i, status, None, None, time.perf_counter() - t0)
+            status: Status = "timeout" if self.deadline_hit else "cancelled"
+            self.results[i] = Envelope(i, status, None, None, time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - every failure becomes an envelope
-            after(Envelope(i, "error", None, e, time.perf_counter() - t0))
+            self.after(Envelope(i, "error", None, e, time.perf_counter() - t0))
         else:
             cost, tin, tout = _usage(value)
-            after(Envelope(i, "ok", value, None, time.perf_counter() - t0, cost, tin, tout))
+            self.after(Envelope(i, "ok", value, None, time.perf_counter() - t0, cost, tin, tout))
         finally:
-            state["active"] -= 1
+            self.active -= 1
 
-    async def worker() -> None:
-        nonlocal next_index
+    async def worker(self) -> None:
         me = asyncio.current_task()
         assert me is not None
-        while not state["stopping"] and next_index < n:
-            i = next_index
-            next_index += 1
-            running[i] = me
+        while not self.stopping and self.next_index < len(self.branches):
+            i = self.next_index
+            self.next_index += 1
+            self.running[i] = me
             try:
-                await run_one(i)
+                await self.run_one(i)
             except asyncio.CancelledError:
-                if not state["stopping"]:
+                if not self.stopping:
                     raise
-                if results[i] is None:
-                    results[i] = Envelope(i, "timeout" if state["deadline_hit"] else "cancelled", None, None, 0.0)
+                if self.results[i] is None:
+                    self.results[i] = Envelope(i, "timeout" if self.deadline_hit else "cancelled", None, None, 0.0)
                 # a cancel aimed at the branch may also land between branches: swallow it, we are stopping
                 me.uncancel()
                 return
             finally:
-                running.pop(i, None)
+                self.running.pop(i, None)
 
-    loop = asyncio.get_running_loop()
-    watchdog = None
-    if deadline is not None:
-        def on_deadline() -> None:
-            state["deadline_hit"] = True
-            for task in list(running.values()):
-                task.cancel()
-            stop(f"deadline of {deadline}s reached")
+    def on_deadline(self, deadline: float) -> None:
+        self.deadline_hit = True
+        for task in list(self.running.values()):
+            task.cancel()
+        self.stop(f"deadline of {deadline}s reached")
 
-        watchdog = loop.call_later(deadline, on_deadline)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(cap):
-                tg.create_task(worker())
-    finally:
-        if watchdog is not None:
-            watchdog.cancel()
-    for i in range(n):
-        if results[i] is None:  # never started
-            results[i] = Envelope(i, "timeout" if state["deadline_hit"] else "cancelled")
-    return FanoutResult(results, state["stopping"], state["reason"], time.perf_counter() - t_start, state["max_active"])  # type: ignore[arg-type]
+    async def run(self, cap: int, deadline: float | None) -> None:
+        watchdog = asyncio.get_running_loop().call_later(deadline, self.on_deadline, deadline) if deadline is not None else None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(cap):
+                    tg.create_task(self.worker())
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        for i, r in enumerate(self.results):
+            if r is None:  # never started
+                self.results[i] = Envelope(i, "timeout" if self.deadline_hit else "cancelled")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .._errors import ConfigError, UnknownModel
 from .._yaml import line_of, located_error
 from ..models.base import ChatModel
-from ..models.catalog import ADAPTERS, EMBEDDED, AdapterFactory, ModelSpec, read_catalog_file
+from ..models.catalog import ADAPTERS, EMBEDDED, AdapterFactory, ModelRouterConfig, ModelSpec, read_catalog_file
 from .budget import Budgeted
 from .compliance import ComplianceGate, Compliant, DataPolicy, Detector, expand
 from .fallback import Fallback
@@ -68,7 +68,7 @@ class Catalog:
         policy: Any = None,
         spend: Any = None,
         audit: Callable[[Any], None] | None = None,
-        auto: Mapping[str, Any] | None = None,
+        auto: ModelRouterConfig | Mapping[str, Any] | None = None,
         buckets: Any = None,
     ) -> None:
         self._specs: dict[str, ModelSpec] = {}
@@ -86,7 +86,8 @@ class Catalog:
         self._fallbacks: dict[str, Any] = {}
         self.spend = spend
         self.audit_sink = audit
-        self.auto = dict(auto or {})  # settings of the gateway's turnout/auto model router (the catalog's auto: section)
+        # the gateway's turnout/auto model router (the catalog's auto: section)
+        self.auto = auto if isinstance(auto, ModelRouterConfig) else ModelRouterConfig.model_validate(dict(auto or {}))
         if policy is None and any(tuple(sp.data_classes) != ("*",) for sp in self._specs.values()):
             policy = DataPolicy()  # some model is restricted: enforce with the default detector
         self.policy = policy

@@ -163,10 +163,7 @@ class ModelRouter:
         if prefer not in ("cheapest", "fastest", "quality"):
             raise ConfigError(f"ModelRouter {name!r}: prefer must be cheapest, fastest or quality, not {prefer!r}")
         if tiers is None:
-            groups: dict[str, list[str]] = {}
-            for s in catalog.specs():
-                groups.setdefault(s.tier, []).append(s.name)
-            tiers = dict(sorted(groups.items(), key=lambda kv: min(_blended(catalog.spec(m).price) for m in kv[1])))
+            tiers = tiers_by_price(catalog)
         self.tiers = {t: list(ms) for t, ms in tiers.items()}
         who = f"ModelRouter {name!r}"
         for t, ms in [*self.tiers.items(), *((f"{c}.{t}", ms) for c, tm in (categories or {}).items() for t, ms in tm.items())]:
@@ -260,6 +257,28 @@ class ModelRouter:
 
     def as_model(self) -> RoutedModel:
         return RoutedModel(self)
+
+
+def tiers_by_price(catalog: Any) -> dict[str, list[str]]:
+    """The catalog's models grouped by their ``tier``, cheapest tier first."""
+    groups: dict[str, list[str]] = {}
+    for s in catalog.specs():
+        groups.setdefault(s.tier, []).append(s.name)
+    return dict(sorted(groups.items(), key=lambda kv: min(_blended(catalog.spec(m).price) for m in kv[1])))
+
+
+def build_model_router(cfg: Any, catalog: Any, *, name: str, resolve: Callable[[str], ChatModel] | None = None,
+                       complexity: Any = None, category: Any = None) -> ModelRouter:
+    """The one way a ``ModelRouterConfig`` (a catalog's ``auto:``, a workflow's ``model_routers:``)
+    becomes a ``ModelRouter``. ``complexity`` / ``category`` are the routers the config names, looked
+    up by the caller (a workflow's); ConfigError for any inconsistency (the caller locates it)."""
+    cx = cfg.complexity
+    if complexity is None:
+        order = list(cfg.tiers) if cfg.tiers is not None else list(tiers_by_price(catalog))
+        complexity = ComplexityRules(order, thresholds=cx.thresholds, long_chars=cx.long_chars, hard_words=cx.hard_words,
+                                     name=f"{name}.complexity")
+    return ModelRouter(catalog, tiers=cfg.tiers, complexity=complexity, category=category, categories=cfg.categories,
+                       prefer=cfg.prefer, min_tier=cfg.min_tier, cooldown=cfg.cooldown, resolve=resolve, name=name)
 
 
 class RoutedModel:

@@ -113,6 +113,18 @@ def create_app(gw: Gateway) -> Any:
     def error_response(e: ApiError) -> JSONResponse:
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
+    _error_handlers(app, error_response)
+    chat = _chat_route(app, gw)
+    _openai_routes(app, gw)
+    _run_routes(app, gw)
+    _ops_routes(app, gw)
+    if gw.dashboard:
+        _dashboard_routes(app, gw)
+    return _FastPath(app, chat, error_response, ("localhost", "127.0.0.1", "::1", *gw.allowed_hosts))
+
+
+def _error_handlers(app: Any, error_response: Any) -> None:
+    """Every error as an OpenAI-style error object: never a stack trace."""
     @app.exception_handler(ApiError)
     async def _api_error(request: HttpRequest, e: ApiError) -> JSONResponse:
         return error_response(e)
@@ -137,6 +149,9 @@ def create_app(gw: Gateway) -> Any:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(api_error(e))
 
+
+def _chat_route(app: Any, gw: Gateway) -> Any:
+    """``POST /v1/chat/completions`` (returned: the fast path calls it directly)."""
     @app.post("/v1/chat/completions")
     async def chat_completions(request: HttpRequest) -> Any:
         key = await gw.authenticate(request.headers.get("authorization"))
@@ -181,6 +196,11 @@ def create_app(gw: Gateway) -> Any:
         return StreamingResponse(_stream_body(run, agen, first, chat), media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache"})
 
+    return chat_completions
+
+
+def _openai_routes(app: Any, gw: Gateway) -> None:
+    """``GET /v1/models``, ``POST /v1/embeddings``."""
     @app.get("/v1/models")
     async def list_models(request: HttpRequest) -> Any:
         key = await gw.authenticate(request.headers.get("authorization"))
@@ -217,6 +237,9 @@ def create_app(gw: Gateway) -> Any:
         n = sum(max(1, len(t) // 4) for t in e.inputs)
         return {"object": "list", "data": data, "model": EMBED_MODEL, "usage": {"prompt_tokens": n, "total_tokens": n}}
 
+
+def _run_routes(app: Any, gw: Gateway) -> None:
+    """Workflow runs, run lookups and feedback."""
     @app.post("/v1/workflows/{name}/runs")
     async def run_workflow(name: str, request: HttpRequest) -> Any:
         key = await gw.authenticate(request.headers.get("authorization"))
@@ -254,39 +277,14 @@ def create_app(gw: Gateway) -> Any:
                                 comment=comment if isinstance(comment, str) else None)
         return {"ok": True, "run_id": run_id}
 
+
+def _ops_routes(app: Any, gw: Gateway) -> None:
+    """``/metrics``, ``/healthz``, ``/readyz``."""
     @app.get("/metrics")
     async def metrics() -> Any:
         if gw.metrics is None:
             raise ApiError(404, "metrics need prometheus-client: pip install 'turnout[metrics]'", type="not_found_error")
         return Response(gw.metrics.exposition(), media_type="text/plain; version=0.0.4")
-
-    if gw.dashboard:
-        from fastapi.responses import HTMLResponse
-
-        from . import dashboard
-
-        async def _page(name: str, since: str | None) -> HTMLResponse:
-            try:
-                html = await asyncio.to_thread(dashboard.page, name, gw.store, since, gw.catalog)
-            except ConfigError as e:
-                return HTMLResponse(f"<!doctype html><title>bad request</title><p>{_esc(str(e))}</p>", status_code=400)
-            return HTMLResponse(html)
-
-        def _route(name: str) -> Any:
-            async def show(since: str | None = None) -> HTMLResponse:
-                return await _page(name, since)
-            return show
-
-        for path, name in (("/", "overview"), ("/routes", "routes"), ("/models", "models"), ("/voting", "voting"),
-                           ("/experiments", "experiments")):
-            app.add_api_route(path, _route(name), methods=["GET"], include_in_schema=False, response_class=HTMLResponse)
-
-        @app.get("/runs/{run_id}", include_in_schema=False)
-        async def dash_run(run_id: str) -> Any:
-            html = await asyncio.to_thread(dashboard.run_detail, gw.store, run_id)
-            if html is None:
-                return HTMLResponse(f"<!doctype html><title>not found</title><p>no run {_esc(run_id)}</p>", status_code=404)
-            return HTMLResponse(html)
 
     @app.get("/healthz")
     async def healthz() -> Any:
@@ -304,7 +302,35 @@ def create_app(gw: Gateway) -> Any:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
         return {"status": "ready"}
 
-    return _FastPath(app, chat_completions, error_response, ("localhost", "127.0.0.1", "::1", *gw.allowed_hosts))
+
+def _dashboard_routes(app: Any, gw: Gateway) -> None:
+    """The dashboard's pages (server-rendered, from the store in a thread)."""
+    from fastapi.responses import HTMLResponse
+
+    from . import dashboard
+
+    async def _page(name: str, since: str | None) -> HTMLResponse:
+        try:
+            html = await asyncio.to_thread(dashboard.page, name, gw.store, since, gw.catalog)
+        except ConfigError as e:
+            return HTMLResponse(f"<!doctype html><title>bad request</title><p>{_esc(str(e))}</p>", status_code=400)
+        return HTMLResponse(html)
+
+    def _route(name: str) -> Any:
+        async def show(since: str | None = None) -> HTMLResponse:
+            return await _page(name, since)
+        return show
+
+    for path, name in (("/", "overview"), ("/routes", "routes"), ("/models", "models"), ("/voting", "voting"),
+                       ("/experiments", "experiments")):
+        app.add_api_route(path, _route(name), methods=["GET"], include_in_schema=False, response_class=HTMLResponse)
+
+    @app.get("/runs/{run_id}", include_in_schema=False)
+    async def dash_run(run_id: str) -> Any:
+        html = await asyncio.to_thread(dashboard.run_detail, gw.store, run_id)
+        if html is None:
+            return HTMLResponse(f"<!doctype html><title>not found</title><p>no run {_esc(run_id)}</p>", status_code=404)
+        return HTMLResponse(html)
 
 
 class _FastPath:

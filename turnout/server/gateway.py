@@ -128,15 +128,9 @@ class Gateway:
 
     def _auto(self) -> Any:
         if self._router is None:
-            from ..routing.model_router import ComplexityRules, ModelRouter
+            from ..routing.model_router import build_model_router
 
-            a = self.catalog.auto
-            tiers = a.get("tiers")
-            order = list(tiers) if tiers else None
-            complexity = ComplexityRules(order, thresholds=a.get("thresholds"), hard_words=a.get("hard_words"),
-                                         name=f"{AUTO}.complexity") if order else None
-            self._router = ModelRouter(self.catalog, tiers=tiers, complexity=complexity, prefer=a.get("prefer", "cheapest"),
-                                       min_tier=a.get("min_tier"), resolve=self.model, name=AUTO)
+            self._router = build_model_router(self.catalog.auto, self.catalog, name=AUTO, resolve=self.model)
         return self._router.as_model()
 
     def target(self, key: ApiKey, name: str) -> tuple[str, Any]:

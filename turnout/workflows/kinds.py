@@ -5,13 +5,16 @@ node in ``nodes.py``."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
+from ..parallel import sectioning as sec
 from ..parallel import voting as vt
 from .context import Node
 from .nodes import Call, Escalate, GuardStep, OrchestrateStep, RouteStep, SectionStep, VoteStep
 from .sequence import Sequence
-from .spec import SplitIn, StepIn, SynthIn, _Compiler, _splitter, load_workflow_spec, step_kind
+from .spec import SplitIn, StepIn, SynthIn, _Compiler, load_workflow_spec, step_kind
 
 __all__: list[str] = []
 
@@ -69,7 +72,7 @@ def _section(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name
         if "{outputs}" not in agg.synthesize.prompt:
             raise c.err((*kl, "aggregate", "synthesize", "prompt"), "the synthesis prompt must contain {outputs}")
         agg = c.call(agg.synthesize, (*kl, "aggregate", "synthesize"), scope | {"outputs"})
-    return SectionStep(_splitter(split), mapper, aggregate=agg, name=name, **sc.model_dump(include={"concurrency", "timeout", "context_tokens"}))
+    return SectionStep(splitter(split), mapper, aggregate=agg, name=name, **sc.model_dump(include={"concurrency", "timeout", "context_tokens"}))
 
 
 @step_kind("vote")
@@ -137,3 +140,22 @@ def _workflow(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], nam
                      catalog=c.catalog, stack=(*c.stack, sub)).root_node()
     node.name = name or spec.name
     return node
+
+
+def splitter(s: SplitIn) -> Any:
+    def split(value: Any, count_tokens: Any = None) -> list[sec.Section]:
+        if s.by in ("items", "lines"):
+            if isinstance(value, (list, tuple)):
+                return sec.split_items(value)
+            if isinstance(value, Mapping) and isinstance(value.get("items"), list):
+                return sec.split_items(value["items"])
+            text = value if isinstance(value, str) else (value.get("text", "") if isinstance(value, Mapping) else str(value))
+            return sec.split_items([ln.strip() for ln in text.splitlines() if ln.strip()])
+        text = value if isinstance(value, str) else (value.get("text", "") if isinstance(value, Mapping) else json.dumps(value))
+        if s.by == "paragraphs":
+            return sec.split_paragraphs(text, max_chars=s.max_chars)
+        if s.by == "headings":
+            return sec.split_headings(text, max_level=s.max_level)
+        return sec.split_tokens(text, s.size or 512, overlap=s.overlap, count_tokens=count_tokens)
+    split.by_tokens = s.by == "tokens"  # type: ignore[attr-defined]  # SectionStep passes the map model's counter
+    return split

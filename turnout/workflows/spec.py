@@ -21,7 +21,6 @@ before any model is called.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .._errors import ConfigError
 from .._yaml import line_of, load_yaml, located_error
 from ..models.base import ChatModel, Embedder
-from ..parallel import sectioning as sec
+from ..models.catalog import ModelRouterConfig
 from ..parallel import voting as vt
 from .context import Node, template_names
 from .nodes import Call
@@ -188,23 +187,6 @@ class RouterRef(_Base):
     file: str
 
 
-class ComplexityIn(_Base):
-    router: str | None = Field(None, description="a router of routers: whose routes are the tier names")
-    thresholds: list[float] | None = None
-    long_chars: int = Field(1200, gt=0)
-    hard_words: str | None = Field(None, description="a regex of words that make a request harder")
-
-
-class ModelRouterIn(_Base):
-    tiers: dict[str, list[str]] | None = None
-    prefer: Literal["cheapest", "fastest", "quality"] = "cheapest"
-    min_tier: str | None = None
-    complexity: ComplexityIn = ComplexityIn()
-    category: str | None = Field(None, description="a router of routers: (its routes are categories)")
-    categories: dict[str, dict[str, list[str]]] = {}
-    cooldown: float = Field(30.0, ge=0)
-
-
 class CascadeTierIn(_Base):
     model: str
     samples: int = Field(3, ge=1, le=64)
@@ -228,7 +210,7 @@ class WorkflowSpec(_Base):
     models: dict[str, dict[str, Any]] = {}
     default_model: str = "local"
     routers: dict[str, RouterRef | dict[str, Any]] = {}
-    model_routers: dict[str, ModelRouterIn] = Field({}, description="names usable as models: routed per request")
+    model_routers: dict[str, ModelRouterConfig] = Field({}, description="names usable as models: routed per request")
     cascades: dict[str, CascadeIn] = Field({}, description="names usable as models: agreement-gated escalation")
     handlers: dict[str, StepIn] = {}
     steps: list[StepIn] = Field(min_length=1)
@@ -410,31 +392,20 @@ class _Compiler:
     def virtual_models(self, base_resolve: Any) -> dict[str, Any]:
         """The workflow's model routers and cascades, by name (each usable wherever a model is)."""
         from ..routing.escalation import EscalationCascade, Tier
-        from ..routing.model_router import ComplexityRules, ModelRouter
+        from ..routing.model_router import build_model_router
 
         out: dict[str, Any] = {}
         for name, mr in self.spec.model_routers.items():
             loc: tuple[Any, ...] = ("model_routers", name)
             if self.catalog is not None and name in self.catalog:
                 raise self.err(loc, f"{name!r} is also a catalog model; give the model router another name")
-            tiers = mr.tiers
-            if tiers is not None:
-                for t, ms in tiers.items():
-                    for i, m in enumerate(ms):
-                        self.check_model(m, (*loc, "tiers", t, i))
-            complexity = None
-            if mr.complexity.router is not None:
-                complexity = self.router(mr.complexity.router, (*loc, "complexity", "router"))
+            for t, ms in (mr.tiers or {}).items():
+                for i, m in enumerate(ms):
+                    self.check_model(m, (*loc, "tiers", t, i))
+            complexity = self.router(mr.complexity.router, (*loc, "complexity", "router")) if mr.complexity.router else None
             category = self.router(mr.category, (*loc, "category")) if mr.category is not None else None
             try:
-                if complexity is None:
-                    order = list(tiers) if tiers is not None else None
-                    if order is None:
-                        order = list(ModelRouter(self.catalog, tiers=None, complexity=ComplexityRules(("x",))).tiers)
-                    complexity = ComplexityRules(order, thresholds=mr.complexity.thresholds, long_chars=mr.complexity.long_chars,
-                                                 hard_words=mr.complexity.hard_words, name=f"{name}.complexity")
-                r = ModelRouter(self.catalog, tiers=tiers, complexity=complexity, category=category, categories=mr.categories,
-                                prefer=mr.prefer, min_tier=mr.min_tier, cooldown=mr.cooldown, resolve=base_resolve, name=name)
+                r = build_model_router(mr, self.catalog, name=name, resolve=base_resolve, complexity=complexity, category=category)
             except ConfigError as e:
                 raise self.err(loc, str(e)) from None
             out[name] = r.as_model()
@@ -479,25 +450,6 @@ class _Compiler:
 
 def _gate(g: GateIn) -> StepGate:
     return StepGate(is_json=g.json_, **g.model_dump(exclude={"json_"}))
-
-
-def _splitter(s: SplitIn) -> Any:
-    def split(value: Any, count_tokens: Any = None) -> list[sec.Section]:
-        if s.by in ("items", "lines"):
-            if isinstance(value, (list, tuple)):
-                return sec.split_items(value)
-            if isinstance(value, Mapping) and isinstance(value.get("items"), list):
-                return sec.split_items(value["items"])
-            text = value if isinstance(value, str) else (value.get("text", "") if isinstance(value, Mapping) else str(value))
-            return sec.split_items([ln.strip() for ln in text.splitlines() if ln.strip()])
-        text = value if isinstance(value, str) else (value.get("text", "") if isinstance(value, Mapping) else json.dumps(value))
-        if s.by == "paragraphs":
-            return sec.split_paragraphs(text, max_chars=s.max_chars)
-        if s.by == "headings":
-            return sec.split_headings(text, max_level=s.max_level)
-        return sec.split_tokens(text, s.size or 512, overlap=s.overlap, count_tokens=count_tokens)
-    split.by_tokens = s.by == "tokens"  # type: ignore[attr-defined]  # SectionStep passes the map model's counter
-    return split
 
 
 def compile_workflow(path: Path, spec: WorkflowSpec, root: Any, *, known_models: set[str], resolve: Any,
