@@ -47,7 +47,8 @@ def two_servers(tmp_path, mock_process):
     model = f"{{adapter: openai, base_url: '{mock_process}', price: {{input: 1000, output: 1000}}, policies: {{retry: {{attempts: 1}}}}}}"
     (tmp_path / "models.yaml").write_text(
         f"models:\n  cheap: {model}\n  metered: {model}\n"
-        "budgets:\n  - {scope: model, match: metered, limit_usd: 0.2}\n")  # the catalog's own budget
+        # the catalog's own budget; named afresh each run, as its balance in Redis outlives the test
+        f"budgets:\n  - {{scope: model, match: metered, limit_usd: 0.2, name: 'metered-{os.urandom(4).hex()}'}}\n")
     (tmp_path / "wf.yaml").write_text("name: w\nsteps:\n  - call: {model: metered, prompt: '{input}', max_tokens: 10}\n")
     store = SQLiteStore(tmp_path / "gw.db")
     ring = KeyRing(store)

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -81,14 +82,9 @@ def eval_(
 ) -> None:
     """Run a labelled set through always-cheap, always-strong, random at the same mix, the model router
     and the agreement-gated cascade; print accuracy, cost, model time and call shares per strategy."""
-    import asyncio
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from .._errors import ConfigError
     from .._types import Price
     from ..policies.catalog import Catalog
-    from ..routing.model_eval import collect, load_eval_config, load_rows, plot, score
+    from ..routing.model_eval import load_eval_config, plot, score
     from ._common import err_console
 
     with friendly_errors():
@@ -98,29 +94,7 @@ def eval_(
             cat.spec(m)  # UnknownModel names the catalog
         prices = {m: Price(cfg.prices[m].input, cfg.prices[m].output) if m in cfg.prices else cat.spec(m).price
                   for m in (cfg.cheap, cfg.strong)}
-        if replay is not None:
-            records = [json.loads(x) for x in replay.read_text().splitlines() if x.strip()]
-            if n is not None:
-                records = records[:n]
-        else:
-            if data is None:
-                raise ConfigError("give DATA.jsonl (or --replay FILE)")
-            rows = load_rows(data, n)
-            router = _router(cfg)
-
-            async def go() -> list[dict]:
-                with Progress(TextColumn("[bold]models eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                              console=err_console, transient=True) as bar:
-                    task = bar.add_task("eval", total=len(rows))
-                    try:
-                        return await collect(cfg, rows, cat, router, progress=lambda k: bar.update(task, completed=k))
-                    finally:
-                        await cat.aclose()
-
-            records = asyncio.run(go())
-            if save is not None:
-                save.write_text("".join(json.dumps(r) + "\n" for r in records))
-                err_console.print(f"saved {len(records)} items to {save} (re-score with --replay)")
+        records = _eval_records(cfg, cat, data, n, replay, save)
         result = score(cfg, records, prices, threshold)
         if target is not None:
             from ..routing.escalation import fit_threshold
@@ -135,6 +109,44 @@ def eval_(
     if as_json:
         print(json.dumps(result, indent=2))
         return
+    _print_eval(cfg, result)
+
+
+def _eval_records(cfg: Any, cat: Any, data: Path | None, n: int | None, replay: Path | None, save: Path | None) -> list[dict]:
+    """The answers to score: replayed from a saved file, or collected from the models (and saved)."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .._errors import ConfigError
+    from ..routing.model_eval import collect, load_rows
+    from ._common import err_console
+
+    if replay is not None:
+        records = [json.loads(x) for x in replay.read_text().splitlines() if x.strip()]
+        return records[:n] if n is not None else records
+    if data is None:
+        raise ConfigError("give DATA.jsonl (or --replay FILE)")
+    rows = load_rows(data, n)
+    router = _router(cfg)
+
+    async def go() -> list[dict]:
+        with Progress(TextColumn("[bold]models eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err_console, transient=True) as bar:
+            task = bar.add_task("eval", total=len(rows))
+            try:
+                return await collect(cfg, rows, cat, router, progress=lambda k: bar.update(task, completed=k))
+            finally:
+                await cat.aclose()
+
+    records = asyncio.run(go())
+    if save is not None:
+        save.write_text("".join(json.dumps(r) + "\n" for r in records))
+        err_console.print(f"saved {len(records)} items to {save} (re-score with --replay)")
+    return records
+
+
+def _print_eval(cfg: Any, result: dict[str, Any]) -> None:
     t = Table(title=f"models eval: {result['n']} items, {cfg.cheap} -> {cfg.strong}", title_justify="left")
     for col in ("strategy", "accuracy", "vs strong", "cost $/item", "vs strong cost", "model s/item", "calls"):
         t.add_column(col, justify="left" if col in ("strategy", "calls") else "right")
@@ -159,6 +171,7 @@ def eval_(
                   f"{g['cost_usd'] / strong['cost_usd']:.0%} of its cost")
     else:
         con.print("no cascade threshold reaches 95% of strong accuracy at <= 50% of its cost on this set")
+
 
 
 def _router(cfg):  # type: ignore[no-untyped-def]

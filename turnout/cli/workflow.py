@@ -135,32 +135,17 @@ def batch(
     """Run every line through the workflow with a progress bar. Resumable: after Ctrl-C or kill -9,
     the same command continues where it stopped and never re-runs finished items. With --backend ray
     the items run on Ray actors; limits and budgets hold cluster-wide (see docs/ray.md)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from ..store import open_store
-    from ..workflows.batch import batch_id_for, read_items, run_batch, write_output
+    from ..workflows.batch import batch_id_for, run_batch, write_output
 
     with friendly_errors():
         if backend not in ("local", "ray"):
             raise ConfigError(f"--backend must be local or ray, not {backend!r}")
         wf = _load(workflow, catalog)
-        items, bad = read_items(inputs)
-        for line, why in bad[:20]:
-            err_console.print(f"[yellow]{escape(str(inputs))}:{line}: skipped: {escape(why)}[/]", soft_wrap=True)
-        if len(bad) > 20:
-            err_console.print(f"[yellow]... and {len(bad) - 20} more invalid lines[/]")
-        if bad and strict:
-            raise ConfigError(f"{inputs}: {len(bad)} invalid line(s) (first: line {bad[0][0]}); nothing was run (--strict)")
-        if not items:
-            raise ConfigError(f"{inputs}: no valid input lines")
+        items, bad = _batch_inputs(inputs, strict)
         bid = batch_id_for(workflow, inputs)
         with open_store(db, strict=True, redact=redact) as store:
-            progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:.2f} items/s"), TextColumn("${task.fields[cost]:.6f}"),
-                TextColumn("[red]{task.fields[errors]} errors"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=err_console, transient=False,
-            )
+            progress = _progress()
             task = progress.add_task(wf.name, total=len(items), rate=0.0, cost=0.0, errors=0)
             summary_box: dict[str, Any] = {}
 
@@ -203,17 +188,48 @@ def batch(
             err_console.print(f"[yellow]interrupted:[/] {done} of {len(items)} done (written to {escape(str(output))}); "
                               "run the same command to continue")
             raise typer.Exit(130)
-        t = Table(title="batch", show_header=False, title_justify="left")
-        t.add_column(style="dim")
-        t.add_column(justify="right")
-        t.add_row("items", str(len(items)))
-        t.add_row("done", str(done))
-        t.add_row("errors", str(errors))
-        t.add_row("from earlier attempts", str(summary.skipped_done if summary else 0))
-        t.add_row("invalid lines skipped", str(len(bad)))
-        t.add_row("cost", f"${summary.cost_usd:.6f}" if summary else "-")
-        t.add_row("elapsed", f"{summary.elapsed_s:.1f} s" if summary else "-")
-        t.add_row("output", f"{n} rows -> {output}")
-        err_console.print(t)
+        err_console.print(_batch_table(len(items), done, errors, summary, len(bad), n, output))
         if errors:
             raise typer.Exit(1)
+
+
+def _batch_inputs(inputs: Path, strict: bool) -> tuple[list[Any], list[tuple[int, str]]]:
+    """The valid items of a JSONL file; each invalid line reported by number (all refused with --strict)."""
+    from ..workflows.batch import read_items
+
+    items, bad = read_items(inputs)
+    for line, why in bad[:20]:
+        err_console.print(f"[yellow]{escape(str(inputs))}:{line}: skipped: {escape(why)}[/]", soft_wrap=True)
+    if len(bad) > 20:
+        err_console.print(f"[yellow]... and {len(bad) - 20} more invalid lines[/]")
+    if bad and strict:
+        raise ConfigError(f"{inputs}: {len(bad)} invalid line(s) (first: line {bad[0][0]}); nothing was run (--strict)")
+    if not items:
+        raise ConfigError(f"{inputs}: no valid input lines")
+    return items, bad
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.2f} items/s"), TextColumn("${task.fields[cost]:.6f}"),
+        TextColumn("[red]{task.fields[errors]} errors"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err_console, transient=False,
+    )
+
+
+def _batch_table(total: int, done: int, errors: int, summary: Any, invalid: int, rows: int, output: Path) -> Table:
+    t = Table(title="batch", show_header=False, title_justify="left")
+    t.add_column(style="dim")
+    t.add_column(justify="right")
+    t.add_row("items", str(total))
+    t.add_row("done", str(done))
+    t.add_row("errors", str(errors))
+    t.add_row("from earlier attempts", str(summary.skipped_done if summary else 0))
+    t.add_row("invalid lines skipped", str(invalid))
+    t.add_row("cost", f"${summary.cost_usd:.6f}" if summary else "-")
+    t.add_row("elapsed", f"{summary.elapsed_s:.1f} s" if summary else "-")
+    t.add_row("output", f"{rows} rows -> {output}")
+    return t

@@ -291,81 +291,101 @@ def _run_leased(ray: Any, wf_path: str, catalog: str | None, caps: dict[str, Any
         # no address: a fresh local Ray runtime ("local"), never whatever cluster happens to run on this machine
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
                  **({} if address else {"num_cpus": max(2, workers)}))
-    Gate = ray.remote(num_cpus=0)(_GateState)
-    Worker = ray.remote(num_cpus=0, max_restarts=0)(_Worker)
-    gate = Gate.options(max_concurrency=10_000).remote(caps)
-    actors = [Worker.options(max_concurrency=per_worker).remote(wf_path, catalog, store_target, gate, batch_id) for _ in range(workers)]
+    gate = ray.remote(num_cpus=0)(_GateState).options(max_concurrency=10_000).remote(caps)
     t_start = time.perf_counter()
-    owners = ray.get([a.ready.remote() for a in actors])  # each has imported turnout and loaded the workflow
-    startup_s = time.perf_counter() - t_start
-    t0 = time.perf_counter()
-    by_ref: dict[Any, tuple[BatchItem, int, int]] = {}  # ref -> (item, attempt, actor index)
-    queue = list(todo)
-    attempts: dict[str, int] = {}
-    load = [0] * len(actors)
+    pool = _Pool(ray, gate, (wf_path, catalog, store_target, gate, batch_id), workers, per_worker, store, batch_id, summary,
+                 max_attempts)
+    startup_s = time.perf_counter() - t_start  # each worker has imported turnout and loaded the workflow
     if on_started is not None:
-        on_started(actors)
-
-    def submit() -> None:
-        while queue:
-            free = [i for i, n in enumerate(load) if n < per_worker]
-            if not free:
-                return
-            i = min(free, key=lambda j: load[j])
-            it = queue.pop(0)
-            if attempts.get(it.key) and _status(it.key) == "done":  # finished just before its worker died
-                summary.done += 1
-                continue
-            attempts[it.key] = attempts.get(it.key, 0) + 1
-            by_ref[actors[i].run.remote(it.key, it.line, it.input)] = (it, attempts[it.key], i)
-            load[i] += 1
-
-    def _status(key: str) -> str | None:
-        return next((r["status"] for r in store.ledger_items(batch_id) if r["item_key"] == key), None)
-
+        on_started(pool.actors)
+    t0 = time.perf_counter()
     try:
-        submit()
-        while by_ref:
-            done, _ = ray.wait(list(by_ref), num_returns=1, timeout=stall_timeout)
-            if not done:  # a watchdog, so a stuck cluster is an error and not a silent hang
-                raise TurnoutError(f"no item finished in {stall_timeout:g} s on Ray ({len(by_ref)} in flight); "
-                                   f"gate: {ray.get(gate.stats.remote())}")
-            ref = done[0]
-            it, attempt, i = by_ref.pop(ref)
-            load[i] -= 1
-            try:
-                res = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
-                # the worker died: replace it, and run what it held again (the ledger says "running")
-                ray.get(gate.release_owner.remote(owners[i]))  # the slots its calls held are free again
-                actors[i] = Worker.options(max_concurrency=per_worker).remote(wf_path, catalog, store_target, gate, batch_id)
-                owners[i] = ray.get(actors[i].ready.remote())
-                load[i] = 0
-                if attempt >= max_attempts:
-                    summary.errors += 1
-                    store.ledger_record(batch_id, it.key, line=it.line, status="error", error=f"worker died {attempt} times")
-                else:
-                    queue.insert(0, it)
-                for r, (it2, _a, j) in list(by_ref.items()):
-                    if j == i:  # its other in-flight items will fail too: requeue them now
-                        by_ref.pop(r)
-                        queue.insert(0, it2)
-                submit()
-                continue
-            summary.count(res["ok"], res["cost_usd"], t0)
-            if on_item is not None:
-                on_item(summary, it, res)
-            submit()
+        pool.run(list(todo), t0, stall_timeout, on_item)
         stats = {**ray.get(gate.stats.remote()), "startup_s": startup_s}
-        ray.get([a.close.remote() for a in actors])  # their trace rows are flushed before they go
+        ray.get([a.close.remote() for a in pool.actors])  # their trace rows are flushed before they go
     except KeyboardInterrupt:
         summary.interrupted = True
         raise
     finally:
         summary.elapsed_s = time.perf_counter() - t0
-        for a in actors:
+        for a in pool.actors:
             ray.kill(a)
         ray.kill(gate)
         if started_here:
             ray.shutdown()
     return summary, stats
+
+
+class _Pool:
+    """The driver's side of a Ray batch: the worker actors, what each has in flight, the queue."""
+
+    def __init__(self, ray: Any, gate: Any, args: tuple[Any, ...], workers: int, per_worker: int, store: Any, batch_id: str,
+                 summary: BatchSummary, max_attempts: int) -> None:
+        self.ray, self.gate, self.args, self.per_worker = ray, gate, args, per_worker
+        self.store, self.batch_id, self.summary, self.max_attempts = store, batch_id, summary, max_attempts
+        self.Worker = ray.remote(num_cpus=0, max_restarts=0)(_Worker)
+        self.actors = [self._start() for _ in range(workers)]
+        self.owners = ray.get([a.ready.remote() for a in self.actors])
+        self.load = [0] * workers
+        self.by_ref: dict[Any, tuple[BatchItem, int, int]] = {}  # ref -> (item, attempt, actor index)
+        self.queue: list[BatchItem] = []
+        self.attempts: dict[str, int] = {}
+
+    def _start(self) -> Any:
+        return self.Worker.options(max_concurrency=self.per_worker).remote(*self.args)
+
+    def _status(self, key: str) -> str | None:
+        return next((r["status"] for r in self.store.ledger_items(self.batch_id) if r["item_key"] == key), None)
+
+    def submit(self) -> None:
+        while self.queue:
+            free = [i for i, n in enumerate(self.load) if n < self.per_worker]
+            if not free:
+                return
+            i = min(free, key=lambda j: self.load[j])
+            it = self.queue.pop(0)
+            if self.attempts.get(it.key) and self._status(it.key) == "done":  # finished just before its worker died
+                self.summary.done += 1
+                continue
+            self.attempts[it.key] = self.attempts.get(it.key, 0) + 1
+            self.by_ref[self.actors[i].run.remote(it.key, it.line, it.input)] = (it, self.attempts[it.key], i)
+            self.load[i] += 1
+
+    def replace(self, i: int, it: BatchItem, attempt: int) -> None:
+        """Worker ``i`` died: free what it held in the gate, start another, run its items again (the
+        ledger says "running"), or give up on an item after ``max_attempts``."""
+        self.ray.get(self.gate.release_owner.remote(self.owners[i]))
+        self.actors[i] = self._start()
+        self.owners[i] = self.ray.get(self.actors[i].ready.remote())
+        self.load[i] = 0
+        if attempt >= self.max_attempts:
+            self.summary.errors += 1
+            self.store.ledger_record(self.batch_id, it.key, line=it.line, status="error", error=f"worker died {attempt} times")
+        else:
+            self.queue.insert(0, it)
+        for r, (it2, _a, j) in list(self.by_ref.items()):
+            if j == i:  # its other in-flight items will fail too: requeue them now
+                self.by_ref.pop(r)
+                self.queue.insert(0, it2)
+
+    def run(self, todo: list[BatchItem], t0: float, stall_timeout: float | None,
+            on_item: Callable[[BatchSummary, BatchItem, Any], None] | None) -> None:
+        ray = self.ray
+        self.queue = todo
+        self.submit()
+        while self.by_ref:
+            done, _ = ray.wait(list(self.by_ref), num_returns=1, timeout=stall_timeout)
+            if not done:  # a watchdog, so a stuck cluster is an error and not a silent hang
+                raise TurnoutError(f"no item finished in {stall_timeout:g} s on Ray ({len(self.by_ref)} in flight); "
+                                   f"gate: {ray.get(self.gate.stats.remote())}")
+            it, attempt, i = self.by_ref.pop(done[0])
+            self.load[i] -= 1
+            try:
+                res = ray.get(done[0])
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
+                self.replace(i, it, attempt)
+            else:
+                self.summary.count(res["ok"], res["cost_usd"], t0)
+                if on_item is not None:
+                    on_item(self.summary, it, res)
+            self.submit()
