@@ -153,31 +153,21 @@ def batch(
                 summary_box["s"] = s
                 progress.update(task, completed=s.done + s.errors, rate=s.ran / max(s.elapsed_s, 1e-9), cost=s.cost_usd, errors=s.errors)
 
-            async def go() -> Any:
-                try:
-                    return await run_batch(wf, items, store=store, batch_id=bid, source=str(inputs.resolve()), concurrency=concurrency,
-                                           on_item=on_item)
-                finally:
-                    await wf.aclose()
+            def run() -> Any:
+                if backend == "ray":
+                    from ..workflows.ray_backend import run_batch_ray
 
-            def go_ray() -> Any:
-                from ..workflows.ray_backend import run_batch_ray
-
-                target = db or os.environ.get("TURNOUT_DB") or str(store.path)
-                s, _ = run_batch_ray(workflow, items, store=store, store_target=target, batch_id=bid, source=str(inputs.resolve()),
-                                     catalog_path=catalog or os.environ.get("TURNOUT_CATALOG"), workers=workers,
-                                     per_worker=concurrency, address=address, on_item=on_item)
-                return s
+                    return run_batch_ray(workflow, items, store=store, store_target=db or os.environ.get("TURNOUT_DB") or str(store.path),
+                                         batch_id=bid, source=str(inputs.resolve()), catalog_path=catalog or os.environ.get("TURNOUT_CATALOG"),
+                                         workers=workers, per_worker=concurrency, address=address, on_item=on_item)[0]
+                return asyncio.run(_closing(wf, run_batch(wf, items, store=store, batch_id=bid, source=str(inputs.resolve()),
+                                                          concurrency=concurrency, on_item=on_item)))
 
             interrupted = False
             with progress:
-                earlier = {r["item_key"]: r["status"] for r in store.ledger_items(bid)}
-                already = sum(1 for it in items if earlier.get(it.key) == "done")
-                progress.update(task, completed=already)
-                if already:
-                    err_console.print(f"resuming batch {bid}: {already} of {len(items)} items already done", soft_wrap=True)
+                progress.update(task, completed=_already_done(store, bid, items))
                 try:
-                    summary = go_ray() if backend == "ray" else asyncio.run(go())
+                    summary = run()
                 except KeyboardInterrupt:
                     interrupted = True
                     summary = summary_box.get("s")
@@ -191,6 +181,23 @@ def batch(
         err_console.print(_batch_table(len(items), done, errors, summary, len(bad), n, output))
         if errors:
             raise typer.Exit(1)
+
+
+def _already_done(store: Any, bid: str, items: list[Any]) -> int:
+    """How many items an earlier run of this batch finished (said, when it is a resumption)."""
+    earlier = {r["item_key"]: r["status"] for r in store.ledger_items(bid)}
+    already = sum(1 for it in items if earlier.get(it.key) == "done")
+    if already:
+        err_console.print(f"resuming batch {bid}: {already} of {len(items)} items already done", soft_wrap=True)
+    return already
+
+
+async def _closing(wf: Any, job: Any) -> Any:
+    """Await ``job``, then close the workflow's models (HTTP sessions, local model servers)."""
+    try:
+        return await job
+    finally:
+        await wf.aclose()
 
 
 def _batch_inputs(inputs: Path, strict: bool) -> tuple[list[Any], list[tuple[int, str]]]:

@@ -367,22 +367,7 @@ async def vote(
     cascade use too), run here after the pure ``tally``. Inside ``with store.run(...)`` the verdict
     is recorded under ``name``.
     """
-    if n < 1:
-        raise ConfigError("vote() needs n >= 1")
-    if tie == "judge" and judge is None:
-        raise ConfigError('tie="judge" needs judge=<a ChatModel>')
-    if early_stop not in (None, "decided", "beta", "predictive"):
-        raise ConfigError(f'early_stop must be "decided", "beta", "predictive" or None, not {early_stop!r}')
-
-    def to_vote(i: int, out: Completion | str) -> Vote:
-        raw = out.text if isinstance(out, Completion) else str(out)
-        src = sources[i] if sources else (out.model if isinstance(out, Completion) else "")
-        return Vote(extract(raw), raw, src, 1.0, i, out.cost_usd if isinstance(out, Completion) else 0.0)
-
-    def branch(i: int) -> Callable[[], Awaitable[Vote]]:
-        async def run() -> Vote:
-            return to_vote(i, await sample(i))
-        return run
+    _check_vote(n, tie, judge, early_stop)
 
     def stop_when(envs: list[Any]) -> bool:
         if early_stop is None:
@@ -393,16 +378,11 @@ async def vote(
             return False
         return is_decided(done, n - failed, rule=rule, mode=early_stop, level=confidence_level, weights=weights, prior=prior)
 
-    res = await fan_out([branch(i) for i in range(n)], concurrency=max(1, wave), timeout=timeout, stop_when=stop_when)
+    res = await fan_out([_branch(sample, i, extract, sources) for i in range(n)], concurrency=max(1, wave), timeout=timeout,
+                        stop_when=stop_when)
     cast = [e.value for e in res.envelopes if e.status == "ok"]
-    errors = [e for e in res.envelopes if e.status in ("error", "timeout")]
-    v = tally(cast, rule=rule, tie=tie, weights=weights, source_order=list(dict.fromkeys(sources)) if sources else ())  # type: ignore[arg-type]
-    why = v.reason
-    if errors:
-        why += f"; {len(errors)} samples failed ({', '.join(sorted({e.status for e in errors}))})"
-    if res.stopped_early:
-        why += f"; stopped early after {res.started} of {n} samples"
-    v = replace(v, samples_planned=n, samples_used=res.started, cost_usd=sum(x.cost_usd for x in cast), reason=why)
+    v = _with_run(tally(cast, rule=rule, tie=tie, weights=weights, source_order=list(dict.fromkeys(sources)) if sources else ()),  # type: ignore[arg-type]
+                  res, n, cast)
     if v.outcome == "tie" and tie == "judge" and judge is not None:
         v = await judge_tie(v, judge, question)
     if escalate_below is not None and on_escalate is not None:
@@ -411,6 +391,36 @@ async def vote(
     if a is not None:
         a[0].record_verdict(v, name=name, run_id=a[1])
     return v
+
+
+def _check_vote(n: int, tie: str, judge: ChatModel | None, early_stop: str | None) -> None:
+    if n < 1:
+        raise ConfigError("vote() needs n >= 1")
+    if tie == "judge" and judge is None:
+        raise ConfigError('tie="judge" needs judge=<a ChatModel>')
+    if early_stop not in (None, "decided", "beta", "predictive"):
+        raise ConfigError(f'early_stop must be "decided", "beta", "predictive" or None, not {early_stop!r}')
+
+
+def _with_run(v: Verdict, res: Any, n: int, cast: list[Vote]) -> Verdict:
+    """The tally with what the sampling did: samples planned and used, cost, failures, an early stop."""
+    errors = [e for e in res.envelopes if e.status in ("error", "timeout")]
+    why = v.reason
+    if errors:
+        why += f"; {len(errors)} samples failed ({', '.join(sorted({e.status for e in errors}))})"
+    if res.stopped_early:
+        why += f"; stopped early after {res.started} of {n} samples"
+    return replace(v, samples_planned=n, samples_used=res.started, cost_usd=sum(x.cost_usd for x in cast), reason=why)
+
+
+def _branch(sample: Sampler, i: int, extract: Extractor, sources: Sequence[str] | None) -> Callable[[], Awaitable[Vote]]:
+    """Vote ``i``: the i-th sample, its answer extracted, its source (``sources[i]`` or the model)."""
+    async def run() -> Vote:
+        out = await sample(i)
+        raw = out.text if isinstance(out, Completion) else str(out)
+        src = sources[i] if sources else (out.model if isinstance(out, Completion) else "")
+        return Vote(extract(raw), raw, src, 1.0, i, out.cost_usd if isinstance(out, Completion) else 0.0)
+    return run
 
 
 def sampler(model: ChatModel, request: Request, *, temperature: float = 0.7, seed: int = 1000) -> Sampler:
