@@ -10,6 +10,7 @@ Everything else lives in its sub-package: ``turnout.models`` (adapters, value ty
 error tree) and ``turnout.testing`` (fakes and the mock server).
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from ._errors import BudgetExceeded as BudgetExceeded
@@ -29,18 +30,20 @@ from .models import LocalEmbedder as LocalEmbedder
 from .models import LocalLLM as LocalLLM
 from .models import ModelSpec as ModelSpec
 from .models import OpenAICompatible as OpenAICompatible
-from .parallel import fan_out as fan_out
-from .parallel import run_sections as run_sections
-from .parallel import vote as vote
 from .policies import Budget as Budget
 from .policies import SpendControl as SpendControl
 from .policies.catalog import Catalog as Catalog
-from .routing import ModelRouter as ModelRouter
-from .routing import Route as Route
-from .routing import RuleRouter as RuleRouter
-from .routing import SemanticRouter as SemanticRouter
-from .store import open_store as open_store
-from .workflows import Workflow as Workflow
+
+if _TYPE_CHECKING:
+    from .parallel import fan_out as fan_out
+    from .parallel import run_sections as run_sections
+    from .parallel import vote as vote
+    from .routing import ModelRouter as ModelRouter
+    from .routing import Route as Route
+    from .routing import RuleRouter as RuleRouter
+    from .routing import SemanticRouter as SemanticRouter
+    from .store import open_store as open_store
+    from .workflows import Workflow as Workflow
 
 __version__ = "0.1.0"
 
@@ -87,7 +90,20 @@ _MOVED = {
 }
 
 
+# headline names of the heavier sub-packages, imported when first used: ``import turnout`` stays
+# as light as the model layer (a bigger module graph makes every full GC pass of a server slower)
+_LAZY = {"fan_out": "parallel", "run_sections": "parallel", "vote": "parallel", "ModelRouter": "routing", "Route": "routing",
+         "RuleRouter": "routing", "SemanticRouter": "routing", "open_store": "store", "Workflow": "workflows"}
+
+
 def __getattr__(name: str) -> _Any:
+    sub = _LAZY.get(name)
+    if sub is not None:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{sub}"), name)
+        globals()[name] = value
+        return value
     home = _MOVED.get(name)
     if home is not None:
         raise AttributeError(f"turnout.{name} is not a top-level name: from {home} import {name}")

@@ -153,12 +153,14 @@ class RateLimiter:
         self.share(buckets if buckets is not None else MemoryBuckets())
         self.sleep = sleep
         self.name = name or f"limiter:{id(self):x}"
+        self._rk, self._tk = f"{self.name}:rpm", f"{self.name}:tpm"  # its buckets' names
 
     def share(self, buckets: Any) -> None:
         """Keep the buckets in ``buckets`` from now on (e.g. a ``RedisBuckets`` every replica uses)."""
         self.buckets = buckets
+        self.local = isinstance(buckets, MemoryBuckets)  # the in-process buckets are also reached without a coroutine
         # wall time when shared (processes' monotonic clocks differ), monotonic in one process
-        self.clock = self._clock or (time.monotonic if isinstance(buckets, MemoryBuckets) else time.time)
+        self.clock = self._clock or (time.monotonic if self.local else time.time)
 
     def __repr__(self) -> str:
         return f"RateLimiter(rpm={self.rpm}, tpm={self.tpm})"
@@ -166,13 +168,33 @@ class RateLimiter:
     def _n(self, est_tokens: int) -> float:
         return min(est_tokens, self.tokens[1]) if self.tokens else 0  # a single huge request must not wait forever
 
+    def reserve_now(self, est_tokens: int) -> float | None:
+        """``acquire`` without awaiting, for in-process buckets: the seconds to sleep (None: shared
+        buckets, use ``await acquire``). The hot path of ``Limited``: no coroutine unless it waits."""
+        if not self.local:
+            return None
+        now, wait, b = self.clock(), 0.0, self.buckets
+        if self.requests is not None:
+            wait = b.take_now(self._rk, 1, *self.requests, now, True)
+        if self.tokens is not None:
+            wait = max(wait, b.take_now(self._tk, self._n(est_tokens), *self.tokens, now, True))
+        return wait
+
+    def settle_now(self, est_tokens: int, actual_tokens: int) -> bool:
+        """``settle`` without awaiting where the buckets are in-process (False: use ``await settle``)."""
+        if not self.local:
+            return False
+        if self.tokens is not None:
+            self.buckets.give_now(self._tk, self._n(est_tokens) - actual_tokens, *self.tokens, self.clock())
+        return True
+
     async def acquire(self, est_tokens: int) -> None:
         """Reserve one request and ``est_tokens`` tokens; sleep until they are available."""
         now, wait = self.clock(), 0.0
         if self.requests is not None:
-            wait = await self.buckets.take(f"{self.name}:rpm", 1, *self.requests, now, wait=True)
+            wait = await self.buckets.take(self._rk, 1, *self.requests, now, wait=True)
         if self.tokens is not None:
-            wait = max(wait, await self.buckets.take(f"{self.name}:tpm", self._n(est_tokens), *self.tokens, now, wait=True))
+            wait = max(wait, await self.buckets.take(self._tk, self._n(est_tokens), *self.tokens, now, wait=True))
         if wait > 0:
             await self.sleep(wait)
 
@@ -181,20 +203,20 @@ class RateLimiter:
         ``("requests" | "tokens", seconds until they are)``."""
         now = self.clock()
         if self.requests is not None:
-            wait = await self.buckets.take(f"{self.name}:rpm", 1, *self.requests, now, wait=False)
+            wait = await self.buckets.take(self._rk, 1, *self.requests, now, wait=False)
             if wait > 0:
                 return "requests", wait
         if self.tokens is not None:
-            wait = await self.buckets.take(f"{self.name}:tpm", self._n(est_tokens), *self.tokens, now, wait=False)
+            wait = await self.buckets.take(self._tk, self._n(est_tokens), *self.tokens, now, wait=False)
             if wait > 0:
                 if self.requests is not None:
-                    await self.buckets.give(f"{self.name}:rpm", 1, *self.requests, now)
+                    await self.buckets.give(self._rk, 1, *self.requests, now)
                 return "tokens", wait
         return None
 
     async def settle(self, est_tokens: int, actual_tokens: int) -> None:
         if self.tokens is not None:
-            await self.buckets.give(f"{self.name}:tpm", self._n(est_tokens) - actual_tokens, *self.tokens, self.clock())
+            await self.buckets.give(self._tk, self._n(est_tokens) - actual_tokens, *self.tokens, self.clock())
 
 
 def _estimate(request: Request) -> int:
@@ -212,9 +234,13 @@ class Limited(Wrapper):
     async def complete(self, request: Request) -> Completion:
         lim = self.limiter
         est = _estimate(request) if lim.tokens is not None else 0
-        await lim.acquire(est)
+        wait = lim.reserve_now(est)  # in-process buckets: no extra coroutine on the path where no wait is needed
+        if wait is None:
+            await lim.acquire(est)
+        elif wait > 0:
+            await lim.sleep(wait)
         c = await self.inner.complete(request)
-        if est:
+        if est and not lim.settle_now(est, c.usage.total_tokens):
             await lim.settle(est, c.usage.total_tokens)
         return c
 
