@@ -32,6 +32,7 @@ __all__ = [
     "SectionedResult",
     "Synthesize",
     "concatenate",
+    "json_outputs",
     "merge_json",
     "run_sections",
     "split_headings",
@@ -273,13 +274,8 @@ async def run_sections(
     unknown = fields - {"section", "title", "index", "task", *(extra or {})}
     if unknown:
         raise ConfigError(f"the section prompt uses unknown fields: {', '.join(sorted(unknown))}")
-    count = count_tokens or token_counter(model)
     if context_tokens:
-        room = context_tokens - (max_tokens or 512) - count(prompt) - (count(system) if system else 0)
-        for s in sections:
-            if count(s.text) > room:
-                raise ConfigError(f"section {s.index} ({s.title!r}) is ~{count(s.text)} tokens; only {room} fit in the "
-                                  f"{context_tokens}-token context with the prompt and answer: split it smaller")
+        _check_fit(sections, count_tokens or token_counter(model), context_tokens, max_tokens, prompt, system)
     reqs = [Request.of(prompt.format(section=s.text, title=s.title, index=s.index, task=task, **(extra or {})), system=system,
                        max_tokens=max_tokens, metadata={"section": str(s.index)}) for s in sections]
     res = await fan_out([lambda r=r: model.complete(r) for r in reqs], concurrency=concurrency, timeout=timeout, policy=policy)
@@ -287,28 +283,52 @@ async def run_sections(
     if a is not None:  # inside ``with store.run(...)``: one row per section envelope
         a[0].record_sections(name, res.envelopes, [s.title for s in sections], run_id=a[1])
     out = SectionedResult(list(sections), res.envelopes, cost_usd=res.cost_usd)
+    await _aggregate(out, aggregate, task, concurrency)
+    return out
+
+
+def _check_fit(sections: Sequence[Section], count: CountTokens, context_tokens: int, max_tokens: int | None, prompt: str,
+               system: str | None) -> None:
+    """Refuse, before any call, a section that cannot fit the context with the prompt and the answer."""
+    room = context_tokens - (max_tokens or 512) - count(prompt) - (count(system) if system else 0)
+    for s in sections:
+        if count(s.text) > room:
+            raise ConfigError(f"section {s.index} ({s.title!r}) is ~{count(s.text)} tokens; only {room} fit in the "
+                              f"{context_tokens}-token context with the prompt and answer: split it smaller")
+
+
+def json_outputs(outputs: Sequence[tuple[int, Any]]) -> tuple[list[Any], list[str]]:
+    """The sections' outputs as JSON values — a value already parsed as is, a text by its first
+    ``{...}`` or ``[...]`` — and a conflict line for each that is not JSON (``merge_json``'s input)."""
+    parsed, conflicts = [], []
+    for i, v in outputs:
+        if not isinstance(v, str):
+            parsed.append(v)
+            continue
+        m = re.search(r"\{.*\}|\[.*\]", v, re.S)
+        try:
+            parsed.append(json.loads(m.group(0) if m else v))
+        except ValueError:
+            conflicts.append(f"section {i}: output is not JSON: {v[:60]!r}")
+    return parsed, conflicts
+
+
+async def _aggregate(out: SectionedResult, aggregate: Any, task: str, concurrency: int) -> None:
+    sections, envs = out.sections, out.envelopes
     if aggregate == "concatenate":
-        out.aggregate = concatenate(sections, res.envelopes)
+        out.aggregate = concatenate(sections, envs)
     elif aggregate == "merge_json":
-        parsed = []
-        for e in res.envelopes:
-            if e.ok and e.value is not None:
-                m = re.search(r"\{.*\}|\[.*\]", e.value.text, re.S)
-                try:
-                    parsed.append(json.loads(m.group(0) if m else e.value.text))
-                except ValueError:
-                    out.conflicts.append(f"section {e.index}: output is not JSON: {e.value.text[:60]!r}")
+        parsed, out.conflicts = json_outputs([(e.index, e.value.text) for e in envs if e.ok and e.value is not None])
         out.aggregate, conflicts = merge_json(parsed)
         out.conflicts += conflicts
     elif isinstance(aggregate, Synthesize):
-        ok = [f"[{s.title}]\n{e.value.text}" for s, e in zip(sections, res.envelopes, strict=True) if e.ok and e.value is not None]
+        ok = [f"[{s.title}]\n{e.value.text}" for s, e in zip(sections, envs, strict=True) if e.ok and e.value is not None]
         if ok:
             c = await aggregate(ok, task, concurrency)
             out.aggregate = c.text
             out.cost_usd += c.cost_usd
             out.synthesis_levels = aggregate.levels
     elif callable(aggregate):
-        out.aggregate = aggregate(sections, res.envelopes)
+        out.aggregate = aggregate(sections, envs)
     else:
         raise ConfigError(f"unknown aggregator {aggregate!r}: use 'concatenate', 'merge_json', Synthesize(...) or a function")
-    return out

@@ -281,14 +281,18 @@ class MockServer:
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         return await self._tracked(self._openai_inner, request)
 
-    async def _openai_inner(self, request: web.Request) -> web.StreamResponse:
+    async def _prelude(self, request: web.Request) -> tuple[Any, str | None, web.StreamResponse | None]:
+        """Both wire formats begin alike: the body, the latency, then the fault — answered here unless
+        it is a stream fault, handled later."""
         body, fault = await self._begin(request)
         if self.latency:
             await asyncio.sleep(self.latency)
-        if fault:
-            resp = await self._error(request, fault)
-            if resp is not None:
-                return resp
+        return body, fault, (await self._error(request, fault) if fault else None)
+
+    async def _openai_inner(self, request: web.Request) -> web.StreamResponse:
+        body, fault, resp = await self._prelude(request)
+        if resp is not None:
+            return resp
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return web.json_response({"error": {"message": "'messages' must be a list", "type": "invalid_request_error"}}, status=400)
         rf = body.get("response_format") or {}
@@ -349,13 +353,9 @@ class MockServer:
         return await self._tracked(self._anthropic_inner, request)
 
     async def _anthropic_inner(self, request: web.Request) -> web.StreamResponse:
-        body, fault = await self._begin(request)
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        if fault:
-            resp = await self._error(request, fault)
-            if resp is not None:
-                return resp
+        body, fault, resp = await self._prelude(request)
+        if resp is not None:
+            return resp
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "max_tokens" not in body:
             return web.json_response({"type": "error", "error": {"type": "invalid_request_error", "message": "messages and max_tokens are required"}}, status=400)
         tools = body.get("tools") or []

@@ -22,7 +22,7 @@ from .._scope import active_run
 from .._types import Completion, Request, ResponseFormat
 from ..parallel.engine import fan_out
 from ..parallel.guard import ModelScreen, guarded, rule_screen
-from ..parallel.sectioning import Section, Synthesize, concatenate, merge_json, token_counter
+from ..parallel.sectioning import Section, Synthesize, concatenate, json_outputs, merge_json, token_counter
 from ..parallel.voting import Extractor, VotePrior, low_agreement, vote
 from ..routing.base import Router
 from .context import Node, RunContext, WorkflowError, as_text, last_escalated, render
@@ -178,26 +178,19 @@ class SectionStep(Node):
         outputs = [as_text(e.value) if e.ok else None for e in res.envelopes]
         if all(o is None for o in outputs):
             raise WorkflowError(f"step {self.name or 'section'!r}: every section failed: {failed[0][1]}")
+        return await self._aggregate(ctx, value, sections, res.envelopes, outputs, detail)
+
+    async def _aggregate(self, ctx: RunContext, value: Any, sections: list[Section], envelopes: Seq[Any], outputs: list[str | None],
+                         detail: dict[str, Any]) -> Any:
         agg = self.aggregate
         if agg == "concatenate":
-            wrapped = [e._replace(value=Completion(o or "", "")) if e.ok else e for e, o in zip(res.envelopes, outputs, strict=True)]
+            wrapped = [e._replace(value=Completion(o or "", "")) if e.ok else e for e, o in zip(envelopes, outputs, strict=True)]
             return concatenate(sections, wrapped)
         if agg == "merge_json":
-            parsed = []
-            for i, e in enumerate(res.envelopes):
-                if not e.ok:
-                    continue
-                v = e.value
-                if isinstance(v, str):
-                    try:
-                        v = json.loads(v)
-                    except ValueError:
-                        detail.setdefault("conflicts", []).append(f"section {i}: not JSON: {v[:60]!r}")
-                        continue
-                parsed.append(v)
+            parsed, bad = json_outputs([(e.index, e.value) for e in envelopes if e.ok])
             merged, conflicts = merge_json(parsed)
-            if conflicts:
-                detail.setdefault("conflicts", []).extend(conflicts)
+            if bad or conflicts:
+                detail.setdefault("conflicts", []).extend(bad + conflicts)
             return merged
         if agg == "count":
             return _count(outputs)
