@@ -70,3 +70,17 @@ def test_production_code_never_imports_the_test_kit():
     bad = [f"{f.relative_to(ROOT.parent)}:{line}: imports {t}" for f, pkg, t, _, line in _imports()
            if _package(t) == "testing" and pkg != "testing"]
     assert not bad, "\n".join(bad)
+
+
+def test_no_file_over_500_lines_and_no_function_over_60():
+    """Each concept in a home of its own size (issue 16): long files and functions are where a second
+    mechanism hides."""
+    long_files, long_functions = [], []
+    for f in sorted(ROOT.rglob("*.py")):
+        text = f.read_text()
+        if text.count("\n") > 500:
+            long_files.append(f"{f.relative_to(ROOT.parent)}: {text.count(chr(10))} lines")
+        for n in ast.walk(ast.parse(text)):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60:  # type: ignore[operator]
+                long_functions.append(f"{f.relative_to(ROOT.parent)}:{n.lineno}: {n.name} is {n.end_lineno - n.lineno + 1} lines")  # type: ignore[operator]
+    assert not long_files and not long_functions, "\n".join(long_files + long_functions)

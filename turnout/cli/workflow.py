@@ -171,9 +171,7 @@ def batch(
                 except KeyboardInterrupt:
                     interrupted = True
                     summary = summary_box.get("s")
-            n = write_output(store, bid, items, output)
-            states = [r["status"] for r in store.ledger_items(bid)]
-            done, errors = states.count("done"), states.count("error")
+            n, (done, errors) = write_output(store, bid, items, output), _ledger_counts(store, bid)
         if interrupted:
             err_console.print(f"[yellow]interrupted:[/] {done} of {len(items)} done (written to {escape(str(output))}); "
                               "run the same command to continue")
@@ -181,6 +179,11 @@ def batch(
         err_console.print(_batch_table(len(items), done, errors, summary, len(bad), n, output))
         if errors:
             raise typer.Exit(1)
+
+
+def _ledger_counts(store: Any, bid: str) -> tuple[int, int]:
+    states = [r["status"] for r in store.ledger_items(bid)]
+    return states.count("done"), states.count("error")
 
 
 def _already_done(store: Any, bid: str, items: list[Any]) -> int:

@@ -255,7 +255,15 @@ class SemanticRouter:
         before = {"accuracy": round(before_acc, 4), "abstain_rate": round(before_abs, 4)}
         notes: list[str] = []
 
-        # 1. scoring method: best accuracy with no thresholds
+        self.scoring = self._best_scoring(q, labels, scorings, notes)  # 1. scoring: best accuracy with no thresholds
+        scores = self.score_matrix(q)
+        self.thresholds.update(self._fit_thresholds(scores, labels, objective, target_precision))  # 2. thresholds
+        self.temperature = self._fit_temperature(scores, labels)  # 3. temperature
+        after_acc, after_abs = self._final_accuracy(scores, labels, self._threshold_array())
+        after = {"accuracy": round(after_acc, 4), "abstain_rate": round(after_abs, 4)}
+        return FitReport(before, after, self.scoring, self.temperature, dict(self.thresholds), objective, notes)
+
+    def _best_scoring(self, q: Any, labels: list[str | None], scorings: Sequence[Scoring], notes: list[str]) -> Scoring:
         zero = np.full(len(self._names), -np.inf, dtype=np.float32)
         best_scoring, best_acc = self.scoring, -1.0
         for sc in scorings:
@@ -263,22 +271,21 @@ class SemanticRouter:
             notes.append(f"{sc}: accuracy {acc:.3f} without thresholds")
             if acc > best_acc + 1e-9:
                 best_scoring, best_acc = sc, acc
-        self.scoring = best_scoring
-        scores = self.score_matrix(q)
+        return best_scoring
+
+    def _fit_thresholds(self, scores: Any, labels: list[str | None], objective: str, target_precision: float) -> dict[str, float]:
+        """Route by route (a threshold only affects rows whose best route it is): the threshold with
+        the best end-to-end accuracy, or the least one reaching ``target_precision``."""
         best = scores.argmax(axis=1)
         best_s = scores[np.arange(len(best)), best]
-
-        # 2. thresholds, route by route (a threshold only affects rows whose best route it is)
         new_thr: dict[str, float] = {}
         for i, name in enumerate(self._names):
-            rows = [(float(s), y) for b, s, y in zip(best, best_s, labels, strict=True) if b == i]
+            rows = sorted((float(s), y) for b, s, y in zip(best, best_s, labels, strict=True) if b == i)
             if not rows:
                 new_thr[name] = self.thresholds[name]
                 continue
-            rows.sort()
-            cands = [-1.0] + [s + 1e-6 for s, _ in rows]
             best_t, best_v = -1.0, -math.inf
-            for t in cands:
+            for t in [-1.0] + [s + 1e-6 for s, _ in rows]:
                 kept = [(s, y) for s, y in rows if s >= t]
                 if objective == "accuracy":
                     v = sum(y == name for _, y in kept) + sum(y == self.fallback for s, y in rows if s < t)
@@ -288,24 +295,21 @@ class SemanticRouter:
                 if v > best_v + 1e-9:
                     best_t, best_v = t, v
             new_thr[name] = round(max(best_t, -1.0), 6)
-        self.thresholds.update(new_thr)
+        return new_thr
 
-        # 3. temperature: least negative log-likelihood of the true route among scored routes
+    def _fit_temperature(self, scores: Any, labels: list[str | None]) -> float:
+        """The least negative log-likelihood of the true route among the scored routes."""
         idx = {n: i for i, n in enumerate(self._names)}
         rows_t = [(scores[k], idx[y]) for k, y in enumerate(labels) if y in idx]
-        if rows_t:
-            best_T, best_nll = self.temperature, math.inf
-            for T in (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5):
-                nll = 0.0
-                for s, y in rows_t:
-                    z = (s - s.max()) / T
-                    nll -= float(z[y] - np.log(np.exp(z).sum()))
-                if nll < best_nll:
-                    best_T, best_nll = T, nll
-            self.temperature = best_T
-        after_acc, after_abs = self._final_accuracy(scores, labels, self._threshold_array())
-        after = {"accuracy": round(after_acc, 4), "abstain_rate": round(after_abs, 4)}
-        return FitReport(before, after, self.scoring, self.temperature, dict(self.thresholds), objective, notes)
+        best_T, best_nll = self.temperature, math.inf
+        for T in (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5) if rows_t else ():
+            nll = 0.0
+            for s, y in rows_t:
+                z = (s - s.max()) / T
+                nll -= float(z[y] - np.log(np.exp(z).sum()))
+            if nll < best_nll:
+                best_T, best_nll = T, nll
+        return best_T
 
     def settings(self) -> dict[str, Any]:
         """The fitted knobs, for saving beside the routes."""
