@@ -12,7 +12,6 @@ A router's raw decision names the route it chose (or ``None``: it abstains) with
 
 from __future__ import annotations
 
-import contextvars
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,7 +135,8 @@ class Router(Protocol):
     def route_names(self) -> list[str]: ...
 
     async def decide(self, x: RouteInput) -> Decision:
-        """The final decision (fallback/escalation applied)."""
+        """The final decision (fallback/escalation applied), recorded into the active run. The
+        built-in routers also have ``decision(x)``: the same, not recorded (``Recorded``)."""
         ...
 
     async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]: ...
@@ -170,20 +170,47 @@ def finalize(
     return raw._replace(route=None, chosen=chosen, outcome="abstained", latency_s=latency, reason=f"{raw.reason}; {why}")
 
 
-# True while a cascade asks its stages: only the cascade's own decision is logged
-_NESTED: contextvars.ContextVar[bool] = contextvars.ContextVar("turnout_router_nested", default=False)
-
-
 def logged(router: Any, x: RouteInput, d: Decision) -> Decision:
     """Record ``d`` into the active run's store (``with store.run(...)``), if any; return it."""
     a = active_run()
-    if a is not None and not _NESTED.get():
+    if a is not None:
         a[0].record_decision(d, router=getattr(router, "name", "") or router.kind, input=input_text(x), run_id=a[1])
     return d
 
 
 def logged_many(router: Any, xs: Sequence[RouteInput], ds: list[Decision]) -> list[Decision]:
-    if active_run() is not None and not _NESTED.get():
+    if active_run() is not None:
         for x, d in zip(xs, ds, strict=True):
             logged(router, x, d)
     return ds
+
+
+class Recorded:
+    """How a router's decisions are recorded — the way ``Traced`` records a model's calls: a router
+    decides in ``decision(x)`` / ``decisions(xs)`` (nothing recorded) and ``decide`` /
+    ``decide_many`` record what they return into the active run. A router made of routers (a
+    cascade, a model router) asks its parts with ``unrecorded``, so only its own decision is kept."""
+
+    async def decision(self, x: RouteInput) -> Decision:
+        raise NotImplementedError
+
+    async def decisions(self, xs: Sequence[RouteInput]) -> list[Decision]:
+        return [await self.decision(x) for x in xs]
+
+    async def decide(self, x: RouteInput) -> Decision:
+        return logged(self, x, await self.decision(x))
+
+    async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]:
+        return logged_many(self, xs, await self.decisions(xs))
+
+
+async def unrecorded(router: Any, x: RouteInput) -> Decision:
+    """A part's decision, not recorded on its own (a router of your own without ``decision`` is asked
+    with ``decide``)."""
+    f = getattr(router, "decision", None)
+    return await (f(x) if f is not None else router.decide(x))  # type: ignore[no-any-return]
+
+
+async def unrecorded_many(router: Any, xs: Sequence[RouteInput]) -> list[Decision]:
+    f = getattr(router, "decisions", None)
+    return await (f(xs) if f is not None else router.decide_many(xs))  # type: ignore[no-any-return]

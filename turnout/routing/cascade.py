@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ConfigError
-from .base import _NESTED, Decision, RouteInput, Router, logged, logged_many
+from .base import Decision, Recorded, RouteInput, Router, unrecorded, unrecorded_many
 
 __all__ = ["CascadeRouter", "Stage"]
 
@@ -30,7 +30,7 @@ class Stage:
         return self.name or getattr(self.router, "name", self.router.kind)
 
 
-class CascadeRouter:
+class CascadeRouter(Recorded):
     kind = "cascade"
 
     def __init__(
@@ -88,37 +88,29 @@ class CascadeRouter:
             route, outcome = None, "abstained"
         return Decision(route, conf, scores, "cascade", reason, time.perf_counter() - t0, outcome, chosen, stage, cost)  # type: ignore[arg-type]
 
-    async def decide(self, x: RouteInput) -> Decision:
+    async def decision(self, x: RouteInput) -> Decision:
         t0 = time.perf_counter()
         trail: list[tuple[Stage, Decision]] = []
-        token = _NESTED.set(True)  # the stages' own decisions are in the cascade's reason, not logged apart
-        try:
-            for st in self.stages:
-                d = await st.router.decide(x)
-                trail.append((st, d))
-                if self._accept(st, d):
-                    break
-        finally:
-            _NESTED.reset(token)
-        return logged(self, x, self._combine(trail, t0))
+        for st in self.stages:  # the stages' own decisions are in the cascade's reason, not recorded apart
+            d = await unrecorded(st.router, x)
+            trail.append((st, d))
+            if self._accept(st, d):
+                break
+        return self._combine(trail, t0)
 
-    async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]:
+    async def decisions(self, xs: Sequence[RouteInput]) -> list[Decision]:
         t0 = time.perf_counter()
         trails: list[list[tuple[Stage, Decision]]] = [[] for _ in xs]
         pending = list(range(len(xs)))
-        token = _NESTED.set(True)
-        try:
-            for st in self.stages:
-                if not pending:
-                    break
-                ds = await st.router.decide_many([xs[i] for i in pending])
-                still = []
-                for i, d in zip(pending, ds, strict=True):
-                    trails[i].append((st, d))
-                    if not self._accept(st, d):
-                        still.append(i)
-                pending = still
-        finally:
-            _NESTED.reset(token)
+        for st in self.stages:
+            if not pending:
+                break
+            ds = await unrecorded_many(st.router, [xs[i] for i in pending])
+            still = []
+            for i, d in zip(pending, ds, strict=True):
+                trails[i].append((st, d))
+                if not self._accept(st, d):
+                    still.append(i)
+            pending = still
         # an input's latency is what its stages spent on it (a batched stage reports its per-item share)
-        return logged_many(self, xs, [self._combine(tr, t0)._replace(latency_s=sum(d.latency_s for _, d in tr)) for tr in trails])
+        return [self._combine(tr, t0)._replace(latency_s=sum(d.latency_s for _, d in tr)) for tr in trails]

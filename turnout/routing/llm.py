@@ -22,7 +22,7 @@ from .._errors import ConfigError, TurnoutError
 from .._secrets import describe
 from .._types import Completion, Request, ResponseFormat
 from ..models.base import ChatModel
-from .base import Decision, Route, RouteInput, check_policy_routes, check_routes, finalize, input_text, logged
+from .base import Decision, Recorded, Route, RouteInput, check_policy_routes, check_routes, finalize, input_text, logged_many
 
 __all__ = ["LLMRouter", "normalise_label"]
 
@@ -61,7 +61,7 @@ def label_probability(c: Completion, label: str) -> float | None:
     return math.exp(logp) if used else None
 
 
-class LLMRouter:
+class LLMRouter(Recorded):
     kind = "llm"
 
     def __init__(
@@ -141,13 +141,13 @@ class LLMRouter:
         except (TimeoutError, TurnoutError) as e:
             return None, f"LLM error: {describe(e)[:160]}"
 
-    async def decide(self, x: RouteInput) -> Decision:
+    async def decision(self, x: RouteInput) -> Decision:
         t0 = time.perf_counter()
         text = input_text(x)
         note = f"; input cut to {self.max_chars} characters" if len(text) > self.max_chars else ""
         if not text.strip():
             raw = Decision(None, 0.0, {}, "llm", "empty input", 0.0, "abstained", None, self.name)
-            return logged(self, x, finalize(raw, fallback=self.fallback, escalation=None, escalate_below=0.0, t0=t0))
+            return finalize(raw, fallback=self.fallback, escalation=None, escalate_below=0.0, t0=t0)
         results = await asyncio.gather(*(self._one(text, None if self.samples == 1 else 1000 + i) for i in range(self.samples)))
         cost = sum(c.cost_usd for c, _ in results if c is not None)
         labels: list[str | None] = []
@@ -178,15 +178,17 @@ class LLMRouter:
             scores = {k: round(v / self.samples, 4) for k, v in votes.items()}
             reason = f"{n}/{self.samples} samples chose {route}" if route else "; ".join(dict.fromkeys(reasons))
         raw = Decision(route, conf, scores, "llm", reason + note, 0.0, "matched" if route else "abstained", route, self.name, cost)
-        d = finalize(raw, fallback=self.fallback, escalation=self.escalation, escalate_below=self.escalate_below, t0=t0)
-        return logged(self, x, d)
+        return finalize(raw, fallback=self.fallback, escalation=self.escalation, escalate_below=self.escalate_below, t0=t0)
 
-    async def decide_many(self, xs: Sequence[RouteInput], *, concurrency: int = 8) -> list[Decision]:
-        """Decide many inputs, at most ``concurrency`` model calls at a time (results in input order)."""
+    async def decisions(self, xs: Sequence[RouteInput], *, concurrency: int = 8) -> list[Decision]:
+        """Many inputs, at most ``concurrency`` model calls at a time (results in input order)."""
         sem = asyncio.Semaphore(max(1, concurrency))
 
         async def one(x: RouteInput) -> Decision:
             async with sem:
-                return await self.decide(x)
+                return await self.decision(x)
 
         return list(await asyncio.gather(*(one(x) for x in xs)))
+
+    async def decide_many(self, xs: Sequence[RouteInput], *, concurrency: int = 8) -> list[Decision]:
+        return logged_many(self, xs, await self.decisions(xs, concurrency=concurrency))

@@ -28,7 +28,7 @@ from .._errors import ComplianceError, ConfigError
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel, Embedder
 from ..policies.fallback import Fallback, Health
-from .base import Decision, Route, RouteInput, check_routes, finalize, input_text, logged, logged_many
+from .base import Decision, Recorded, Route, RouteInput, check_routes, finalize, input_text, logged, unrecorded
 
 __all__ = ["ComplexityRules", "ModelRouter", "difficulty_router"]
 
@@ -42,7 +42,7 @@ _HARD_WORDS = re.compile(
 )
 
 
-class ComplexityRules:
+class ComplexityRules(Recorded):
     """A rule router over tier names (lowest first): scores a text 0..1 from its length, lines, code,
     numbers, questions and "hard" words, and maps the score to a tier by ``thresholds``.
 
@@ -98,11 +98,8 @@ class ComplexityRules:
                        f"score {s:.2f} ({top or 'nothing'})", chosen=self.tiers[i])
         return finalize(raw, fallback=None, escalation=None, escalate_below=0.0, t0=t0)
 
-    async def decide(self, x: RouteInput) -> Decision:
-        return logged(self, x, self._decide(x))
-
-    async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]:
-        return logged_many(self, xs, [self._decide(x) for x in xs])
+    async def decision(self, x: RouteInput) -> Decision:
+        return self._decide(x)
 
 
 def difficulty_router(rows: Sequence[Mapping[str, Any]], embedder: Embedder, *, label: str = "tier", text: str = "text",
@@ -216,17 +213,11 @@ class ModelRouter:
         text = input_text(x)
         cat = None
         why = []
-        from .base import _NESTED
-
-        token = _NESTED.set(True)  # the inner routers' decisions are part of this one
-        try:
-            if self.category is not None:
-                cd = await self.category.decide(x)
-                cat = cd.route
-                why.append(f"category {cat or '(none)'} ({cd.confidence:.2f})")
-            td = await self.complexity.decide(x)
-        finally:
-            _NESTED.reset(token)
+        if self.category is not None:  # the inner routers' decisions are part of this one, not recorded apart
+            cd = await unrecorded(self.category, x)
+            cat = cd.route
+            why.append(f"category {cat or '(none)'} ({cd.confidence:.2f})")
+        td = await unrecorded(self.complexity, x)
         tier = td.route if td.route in self.tiers else self.order[-1]  # an abstaining classifier: the top tier, to be safe
         if self.min_tier is not None and self.order.index(tier) < self.order.index(self.min_tier):
             tier = self.min_tier

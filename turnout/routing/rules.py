@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ConfigError
-from .base import Decision, Route, RouteInput, check_policy_routes, check_routes, logged, logged_many
+from .base import Decision, Recorded, Route, RouteInput, check_policy_routes, check_routes
 
 __all__ = ["Rule", "RuleRouter"]
 
@@ -90,7 +90,7 @@ def rules_from_routes(routes: Sequence[Route]) -> list[Rule]:
     return rules
 
 
-class RuleRouter:
+class RuleRouter(Recorded):
     kind = "rule"
 
     def __init__(
@@ -132,8 +132,8 @@ class RuleRouter:
                             time.perf_counter() - t0, "fallback", None, self.name)
         return Decision(None, 0.0, {}, "rule", "no rule fired; abstained", time.perf_counter() - t0, "abstained", None, self.name)
 
-    async def decide(self, x: RouteInput) -> Decision:
-        return logged(self, x, self.decide_sync(x))
+    async def decision(self, x: RouteInput) -> Decision:
+        return self.decide_sync(x)
 
-    async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]:
-        return logged_many(self, xs, [self.decide_sync(x) for x in xs])
+    async def decisions(self, xs: Sequence[RouteInput]) -> list[Decision]:
+        return [self.decide_sync(x) for x in xs]

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._errors import ConfigError
 from ..models.base import Embedder
-from .base import Decision, Route, RouteInput, check_policy_routes, check_routes, finalize, input_text, logged, logged_many
+from .base import Decision, Recorded, Route, RouteInput, check_policy_routes, check_routes, finalize, input_text
 
 __all__ = ["EmbeddingCache", "FitReport", "SemanticRouter"]
 
@@ -69,7 +69,7 @@ def _softmax_conf(scores: np.ndarray, best: int, temperature: float) -> float:
     return float(1.0 / np.exp(z).sum())
 
 
-class SemanticRouter:
+class SemanticRouter(Recorded):
     kind = "semantic"
 
     def __init__(
@@ -184,16 +184,16 @@ class SemanticRouter:
             return "; input truncated to the encoder's limit"
         return ""
 
-    async def decide(self, x: RouteInput) -> Decision:
+    async def decision(self, x: RouteInput) -> Decision:
         t0 = time.perf_counter()
         await self.prepare()
         text = input_text(x)
         if not text.strip():
-            return logged(self, x, self._empty(t0))
+            return self._empty(t0)
         q = await self.embedder.embed([text])
-        return logged(self, x, self._decide_row(self.score_matrix(q)[0], t0, self._note(text)))
+        return self._decide_row(self.score_matrix(q)[0], t0, self._note(text))
 
-    async def decide_many(self, xs: Sequence[RouteInput]) -> list[Decision]:
+    async def decisions(self, xs: Sequence[RouteInput]) -> list[Decision]:
         """Route many inputs with one embedding call. Latency is the batch's time per item."""
         t0 = time.perf_counter()
         await self.prepare()
@@ -210,7 +210,7 @@ class SemanticRouter:
         for i, d in enumerate(out):
             if d is None:
                 out[i] = self._empty(time.perf_counter())
-        return logged_many(self, xs, out)  # type: ignore[arg-type]
+        return out  # type: ignore[return-value]
 
     # -- fitting -------------------------------------------------------------------------------
     def _final_accuracy(self, scores: np.ndarray, labels: list[str | None], thr: np.ndarray) -> tuple[float, float]:
