@@ -67,6 +67,9 @@ GOLDEN = [
     ("name: x\nsteps:\n  - name: a\n    call: {}\n    gate: {regex: ok, divert: zzz}\n",
      "wf.yaml:5: steps.0.gate.divert: divert to 'zzz': no step of that name in this chain (a)"),
     ("name: x\nsteps:\n  - call: {temperature: 5}\n", "wf.yaml:3: steps.0.call.temperature: Input should be less than or equal to 2"),
+    ("name: x\n" + ROUTER + "steps:\n  - route:\n      router: triage\n      routes:\n        billing:\n          vote: {sample: {call: {}}, early_stop: null}\n"
+     "      default: {call: {}}\n",  # the field's own line and path, not pydantic's union tags
+     "wf.yaml:16: steps.0.route.routes.billing.vote.early_stop: Input should be"),
     ("name: x\nsteps:\n  - call: {}\n  x: 1\n", "not valid YAML"),
     ("name: x\nname: y\nsteps:\n  - call: {}\n", "wf.yaml:2: duplicate key 'name' (first at line 1)"),
     ("name: x\nsteps:\n  - workflow: wf.yaml\n", "wf.yaml:3: steps.0.workflow: workflows include each other in a cycle: wf.yaml -> wf.yaml"),

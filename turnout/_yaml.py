@@ -134,9 +134,20 @@ def line_of(node: Any, path: tuple[Any, ...]) -> int | None:
     return line
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "literal"}
+
+
+def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The YAML path of a pydantic error location: the tags pydantic adds for the member of a union
+    it tried (``StepIn``, ``str``, ``function-after[_one_kind(), StepIn]``) are not fields."""
+    def tag(x: Any) -> bool:
+        return isinstance(x, str) and ("[" in x or x in _TYPE_TAGS or (x[:1].isupper() and x.endswith("In") and x.isidentifier()))
+    return tuple(x for x in loc if not tag(x))
+
+
 def located_error(path: str | Path, root: Any, err: ValidationError, prefix: tuple[Any, ...] = ()) -> ConfigError:
     e = err.errors()[0]
-    loc = (*prefix, *e["loc"])
+    loc = _field_path((*prefix, *e["loc"]))
     where = ".".join(str(x) for x in loc)
     msg = str(e["msg"]).removeprefix("Value error, ")
     return ConfigError(f"{path}:{line_of(root, loc)}: {where}: {msg}")
