@@ -121,3 +121,38 @@ def test_auto_is_the_one_model_router_config_and_names_no_routers(tmp_path):
     p.write_text("models:\n  cheap: {adapter: local}\nauto:\n  complexity: {router: mine}\n")
     with pytest.raises(ConfigError, match=r"models.yaml:4: auto.complexity.router: a catalog has no routers"):
         Catalog.load(p)
+
+
+async def test_a_models_cap_and_rate_hold_across_the_catalogs_copies():
+    """Two workflows extending one catalog call the same upstream: its max_concurrency is one cap."""
+    import asyncio
+
+    from turnout import Completion
+    from turnout.models import ModelSpec as Spec
+    from turnout.models import PolicySpec as Pol
+
+    release, state = asyncio.Event(), {"active": 0, "max": 0}
+
+    class Held:
+        name, price = "up", Price()
+
+        async def complete(self, request):
+            state["active"] += 1
+            state["max"] = max(state["max"], state["active"])
+            await release.wait()
+            state["active"] -= 1
+            return Completion("ok", "up")
+
+        async def aclose(self):
+            return None
+
+    base = Catalog([Spec("up", "held", policies=Pol(retry_attempts=1, max_concurrency=2))], include_embedded=False,
+                   adapters={"held": lambda spec, env: Held()})
+    a, b = base.extend([Spec("extra-a", "held")]), base.extend([Spec("extra-b", "held")])
+    tasks = [asyncio.create_task(c.model("up").complete(Request.of("x"))) for c in (a, b, a, b, a, b)]
+    for _ in range(50):  # let every call that may start do so (event-loop turns, not a timing window)
+        await asyncio.sleep(0)
+    assert state["active"] == 2
+    release.set()
+    await asyncio.gather(*tasks)
+    assert state["max"] == 2

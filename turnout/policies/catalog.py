@@ -80,7 +80,9 @@ class Catalog:
         self.adapters: dict[str, AdapterFactory] = {**ADAPTERS, **(adapters or {})}
         self.trust_env = trust_env
         self._built: dict[str, ChatModel] = {}
-        self._limiters: dict[Any, Any] = {}  # per name: its RateLimiter; ("cap", name): its semaphore
+        # ("rate", name, rpm, tpm): its RateLimiter; ("cap", name, n): its semaphore — shared with every
+        # copy (extend), so a model has one limit and one cap however many workflows extend the catalog
+        self._limiters: dict[Any, Any] = {}
         # the rate limits' token buckets: shared with every copy (extend), so a model has one limit
         self.buckets = buckets if buckets is not None else MemoryBuckets()
         self._fallbacks: dict[str, Any] = {}
@@ -148,8 +150,10 @@ class Catalog:
         """A copy with more (or replaced) models that keeps every setting of this catalog: adapters,
         trust_env, the compliance policy, budgets, audit sink and ``auto:``. The one way a catalog is
         copied (a workflow's own ``models:`` section extends its ``catalog:`` with this)."""
-        return Catalog([*self._specs.values(), *specs], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env,
+        cat = Catalog([*self._specs.values(), *specs], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env,
                        policy=self.policy, spend=self.spend, audit=self.audit_sink, auto=self.auto, buckets=self.buckets)
+        cat._limiters = self._limiters
+        return cat
 
     def share(self, accounts: Any, buckets: Any) -> None:
         """Keep this catalog's budgets in ``accounts`` and its rate limits in ``buckets`` (Redis: one
@@ -201,14 +205,16 @@ class Catalog:
             m = Compliant(m, data_classes=spec.data_classes, region=spec.region, policy=self.policy, sink=self.audit_sink, name=name)
         pol = spec.policies
         if pol.max_concurrency:
-            sem = self._limiters.get(("cap", name))
+            key = ("cap", name, pol.max_concurrency)
+            sem = self._limiters.get(key)
             if sem is None:
-                sem = self._limiters[("cap", name)] = asyncio.Semaphore(pol.max_concurrency)
+                sem = self._limiters[key] = asyncio.Semaphore(pol.max_concurrency)
             m = Capped(m, sem)
         if pol.rpm or pol.tpm:
-            lim = self._limiters.get(name)
+            key = ("rate", name, pol.rpm, pol.tpm)
+            lim = self._limiters.get(key)
             if lim is None:
-                lim = self._limiters[name] = RateLimiter(rpm=pol.rpm, tpm=pol.tpm, buckets=self.buckets, name=f"rate:model:{name}")
+                lim = self._limiters[key] = RateLimiter(rpm=pol.rpm, tpm=pol.tpm, buckets=self.buckets, name=f"rate:model:{name}")
             m = Limited(m, lim)
         if pol.retry_attempts > 1:
             m = Retrying(m, RetryPolicy(stop=stop_after_attempt(pol.retry_attempts), wait=wait_exponential(max=pol.retry_max_delay)))
