@@ -89,3 +89,53 @@ async def test_every_door_attributes_the_same_run(tmp_path):
     for door, rid in runs.items():
         assert finished[rid].status == "ok", door  # finished with the workflow's status, not left running
     store.close()
+
+
+class _Hangs:
+    """Answers texts containing 'quick' at once; every other call waits until it is cancelled."""
+
+    name, calls, cancelled = "hangs", 0, 0
+
+    def __init__(self):
+        from turnout import Price
+
+        self.price = Price()
+
+    async def complete(self, request):
+        import asyncio
+
+        from turnout import Completion
+
+        self.calls += 1
+        if "quick" in request.messages[-1].content:
+            return Completion("done", "hangs")
+        try:
+            await asyncio.Event().wait()  # never set: only the deadline ends this call
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+    async def aclose(self):
+        return None
+
+
+async def test_a_runs_deadline_stops_its_calls_and_fan_outs(tmp_path):
+    import asyncio
+
+    (tmp_path / "one.yaml").write_text("name: one\nsteps:\n  - call: {prompt: '{input}'}\n")
+    (tmp_path / "sec.yaml").write_text("name: sec\nsteps:\n  - section: {split: lines, map: {call: {prompt: '{section}'}}}\n")
+    store = SQLiteStore(tmp_path / "d.db")
+    m = _Hangs()
+    one = Workflow.load(tmp_path / "one.yaml", models={"local": m})
+    res = await asyncio.wait_for(one.run("slow", store=store, deadline=0.2), 60)  # the bound is a hang guard only
+    assert res.status == "error" and "deadline" in res.error and m.cancelled == 1  # the call was stopped, not left running
+    res = await one.run("quick", store=store, deadline=0.0)  # past already: refused before the model is asked
+    assert res.status == "error" and "deadline passed before" in res.error and m.calls == 1
+    sec = Workflow.load(tmp_path / "sec.yaml", models={"local": m})
+    res = await asyncio.wait_for(sec.run("quick one\nslow two\nslow three", store=store, deadline=0.2), 60)
+    assert res.status == "partial" and res.output and "done" in str(res.output)  # the quick section kept
+    step = next(s for s in res.steps if s.kind == "section")
+    assert step.detail["failed"] == 2 and all("timeout" in f or "deadline" in f for f in step.detail["failures"])
+    store.flush()
+    assert {r.status for r in store.runs(limit=None)} == {"error", "partial"}  # every run finished
+    store.close()

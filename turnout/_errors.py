@@ -10,6 +10,7 @@
     ├── ProviderError               a model call failed      (retryable per class)
     │   ├── RateLimited             429; carries retry_after         retryable
     │   ├── ProviderTimeout         no answer in time                retryable
+    │   │   └── DeadlineExceeded    the run's deadline passed        not retryable
     │   ├── ProviderUnavailable     5xx, refused or reset connection retryable
     │   ├── BadResponse             not JSON, wrong shape, cut stream
     │   ├── AuthError               401/403
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigError",
     "ContextLengthExceeded",
     "DataClassNotAllowed",
+    "DeadlineExceeded",
     "InvalidRequest",
     "LimitExceeded",
     "MissingAPIKey",
@@ -129,6 +131,13 @@ class RateLimited(ProviderError):
 
 class ProviderTimeout(ProviderError):
     retryable = True
+
+
+class DeadlineExceeded(ProviderTimeout):
+    """The run's deadline (``open_run(deadline=)``, ``Workflow.run(deadline=)``) passed: the call was
+    not made, or was stopped. Not retried — a retry cannot finish sooner."""
+
+    retryable = False
 
 
 class ProviderUnavailable(ProviderError):

@@ -12,6 +12,7 @@ from ._errors import ComplianceError as ComplianceError
 from ._errors import ConfigError as ConfigError
 from ._errors import ContextLengthExceeded as ContextLengthExceeded
 from ._errors import DataClassNotAllowed as DataClassNotAllowed
+from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import InvalidRequest as InvalidRequest
 from ._errors import LimitExceeded as LimitExceeded
 from ._errors import MissingAPIKey as MissingAPIKey
@@ -23,4 +24,4 @@ from ._errors import RateLimited as RateLimited
 from ._errors import TurnoutError as TurnoutError
 from ._errors import UnknownModel as UnknownModel
 
-__all__ = ["AllModelsFailed", "AuthError", "BadResponse", "BudgetExceeded", "ComplianceError", "ConfigError", "ContextLengthExceeded", "DataClassNotAllowed", "InvalidRequest", "LimitExceeded", "MissingAPIKey", "ModelNotInstalled", "ProviderError", "ProviderTimeout", "ProviderUnavailable", "RateLimited", "TurnoutError", "UnknownModel"]
+__all__ = ["AllModelsFailed", "AuthError", "BadResponse", "BudgetExceeded", "ComplianceError", "ConfigError", "ContextLengthExceeded", "DataClassNotAllowed", "DeadlineExceeded", "InvalidRequest", "LimitExceeded", "MissingAPIKey", "ModelNotInstalled", "ProviderError", "ProviderTimeout", "ProviderUnavailable", "RateLimited", "TurnoutError", "UnknownModel"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from .._errors import ConfigError, TurnoutError
+from .._scope import current_scope
 
 __all__ = ["Envelope", "FanoutError", "FanoutResult", "Quorum", "fan_out"]
 
@@ -139,6 +140,10 @@ async def fan_out(
         # costs as they run. With a SpendControl this checks every budget that applies in the current
         # scope (the run's, the workflow's, the key's, global) in one step.
         await ledger.release(await ledger.reserve(estimated_cost, model=model))
+    due = current_scope().deadline  # a run's deadline bounds its fan-outs too
+    if due is not None:
+        left = max(0.0, due - time.monotonic())
+        deadline = left if deadline is None else min(deadline, left)
     t_start = time.perf_counter()
     if n == 0:
         return FanoutResult([], wall_s=0.0)

@@ -6,6 +6,7 @@ never prompt text, never keys. ``request_tags`` come from ``Request.metadata``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -13,7 +14,8 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .._scope import active_run
+from .._errors import DeadlineExceeded
+from .._scope import active_run, current_scope
 from .._types import Completion, Request, StreamChunk, Usage
 from ..models.base import ChatModel
 from .base import _CALL_INFO, Wrapper
@@ -105,8 +107,9 @@ class Traced(Wrapper):
         info: dict[str, Any] = {}
         token = _CALL_INFO.set(info)
         wall, t0 = time.time(), time.perf_counter()
+        due = current_scope().deadline
         try:
-            c = await self.inner.complete(request)
+            c = await (self.inner.complete(request) if due is None else self._before(request, due))
         except BaseException as e:
             self._emit(self._event(request, t0, wall, info, ok=False, stream=False, err=e))
             raise
@@ -115,14 +118,35 @@ class Traced(Wrapper):
         self._emit(self._event(request, t0, wall, info, ok=True, stream=False, c=c))
         return c
 
+    async def _before(self, request: Request, due: float) -> Completion:
+        """A call in a run with a deadline: refused after it, stopped at it (the adapter's own timeout too)."""
+        left = due - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the run's deadline passed before this call", model=self.inner.name)
+        try:
+            async with asyncio.timeout(left):
+                return await self.inner.complete(request.with_(timeout=min(request.timeout or left, left)))
+        except TimeoutError:
+            raise DeadlineExceeded(f"the run's deadline passed during this call ({left:.2f} s were left)", model=self.inner.name) from None
+
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         info: dict[str, Any] = {}
         wall, t0 = time.time(), time.perf_counter()
         last: StreamChunk | None = None
+        due = current_scope().deadline
+        if due is not None:  # each chunk must come before the run's deadline; the adapter stops at it too
+            left = due - time.monotonic()
+            if left <= 0:
+                err = DeadlineExceeded("the run's deadline passed before this call", model=self.inner.name)
+                self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=err))
+                raise err
+            request = request.with_(timeout=min(request.timeout or left, left))
         async with aclosing(self.inner.stream(request)) as agen:  # closed at once when the caller stops
             while True:
                 token = _CALL_INFO.set(info)  # set around each step: inner layers run inside __anext__
                 try:
+                    if due is not None and time.monotonic() >= due:
+                        raise DeadlineExceeded("the run's deadline passed during this stream", model=self.inner.name)
                     chunk = await agen.__anext__()
                 except StopAsyncIteration:
                     break

@@ -138,8 +138,11 @@ class Workflow:
         wf = Workflow.load(path, **kw)
         return wf.spec  # type: ignore[attr-defined,no-any-return]
 
-    async def run(self, input: Any, *, store: Any = None, tags: Mapping[str, str] | None = None) -> RunResult:
+    async def run(self, input: Any, *, store: Any = None, tags: Mapping[str, str] | None = None,
+                  deadline: float | None = None) -> RunResult:
         """Run once. With ``store`` (or inside ``with store.run(...)``), everything is traced to it.
+        ``deadline`` (seconds) bounds the whole run: every model call and fan-out in it stops there
+        (``DeadlineExceeded``; sections still running end as ``timeout``).
 
         A failing step does not raise: the result has ``status="error"`` and ``error`` (the steps
         and calls that happened are kept and traced)."""
@@ -147,7 +150,7 @@ class Workflow:
         t0 = time.perf_counter()
         out: Any = None
         error, exc = None, None
-        with open_run(store, self.name, as_text(input), tags=tags, join=True) as run:
+        with open_run(store, self.name, as_text(input), tags=tags, join=True, deadline=deadline) as run:
             try:
                 out = await self.root.run(ctx, input)
                 if self.output:
