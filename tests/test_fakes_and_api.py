@@ -14,7 +14,7 @@ from turnout.models import Embedder
 from turnout.testing import FakeEmbedder, FunctionModel, ScriptedModel
 
 
-@pytest.mark.parametrize("module", ["turnout", "turnout.models", "turnout.policies", "turnout.routing", "turnout.parallel", "turnout.testing", "turnout.workflows", "turnout.store"])
+@pytest.mark.parametrize("module", ["turnout", "turnout.models", "turnout.policies", "turnout.routing", "turnout.parallel", "turnout.testing", "turnout.workflows", "turnout.store", "turnout.reports", "turnout.errors"])
 def test_all_is_sorted_complete_and_importable(module):
     mod = importlib.import_module(module)
     names = mod.__all__

@@ -12,9 +12,9 @@ from turnout import ConfigError, Price, Request
 from turnout.cli import app
 from turnout.errors import ProviderUnavailable
 from turnout.policies import Fallback, Traced
+from turnout.reports.tables import parse_since
 from turnout.routing import Route, RuleRouter
 from turnout.store import SQLiteStore
-from turnout.store.report import parse_since
 from turnout.testing import ScriptedModel
 
 runner = CliRunner()

@@ -18,8 +18,8 @@ def demo(
     """Route support messages, summarise a document in parallel sections, vote with early stopping —
     on the embedded local models (no key, no network) — then print the report of what was traced."""
     from ..demo import run_demo
+    from ..reports.tables import by_model, by_route, by_vote
     from ..store import open_store
-    from ..store.report import by_model, by_route, by_vote
     from .report import render_table
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)

@@ -72,8 +72,8 @@ def report(
 ) -> None:
     """Requests, tokens, cost, latency, error and fallback rates by model (with spend against the
     catalog's model budgets); decisions by route; voting; workflows; the compliance audit."""
+    from ..reports.tables import budget_columns, by_audit, by_model, by_route, by_vote, by_workflow, parse_since
     from ..store import open_store
-    from ..store.report import budget_columns, by_audit, by_model, by_route, by_vote, by_workflow, parse_since
 
     with friendly_errors():
         if by not in ("model", "route", "vote", "workflow", "audit"):
@@ -94,7 +94,7 @@ def report(
             else:
                 rows = by_workflow(store.runs(limit=None, since=t0))
             if html is not None:
-                from ..store.html import render_html
+                from ..reports.html import render_html
 
                 page = render_html(store, since=t0)
                 try:

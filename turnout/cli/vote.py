@@ -43,8 +43,8 @@ def prior(
     The uniform prior needs 3 agreeing votes of 8 before it stops; a model that the log shows agrees
     with itself on this task earns an earlier stop. Paste the printed `prior:` into the vote step."""
     from ..parallel import VotePrior
+    from ..reports.tables import parse_since
     from ..store import open_store
-    from ..store.report import parse_since
 
     with friendly_errors():
         with open_store(db, strict=True) as store:

@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from ..store.html import (
+from ..reports.html import (
     BLUE,
     GREEN,
     ORANGE,
@@ -25,7 +25,7 @@ from ..store.html import (
     render_table,
     render_timeline,
 )
-from ..store.report import budget_columns, by_model, by_route, by_vote, call_failed, parse_since
+from ..reports.tables import budget_columns, by_model, by_route, by_vote, call_failed, parse_since
 
 __all__ = ["page"]
 

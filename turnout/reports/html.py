@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .report import by_model, by_route, by_vote, by_workflow, call_failed
+from .tables import by_model, by_route, by_vote, by_workflow, call_failed
 
 __all__ = ["BLUE", "GREEN", "ORANGE", "PAGE_CSS", "RED", "esc", "render_columns", "render_hbars", "render_histogram", "render_html",
            "render_pairs", "render_table", "render_timeline"]

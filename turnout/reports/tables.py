@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import ConfigError
-from .base import CallRow, DecisionRow, RunRow
+from ..store.base import CallRow, DecisionRow, RunRow
 
 __all__ = ["budget_columns", "by_audit", "by_model", "by_route", "by_vote", "by_workflow", "parse_since"]
 
