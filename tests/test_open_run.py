@@ -7,6 +7,7 @@ as the local batch: tests/test_ray_backend.py checks its outputs equal the local
 from __future__ import annotations
 
 import httpx
+from test_workflows import ROUTER
 
 from turnout.server import Gateway, create_app
 from turnout.store import SQLiteStore
@@ -14,15 +15,7 @@ from turnout.testing import ScriptedModel
 from turnout.workflows import Workflow
 from turnout.workflows.batch import BatchItem, run_batch
 
-WF = """
-name: w
-routers:
-  triage:
-    router: rule
-    fallback: general
-    routes:
-      billing: {keywords: [invoice, refund]}
-      general: {}
+WF = "name: w\n" + ROUTER + """
 steps:
   - name: kind
     route:

@@ -44,7 +44,7 @@ def _router(spec_path: Path, kind: str | None, catalog: Path | None) -> Any:
         if kind not in ("rule", "semantic", "llm", "cascade"):
             raise ConfigError(f"--router must be rule, semantic, llm or cascade, not {kind!r}")
         spec = spec.model_copy(update={"router": kind})
-    return spec, build_router(spec, catalog=load_catalog(catalog) if catalog else None)
+    return spec, build_router(spec, catalog=load_catalog(catalog))  # the embedded models when no --catalog
 
 
 def _router_name(spec_path: Path) -> str:
