@@ -227,3 +227,29 @@ class HTTPClient:
             raise
         except (TimeoutError, aiohttp.ClientError) as e:
             raise translate_transport(e, model, t) from None
+
+
+class HTTPAdapter:
+    """What the HTTP adapters share: the model id and name, the price, the endpoint, the key (set in
+    the auth headers, kept out of reprs and scrubbed from every message) and the pooled client."""
+
+    def __init__(self, model: str, *, base_url: str, path: str, name: str | None, price: Any, api_key: str | None,
+                 api_key_env: str | None, trust_env: bool, require_key: bool | None, pool_size: int, timeout: float,
+                 proxy: str | None, headers: dict[str, str], auth: Callable[[str], dict[str, str]]) -> None:
+        self.model = model
+        self.name = name or model
+        self.price = price
+        self.base_url = base_url.rstrip("/")
+        self._key = resolve_key(self.name, self.base_url, api_key, api_key_env, trust_env, require_key)
+        self._url = self.base_url + path
+        self._headers = {"Content-Type": "application/json", **headers, **(auth(self._key) if self._key else {})}
+        self._http = HTTPClient(pool_size=pool_size, timeout=timeout, proxy=proxy)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"{type(self).__name__}(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r})"
+
+    def _excerpt(self, text: str) -> str:
+        return excerpt(text, self._key)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

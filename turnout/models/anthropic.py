@@ -28,7 +28,7 @@ from .._types import (
     Usage,
     estimate_tokens,
 )
-from ._http import HTTPClient, excerpt, resolve_key
+from ._http import HTTPAdapter
 
 __all__ = ["AnthropicModel"]
 
@@ -61,7 +61,7 @@ def anthropic_body(req: Request, model: str, stream: bool) -> dict[str, Any]:
     return body
 
 
-class AnthropicModel:
+class AnthropicModel(HTTPAdapter):
     """Claude models through the Messages API. Key from ``api_key=`` or ``ANTHROPIC_API_KEY``."""
 
     def __init__(
@@ -79,25 +79,14 @@ class AnthropicModel:
         trust_env: bool = True,
         proxy: str | None = None,
     ) -> None:
-        self.model = model
-        self.name = name or model
-        self.price = price
-        self.base_url = base_url.rstrip("/")
-        key = resolve_key(self.name, self.base_url, api_key, api_key_env, trust_env, require_key)
-        self.__key = key
-        self._url = self.base_url + "/v1/messages"
-        self._headers = {"Content-Type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
-        if key:
-            self._headers["x-api-key"] = key
-        self._http = HTTPClient(pool_size=pool_size, timeout=timeout, proxy=proxy)
-
-    def __repr__(self) -> str:
-        return f"AnthropicModel(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r})"
+        super().__init__(model, base_url=base_url, path="/v1/messages", name=name, price=price, api_key=api_key,
+                         api_key_env=api_key_env, trust_env=trust_env, require_key=require_key, pool_size=pool_size,
+                         timeout=timeout, proxy=proxy, headers={"anthropic-version": ANTHROPIC_VERSION}, auth=lambda k: {"x-api-key": k})
 
     def complete(self, request: Request) -> Coroutine[Any, Any, Completion]:
         body = json.dumps(anthropic_body(request, self.model, False)).encode()
         return self._http.post_json(
-            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self.__key,
+            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self._key,
             parse=lambda doc, latency: self._parse(doc, request, latency),
         )
 
@@ -114,7 +103,7 @@ class AnthropicModel:
             finish = _FINISH.get(doc.get("stop_reason") or "", "unknown")
             u = doc.get("usage") or {}
         except (KeyError, TypeError, AttributeError):
-            raise BadResponse(f"unexpected response shape: {excerpt(json.dumps(doc), self.__key)!r}", model=self.name) from None
+            raise BadResponse(f"unexpected response shape: {self._excerpt(json.dumps(doc))!r}", model=self.name) from None
         usage = Usage(
             int(u.get("input_tokens") or estimate_tokens(request.prompt_chars)),
             int(u.get("output_tokens") or (estimate_tokens(text) if text else 0)),
@@ -130,12 +119,12 @@ class AnthropicModel:
         finish: str | None = None
         stopped = False
         async for event, data in self._http.post_sse(
-            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self.__key
+            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self._key
         ):
             try:
                 doc = json.loads(data)
             except ValueError:
-                raise BadResponse(f"stream event is not JSON: {excerpt(data, self.__key)!r}", model=self.name) from None
+                raise BadResponse(f"stream event is not JSON: {self._excerpt(data)!r}", model=self.name) from None
             kind = event or doc.get("type")
             if kind == "message_start":
                 u = (doc.get("message") or {}).get("usage") or {}
@@ -154,11 +143,9 @@ class AnthropicModel:
                 break
             elif kind == "error":
                 err = doc.get("error") or {}
-                raise ProviderUnavailable(f"provider sent an error mid-stream: {excerpt(str(err.get('message', err)), self.__key)}", model=self.name)
+                raise ProviderUnavailable(f"provider sent an error mid-stream: {self._excerpt(str(err.get('message', err)))}", model=self.name)
         if not stopped:
             raise BadResponse("stream ended before message_stop", model=self.name)
         usage = Usage(in_tok, out_tok)
         yield StreamChunk("", True, finish or "stop", usage, self.price.cost(usage), time.perf_counter() - t0, self.name)  # type: ignore[arg-type]
 
-    async def aclose(self) -> None:
-        await self._http.aclose()

@@ -24,7 +24,7 @@ from .._types import (
     Usage,
     estimate_tokens,
 )
-from ._http import HTTPClient, excerpt, resolve_key
+from ._http import HTTPAdapter, excerpt
 
 __all__ = ["OpenAICompatible"]
 
@@ -90,7 +90,7 @@ def parse_openai_completion(doc: Any, req: Request, name: str, price: Price, lat
     return Completion(text, name, finish, usage, cost, latency, lp, doc.get("id"))  # type: ignore[arg-type]
 
 
-class OpenAICompatible:
+class OpenAICompatible(HTTPAdapter):
     """A chat model behind any OpenAI-compatible ``/chat/completions`` endpoint.
 
     The key comes from ``api_key=`` or, unless ``trust_env=False``, from ``api_key_env``. A key is
@@ -114,28 +114,16 @@ class OpenAICompatible:
         trust_env: bool = True,
         proxy: str | None = None,
     ) -> None:
-        self.model = model
-        self.name = name or model
-        self.price = price
-        self.base_url = base_url.rstrip("/")
-        key = resolve_key(self.name, self.base_url, api_key, api_key_env, trust_env, require_key)
-        self.__key = key
-        self._url = self.base_url + "/chat/completions"
-        self._headers = {"Content-Type": "application/json", **(headers or {})}
-        register_headers(headers)
-        if key:
-            self._headers["Authorization"] = f"Bearer {key}"
-        self._http = HTTPClient(pool_size=pool_size, timeout=timeout, proxy=proxy)
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"OpenAICompatible(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r})"
-
+        register_headers(headers)  # their values are scrubbed from every message, like the key
+        super().__init__(model, base_url=base_url, path="/chat/completions", name=name, price=price, api_key=api_key,
+                         api_key_env=api_key_env, trust_env=trust_env, require_key=require_key, pool_size=pool_size,
+                         timeout=timeout, proxy=proxy, headers=dict(headers or {}), auth=lambda k: {"Authorization": f"Bearer {k}"})
     def complete(self, request: Request) -> Coroutine[Any, Any, Completion]:
         # a plain def returning the HTTP coroutine: one coroutine frame per call, not two
         body = json.dumps(openai_body(request, self.model, False)).encode()
         name, price = self.name, self.price
         return self._http.post_json(
-            self._url, body, self._headers, model=name, timeout=request.timeout, secret=self.__key,
+            self._url, body, self._headers, model=name, timeout=request.timeout, secret=self._key,
             parse=lambda doc, latency: parse_openai_completion(doc, request, name, price, latency),
         )
 
@@ -147,7 +135,7 @@ class OpenAICompatible:
         n_chars = 0
         done = False
         async for _event, data in self._http.post_sse(
-            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self.__key
+            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self._key
         ):
             if data == "[DONE]":
                 done = True
@@ -155,9 +143,9 @@ class OpenAICompatible:
             try:
                 doc = json.loads(data)
             except ValueError:
-                raise BadResponse(f"stream event is not JSON: {excerpt(data, self.__key)!r}", model=self.name) from None
+                raise BadResponse(f"stream event is not JSON: {self._excerpt(data)!r}", model=self.name) from None
             if isinstance(doc, dict) and "error" in doc:
-                raise BadResponse(f"provider sent an error mid-stream: {excerpt(json.dumps(doc['error']), self.__key)}", model=self.name)
+                raise BadResponse(f"provider sent an error mid-stream: {self._excerpt(json.dumps(doc['error']))}", model=self.name)
             if isinstance(doc, dict) and doc.get("usage"):
                 u = doc["usage"]
                 usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
@@ -179,5 +167,3 @@ class OpenAICompatible:
             "", True, finish or "stop", usage, self.price.cost(usage), time.perf_counter() - t0, self.name  # type: ignore[arg-type]
         )
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
