@@ -132,3 +132,30 @@ async def test_a_runs_deadline_stops_its_calls_and_fan_outs(tmp_path):
     store.flush()
     assert {r.status for r in store.runs(limit=None)} == {"error", "partial"}  # every run finished
     store.close()
+
+
+async def test_the_gateway_takes_a_deadline_per_request(tmp_path):
+    """x-turnout-deadline bounds the request's run on both workflow routes: a 504 deadline_exceeded,
+    the hanging call stopped, the run finished; a bad value is a 400 naming the header."""
+    import asyncio
+
+    (tmp_path / "one.yaml").write_text("name: one\nsteps:\n  - call: {prompt: '{input}'}\n")
+    store = SQLiteStore(tmp_path / "g.db")
+    m = _Hangs()
+    wf = Workflow.load(tmp_path / "one.yaml", models={"local": m})
+    app = create_app(Gateway(wf.catalog, store, {"one": wf}, auth=False))
+    hdr = {"x-turnout-deadline": "0.2"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=60) as c:
+        r = await asyncio.wait_for(c.post("/v1/workflows/one/runs", json={"input": "slow"}, headers=hdr), 60)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded", r.text
+        r = await asyncio.wait_for(c.post("/v1/chat/completions", json={"model": "workflow/one", "messages": [
+            {"role": "user", "content": "slow"}]}, headers=hdr), 60)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded", r.text
+        r = await c.post("/v1/workflows/one/runs", json={"input": "quick"}, headers={"x-turnout-deadline": "soon"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "x-turnout-deadline"
+        r = await c.post("/v1/workflows/one/runs", json={"input": "quick"}, headers={"x-turnout-deadline": "30"})
+        assert r.status_code == 200 and r.json()["output"] == "done"  # within its deadline: answered
+    assert m.cancelled == 2
+    store.flush()
+    assert sorted(r.status for r in store.runs(limit=None)) == ["error", "error", "ok"]
+    store.close()

@@ -162,7 +162,7 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
             raise ApiError(400, str(e), param=e.param) from None
         kind, target = gw.target(key, chat.model)
         text = user_text(req)
-        async with gw.request_run(key, chat.model, text, tokens=_tokens(req)) as run:
+        async with gw.request_run(key, chat.model, text, tokens=_tokens(req), deadline=_deadline(request)) as run:
             headers = {"x-turnout-run-id": run.run_id}
             if kind == "workflow":
                 res = await run.workflow(target, text)
@@ -248,7 +248,7 @@ def _run_routes(app: Any, gw: Gateway) -> None:
             raise ApiError(400, 'send {"input": ...} (text or an object), optionally "tags"', param="input")
         _, wf = gw.target(key, f"workflow/{name}")
         text = body["input"] if isinstance(body["input"], str) else json.dumps(body["input"])
-        async with gw.request_run(key, f"workflow/{name}", text, tokens=max(1, len(text) // 4)) as run:
+        async with gw.request_run(key, f"workflow/{name}", text, tokens=max(1, len(text) // 4), deadline=_deadline(request)) as run:
             res = await run.workflow(wf, body["input"])  # each of its calls charged to the key's budget
             if res.status == "error" and refusal(res.exception):
                 raise workflow_error(name, res, {"x-turnout-run-id": run.run_id})
@@ -331,6 +331,21 @@ def _dashboard_routes(app: Any, gw: Gateway) -> None:
         if html is None:
             return HTMLResponse(f"<!doctype html><title>not found</title><p>no run {_esc(run_id)}</p>", status_code=404)
         return HTMLResponse(html)
+
+
+def _deadline(request: Any) -> float | None:
+    """``x-turnout-deadline: SECONDS`` bounds the request's run: every model call in it (a workflow's
+    too) stops there (504 ``deadline_exceeded``)."""
+    raw = request.headers.get("x-turnout-deadline")
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 86_400 or v != v:
+        raise ApiError(400, f"x-turnout-deadline must be seconds in (0, 86400], not {raw[:20]!r}", param="x-turnout-deadline")
+    return v
 
 
 class _FastPath:

@@ -13,6 +13,7 @@ from .._errors import (
     ComplianceError,
     ConfigError,
     ContextLengthExceeded,
+    DeadlineExceeded,
     InvalidRequest,
     LimitExceeded,
     ProviderError,
@@ -59,6 +60,8 @@ def api_error(e: BaseException) -> ApiError:
     if isinstance(e, RateLimited):
         return ApiError(429, f"upstream rate limited: {e}", type="rate_limit_error", code="upstream_rate_limited",
                         headers={"Retry-After": retry_after_header(e.retry_after)})
+    if isinstance(e, DeadlineExceeded):  # the request's own x-turnout-deadline
+        return ApiError(504, f"the request's deadline passed: {e}", type="api_error", code="deadline_exceeded")
     if isinstance(e, ProviderTimeout):
         return ApiError(504, f"upstream timed out: {e}", type="api_error", code="upstream_timeout")
     if isinstance(e, ContextLengthExceeded):  # the caller's to fix (a 400 the openai client does not retry)

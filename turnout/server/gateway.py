@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import BudgetExceeded, ComplianceError, LimitExceeded
+from .._errors import BudgetExceeded, ComplianceError, DeadlineExceeded, LimitExceeded
 from .._scope import OpenRun, open_run
 from .errors import ApiError, api_error
 from .keys import ApiKey, KeyRing
@@ -173,19 +173,21 @@ class Gateway:
 
     # -- the request lifecycle -----------------------------------------------------------------------
     @asynccontextmanager
-    async def request_run(self, key: ApiKey, model: str, text: str, *, tokens: int) -> AsyncIterator[RequestRun]:
+    async def request_run(self, key: ApiKey, model: str, text: str, *, tokens: int,
+                          deadline: float | None = None) -> AsyncIterator[RequestRun]:
         """Admit the key's rate, start the run, finish it once (see the module docstring)."""
         await self.limits.admit(key, tokens)
         tags = {"key": key.key_id, "model": model, **({"team": key.team} if key.team else {})}
         name = model[9:] if model.startswith("workflow/") else "gateway"  # a workflow's runs carry its name
         meter = self.limits.meter(key)
-        with open_run(self.store, name, text, tags=tags, meters=(meter,) if meter is not None else ()) as run:
+        with open_run(self.store, name, text, tags=tags, meters=(meter,) if meter is not None else (), deadline=deadline) as run:
             yield RequestRun(self, key, run)
 
 
 def refusal(e: BaseException | None) -> bool:
-    """A workflow that failed on a budget, a rate or compliance: the client's to fix (4xx), not a 502."""
-    return isinstance(e, (BudgetExceeded, LimitExceeded, ComplianceError))
+    """A workflow that failed on a budget, a rate, compliance (the client's to fix: 4xx) or the
+    request's own deadline (504): answered with that error, not as a 502 or a run that failed."""
+    return isinstance(e, (BudgetExceeded, LimitExceeded, ComplianceError, DeadlineExceeded))
 
 
 def workflow_error(name: str, res: Any, headers: Mapping[str, str]) -> ApiError:
