@@ -292,7 +292,7 @@ AuditSink = Callable[[AuditRecord], None]
 
 def audit(rec: AuditRecord, sink: AuditSink | None = None) -> None:
     a = active_run()
-    if a is not None and hasattr(a[0], "record_audit"):
+    if a is not None:  # every store records audits (TraceStore.record_audit)
         a[0].record_audit(rec, run_id=a[1])
     if sink is not None:
         sink(rec)

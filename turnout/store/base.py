@@ -90,6 +90,10 @@ class TraceStore(Protocol):
 
     def record_verdict(self, verdict: Any, *, name: str = "vote", run_id: str | None = None) -> None: ...
 
+    def record_audit(self, rec: Any, *, run_id: str | None = None) -> None:
+        """One compliance audit record (what was sent, redacted or refused, by sha256)."""
+        ...
+
     def record_sections(self, step: str, envelopes: Sequence[Any], titles: Sequence[str] = (), *, run_id: str | None = None) -> None: ...
 
     def record_step(self, name: str, kind: str, *, latency_s: float, status: str = "ok", cost_usd: float = 0.0,
