@@ -111,6 +111,16 @@ def test_default_cascade_has_a_stage_per_kind_of_material(files):
     assert [s.name for s in r.stages] == ["rule", "semantic", "llm"]
 
 
+def test_an_llm_stage_never_builds_a_hidden_catalog(files):
+    from turnout import Catalog
+
+    spec = load_spec(files[0]).model_copy(update={"router": "cascade"})
+    with pytest.raises(ConfigError, match="an llm router needs its model: pass model="):
+        build_router(spec)  # no model, no catalog: nothing would ever close the embedded LLM it made
+    cat = Catalog()
+    assert build_router(spec, catalog=cat).stages[-1].router.model.name == "local"  # the caller's catalog, which it closes
+
+
 def test_cli_decide(files):
     r = runner.invoke(app, ["route", str(files[0]), "the app crashes on startup", "--json"])
     assert r.exit_code == 0, r.output

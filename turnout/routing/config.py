@@ -142,7 +142,9 @@ def build_router(
     embedder: Embedder | None = None,
     catalog: Any = None,
 ) -> Router:
-    """Build the router a spec describes. ``model``/``embedder`` override the spec's names."""
+    """Build the router a spec describes. ``model``/``embedder`` override the spec's names; an
+    ``llm`` stage without ``model=`` takes the spec's model from ``catalog=`` (which the caller
+    owns and closes)."""
     if not isinstance(spec, RouterSpec):
         try:
             spec = RouterSpec.model_validate(spec)
@@ -168,9 +170,10 @@ def build_router(
     def llm() -> LLMRouter:
         m = model
         if m is None:
-            from ..policies.catalog import Catalog
-
-            m = (catalog or Catalog()).model(spec.model)
+            if catalog is None:  # no hidden catalog: its models (an embedded LLM) would never be closed
+                raise ConfigError(f"an llm router needs its model: pass model= (a ChatModel) or catalog= (to look up "
+                                  f"{spec.model!r}), e.g. build_router(spec, catalog=Catalog())")
+            m = catalog.model(spec.model)
         s = spec.llm
         return LLMRouter(routes, m, samples=s.samples, temperature=s.temperature, instructions=s.instructions,
                          timeout=s.timeout, use_logprobs=s.use_logprobs, escalate_below=spec.escalate_below, name="llm", **pol)

@@ -459,10 +459,8 @@ def compile_workflow(path: Path, spec: WorkflowSpec, root: Any, *, known_models:
     c = _Compiler(path, spec, root, known_models=known_models | set(spec.model_routers) | set(spec.cascades), resolve=resolve,
                   embedder=embedder, catalog=catalog, stack=(path.resolve(),))
     if spec.model_routers or spec.cascades:
-        if catalog is None:
-            from ..policies.catalog import Catalog
-
-            catalog = c.catalog = Catalog()
+        if catalog is None:  # Workflow.load always passes one; no hidden catalog whose models nobody closes
+            raise ConfigError(f"{path}: model_routers/cascades need the catalog their models come from (compile_workflow(catalog=))")
         built = c.virtual_models(resolve)
         if virtual is not None:
             virtual.update(built)
