@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ConfigError
+from ..store.base import KeyTable
 
 __all__ = ["ApiKey", "KeyRing", "hash_secret"]
 
@@ -59,7 +60,7 @@ class ApiKey:
 
 
 class KeyRing:
-    def __init__(self, store: Any, *, ttl: float = 5.0) -> None:
+    def __init__(self, store: KeyTable, *, ttl: float = 5.0) -> None:
         self.store = store
         self.ttl = ttl
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}

@@ -14,7 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from .._scope import active_run as active_run
 
-__all__ = ["CallRow", "DecisionRow", "RunRow", "Tee", "TraceStore", "active_run", "text_or_hash"]
+__all__ = ["BatchLedger", "CallRow", "DecisionRow", "FeedbackStore", "KeyTable", "RunReader", "RunRow", "Tee", "TraceStore", "active_run",
+           "text_or_hash"]
 
 # ``active_run()``: (store, run_id) of the run the current task is in, from the one run scope
 # (``turnout._scope``). Everything that runs inside — model calls through ``Traced``, router
@@ -108,6 +109,79 @@ class TraceStore(Protocol):
     def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]: ...
 
     def decisions(self, *, run_id: str | None = None, router: str | None = None, since: float | None = None) -> Sequence[DecisionRow]: ...
+
+
+# The store's tables by concern, each behind its own narrow protocol (SQLiteStore and PostgresStore
+# implement all of them; a caller types its store by the one it uses).
+@runtime_checkable
+class BatchLedger(Protocol):
+    """The batch ledger and its lease (``turnout batch``, local and Ray), written at once, not queued."""
+
+    def ledger_open(self, batch_id: str, *, workflow: str, source: str, total: int) -> dict[str, dict[str, Any]]: ...
+
+    def ledger_record(self, batch_id: str, key: str, *, line: int, status: str, run_id: str | None = None, output: str | None = None,
+                      error: str | None = None, cost_usd: float = 0.0, latency_s: float = 0.0) -> None: ...
+
+    def ledger_items(self, batch_id: str) -> list[dict[str, Any]]: ...
+
+    def lease_take(self, batch_id: str, owner: str, *, host: str, pid: int, stale_s: float,
+                   dead_owner: str | None = None) -> dict[str, Any] | None: ...
+
+    def lease_beat(self, batch_id: str, owner: str) -> None: ...
+
+    def lease_release(self, batch_id: str, owner: str) -> None: ...
+
+
+@runtime_checkable
+class KeyTable(Protocol):
+    """The gateway's API keys (hashed), written at once."""
+
+    def key_insert(self, row: Mapping[str, Any]) -> None: ...
+
+    def key_by_hash(self, digest: str) -> dict[str, Any] | None: ...
+
+    def api_keys(self) -> list[dict[str, Any]]: ...
+
+    def key_revoke(self, key_id_or_name: str) -> bool: ...
+
+
+@runtime_checkable
+class FeedbackStore(Protocol):
+    """Feedback on runs and A/B experiment outcomes, and the reads that learn from them."""
+
+    def add_feedback(self, run_id: str, *, score: float | None = None, labels: Mapping[str, str] | None = None,
+                     comment: str | None = None) -> None: ...
+
+    def feedback(self, run_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    def misroutes(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]: ...
+
+    def labelled_decisions(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]: ...
+
+    def record_outcome(self, experiment: str, variant: str, *, unit: str | None = None, cost_usd: float = 0.0,
+                       latency_s: float = 0.0, error: bool = False, correct: bool | None = None, score: float | None = None) -> None: ...
+
+    def experiments(self) -> list[str]: ...
+
+    def outcomes(self, experiment: str) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class RunReader(Protocol):
+    """What reports, the dashboard and ``GET /v1/runs/{id}`` read; every read off the event loop."""
+
+    def verdicts(self, *, name: str | None = None, since: float | None = None, run_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    def steps(self, *, run_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    def sections(self, *, run_id: str | None = None, step: str | None = None) -> list[dict[str, Any]]: ...
+
+    def audit(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> list[dict[str, Any]]: ...
+
+    def spend(self, *, since: float | None = None, model: str | None = None, workflow: str | None = None,
+              key: str | None = None, team: str | None = None) -> float: ...
+
+    def run_detail(self, run_id: str) -> dict[str, Any] | None: ...
 
 
 class Tee:

@@ -28,6 +28,7 @@ from typing import Any
 from .._errors import ConfigError
 from .._secrets import clean
 from .._yaml import decode_utf8, json_line
+from ..store.base import BatchLedger
 from .context import as_text
 from .runner import Workflow
 
@@ -167,7 +168,7 @@ class BatchLease:
     dead on this host is replaced at once, one on another host once it has been silent ``stale_s``
     seconds. While held, a daemon thread refreshes the heartbeat every ``beat_s`` seconds."""
 
-    def __init__(self, store: Any, batch_id: str, *, stale_s: float = 30.0, beat_s: float = 5.0) -> None:
+    def __init__(self, store: BatchLedger, batch_id: str, *, stale_s: float = 30.0, beat_s: float = 5.0) -> None:
         self.store, self.batch_id, self.stale_s, self.beat_s = store, batch_id, stale_s, beat_s
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
@@ -273,7 +274,7 @@ async def _run_leased(wf: Workflow, items: list[BatchItem], store: Any, batch_id
     return summary
 
 
-def write_output(store: Any, batch_id: str, items: list[BatchItem], path: str | Path) -> int:
+def write_output(store: BatchLedger, batch_id: str, items: list[BatchItem], path: str | Path) -> int:
     """Write every finished item, in input order, to ``path`` (atomically). Returns the count."""
     by_key = {r["item_key"]: r for r in store.ledger_items(batch_id)}
     p = Path(path)
