@@ -136,8 +136,7 @@ def _workflow(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], nam
     spec, root = load_workflow_spec(sub)
     if spec.model_routers or spec.cascades:
         raise c.err(kl, f"{s.workflow}: model_routers/cascades are only read from the top workflow; move them there")
-    node = _Compiler(sub, spec, root, known_models=c.known_models, resolve=c.resolve, embedder=c.embedder,
-                     catalog=c.catalog, stack=(*c.stack, sub)).root_node()
+    node = _Compiler(sub, spec, root, models=c.models, embedder=c.embedder, stack=(*c.stack, sub)).root_node()
     node.name = name or spec.name
     return node
 

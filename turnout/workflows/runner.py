@@ -18,7 +18,7 @@ from .._yaml import located_error
 from ..models.base import ChatModel, Embedder
 from ..routing.base import Decision
 from .context import Node, RunContext, StepRecord, as_text, render
-from .spec import WorkflowSpec, compile_workflow, load_workflow_spec
+from .spec import Models, WorkflowSpec, compile_workflow, load_workflow_spec
 
 __all__ = ["RunResult", "Workflow"]
 
@@ -120,8 +120,7 @@ class Workflow:
         known = set(cat.names()) | set(overrides) | set(spec.model_routers) | set(spec.cascades)
         if spec.default_model not in known:
             raise ConfigError(f"{p}: default_model: unknown model {spec.default_model!r} (known: {', '.join(sorted(known))})")
-        node = compile_workflow(p, spec, root, known_models=known, resolve=base_resolve, embedder=embedder, catalog=cat,
-                                virtual=virtual)
+        node = compile_workflow(p, spec, root, models=Models(cat, base_resolve, frozenset(known)), embedder=embedder, virtual=virtual)
         wf = cls(node, name=spec.name, resolve=resolve, default_model=spec.default_model, output=spec.output, example=spec.example,
                  description=spec.description)
         wf.spec, wf.path, wf.catalog = spec, p, cat  # type: ignore[attr-defined]

@@ -21,7 +21,8 @@ before any model is called.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ from .context import Node, template_names
 from .nodes import Call
 from .sequence import Sequence, StepGate
 
-__all__ = ["WorkflowSpec", "compile_workflow", "load_workflow_spec"]
+__all__ = ["Models", "WorkflowSpec", "compile_workflow", "load_workflow_spec"]
 
 _KINDS = ("call", "handler", "route", "section", "vote", "chain", "orchestrate", "guard", "escalate", "workflow")
 
@@ -248,11 +249,26 @@ def step_kind(kind: str) -> Callable[[Callable[..., Node]], Callable[..., Node]]
     return register
 
 
+@dataclass(frozen=True)
+class Models:
+    """The models a workflow may name, in one value: the catalog they come from (with its settings:
+    compliance, budgets, limits), how a name becomes a model (given overrides first) and every name
+    that may be used (catalog names, overrides, the workflow's model routers and cascades)."""
+
+    catalog: Any
+    resolve: Callable[[str], ChatModel]
+    known: frozenset[str]
+
+    def with_names(self, names: Iterable[str]) -> Models:
+        return replace(self, known=self.known | frozenset(names))
+
+
 class _Compiler:
-    def __init__(self, path: Path, spec: WorkflowSpec, root: Any, *, known_models: set[str], resolve: Any,
-                 embedder: Embedder | None, catalog: Any, stack: tuple[Path, ...]) -> None:
+    def __init__(self, path: Path, spec: WorkflowSpec, root: Any, *, models: Models, embedder: Embedder | None,
+                 stack: tuple[Path, ...]) -> None:
         self.path, self.spec, self.root = path, spec, root
-        self.known_models, self.resolve, self.embedder, self.catalog = known_models, resolve, embedder, catalog
+        self.models, self.embedder = models, embedder
+        self.known_models, self.resolve, self.catalog = models.known, models.resolve, models.catalog
         self.stack = stack
         self.handler_nodes: dict[str, Node] = {}
         self.handler_stack: list[str] = []
@@ -452,16 +468,16 @@ def _gate(g: GateIn) -> StepGate:
     return StepGate(is_json=g.json_, **g.model_dump(exclude={"json_"}))
 
 
-def compile_workflow(path: Path, spec: WorkflowSpec, root: Any, *, known_models: set[str], resolve: Any,
-                     embedder: Embedder | None = None, catalog: Any = None, virtual: dict[str, Any] | None = None) -> Sequence:
+def compile_workflow(path: Path, spec: WorkflowSpec, root: Any, *, models: Models, embedder: Embedder | None = None,
+                     virtual: dict[str, Any] | None = None) -> Sequence:
     """The workflow's root node (a ``Sequence``); raises ConfigError with file:line: field on any problem.
     ``virtual`` receives the workflow's model routers and cascades (names usable as models)."""
-    c = _Compiler(path, spec, root, known_models=known_models | set(spec.model_routers) | set(spec.cascades), resolve=resolve,
-                  embedder=embedder, catalog=catalog, stack=(path.resolve(),))
+    c = _Compiler(path, spec, root, models=models.with_names([*spec.model_routers, *spec.cascades]), embedder=embedder,
+                  stack=(path.resolve(),))
     if spec.model_routers or spec.cascades:
-        if catalog is None:  # Workflow.load always passes one; no hidden catalog whose models nobody closes
-            raise ConfigError(f"{path}: model_routers/cascades need the catalog their models come from (compile_workflow(catalog=))")
-        built = c.virtual_models(resolve)
+        if models.catalog is None:  # Workflow.load always passes one; no hidden catalog whose models nobody closes
+            raise ConfigError(f"{path}: model_routers/cascades need the catalog their models come from (Models.catalog)")
+        built = c.virtual_models(models.resolve)
         if virtual is not None:
             virtual.update(built)
     node = c.root_node()
