@@ -160,7 +160,7 @@ class Catalog:
         limit for every gateway replica; the Ray gate: for every worker of a batch), models built
         already included. The catalog's copies (``extend``) share its budgets; give them ``share`` too."""
         if self.spend is not None:
-            self.spend.accounts = accounts
+            self.spend.share(accounts)
         self.buckets = buckets
         for lim in self._limiters.values():
             if isinstance(lim, RateLimiter):

@@ -108,6 +108,9 @@ class MemoryAccounts:
                 a[2] += 1
             return a[0], a[1], int(a[2])
 
+    def exists_now(self, account: str) -> bool:
+        return account in self._acc
+
     def balance_now(self, account: str) -> tuple[float, float, int]:
         a = self._acc.get(account)
         return (a[0], a[1], int(a[2])) if a is not None else (0.0, 0.0, 0)
@@ -130,7 +133,7 @@ class MemoryAccounts:
         return self.give_now(token, actual)
 
     async def exists(self, account: str) -> bool:
-        return account in self._acc
+        return self.exists_now(account)
 
     async def balance(self, account: str) -> tuple[float, float, int]:
         return self.balance_now(account)

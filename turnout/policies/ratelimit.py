@@ -190,11 +190,13 @@ class RateLimiter:
 
     async def acquire(self, est_tokens: int) -> None:
         """Reserve one request and ``est_tokens`` tokens; sleep until they are available."""
-        now, wait = self.clock(), 0.0
-        if self.requests is not None:
-            wait = await self.buckets.take(self._rk, 1, *self.requests, now, wait=True)
-        if self.tokens is not None:
-            wait = max(wait, await self.buckets.take(self._tk, self._n(est_tokens), *self.tokens, now, wait=True))
+        wait = self.reserve_now(est_tokens)
+        if wait is None:  # shared buckets: the same two takes, awaited
+            now, wait = self.clock(), 0.0
+            if self.requests is not None:
+                wait = await self.buckets.take(self._rk, 1, *self.requests, now, wait=True)
+            if self.tokens is not None:
+                wait = max(wait, await self.buckets.take(self._tk, self._n(est_tokens), *self.tokens, now, wait=True))
         if wait > 0:
             await self.sleep(wait)
 
@@ -215,7 +217,7 @@ class RateLimiter:
         return None
 
     async def settle(self, est_tokens: int, actual_tokens: int) -> None:
-        if self.tokens is not None:
+        if self.tokens is not None and not self.settle_now(est_tokens, actual_tokens):
             await self.buckets.give(self._tk, self._n(est_tokens) - actual_tokens, *self.tokens, self.clock())
 
 

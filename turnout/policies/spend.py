@@ -125,6 +125,12 @@ class SpendControl:
     def __repr__(self) -> str:
         return f"SpendControl({[b.label for b in self.budgets]})"
 
+    def share(self, accounts: Any) -> None:
+        """Keep the balances in ``accounts`` from now on (Redis, the Ray gate); the ledgers opened on
+        the previous accounts are dropped, so none keeps charging them."""
+        self.accounts = accounts
+        self._ledgers.clear()
+
     # -- which budgets apply ------------------------------------------------------------------------
     def _members(self, model: str) -> Mapping[str, str | None]:
         sc = current_scope()
@@ -144,16 +150,16 @@ class SpendControl:
     def _make(self, i: int, member: str, start: float, seed: float) -> BudgetLedger:
         b = self.budgets[i]
 
+        on_alert = self.on_alert
+
         def alert(ledger: BudgetLedger, frac: float) -> None:
             spent, reserved, calls = ledger.last
-            st = BudgetStatus(b, member, start, ledger.limit, spent, reserved, calls)
-            if self.on_alert is not None:
-                self.on_alert(st, frac)
-            else:
-                log.warning("budget %s: %.0f%% used ($%.6f of $%.6f)", st.label, frac * 100, spent, ledger.limit)
+            on_alert(BudgetStatus(b, member, start, ledger.limit, spent, reserved, calls), frac)  # type: ignore[misc]
 
+        # named as its BudgetStatus is labelled; without on_alert the ledger's own warning line says so
         return BudgetLedger(b.limit_usd, name=b.label if not member or b.match != "*" else f"{b.label} [{member}]",
-                            alerts=b.alerts, on_alert=alert, accounts=self.accounts, account=_account(b, member, start),
+                            alerts=b.alerts, on_alert=alert if on_alert is not None else None, accounts=self.accounts,
+                            account=_account(b, member, start),
                             seed=seed, ttl=_PERIOD_S[b.period] * 1.5 if b.period else 0.0)
 
     async def _ledger(self, i: int, member: str, now: float) -> BudgetLedger:

@@ -77,7 +77,7 @@ class _GateState:
         return self.accounts.give_now(entry[2], actual)
 
     def exists(self, account: str) -> bool:
-        return account in self.accounts.accounts()
+        return self.accounts.exists_now(account)
 
     def balance(self, account: str) -> tuple[float, float, int]:
         return self.accounts.balance_now(account)

@@ -268,7 +268,6 @@ class _Compiler:
                  stack: tuple[Path, ...]) -> None:
         self.path, self.spec, self.root = path, spec, root
         self.models, self.embedder = models, embedder
-        self.known_models, self.resolve, self.catalog = models.known, models.resolve, models.catalog
         self.stack = stack
         self.handler_nodes: dict[str, Node] = {}
         self.handler_stack: list[str] = []
@@ -309,8 +308,8 @@ class _Compiler:
                                     f"(named steps: {', '.join(sorted(self.step_names)) or 'none'})")
 
     def check_model(self, name: str | None, loc: tuple[Any, ...]) -> None:
-        if name is not None and name not in self.known_models:
-            raise self.err(loc, f"unknown model {name!r} (known: {', '.join(sorted(self.known_models))})")
+        if name is not None and name not in self.models.known:
+            raise self.err(loc, f"unknown model {name!r} (known: {', '.join(sorted(self.models.known))})")
 
     # -- building ----------------------------------------------------------------------------------
     def router(self, name: str, loc: tuple[Any, ...]) -> Any:
@@ -333,7 +332,7 @@ class _Compiler:
         if rspec.router in ("llm", "cascade"):
             self.check_model(rspec.model, (*rloc, "model"))
         try:
-            r = build_router(rspec, embedder=self.embedder, model=self.resolve(rspec.model) if rspec.router in ("llm", "cascade") else None)
+            r = build_router(rspec, embedder=self.embedder, model=self.models.resolve(rspec.model) if rspec.router in ("llm", "cascade") else None)
         except ConfigError as e:
             raise self.err(rloc, str(e)) from None
         if r.name in ("rule", "semantic", "llm"):  # a single-kind router is named after its kind: name it as the workflow does
@@ -413,7 +412,7 @@ class _Compiler:
         out: dict[str, Any] = {}
         for name, mr in self.spec.model_routers.items():
             loc: tuple[Any, ...] = ("model_routers", name)
-            if self.catalog is not None and name in self.catalog:
+            if self.models.catalog is not None and name in self.models.catalog:
                 raise self.err(loc, f"{name!r} is also a catalog model; give the model router another name")
             for t, ms in (mr.tiers or {}).items():
                 for i, m in enumerate(ms):
@@ -421,7 +420,7 @@ class _Compiler:
             complexity = self.router(mr.complexity.router, (*loc, "complexity", "router")) if mr.complexity.router else None
             category = self.router(mr.category, (*loc, "category")) if mr.category is not None else None
             try:
-                r = build_model_router(mr, self.catalog, name=name, resolve=base_resolve, complexity=complexity, category=category)
+                r = build_model_router(mr, self.models.catalog, name=name, resolve=base_resolve, complexity=complexity, category=category)
             except ConfigError as e:
                 raise self.err(loc, str(e)) from None
             out[name] = r.as_model()
@@ -435,7 +434,7 @@ class _Compiler:
             def res(m: str, _virtual: dict[str, Any] = out) -> Any:
                 return _virtual[m] if m in _virtual else base_resolve(m)
 
-            c = EscalationCascade([Tier(t.model, t.samples, t.threshold) for t in cs.tiers], catalog=self.catalog, extract=extract,
+            c = EscalationCascade([Tier(t.model, t.samples, t.threshold) for t in cs.tiers], catalog=self.models.catalog, extract=extract,
                                   temperature=cs.temperature, wave=cs.wave, resolve=res, name=name)
             out[name] = c.as_model()
         return out
