@@ -160,3 +160,27 @@ async def test_the_gateway_takes_a_deadline_per_request(tmp_path):
     store.flush()
     assert sorted(r.status for r in store.runs(limit=None)) == ["error", "error", "ok"]
     store.close()
+
+
+async def test_a_batch_deadline_bounds_each_item_and_the_batch_goes_on(tmp_path):
+    """``run_batch(deadline=)`` (``turnout batch --deadline``): the hanging item is stopped at its
+    deadline and is an error in the ledger; the others are done; a bad deadline is a ConfigError."""
+    import asyncio
+
+    import pytest
+
+    from turnout.errors import ConfigError
+
+    (tmp_path / "one.yaml").write_text("name: one\nsteps:\n  - call: {prompt: '{input}'}\n")
+    store = SQLiteStore(tmp_path / "b.db")
+    m = _Hangs()
+    wf = Workflow.load(tmp_path / "one.yaml", models={"local": m})
+    items = [BatchItem("a", 1, "quick a"), BatchItem("b", 2, "slow b"), BatchItem("c", 3, "quick c")]
+    summary = await asyncio.wait_for(run_batch(wf, items, store=store, batch_id="dl", concurrency=3, deadline=1.0), 60)
+    assert (summary.done, summary.errors) == (2, 1) and m.cancelled == 1
+    rows = {r["item_key"]: r for r in store.ledger_items("dl")}
+    assert rows["b"]["status"] == "error" and "deadline" in rows["b"]["error"]
+    assert rows["a"]["status"] == rows["c"]["status"] == "done"
+    with pytest.raises(ConfigError, match="--deadline"):
+        await run_batch(wf, items, store=store, batch_id="dl2", deadline=0)
+    store.close()

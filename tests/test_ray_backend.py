@@ -160,3 +160,23 @@ def test_a_ray_batch_holds_the_budget_and_shows_no_key(tmp_path, talkative_mock)
         for (table,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
             for row in c.execute(f"SELECT * FROM {table}"):
                 _no_key(json.dumps(row, default=str))
+
+
+def test_a_ray_batch_deadline_bounds_each_item(ray_runtime, job):
+    """``run_batch_ray(deadline=)``: the item whose call hangs at the upstream is stopped at its
+    deadline on the worker and is an error; the rest are done, each run finished."""
+    from tests.test_guarantees import _fault
+    from turnout.workflows.ray_backend import run_batch_ray
+
+    tmp, root = job
+    items, _ = read_items(tmp / "in.jsonl")
+    items = items[:6]
+    _fault(root + "/v1", "hang", 1)
+    store = SQLiteStore(tmp / "dl.db")
+    summary, _ = run_batch_ray(tmp / "wf.yaml", items, store=store, store_target=str(tmp / "dl.db"), batch_id="dl",
+                               catalog_path=tmp / "models.yaml", workers=2, per_worker=3, stall_timeout=120, deadline=5.0)
+    assert (summary.done, summary.errors) == (5, 1)
+    bad = [r for r in store.ledger_items("dl") if r["status"] == "error"]
+    assert len(bad) == 1 and "deadline" in bad[0]["error"]
+    assert {r.status for r in store.runs(limit=None)} == {"ok", "error"}  # every run finished, none left running
+    store.close()

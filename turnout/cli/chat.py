@@ -44,22 +44,17 @@ def chat(
         req = Request.of(text, system=system, max_tokens=max_tokens, temperature=temperature, seed=seed, response_format=rf)
         cat = load_catalog(catalog)
         if db is None:
-            asyncio.run(_run(cat, model, req, as_json, None))
+            asyncio.run(_run(cat, model, req, as_json))
             return
         from ..store import open_store
 
         with open_store(db) as store, store.run(f"chat:{model}", text):
-            asyncio.run(_run(cat, model, req, as_json, store))
+            asyncio.run(_run(cat, model, req, as_json))
 
 
-async def _run(cat: Any, name: str, req: Request, as_json: bool, store: Any) -> None:
+async def _run(cat: Any, name: str, req: Request, as_json: bool) -> None:
     sink = MemorySink()
-    if store is not None:
-        from ..store import Tee
-
-        m = cat.model(name, sink=Tee(sink, store))
-    else:
-        m = cat.model(name, sink=sink)
+    m = cat.model(name, sink=sink)  # with --db, inside the store's run: the run records the call
     try:
         if as_json:
             c = await m.complete(req)

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.table import Table
 
 from .._errors import ConfigError
 from ._common import CatalogOpt, DbOpt, RedactOpt, err_console, friendly_errors, load_catalog, read_prompt
+
+if TYPE_CHECKING:
+    from ..store.base import BatchLedger, Store
 
 WfArg = typer.Argument(..., help="Workflow (YAML).", dir_okay=False)
 
@@ -128,6 +131,7 @@ def batch(
     backend: str = typer.Option("local", "--backend", help="local (this process) or ray (a Ray cluster: pip install 'turnout[ray]')."),
     address: str | None = typer.Option(None, "--address", help="Ray: the cluster to join (auto, ray://host:10001); default: start a local one."),
     workers: int = typer.Option(2, "--workers", help="Ray: worker actors (each runs --concurrency items at a time)."),
+    deadline: float | None = typer.Option(None, "--deadline", help="Seconds each item may run; past it the item is an error and the batch goes on."),
     db: str | None = DbOpt,
     redact: bool = RedactOpt,
     catalog: Path | None = CatalogOpt,
@@ -136,7 +140,7 @@ def batch(
     the same command continues where it stopped and never re-runs finished items. With --backend ray
     the items run on Ray actors; limits and budgets hold cluster-wide (see docs/ray.md)."""
     from ..store import open_store
-    from ..workflows.batch import batch_id_for, run_batch, write_output
+    from ..workflows.batch import batch_id_for, write_output
 
     with friendly_errors():
         if backend not in ("local", "ray"):
@@ -154,14 +158,9 @@ def batch(
                 progress.update(task, completed=s.done + s.errors, rate=s.ran / max(s.elapsed_s, 1e-9), cost=s.cost_usd, errors=s.errors)
 
             def run() -> Any:
-                if backend == "ray":
-                    from ..workflows.ray_backend import run_batch_ray
-
-                    return run_batch_ray(workflow, items, store=store, store_target=db or os.environ.get("TURNOUT_DB") or str(store.path),
-                                         batch_id=bid, source=str(inputs.resolve()), catalog_path=catalog or os.environ.get("TURNOUT_CATALOG"),
-                                         workers=workers, per_worker=concurrency, address=address, on_item=on_item)[0]
-                return asyncio.run(_closing(wf, run_batch(wf, items, store=store, batch_id=bid, source=str(inputs.resolve()),
-                                                          concurrency=concurrency, on_item=on_item)))
+                return _run_batch(backend, wf, workflow, items, store=store, batch_id=bid, source=str(inputs.resolve()), db=db,
+                                  catalog=catalog, concurrency=concurrency, workers=workers, address=address, deadline=deadline,
+                                  on_item=on_item)
 
             interrupted = False
             with progress:
@@ -181,12 +180,28 @@ def batch(
             raise typer.Exit(1)
 
 
-def _ledger_counts(store: Any, bid: str) -> tuple[int, int]:
+def _run_batch(backend: str, wf: Any, path: Path, items: list[Any], *, store: Store, batch_id: str, source: str, db: str | None,
+               catalog: Path | None, concurrency: int, workers: int, address: str | None, deadline: float | None,
+               on_item: Any) -> Any:
+    """The batch on its backend: Ray workers load the workflow from its file, the local runner uses ``wf``."""
+    from ..workflows.batch import run_batch
+
+    if backend == "ray":
+        from ..workflows.ray_backend import run_batch_ray
+
+        return run_batch_ray(path, items, store=store, store_target=db or os.environ.get("TURNOUT_DB") or str(store.path),
+                             batch_id=batch_id, source=source, catalog_path=catalog or os.environ.get("TURNOUT_CATALOG"),
+                             workers=workers, per_worker=concurrency, address=address, on_item=on_item, deadline=deadline)[0]
+    return asyncio.run(_closing(wf, run_batch(wf, items, store=store, batch_id=batch_id, source=source, concurrency=concurrency,
+                                              on_item=on_item, deadline=deadline)))
+
+
+def _ledger_counts(store: BatchLedger, bid: str) -> tuple[int, int]:
     states = [r["status"] for r in store.ledger_items(bid)]
     return states.count("done"), states.count("error")
 
 
-def _already_done(store: Any, bid: str, items: list[Any]) -> int:
+def _already_done(store: BatchLedger, bid: str, items: list[Any]) -> int:
     """How many items an earlier run of this batch finished (said, when it is a resumption)."""
     earlier = {r["item_key"]: r["status"] for r in store.ledger_items(bid)}
     already = sum(1 for it in items if earlier.get(it.key) == "done")

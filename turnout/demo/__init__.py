@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +19,9 @@ from rich.table import Table
 
 from .._types import Request
 from ..models.base import ChatModel, Embedder
+
+if TYPE_CHECKING:
+    from ..store.base import TraceStore
 
 __all__ = ["MESSAGES", "PROBLEMS", "run_demo"]
 
@@ -44,7 +47,7 @@ def _asset(name: str) -> str:
     return files(__name__).joinpath(name).read_text()
 
 
-async def run_demo(console: Console, store: Any, *, model: ChatModel | None = None, embedder: Embedder | None = None,
+async def run_demo(console: Console, store: TraceStore, *, model: ChatModel | None = None, embedder: Embedder | None = None,
                    samples: int = 5) -> dict[str, Any]:
     """Run the three parts, printing as it goes; returns the numbers it printed (for tests)."""
     from ..policies.catalog import Catalog
@@ -61,7 +64,7 @@ async def run_demo(console: Console, store: Any, *, model: ChatModel | None = No
     return out
 
 
-async def _routing(console: Console, store: Any, llm: ChatModel, embedder: Embedder | None, out: dict[str, Any]) -> None:
+async def _routing(console: Console, store: TraceStore, llm: ChatModel, embedder: Embedder | None, out: dict[str, Any]) -> None:
     import yaml
 
     from ..routing.config import RouterSpec, build_router
@@ -85,7 +88,7 @@ async def _routing(console: Console, store: Any, llm: ChatModel, embedder: Embed
     console.print(f"{len(MESSAGES)} messages, {llm_calls} needed the LLM stage; the rest were decided by rules or embeddings.")
 
 
-async def _sectioning(console: Console, store: Any, llm: ChatModel, out: dict[str, Any]) -> None:
+async def _sectioning(console: Console, store: TraceStore, llm: ChatModel, out: dict[str, Any]) -> None:
     from ..parallel import run_sections, split_headings
 
     console.rule("[bold]2. Sectioning[/] a long document into parallel summaries")
@@ -106,7 +109,7 @@ async def _sectioning(console: Console, store: Any, llm: ChatModel, out: dict[st
     out["section_failures"] = len(res.failed)
 
 
-async def _voting(console: Console, store: Any, llm: ChatModel, samples: int, out: dict[str, Any]) -> None:
+async def _voting(console: Console, store: TraceStore, llm: ChatModel, samples: int, out: dict[str, Any]) -> None:
     from ..parallel import extract_number, sampler, vote
 
     console.rule(f"[bold]3. Voting[/] on word problems: up to {samples} samples, stop when decided")

@@ -7,7 +7,7 @@ import email.utils
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -250,6 +250,27 @@ class HTTPAdapter:
 
     def _excerpt(self, text: str) -> str:
         return excerpt(text, self._key)
+
+    def _post(self, body: Mapping[str, Any], timeout: float | None, parse: Callable[[Any, float], T]) -> Coroutine[Any, Any, T]:
+        """POST ``body`` as JSON; ``parse(doc, latency_s)`` builds the answer. A plain def handing back
+        the HTTP coroutine: one coroutine frame per call, not two."""
+        return self._http.post_json(self._url, json.dumps(body).encode(), self._headers, model=self.name, timeout=timeout,
+                                    secret=self._key, parse=parse)
+
+    async def _events(self, body: Mapping[str, Any], timeout: float | None, *, end: str | None = None) -> AsyncIterator[tuple[str | None, Any]]:
+        """POST ``body`` for a stream: each server-sent event as (event name, its JSON data). A data line
+        equal to ``end`` (OpenAI's ``[DONE]``) yields ``(None, None)`` and ends the stream; data that is
+        not JSON is a ``BadResponse`` naming an excerpt (the key scrubbed)."""
+        async for event, data in self._http.post_sse(self._url, json.dumps(body).encode(), self._headers, model=self.name,
+                                                      timeout=timeout, secret=self._key):
+            if end is not None and data == end:
+                yield None, None
+                return
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                raise BadResponse(f"stream event is not JSON: {self._excerpt(data)!r}", model=self.name) from None
+            yield event, doc
 
     async def aclose(self) -> None:
         await self._http.aclose()

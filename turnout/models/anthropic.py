@@ -11,23 +11,9 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-from .._constants import (
-    ANTHROPIC_BASE_URL,
-    ANTHROPIC_VERSION,
-    DEFAULT_MAX_TOKENS,
-    DEFAULT_POOL_SIZE,
-    DEFAULT_TIMEOUT_S,
-)
+from .._constants import ANTHROPIC_BASE_URL, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S
 from .._errors import BadResponse, ProviderUnavailable
-from .._types import (
-    FREE,
-    Completion,
-    Price,
-    Request,
-    StreamChunk,
-    Usage,
-    estimate_tokens,
-)
+from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
 from ._http import HTTPAdapter
 
 __all__ = ["AnthropicModel"]
@@ -84,11 +70,8 @@ class AnthropicModel(HTTPAdapter):
                          timeout=timeout, proxy=proxy, headers={"anthropic-version": ANTHROPIC_VERSION}, auth=lambda k: {"x-api-key": k})
 
     def complete(self, request: Request) -> Coroutine[Any, Any, Completion]:
-        body = json.dumps(anthropic_body(request, self.model, False)).encode()
-        return self._http.post_json(
-            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self._key,
-            parse=lambda doc, latency: self._parse(doc, request, latency),
-        )
+        return self._post(anthropic_body(request, self.model, False), request.timeout,
+                          lambda doc, latency: self._parse(doc, request, latency))
 
     def _parse(self, doc: Any, request: Request, latency: float) -> Completion:
         try:
@@ -114,17 +97,10 @@ class AnthropicModel(HTTPAdapter):
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         t0 = time.perf_counter()
-        body = json.dumps(anthropic_body(request, self.model, True)).encode()
         in_tok = out_tok = 0
         finish: str | None = None
         stopped = False
-        async for event, data in self._http.post_sse(
-            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self._key
-        ):
-            try:
-                doc = json.loads(data)
-            except ValueError:
-                raise BadResponse(f"stream event is not JSON: {self._excerpt(data)!r}", model=self.name) from None
+        async for event, doc in self._events(anthropic_body(request, self.model, True), request.timeout):
             kind = event or doc.get("type")
             if kind == "message_start":
                 u = (doc.get("message") or {}).get("usage") or {}

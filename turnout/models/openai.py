@@ -15,15 +15,7 @@ from typing import Any
 from .._constants import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S, OPENAI_BASE_URL
 from .._errors import BadResponse
 from .._secrets import register_headers
-from .._types import (
-    FREE,
-    Completion,
-    Price,
-    Request,
-    StreamChunk,
-    Usage,
-    estimate_tokens,
-)
+from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
 from ._http import HTTPAdapter, excerpt
 
 __all__ = ["OpenAICompatible"]
@@ -119,31 +111,20 @@ class OpenAICompatible(HTTPAdapter):
                          api_key_env=api_key_env, trust_env=trust_env, require_key=require_key, pool_size=pool_size,
                          timeout=timeout, proxy=proxy, headers=dict(headers or {}), auth=lambda k: {"Authorization": f"Bearer {k}"})
     def complete(self, request: Request) -> Coroutine[Any, Any, Completion]:
-        # a plain def returning the HTTP coroutine: one coroutine frame per call, not two
-        body = json.dumps(openai_body(request, self.model, False)).encode()
         name, price = self.name, self.price
-        return self._http.post_json(
-            self._url, body, self._headers, model=name, timeout=request.timeout, secret=self._key,
-            parse=lambda doc, latency: parse_openai_completion(doc, request, name, price, latency),
-        )
+        return self._post(openai_body(request, self.model, False), request.timeout,
+                          lambda doc, latency: parse_openai_completion(doc, request, name, price, latency))
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         t0 = time.perf_counter()
-        body = json.dumps(openai_body(request, self.model, True)).encode()
         finish: str | None = None
         usage: Usage | None = None
         n_chars = 0
         done = False
-        async for _event, data in self._http.post_sse(
-            self._url, body, self._headers, model=self.name, timeout=request.timeout, secret=self._key
-        ):
-            if data == "[DONE]":
+        async for _event, doc in self._events(openai_body(request, self.model, True), request.timeout, end="[DONE]"):
+            if doc is None:
                 done = True
                 break
-            try:
-                doc = json.loads(data)
-            except ValueError:
-                raise BadResponse(f"stream event is not JSON: {self._excerpt(data)!r}", model=self.name) from None
             if isinstance(doc, dict) and "error" in doc:
                 raise BadResponse(f"provider sent an error mid-stream: {self._excerpt(json.dumps(doc['error']))}", model=self.name)
             if isinstance(doc, dict) and doc.get("usage"):

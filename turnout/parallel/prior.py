@@ -7,9 +7,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..store.base import RunReader
 
 __all__ = ["VotePrior", "beta_binomial", "fit_prior"]
 
@@ -41,7 +44,7 @@ class VotePrior:
         return self.alpha / (self.alpha + self.beta)
 
     @staticmethod
-    def from_store(store: Any, *, name: str | None = None, since: float | None = None) -> VotePrior:
+    def from_store(store: RunReader, *, name: str | None = None, since: float | None = None) -> VotePrior:
         """Fit to the verdicts recorded in a trace store (optionally only those of vote ``name``)."""
         return fit_prior(v["counts"] for v in store.verdicts(name=name, since=since))
 

@@ -29,12 +29,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import ConfigError
 from .._scope import current_scope, spend_scope
 from .._types import PERIODS, period_start
 from .ledger import BudgetLedger, Hold, MemoryAccounts
+
+if TYPE_CHECKING:
+    from ..store.base import RunReader
 
 __all__ = ["Budget", "BudgetStatus", "SpendControl", "load_budgets", "period_start", "spend_scope"]
 
@@ -104,7 +107,7 @@ class SpendControl:
         self,
         budgets: Sequence[Budget],
         *,
-        store: Any = None,
+        store: RunReader | None = None,
         on_alert: Callable[[BudgetStatus, float], None] | None = None,
         clock: Callable[[], float] = time.time,
         accounts: Any = None,
@@ -184,6 +187,8 @@ class SpendControl:
     def _recorded(self, b: Budget, member: str, since: float | None) -> float:
         """The spend the store recorded for this budget's member since ``since`` (None: ever)."""
         kw: dict[str, str] = {b.scope: member} if b.scope in ("model", "workflow", "key", "team") else {}
+        if self.store is None:
+            return 0.0
         try:
             return float(self.store.spend(since=since, **kw))
         except Exception as e:  # noqa: BLE001 - an unreachable store must not stop spending control

@@ -77,20 +77,24 @@ class _NoSink:
 
 
 class Traced(Wrapper):
-    """One ``CallEvent`` per call into ``sink`` — and into the store of the active run (``with
-    store.run(...)``) when that is not already the sink, so calls are attributed without wiring."""
+    """One ``CallEvent`` per call into ``sink`` — and, with ``attribute`` (the default), into the
+    store of the active run (``with store.run(...)``) unless the sink already writes to that store
+    (it is the store, or a ``Tee`` holding it), so calls are attributed without wiring and recorded
+    once. ``attribute=False`` is for a second trace around an already traced model (a workflow
+    branch's meter): it feeds its sink only."""
 
-    def __init__(self, inner: ChatModel, sink: TraceSink | None = None) -> None:
+    def __init__(self, inner: ChatModel, sink: TraceSink | None = None, *, attribute: bool = True) -> None:
         super().__init__(inner)
         self.sink: TraceSink = sink if sink is not None else _NoSink()
-        inner_sinks = getattr(self.sink, "sinks", ())
-        self._sinks = {id(self.sink), *map(id, inner_sinks)}
+        self.attribute = attribute
+        self._writes_to = (self.sink, *getattr(self.sink, "sinks", ()))
 
     def _emit(self, event: CallEvent) -> None:
         self.sink.record(event)
-        a = active_run()
-        if a is not None and id(a[0]) not in self._sinks:
-            a[0].record(event)
+        if self.attribute:
+            a = active_run()
+            if a is not None and not any(s is a[0] for s in self._writes_to):
+                a[0].record(event)
 
     def _event(self, request: Request, t0: float, wall: float, info: dict[str, Any], *, ok: bool, stream: bool,
                c: Completion | StreamChunk | None = None, err: BaseException | None = None) -> CallEvent:

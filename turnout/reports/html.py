@@ -8,9 +8,12 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .tables import by_model, by_route, by_vote, by_workflow, call_failed
+
+if TYPE_CHECKING:
+    from ..store.base import Store
 
 __all__ = ["BLUE", "GREEN", "ORANGE", "PAGE_CSS", "RED", "esc", "render_columns", "render_hbars", "render_histogram", "render_html",
            "render_pairs", "render_table", "render_timeline"]
@@ -133,7 +136,7 @@ def render_timeline(times: Sequence[float], bins: int = 30) -> tuple[list[float]
     return counts, [time.strftime(fmt, time.localtime(lo + span * i / bins)) for i in range(bins)]
 
 
-def render_html(store: Any, *, since: float | None = None, title: str = "turnout report") -> str:
+def render_html(store: Store, *, since: float | None = None, title: str = "turnout report") -> str:
     """The whole report as one HTML string (write it to a file and open it anywhere)."""
     calls, decisions = list(store.calls(since=since)), list(store.decisions(since=since))
     verdicts, runs = store.verdicts(since=since), list(store.runs(limit=None, since=since))

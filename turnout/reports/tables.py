@@ -7,12 +7,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._errors import ConfigError
 from ..store.base import CallRow, DecisionRow, RunRow
+
+if TYPE_CHECKING:
+    from ..store.base import RunReader
 
 __all__ = ["budget_columns", "by_audit", "by_model", "by_route", "by_vote", "by_workflow", "parse_since"]
 
@@ -113,7 +116,7 @@ def by_workflow(runs: Sequence[RunRow]) -> list[dict[str, Any]]:
     return out
 
 
-def budget_columns(rows: list[dict[str, Any]], spend: Any, store: Any, now: float | None = None) -> list[dict[str, Any]]:
+def budget_columns(rows: list[dict[str, Any]], spend: Any, store: RunReader, now: float | None = None) -> list[dict[str, Any]]:
     """Add ``budget`` to each by-model row: the model budgets of ``spend`` (a SpendControl) with the
     spend the store recorded in their current period (all time for a budget without a period)."""
     from .._types import period_start

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..reports.html import (
     BLUE,
@@ -26,6 +26,9 @@ from ..reports.html import (
     render_timeline,
 )
 from ..reports.tables import budget_columns, by_model, by_route, by_vote, call_failed, parse_since
+
+if TYPE_CHECKING:
+    from ..store.base import Store
 
 __all__ = ["page"]
 
@@ -59,7 +62,7 @@ def _tiles(items: list[tuple[str, Any]]) -> str:
     return '<div class="tiles">' + "".join(f'<div class="tile"><b>{esc(v)}</b>{esc(k)}</div>' for k, v in items) + "</div>"
 
 
-def overview(store: Any, since: str | None) -> str:
+def overview(store: Store, since: str | None) -> str:
     t0 = parse_since(since)
     calls, runs = list(store.calls(since=t0)), list(store.runs(limit=None, since=t0))
     models = by_model(calls)
@@ -113,7 +116,7 @@ def _raw_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def routes(store: Any, since: str | None) -> str:
+def routes(store: Store, since: str | None) -> str:
     t0 = parse_since(since)
     decisions = list(store.decisions(since=t0))
     rows = by_route(decisions)
@@ -137,7 +140,7 @@ def routes(store: Any, since: str | None) -> str:
     return _shell("Routes", "/routes", body, since)
 
 
-def models(store: Any, since: str | None, catalog: Any) -> str:
+def models(store: Store, since: str | None, catalog: Any) -> str:
     t0 = parse_since(since)
     rows = by_model(store.calls(since=t0))
     spend = getattr(catalog, "spend", None)
@@ -159,7 +162,7 @@ def models(store: Any, since: str | None, catalog: Any) -> str:
     return _shell("Models", "/models", body, since)
 
 
-def voting(store: Any, since: str | None) -> str:
+def voting(store: Store, since: str | None) -> str:
     t0 = parse_since(since)
     verdicts = store.verdicts(since=t0)
     rows = by_vote(verdicts)
@@ -178,7 +181,7 @@ def voting(store: Any, since: str | None) -> str:
     return _shell("Voting", "/voting", body, since)
 
 
-def experiments(store: Any, since: str | None) -> str:
+def experiments(store: Store, since: str | None) -> str:
     from ..store.experiments import experiment_report
 
     parts = []
@@ -202,7 +205,7 @@ def experiments(store: Any, since: str | None) -> str:
     return _shell("Experiments", "/experiments", body, since)
 
 
-def run_detail(store: Any, run_id: str) -> str | None:
+def run_detail(store: Store, run_id: str) -> str | None:
     d = store.run_detail(run_id)
     if d is None:
         return None
@@ -235,7 +238,7 @@ def run_detail(store: Any, run_id: str) -> str | None:
     return _shell(f"Run {run_id[:12]}", "", body, None)
 
 
-def page(name: str, store: Any, since: str | None, catalog: Any = None) -> str:
+def page(name: str, store: Store, since: str | None, catalog: Any = None) -> str:
     if name == "routes":
         return routes(store, since)
     if name == "models":

@@ -17,13 +17,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import BudgetExceeded, ComplianceError, DeadlineExceeded, LimitExceeded
 from .._scope import OpenRun, open_run
 from .errors import ApiError, api_error
 from .keys import ApiKey, KeyRing
 from .limits import open_limits
+
+if TYPE_CHECKING:
+    from ..store.base import Store
 
 __all__ = ["AUTO", "EMBED_MODEL", "Gateway", "RequestRun"]
 
@@ -83,7 +86,7 @@ class Gateway:
     """What the server serves. ``auth=False`` (loopback only) accepts requests without a key."""
 
     catalog: Any
-    store: Any
+    store: Store
     workflows: Mapping[str, Any] = field(default_factory=dict)
     auth: bool = True
     redis_url: str | None = None

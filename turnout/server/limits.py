@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import LimitExceeded
 from ..policies.ledger import MemoryAccounts
@@ -27,13 +27,16 @@ from ..policies.ratelimit import MemoryBuckets, RateLimiter
 from ..policies.spend import Budget, SpendControl
 from .keys import ApiKey
 
+if TYPE_CHECKING:
+    from ..store.base import RunReader
+
 __all__ = ["KeyLimits", "LimitExceeded", "open_limits", "retry_after_header"]
 
 
 class KeyLimits:
     """Per-key limiters and budgets on ``accounts`` and ``buckets`` (memory unless given)."""
 
-    def __init__(self, store: Any = None, *, accounts: Any = None, buckets: Any = None, clock: Any = time.time) -> None:
+    def __init__(self, store: RunReader | None = None, *, accounts: Any = None, buckets: Any = None, clock: Any = time.time) -> None:
         self.store, self.clock = store, clock
         self.shared = accounts is not None
         self.accounts = accounts if accounts is not None else MemoryAccounts()
@@ -93,7 +96,7 @@ class KeyLimits:
             await close()
 
 
-def open_limits(redis_url: str | None, store: Any = None) -> KeyLimits:
+def open_limits(redis_url: str | None, store: RunReader | None = None) -> KeyLimits:
     if not redis_url:
         return KeyLimits(store)
     from ..policies.shared import open_shared

@@ -6,9 +6,14 @@ from __future__ import annotations
 import os as _os
 from typing import Any as _Any
 
+from .base import BatchLedger as BatchLedger
 from .base import CallRow as CallRow
 from .base import DecisionRow as DecisionRow
+from .base import FeedbackStore as FeedbackStore
+from .base import KeyTable as KeyTable
+from .base import RunReader as RunReader
 from .base import RunRow as RunRow
+from .base import Store as Store
 from .base import Tee as Tee
 from .base import TraceStore as TraceStore
 from .base import active_run as active_run
@@ -19,11 +24,16 @@ from .sqlite import current_run as current_run
 from .sqlite import default_path as default_path
 
 __all__ = [
+    "BatchLedger",
     "CallRow",
     "DecisionRow",
+    "FeedbackStore",
+    "KeyTable",
     "MIGRATIONS",
+    "RunReader",
     "RunRow",
     "SQLiteStore",
+    "Store",
     "StoreError",
     "Tee",
     "TraceStore",

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from .._scope import active_run as active_run
 
-__all__ = ["BatchLedger", "CallRow", "DecisionRow", "FeedbackStore", "KeyTable", "RunReader", "RunRow", "Tee", "TraceStore", "active_run",
-           "text_or_hash"]
+__all__ = ["BatchLedger", "CallRow", "DecisionRow", "FeedbackStore", "KeyTable", "RunReader", "RunRow", "Store", "Tee", "TraceStore",
+           "active_run", "text_or_hash"]
 
 # ``active_run()``: (store, run_id) of the run the current task is in, from the one run scope
 # (``turnout._scope``). Everything that runs inside — model calls through ``Traced``, router
@@ -82,6 +83,10 @@ class TraceStore(Protocol):
     def start_run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> str: ...
 
     def finish_run(self, run_id: str, *, status: str = "ok", output: str | None = None) -> None: ...
+
+    def run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> AbstractContextManager[str]:
+        """``with store.run("triage", text) as run_id:`` — a run in this store, in scope (``open_run``)."""
+        ...
 
     def record(self, event: Any) -> None:
         """A policies.trace.CallEvent (so a store is a sink for ``Traced``)."""
@@ -182,6 +187,16 @@ class RunReader(Protocol):
               key: str | None = None, team: str | None = None) -> float: ...
 
     def run_detail(self, run_id: str) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class Store(TraceStore, BatchLedger, KeyTable, FeedbackStore, RunReader, Protocol):
+    """A whole store (what ``open_store`` returns): for a caller that uses several of its concerns —
+    the gateway, the dashboard, a batch (runs and its ledger). ``path`` is what messages name it by
+    (a file, or a URL without its password)."""
+
+    @property
+    def path(self) -> Any: ...
 
 
 class Tee:

@@ -8,28 +8,13 @@ import inspect
 import re
 import time
 from collections import deque
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._errors import ConfigError
-from .._types import (
-    FREE,
-    Completion,
-    Price,
-    Request,
-    StreamChunk,
-    Usage,
-    estimate_tokens,
-)
+from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
 
 __all__ = ["FakeEmbedder", "FunctionModel", "ScriptedModel"]
 

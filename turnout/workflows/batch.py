@@ -28,7 +28,7 @@ from typing import Any
 from .._errors import ConfigError
 from .._secrets import clean
 from .._yaml import decode_utf8, json_line
-from ..store.base import BatchLedger
+from ..store.base import BatchLedger, Store
 from .context import as_text
 from .runner import Workflow
 
@@ -206,11 +206,13 @@ class BatchLease:
             pass
 
 
-async def run_item(wf: Workflow, store: Any, batch_id: str, it: BatchItem) -> Any:
+async def run_item(wf: Workflow, store: Store, batch_id: str, it: BatchItem, *, deadline: float | None = None) -> Any:
     """One item: ``running`` in the ledger, the workflow run (traced), then ``done`` or ``error``.
-    The ledger is written at once (committed before the item goes on), in a thread: never on the loop."""
+    The ledger is written at once (committed before the item goes on), in a thread: never on the loop.
+    ``deadline`` (seconds) bounds the item's run like ``Workflow.run(deadline=)``: past it, the item is
+    an ``error`` (deadline_exceeded) and the batch goes on."""
     await asyncio.to_thread(store.ledger_record, batch_id, it.key, line=it.line, status="running")
-    res = await wf.run(it.input, store=store, tags={"batch": batch_id, "item": it.key})
+    res = await wf.run(it.input, store=store, tags={"batch": batch_id, "item": it.key}, deadline=deadline)
     ok = res.status != "error"
     out = res.output if isinstance(res.output, (str, int, float, bool, list, dict)) or res.output is None else as_text(res.output)
     await asyncio.to_thread(store.ledger_record, batch_id, it.key, line=it.line, status="done" if ok else "error",
@@ -223,27 +225,32 @@ async def run_batch(
     wf: Workflow,
     items: list[BatchItem],
     *,
-    store: Any,
+    store: Store,
     batch_id: str,
     source: str = "",
     concurrency: int = 4,
     on_item: Callable[[BatchSummary, BatchItem, Any], None] | None = None,
     retry_errors: bool = True,
+    deadline: float | None = None,
 ) -> BatchSummary:
-    """Run the items not yet done; ``on_item(summary, item, result)`` after each (for progress)."""
+    """Run the items not yet done; ``on_item(summary, item, result)`` after each (for progress);
+    ``deadline`` (seconds) bounds each item's run."""
     if concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
+    if deadline is not None and deadline <= 0:
+        raise ConfigError("--deadline must be a positive number of seconds")
     await asyncio.to_thread(store.ledger_open, batch_id, workflow=wf.name, source=source, total=len(items))
     lease = BatchLease(store, batch_id)
     await asyncio.to_thread(lease.acquire)  # BatchBusy while another runner works on this batch
     try:
-        return await _run_leased(wf, items, store, batch_id, concurrency, on_item, retry_errors)
+        return await _run_leased(wf, items, store, batch_id, concurrency, on_item, retry_errors, deadline)
     finally:
         await asyncio.shield(asyncio.to_thread(lease.release))
 
 
-async def _run_leased(wf: Workflow, items: list[BatchItem], store: Any, batch_id: str, concurrency: int,
-                      on_item: Callable[[BatchSummary, BatchItem, Any], None] | None, retry_errors: bool) -> BatchSummary:
+async def _run_leased(wf: Workflow, items: list[BatchItem], store: Store, batch_id: str, concurrency: int,
+                      on_item: Callable[[BatchSummary, BatchItem, Any], None] | None, retry_errors: bool,
+                      deadline: float | None) -> BatchSummary:
     known = {r["item_key"]: r for r in await asyncio.to_thread(store.ledger_items, batch_id)}  # read under the lease
     summary, todo = pending(batch_id, items, known, retry_errors=retry_errors)
     t0 = time.perf_counter()
@@ -257,7 +264,7 @@ async def _run_leased(wf: Workflow, items: list[BatchItem], store: Any, batch_id
                 it = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            res = await run_item(wf, store, batch_id, it)
+            res = await run_item(wf, store, batch_id, it, deadline=deadline)
             summary.count(res.status != "error", res.cost_usd, t0)
             if on_item is not None:
                 on_item(summary, it, res)

@@ -92,13 +92,6 @@ class Meter:
             m = m.parent
 
 
-class _Metered(Traced):
-    """Counts a branch's calls into its meter only (the catalog's own ``Traced`` writes the store)."""
-
-    def _emit(self, event: CallEvent) -> None:
-        self.sink.record(event)
-
-
 @dataclass
 class StepRecord:
     name: str
@@ -129,7 +122,8 @@ class RunContext:
         n = name or self.default_model
         m = self._models.get(n)
         if m is None:
-            m = self._models[n] = _Metered(self.resolve(n), self.meter)
+            # the meter only: the model's own ``Traced`` (catalog, or Workflow's models=) writes the store
+            m = self._models[n] = Traced(self.resolve(n), self.meter, attribute=False)
         return m
 
     def branch(self, **vars: Any) -> RunContext:

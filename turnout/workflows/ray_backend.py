@@ -25,11 +25,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError, TurnoutError
 from .._types import Completion, Price, Request, StreamChunk
 from .batch import BatchItem, BatchLease, BatchSummary, pending
+
+if TYPE_CHECKING:
+    from ..store.base import Store
 
 __all__ = ["run_batch_ray"]
 
@@ -200,7 +203,8 @@ class Gated:
 class _Worker:
     """One Ray actor: the workflow (loaded once), its models behind the gate, a store connection."""
 
-    def __init__(self, wf_path: str, catalog_path: str | None, store_target: str, gate: Any, batch_id: str) -> None:
+    def __init__(self, wf_path: str, catalog_path: str | None, store_target: str, gate: Any, batch_id: str,
+                 deadline: float | None = None) -> None:
         import uuid
 
         from ..policies.catalog import Catalog
@@ -219,12 +223,12 @@ class _Worker:
         if own is not None and own is not cat:  # a workflow with its own models: or catalog:
             own.share(*shared)
         self.store = open_store(store_target)
-        self.batch_id = batch_id
+        self.batch_id, self.deadline = batch_id, deadline
 
     async def run(self, key: str, line: int, value: Any) -> dict[str, Any]:
         from .batch import run_item
 
-        res = await run_item(self.wf, self.store, self.batch_id, BatchItem(key, line, value))
+        res = await run_item(self.wf, self.store, self.batch_id, BatchItem(key, line, value), deadline=self.deadline)
         return {"key": key, "ok": res.status != "error", "cost_usd": res.cost_usd, "status": res.status, "error": res.error}
 
     def ready(self) -> str:
@@ -240,7 +244,7 @@ def run_batch_ray(
     wf_path: str | Path,
     items: list[BatchItem],
     *,
-    store: Any,
+    store: Store,
     store_target: str,
     batch_id: str,
     source: str = "",
@@ -253,15 +257,19 @@ def run_batch_ray(
     retry_errors: bool = True,
     max_attempts: int = 3,
     stall_timeout: float | None = 900.0,
+    deadline: float | None = None,
 ) -> tuple[BatchSummary, dict[str, Any]]:
     """Run the items not yet done on Ray. Returns the summary and stats: max concurrent calls per
     model, spend, and ``startup_s`` (starting the worker actors: each imports turnout and loads the
-    workflow). ``on_started(actors)`` is for tests (e.g. to kill one)."""
+    workflow). ``deadline`` (seconds) bounds each item's run, as with the local backend.
+    ``on_started(actors)`` is for tests (e.g. to kill one)."""
     ray = _ray()
     from ..policies.catalog import Catalog
 
     if workers < 1 or per_worker < 1:
         raise ConfigError("--workers and --concurrency must be at least 1")
+    if deadline is not None and deadline <= 0:
+        raise ConfigError("--deadline must be a positive number of seconds")
     wf_path, catalog = str(Path(wf_path).resolve()), str(Path(catalog_path).resolve()) if catalog_path else None
     cat = Catalog.load(catalog) if catalog else Catalog()
     caps = {s.name: s.policies.max_concurrency for s in cat.specs() if s.policies.max_concurrency}
@@ -275,15 +283,16 @@ def run_batch_ray(
     try:
         return _run_leased(ray, wf_path, catalog, caps, store_target, items, store=store, batch_id=batch_id, workers=workers,
                            per_worker=per_worker, address=address, on_item=on_item, on_started=on_started,
-                           retry_errors=retry_errors, max_attempts=max_attempts, stall_timeout=stall_timeout)
+                           retry_errors=retry_errors, max_attempts=max_attempts, stall_timeout=stall_timeout, deadline=deadline)
     finally:
         lease.release()
 
 
 def _run_leased(ray: Any, wf_path: str, catalog: str | None, caps: dict[str, Any], store_target: str,
-                items: list[BatchItem], *, store: Any, batch_id: str, workers: int, per_worker: int, address: str | None,
+                items: list[BatchItem], *, store: Store, batch_id: str, workers: int, per_worker: int, address: str | None,
                 on_item: Callable[[BatchSummary, BatchItem, Any], None] | None, on_started: Callable[[list[Any]], None] | None,
-                retry_errors: bool, max_attempts: int, stall_timeout: float | None) -> tuple[BatchSummary, dict[str, Any]]:
+                retry_errors: bool, max_attempts: int, stall_timeout: float | None,
+                deadline: float | None = None) -> tuple[BatchSummary, dict[str, Any]]:
     known = {r["item_key"]: r for r in store.ledger_items(batch_id)}  # read under the lease
     summary, todo = pending(batch_id, items, known, retry_errors=retry_errors)
     started_here = not ray.is_initialized()
@@ -293,7 +302,7 @@ def _run_leased(ray: Any, wf_path: str, catalog: str | None, caps: dict[str, Any
                  **({} if address else {"num_cpus": max(2, workers)}))
     gate = ray.remote(num_cpus=0)(_GateState).options(max_concurrency=10_000).remote(caps)
     t_start = time.perf_counter()
-    pool = _Pool(ray, gate, (wf_path, catalog, store_target, gate, batch_id), workers, per_worker, store, batch_id, summary,
+    pool = _Pool(ray, gate, (wf_path, catalog, store_target, gate, batch_id, deadline), workers, per_worker, store, batch_id, summary,
                  max_attempts)
     startup_s = time.perf_counter() - t_start  # each worker has imported turnout and loaded the workflow
     if on_started is not None:
@@ -319,7 +328,7 @@ def _run_leased(ray: Any, wf_path: str, catalog: str | None, caps: dict[str, Any
 class _Pool:
     """The driver's side of a Ray batch: the worker actors, what each has in flight, the queue."""
 
-    def __init__(self, ray: Any, gate: Any, args: tuple[Any, ...], workers: int, per_worker: int, store: Any, batch_id: str,
+    def __init__(self, ray: Any, gate: Any, args: tuple[Any, ...], workers: int, per_worker: int, store: Store, batch_id: str,
                  summary: BatchSummary, max_attempts: int) -> None:
         self.ray, self.gate, self.args, self.per_worker = ray, gate, args, per_worker
         self.store, self.batch_id, self.summary, self.max_attempts = store, batch_id, summary, max_attempts

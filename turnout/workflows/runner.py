@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -19,6 +19,9 @@ from ..models.base import ChatModel, Embedder
 from ..routing.base import Decision
 from .context import Node, RunContext, StepRecord, as_text, render
 from .spec import Models, WorkflowSpec, compile_workflow, load_workflow_spec
+
+if TYPE_CHECKING:
+    from ..store.base import TraceStore
 
 __all__ = ["RunResult", "Workflow"]
 
@@ -137,7 +140,7 @@ class Workflow:
         wf = Workflow.load(path, **kw)
         return wf.spec  # type: ignore[attr-defined,no-any-return]
 
-    async def run(self, input: Any, *, store: Any = None, tags: Mapping[str, str] | None = None,
+    async def run(self, input: Any, *, store: TraceStore | None = None, tags: Mapping[str, str] | None = None,
                   deadline: float | None = None) -> RunResult:
         """Run once. With ``store`` (or inside ``with store.run(...)``), everything is traced to it.
         ``deadline`` (seconds) bounds the whole run: every model call and fan-out in it stops there

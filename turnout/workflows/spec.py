@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._errors import ConfigError
-from .._yaml import line_of, load_yaml, located_error
+from .._yaml import line_of, load_model, located_error
 from ..models.base import ChatModel, Embedder
 from ..models.catalog import ModelRouterConfig
 from ..parallel import voting as vt
@@ -224,14 +224,7 @@ for _m in (RouteIn, SectionIn, VoteIn, ChainIn, StepIn, WorkflowSpec):
 
 
 def load_workflow_spec(path: str | Path) -> tuple[WorkflowSpec, Any]:
-    p = Path(path)
-    doc, root = load_yaml(p, what="workflow")
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{p}:1: a workflow is a mapping with at least 'name:' and 'steps:'")
-    try:
-        return WorkflowSpec.model_validate(doc), root
-    except ValidationError as e:
-        raise located_error(p, root, e) from None
+    return load_model(path, WorkflowSpec, what="workflow", hint="a workflow is a mapping with at least 'name:' and 'steps:'")
 
 
 _BASE_VARS = {"input", "original", "steps"}
