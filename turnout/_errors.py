@@ -16,6 +16,7 @@
     │   ├── AuthError               401/403
     │   ├── InvalidRequest          other 4xx: the provider refused the request
     │   │   ├── ContextLengthExceeded  the prompt (+ max_tokens) does not fit the model's context
+    │   │   ├── ToolsNotSupported    the request has tools; this model takes none (failover skips it)
     │   │   └── DataClassNotAllowed  this model may not receive the request's data classes
     │   └── AllModelsFailed         a Fallback chain ran out; .errors holds each failure
     ├── ComplianceError             no allowed model may receive the request's data classes
@@ -42,6 +43,7 @@ __all__ = [
     "ComplianceError",
     "ConfigError",
     "ContextLengthExceeded",
+    "ToolsNotSupported",
     "DataClassNotAllowed",
     "DeadlineExceeded",
     "InvalidRequest",
@@ -154,6 +156,11 @@ class AuthError(ProviderError):
 
 class InvalidRequest(ProviderError):
     pass
+
+
+class ToolsNotSupported(InvalidRequest):
+    """The request carries tools and this model does not take them (catalog ``tools: false``): a
+    fallback chain skips the model (no cooldown) for the next one that does."""
 
 
 class ContextLengthExceeded(InvalidRequest):

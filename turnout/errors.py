@@ -21,7 +21,8 @@ from ._errors import ProviderError as ProviderError
 from ._errors import ProviderTimeout as ProviderTimeout
 from ._errors import ProviderUnavailable as ProviderUnavailable
 from ._errors import RateLimited as RateLimited
+from ._errors import ToolsNotSupported as ToolsNotSupported
 from ._errors import TurnoutError as TurnoutError
 from ._errors import UnknownModel as UnknownModel
 
-__all__ = ["AllModelsFailed", "AuthError", "BadResponse", "BudgetExceeded", "ComplianceError", "ConfigError", "ContextLengthExceeded", "DataClassNotAllowed", "DeadlineExceeded", "InvalidRequest", "LimitExceeded", "MissingAPIKey", "ModelNotInstalled", "ProviderError", "ProviderTimeout", "ProviderUnavailable", "RateLimited", "TurnoutError", "UnknownModel"]
+__all__ = ["AllModelsFailed", "AuthError", "BadResponse", "BudgetExceeded", "ComplianceError", "ConfigError", "ContextLengthExceeded", "DataClassNotAllowed", "DeadlineExceeded", "InvalidRequest", "LimitExceeded", "MissingAPIKey", "ModelNotInstalled", "ProviderError", "ProviderTimeout", "ProviderUnavailable", "RateLimited", "ToolsNotSupported", "TurnoutError", "UnknownModel"]

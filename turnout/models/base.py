@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .._types import Completion, Price, Request, StreamChunk, Usage
+from .._types import Completion, Price, Request, StreamChunk, ToolCalls, Usage
 
 __all__ = ["ChatModel", "Embedder", "collect_stream", "own_token_counter"]
 
@@ -42,12 +42,15 @@ class Embedder(Protocol):
 
 
 async def collect_stream(stream: AsyncIterator[StreamChunk], model: str) -> Completion:
-    """Drain a stream into a Completion (used by fakes and for tests)."""
+    """Drain a stream into a Completion: the text, and the tool calls assembled from their deltas."""
     t0 = time.perf_counter()
     parts: list[str] = []
+    calls = ToolCalls()
     last: StreamChunk | None = None
     async for chunk in stream:
         parts.append(chunk.delta)
+        if chunk.tool_calls:
+            calls.add(chunk.tool_calls)
         last = chunk
     if last is None:
         return Completion("", model, "unknown", latency_s=time.perf_counter() - t0)
@@ -58,6 +61,7 @@ async def collect_stream(stream: AsyncIterator[StreamChunk], model: str) -> Comp
         last.usage or Usage(),
         last.cost_usd,
         last.latency_s or time.perf_counter() - t0,
+        tool_calls=calls.done() if calls else (),
     )
 
 

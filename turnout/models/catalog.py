@@ -55,6 +55,7 @@ class ModelSpec:
     description: str = ""
     quality: float | None = None  # a benchmark score, higher is better (ModelRouter prefer="quality")
     latency_ms: float | None = None  # typical latency of a call (ModelRouter prefer="fastest", until it has measured)
+    tools: bool = True  # takes tool definitions (function calling); False: skipped by failover for a request with tools
 
     @property
     def where(self) -> str:
@@ -195,6 +196,7 @@ class _ModelIn(BaseModel):
     description: str = ""
     quality: float | None = None
     latency_ms: float | None = Field(None, gt=0)
+    tools: bool = True
 
 
 def spec_from_yaml(name: str, body: Any) -> ModelSpec:
@@ -214,7 +216,7 @@ def _spec_from(name: str, m: _ModelIn) -> ModelSpec:
             rpm=p.rate_limit.rpm if p.rate_limit else None, tpm=p.rate_limit.tpm if p.rate_limit else None,
             fallback=tuple(p.fallback), cooldown=p.cooldown, timeout=p.timeout, max_concurrency=p.max_concurrency,
         ),
-        description=m.description, quality=m.quality, latency_ms=m.latency_ms,
+        description=m.description, quality=m.quality, latency_ms=m.latency_ms, tools=m.tools,
     )
 
 

@@ -9,20 +9,61 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
 
 from .._constants import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S, OPENAI_BASE_URL
 from .._errors import BadResponse
 from .._secrets import register_headers
-from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
-from ._http import HTTPAdapter, excerpt
+from .._types import (
+    FREE,
+    TOOL_CHOICES,
+    Completion,
+    Message,
+    Price,
+    Request,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    ToolCalls,
+    Usage,
+    estimate_tokens,
+)
+from ._http import HTTPAdapter, checked_calls, excerpt
 
 __all__ = ["OpenAICompatible"]
 
 
+def tool_call_dicts(calls: Iterable[ToolCall]) -> list[dict[str, Any]]:
+    """Tool calls in the OpenAI wire format (requests upstream and the gateway's answers alike)."""
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+
+
+def openai_message(m: Message) -> dict[str, Any]:
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    if m.tool_calls:
+        return {"role": m.role, "content": m.content or None, "tool_calls": tool_call_dicts(m.tool_calls)}
+    return {"role": m.role, "content": m.content}
+
+
+def openai_tools(req: Request, body: dict[str, Any]) -> None:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` of ``req`` into ``body``."""
+    if req.tools:
+        body["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters),
+                                                           **({"strict": True} if t.strict else {})}} for t in req.tools]
+    tc = req.tool_choice
+    if tc is not None:
+        body["tool_choice"] = tc if tc in TOOL_CHOICES else {"type": "function", "function": {"name": tc}}
+    if req.parallel_tool_calls is not None and req.tools:
+        body["parallel_tool_calls"] = req.parallel_tool_calls
+
+
 def openai_body(req: Request, model: str, stream: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "messages": [{"role": m.role, "content": m.content} for m in req.messages]}
+    msgs = [openai_message(m) if m.tool_calls or m.role == "tool" else {"role": m.role, "content": m.content} for m in req.messages]
+    body: dict[str, Any] = {"model": model, "messages": msgs}
+    if req.tools or req.tool_choice is not None:
+        openai_tools(req, body)
     if req.temperature is not None:
         body["temperature"] = req.temperature
     if req.max_tokens is not None:
@@ -65,21 +106,36 @@ def parse_logprobs(choice: dict[str, Any]) -> list[tuple[str, float, tuple[tuple
     return out
 
 
+def parse_tool_calls(raw: Any, name: str) -> tuple[ToolCall, ...]:
+    """``message.tool_calls`` of an OpenAI answer; a call without a name, or whose arguments are not
+    a JSON object, is a ``BadResponse`` naming the tool (never dropped)."""
+    try:
+        calls = tuple(ToolCall(c.get("id") or f"call_{i}", c["function"]["name"], c["function"].get("arguments") or "{}")
+                      for i, c in enumerate(raw))
+    except (KeyError, TypeError, AttributeError):
+        raise BadResponse(f"unexpected tool_calls shape: {excerpt(json.dumps(raw), None)!r}", model=name) from None
+    return checked_calls(calls, name)
+
+
 def parse_openai_completion(doc: Any, req: Request, name: str, price: Price, latency: float) -> Completion:
     try:
         choice = doc["choices"][0]
-        text = choice["message"]["content"] or ""
+        msg = choice["message"]
+        text = msg["content"] or ""
         finish = _FINISH.get(choice.get("finish_reason"), "unknown")
         u = doc.get("usage")
     except (KeyError, IndexError, TypeError, AttributeError):
         raise BadResponse(f"unexpected response shape: {excerpt(json.dumps(doc), None)!r}", model=name) from None
+    calls = parse_tool_calls(msg["tool_calls"], name) if msg.get("tool_calls") else ()
     if u and "prompt_tokens" in u and "completion_tokens" in u:
         usage = Usage(int(u["prompt_tokens"]), int(u["completion_tokens"]))
     else:  # the documented estimate when a server sends no usage
         usage = Usage(estimate_tokens(req.prompt_chars), estimate_tokens(text) if text else 0)
     cost = (usage.input_tokens * price.input_per_m + usage.output_tokens * price.output_per_m) / 1e6
     lp = parse_logprobs(choice) if "logprobs" in choice else None
-    return Completion(text, name, finish, usage, cost, latency, lp, doc.get("id"))  # type: ignore[arg-type]
+    if not calls:
+        return Completion(text, name, finish, usage, cost, latency, lp, doc.get("id"))  # type: ignore[arg-type]
+    return Completion(text, name, "tool_calls", usage, cost, latency, lp, doc.get("id"), None, calls)
 
 
 class OpenAICompatible(HTTPAdapter):
@@ -121,6 +177,7 @@ class OpenAICompatible(HTTPAdapter):
         usage: Usage | None = None
         n_chars = 0
         done = False
+        calls = ToolCalls()
         async for _event, doc in self._events(openai_body(request, self.model, True), request.timeout, end="[DONE]"):
             if doc is None:
                 done = True
@@ -134,17 +191,33 @@ class OpenAICompatible(HTTPAdapter):
             if not choices:
                 continue
             ch = choices[0]
-            delta = (ch.get("delta") or {}).get("content") or ""
+            d = ch.get("delta") or {}
+            delta = d.get("content") or ""
             if ch.get("finish_reason"):
                 finish = _FINISH.get(ch["finish_reason"], "unknown")
             if delta:
                 n_chars += len(delta)
                 yield StreamChunk(delta, model=self.name)
+            if d.get("tool_calls"):
+                pieces = self._tool_deltas(d["tool_calls"])
+                calls.add(pieces)
+                n_chars += sum(len(p.arguments) + len(p.name or "") for p in pieces)
+                yield StreamChunk("", model=self.name, tool_calls=pieces)
         if not done and finish is None:
             raise BadResponse("stream ended before the answer was complete (no finish_reason, no [DONE])", model=self.name)
+        if calls:
+            checked_calls(calls.done(check=False), self.name)  # each call's arguments must be JSON: reported, not passed on broken
+            finish = "tool_calls"
         if usage is None:
             usage = Usage(estimate_tokens(request.prompt_chars), estimate_tokens(n_chars) if n_chars else 0)
         yield StreamChunk(
             "", True, finish or "stop", usage, self.price.cost(usage), time.perf_counter() - t0, self.name  # type: ignore[arg-type]
         )
+
+    def _tool_deltas(self, raw: Any) -> tuple[ToolCallDelta, ...]:
+        try:
+            return tuple(ToolCallDelta(int(t.get("index", 0)), t.get("id"), (t.get("function") or {}).get("name"),
+                                       (t.get("function") or {}).get("arguments") or "") for t in raw)
+        except (TypeError, ValueError, AttributeError):
+            raise BadResponse(f"unexpected tool_calls delta: {self._excerpt(json.dumps(raw))!r}", model=self.name) from None
 

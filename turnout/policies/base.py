@@ -13,7 +13,7 @@ from typing import Any
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel
 
-__all__ = ["Wrapper", "call_info"]
+__all__ = ["NoTools", "Wrapper", "call_info"]
 
 _CALL_INFO: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("turnout_call_info", default=None)
 
@@ -59,3 +59,24 @@ class Wrapper:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class NoTools(Wrapper):
+    """A model that does not take tools (catalog ``tools: false``): a request with tools is refused
+    with ``ToolsNotSupported`` before anything is reserved or sent, so failover moves on (no cooldown)."""
+
+    def _check(self, request: Request) -> None:
+        if request.tools:
+            from .._errors import ToolsNotSupported
+
+            raise ToolsNotSupported("this model does not take tools (catalog: tools: false); the request has "
+                                    f"{len(request.tools)}", model=self.inner.name)
+
+    async def complete(self, request: Request) -> Completion:
+        self._check(request)
+        return await self.inner.complete(request)
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        self._check(request)
+        async for chunk in self.inner.stream(request):
+            yield chunk

@@ -28,6 +28,7 @@ from .._errors import ConfigError, UnknownModel
 from .._yaml import line_of, located_error
 from ..models.base import ChatModel
 from ..models.catalog import ADAPTERS, EMBEDDED, AdapterFactory, ModelRouterConfig, ModelSpec, read_catalog_file
+from .base import NoTools
 from .budget import Budgeted
 from .compliance import ComplianceGate, Compliant, DataPolicy, Detector, expand
 from .fallback import Fallback
@@ -220,7 +221,8 @@ class Catalog:
             m = Retrying(m, RetryPolicy(stop=stop_after_attempt(pol.retry_attempts), wait=wait_exponential(max=pol.retry_max_delay)))
         # per member, so a fallback is charged at its own price: the catalog's budgets (if any) and the
         # meters of the call's scope (a gateway key's budget) — without either it passes calls through
-        return Budgeted(m, self.spend)
+        m = Budgeted(m, self.spend)
+        return m if spec.tools else NoTools(m)  # refused before anything is reserved
 
     def model(self, name: str, *, sink: Any = None, ledger: Any = None, trace: bool = True) -> ChatModel:
         """The named model with its declared policies; traced to ``sink`` and charged to ``ledger`` if given.

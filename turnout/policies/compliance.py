@@ -200,8 +200,10 @@ class Detector:
         if isinstance(request_or_text, str):
             return frozenset(f.data_class for f in self.scan(request_or_text))
         found: set[str] = set()
-        for m in request_or_text.messages:
+        for m in request_or_text.messages:  # tool results are turns too; tool calls carry their arguments
             found.update(f.data_class for f in self.scan(m.content))
+            for c in m.tool_calls:
+                found.update(f.data_class for f in self.scan(c.arguments))
         return frozenset(found)
 
     def redact(self, text: str, classes: Iterable[str] | None = None) -> str:
@@ -219,7 +221,13 @@ class Detector:
 
     def redact_request(self, request: Request, classes: Iterable[str] | None = None) -> Request:
         cl = list(classes) if classes is not None else None
-        return request.with_(messages=tuple(Message(m.role, self.redact(m.content, cl)) for m in request.messages))
+        return request.with_(messages=tuple(self._redact_message(m, cl) for m in request.messages))
+
+    def _redact_message(self, m: Message, classes: list[str] | None) -> Message:
+        """The turn with its text and its tool calls' arguments redacted (the rest of the turn kept).
+        A finding inside a JSON string becomes ``[CLASS]`` there, so the arguments stay JSON."""
+        calls = tuple(c._replace(arguments=self.redact(c.arguments, classes)) for c in m.tool_calls)
+        return m._replace(content=self.redact(m.content, classes), tool_calls=calls)
 
 
 # -- the policy -------------------------------------------------------------------------------------
@@ -284,6 +292,8 @@ def digest(request: Request) -> str:
         h.update(b"\0")
         h.update(m.content.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
+        for c in m.tool_calls:
+            h.update(f"{c.name}\0{c.arguments}\0".encode("utf-8", "surrogatepass"))
     return h.hexdigest()
 
 

@@ -222,10 +222,8 @@ class RateLimiter:
 
 
 def _estimate(request: Request) -> int:
-    chars = 0
-    for m in request.messages:
-        chars += len(m.content)
-    return chars // 4 + 1 + (request.max_tokens or 256)  # the documented 4-characters-a-token estimate
+    # the documented 4-characters-a-token estimate; prompt_chars counts tool definitions and calls
+    return request.prompt_chars // 4 + 1 + (request.max_tokens or 256)
 
 
 class Limited(Wrapper):

@@ -38,6 +38,7 @@ class CallEvent:
     retries: int = 0
     fallback: str | None = None  # the model that answered when it was not the first choice
     tags: Mapping[str, str] = field(default_factory=dict)
+    tools: tuple[str, ...] = ()  # the tools the answer called, by name (never their arguments)
 
 
 _NO_USAGE = Usage()
@@ -76,6 +77,10 @@ class _NoSink:
         pass
 
 
+class _Cut(Exception):
+    """What a trace names a stream closed by its caller before the end."""
+
+
 class Traced(Wrapper):
     """One ``CallEvent`` per call into ``sink`` — and, with ``attribute`` (the default), into the
     store of the active run (``with store.run(...)``) unless the sink already writes to that store
@@ -97,14 +102,15 @@ class Traced(Wrapper):
                 a[0].record(event)
 
     def _event(self, request: Request, t0: float, wall: float, info: dict[str, Any], *, ok: bool, stream: bool,
-               c: Completion | StreamChunk | None = None, err: BaseException | None = None) -> CallEvent:
+               c: Completion | StreamChunk | None = None, err: BaseException | None = None, tools: tuple[str, ...] = ()) -> CallEvent:
         if err is None and c is not None:
             return CallEvent(self.inner.name, wall, time.perf_counter() - t0, ok, stream, c.usage or _NO_USAGE, c.cost_usd,
-                             c.finish_reason, None, None, info.get("retries", 0), info.get("fallback"), request.metadata)
+                             c.finish_reason, None, None, info.get("retries", 0), info.get("fallback"), request.metadata,
+                             tools or (tuple(t.name for t in c.tool_calls if t.name) if c.tool_calls else ()))
         return CallEvent(
             self.inner.name, wall, time.perf_counter() - t0, ok, stream, _NO_USAGE, 0.0, None,
             type(err).__name__ if err is not None else None, str(err)[:300] if err is not None else None,
-            info.get("retries", 0), info.get("fallback"), request.metadata,
+            info.get("retries", 0), info.get("fallback"), request.metadata, tools,
         )
 
     async def complete(self, request: Request) -> Completion:
@@ -137,6 +143,7 @@ class Traced(Wrapper):
         info: dict[str, Any] = {}
         wall, t0 = time.time(), time.perf_counter()
         last: StreamChunk | None = None
+        called: list[str] = []
         due = current_scope().deadline
         if due is not None:  # each chunk must come before the run's deadline; the adapter stops at it too
             left = due - time.monotonic()
@@ -145,20 +152,31 @@ class Traced(Wrapper):
                 self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=err))
                 raise err
             request = request.with_(timeout=min(request.timeout or left, left))
-        async with aclosing(self.inner.stream(request)) as agen:  # closed at once when the caller stops
-            while True:
-                token = _CALL_INFO.set(info)  # set around each step: inner layers run inside __anext__
-                try:
-                    if due is not None and time.monotonic() >= due:
-                        raise DeadlineExceeded("the run's deadline passed during this stream", model=self.inner.name)
-                    chunk = await agen.__anext__()
-                except StopAsyncIteration:
-                    break
-                except BaseException as e:
-                    self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
-                    raise
-                finally:
-                    _CALL_INFO.reset(token)
-                last = chunk
-                yield chunk
-        self._emit(self._event(request, t0, wall, info, ok=last is not None and last.done, stream=True, c=last))
+        emitted = False
+        try:
+            async with aclosing(self.inner.stream(request)) as agen:  # closed at once when the caller stops
+                while True:
+                    token = _CALL_INFO.set(info)  # set around each step: inner layers run inside __anext__
+                    try:
+                        if due is not None and time.monotonic() >= due:
+                            raise DeadlineExceeded("the run's deadline passed during this stream", model=self.inner.name)
+                        chunk = await agen.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except BaseException as e:
+                        emitted = True
+                        self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
+                        raise
+                    finally:
+                        _CALL_INFO.reset(token)
+                    last = chunk
+                    if chunk.tool_calls:
+                        called += [d.name for d in chunk.tool_calls if d.name]
+                    if chunk.done:  # recorded before the last chunk is handed on: a caller may stop right after it
+                        emitted = True
+                        self._emit(self._event(request, t0, wall, info, ok=True, stream=True, c=chunk, tools=tuple(called)))
+                    yield chunk
+        finally:
+            if not emitted:  # ended without its final chunk, or the caller stopped part way: a cut call
+                cut = _Cut("the stream was closed before its end") if last is not None else None
+                self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=cut, tools=tuple(called)))

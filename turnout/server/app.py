@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._errors import ConfigError, TurnoutError
-from .._types import Completion, Request, Usage
+from .._types import Completion, Message, Request, Usage
 from .._yaml import json_line
 from .errors import ApiError, api_error, safe_header
 from .gateway import EMBED_MODEL, Gateway, refusal, workflow_error
@@ -46,6 +46,7 @@ from .wire import (
     EmbeddingsIn,
     WireError,
     completion_body,
+    conversation_text,
     dumps,
     finish_reason,
     sse,
@@ -161,8 +162,8 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
         except WireError as e:
             raise ApiError(400, str(e), param=e.param) from None
         kind, target = gw.target(key, chat.model)
-        text = user_text(req)
-        async with gw.request_run(key, chat.model, text, tokens=_tokens(req), deadline=_deadline(request)) as run:
+        text = user_text(req)  # a workflow's input; the run stores the whole conversation
+        async with gw.request_run(key, chat.model, conversation_text(req), tokens=_tokens(req), deadline=_deadline(request)) as run:
             headers = {"x-turnout-run-id": run.run_id}
             if kind == "workflow":
                 res = await run.workflow(target, text)
@@ -179,7 +180,7 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
             if not chat.stream:
                 with run.scope():
                     c = await target.complete(req)
-                run.output = c.text
+                run.output = c.text if not c.tool_calls else conversation_text(Request((Message.assistant(c.text, c.tool_calls),)))
                 return FastJSON(completion_body(c, run.run_id, chat.model), headers={**headers, **_served(c)})
             # streaming: the first chunk is awaited here, so a failure before any token is a proper HTTP error
             with run.scope():
@@ -207,7 +208,16 @@ def _openai_routes(app: Any, gw: Gateway) -> None:
         names = [n for n in gw.model_names() if (key.may_run_workflow(n[9:]) if n.startswith("workflow/") else key.may_use_model(n))]
         if key.may_use_model(EMBED_MODEL):
             names.append(EMBED_MODEL)
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "turnout"} for n in names]}
+        return {"object": "list", "data": [_model_entry(n) for n in names]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str, request: HttpRequest) -> Any:
+        key = await gw.authenticate(request.headers.get("authorization"))
+        known = model_id in gw.model_names() or model_id == EMBED_MODEL
+        allowed = key.may_run_workflow(model_id[9:]) if model_id.startswith("workflow/") else key.may_use_model(model_id)
+        if not (known and allowed):  # one answer for both: a key cannot probe what others may use
+            raise ApiError(404, f"the model {model_id!r} does not exist or this key may not use it", code="model_not_found", param="model")
+        return _model_entry(model_id)
 
     @app.post("/v1/embeddings")
     async def embeddings(request: HttpRequest) -> Any:
@@ -223,6 +233,10 @@ def _openai_routes(app: Any, gw: Gateway) -> None:
             from ..models import LocalEmbedder
 
             gw.embedder = LocalEmbedder()
+        dim = getattr(gw.embedder, "dim", None)
+        if e.dimensions is not None and e.dimensions != dim:
+            raise ApiError(400, f"dimensions: {EMBED_MODEL} gives {dim}-dimensional vectors and cannot shorten them; omit dimensions "
+                                f"or pass {dim}", param="dimensions")
         try:
             vecs = await gw.embedder.embed(e.inputs)
         except TurnoutError as err:
@@ -399,6 +413,10 @@ def _esc(s: str) -> str:
     return html.escape(s)
 
 
+def _model_entry(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "turnout"}
+
+
 def _tokens(req: Request) -> int:
     return max(1, req.prompt_chars // 4) + (req.max_tokens or 0)
 
@@ -426,6 +444,9 @@ async def _stream_body(run: Any, agen: Any, first: Any, chat: ChatIn) -> AsyncIt
                 if pending.delta:
                     out.append(pending.delta)
                     yield enc.delta({"content": pending.delta})
+                if pending.tool_calls:
+                    out += [f"[{d.name}]" for d in pending.tool_calls if d.name]
+                    yield enc.tool_calls(pending.tool_calls)
                 if pending.done:
                     status = "ok"
                     yield enc.delta({}, finish_reason(pending.finish_reason))

@@ -145,3 +145,8 @@ def _m9() -> str:
 @migration(10)
 def _m10() -> str:
     return "CREATE INDEX verdicts_run ON verdicts(run_id)"  # a run's page reads its verdicts by id
+
+
+@migration(11)
+def _m11() -> str:
+    return "ALTER TABLE calls ADD COLUMN tools TEXT"  # the tools the answer called, comma-separated (names, never arguments)

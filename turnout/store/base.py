@@ -59,6 +59,7 @@ class CallRow:
     retries: int = 0
     fallback: str | None = None
     stream: bool = False
+    tools: tuple[str, ...] = ()  # the tools the answer called (names)
 
 
 @dataclass(frozen=True, slots=True)

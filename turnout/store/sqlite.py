@@ -198,7 +198,8 @@ class SQLiteStore(SyncTables, Readers):
         """Record a ``CallEvent`` (this makes the store a sink for ``Traced``)."""
         u = event.usage
         self._put("call", (self._run_id(), event.model, event.started_at, event.latency_s, int(event.ok), u.input_tokens,
-                           u.output_tokens, event.cost_usd, event.error_type, event.retries, event.fallback, int(event.stream)))
+                           u.output_tokens, event.cost_usd, event.error_type, event.retries, event.fallback, int(event.stream),
+                           ",".join(event.tools) or None))
 
     def record_decision(self, decision: Any, *, router: str = "", input: str | None = None, run_id: str | None = None) -> None:
         d = decision
@@ -265,7 +266,7 @@ class SQLiteStore(SyncTables, Readers):
         "run": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags) VALUES (?, ?, ?, ?, ?, ?)",
         "finish": "UPDATE runs SET status = ?, finished_at = ?, output = COALESCE(?, output) WHERE run_id = ?",
         "call": "INSERT INTO calls (run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, "
-                "retries, fallback, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "retries, fallback, stream, tools) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "verdict": "INSERT INTO verdicts (run_id, name, at, answer, outcome, agreement, samples_used, samples_planned, abstained, "
                    "counts, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "outcome": "INSERT INTO experiment_outcomes (experiment, variant, unit, run_id, at, cost_usd, latency_s, error, correct, "

@@ -17,7 +17,14 @@ Configurable latency and a queue of injected faults, consumed one per request:
 ``"reset"``    the connection is closed without a response
 ``"truncate"`` the answer stops part way (stream: no finish, no [DONE]; body: short of its length)
 ``"error_event"`` (stream) a chunk or two, then an error event
+``"bad_tool_args"`` a tool call whose arguments are cut off (not JSON), on a request with tools
 =============  =========================================================================
+
+Tools: a request with ``tools`` is answered with a call — the next one queued by
+``script_tool_calls([[("get_invoice", {"number": "INV-1"})], ...])`` (one list per request;
+several entries are parallel calls), else the tool ``tool_choice`` names (else the first) with
+the smallest arguments its schema allows. A request whose last turn is a tool result, or with
+``tool_choice: none``, gets text: ``tool said: <the result>``. Streams send the calls as deltas.
 
 In-process: ``async with MockServer(latency=0.05) as srv: srv.url``. Separate process (benchmarks):
 ``python -m turnout.testing.mockserver --port 0 --latency 0.05`` prints ``READY <port>``; faults can
@@ -39,7 +46,7 @@ from aiohttp import web
 __all__ = ["FAULT_KINDS", "MockServer", "instance_of_schema"]
 
 FAULT_KINDS = ("429", "500", "503", "401", "echo_key", "400", "hang", "malformed", "shape", "echo_headers", "context", "reset",
-               "truncate", "error_event")
+               "truncate", "error_event", "bad_tool_args")
 
 
 def instance_of_schema(schema: Any) -> Any:
@@ -99,6 +106,7 @@ class MockServer:
         self.record = record
         self.retry_after = retry_after
         self.faults: deque[str] = deque()
+        self.tool_script: deque[list[tuple[str, Any]]] = deque()
         self.requests: list[Recorded] = []
         self.count = 0
         self.active = 0
@@ -136,6 +144,37 @@ class MockServer:
         if self._release is not None:
             self._release.set()
 
+    def script_tool_calls(self, turns: list[list[tuple[str, Any]]]) -> None:
+        """Queue the tool calls of the next requests that carry tools: one list of (name, arguments)
+        per request; arguments a dict (sent as JSON) or a string (sent as it is)."""
+        self.tool_script.extend(turns)
+
+    def _tool_plan(self, body: dict[str, Any], fault: str | None, anthropic: bool) -> list[tuple[str, str, str]] | None:
+        """The calls to answer with, as (id, name, arguments text), or None for a text answer."""
+        tools = body.get("tools") or []
+        if not tools:
+            return None
+        names = [t.get("name") if anthropic else (t.get("function") or {}).get("name") for t in tools]
+        schemas = {n: (t.get("input_schema") if anthropic else (t.get("function") or {}).get("parameters")) for n, t in zip(names, tools, strict=True)}
+        last = (body.get("messages") or [{}])[-1]
+        content = last.get("content")
+        after_result = last.get("role") == "tool" or (isinstance(content, list) and any(
+            isinstance(b, dict) and b.get("type") == "tool_result" for b in content))
+        tc = body.get("tool_choice")
+        kind = tc.get("type") if isinstance(tc, dict) else tc
+        if kind == "none" or (after_result and kind not in ("required", "any", "tool", "function")):
+            return None
+        if self.tool_script:
+            plan = [(n, a if isinstance(a, str) else json.dumps(a)) for n, a in self.tool_script.popleft()]
+        else:
+            forced = (tc.get("name") or (tc.get("function") or {}).get("name")) if isinstance(tc, dict) else None
+            name = forced if forced in schemas else names[0]
+            plan = [(name, json.dumps(instance_of_schema(schemas.get(name) or {})))]
+        if fault == "bad_tool_args":
+            plan = [(n, a[: max(1, len(a) // 2)] + ' "cut') for n, a in plan]
+        prefix = "toolu_" if anthropic else "call_"
+        return [(f"{prefix}{self.count}_{i}", n, a) for i, (n, a) in enumerate(plan)]
+
     def fail(self, kind: str, times: int = 1) -> None:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
@@ -157,6 +196,7 @@ class MockServer:
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/_mock/faults", self._ctl_faults)
+        app.router.add_post("/_mock/tool_calls", self._ctl_tools)
         app.router.add_get("/_mock/stats", self._ctl_stats)
         return app
 
@@ -186,6 +226,11 @@ class MockServer:
         doc = await request.json()
         self.fail(doc["kind"], int(doc.get("times", 1)))
         return web.json_response({"queued": len(self.faults)})
+
+    async def _ctl_tools(self, request: web.Request) -> web.Response:
+        doc = await request.json()
+        self.script_tool_calls([[(c["name"], c.get("arguments", {})) for c in turn] for turn in doc["turns"]])
+        return web.json_response({"queued": len(self.tool_script)})
 
     async def _ctl_stats(self, request: web.Request) -> web.Response:
         return web.json_response({"count": self.count, "max_active": self.max_active, "faults": list(self.faults)})
@@ -220,6 +265,13 @@ class MockServer:
             return self.reply(body)
         msgs = body.get("messages") or [{}]
         last = msgs[-1].get("content", "")
+        if msgs[-1].get("role") == "tool":
+            return f"tool said: {last}"[:2000]
+        if isinstance(last, list):  # Anthropic blocks: the tool results, else the text
+            res = [b.get("content") for b in last if isinstance(b, dict) and b.get("type") == "tool_result"]
+            if res:
+                return ("tool said: " + " | ".join(str(r) for r in res))[:2000]
+            last = "".join(str(b.get("text", "")) for b in last if isinstance(b, dict))
         return f"echo: {last}"[:2000]
 
     async def _error(self, request: web.Request, fault: str) -> web.StreamResponse | None:
@@ -297,9 +349,10 @@ class MockServer:
             return web.json_response({"error": {"message": "'messages' must be a list", "type": "invalid_request_error"}}, status=400)
         rf = body.get("response_format") or {}
         schema = (rf.get("json_schema") or {}).get("schema") if rf.get("type") == "json_schema" else ({} if rf.get("type") == "json_object" else None)
-        text = self._answer(body, schema)
+        plan = self._tool_plan(body, fault, anthropic=False)
+        text = self._answer(body, schema) if plan is None else ""
         p_tok = sum(_words(str(m.get("content", ""))) for m in body["messages"])
-        c_tok = _words(text)
+        c_tok = _words(text) if plan is None else sum(_words(a) for _, _, a in plan)
         max_tokens = body.get("max_tokens")
         finish = "stop"
         if max_tokens is not None and c_tok > max_tokens:
@@ -314,9 +367,19 @@ class MockServer:
                 if request.transport is not None:
                     request.transport.close()
                 return resp
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if plan is not None:
+                message = {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": i, "type": "function", "function": {"name": n, "arguments": a}} for i, n, a in plan]}
+                finish = "tool_calls"
+            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
+            if body.get("logprobs") and plan is None:  # each word a token, log-probability -0.1 * its position
+                k = int(body.get("top_logprobs") or 0)
+                choice["logprobs"] = {"content": [{"token": w, "logprob": -0.1 * i, "top_logprobs": [
+                    {"token": w.upper() + str(j), "logprob": -0.1 * i - 1 - j} for j in range(k)]} for i, w in enumerate(text.split())]}
             return web.json_response({
                 "id": cid, "object": "chat.completion", "created": int(time.time()), "model": body.get("model", "mock"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "choices": [choice],
                 "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok},
             })
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -331,6 +394,12 @@ class MockServer:
 
         try:
             await resp.write(chunk({"role": "assistant", "content": ""}))
+            if plan is not None:  # each call: its id and name, then its arguments in two fragments
+                for k, (i, n, a) in enumerate(plan):
+                    await resp.write(chunk({"tool_calls": [{"index": k, "id": i, "type": "function", "function": {"name": n, "arguments": ""}}]}))
+                    for frag in (a[: len(a) // 2], a[len(a) // 2:]):
+                        await resp.write(chunk({"tool_calls": [{"index": k, "function": {"arguments": frag}}]}))
+                pieces, finish = [], "tool_calls"
             for i, piece in enumerate(pieces):
                 if fault == "truncate" and i >= max(1, len(pieces) // 2):
                     return resp  # ends without finish_reason or [DONE]
@@ -358,14 +427,13 @@ class MockServer:
             return resp
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "max_tokens" not in body:
             return web.json_response({"type": "error", "error": {"type": "invalid_request_error", "message": "messages and max_tokens are required"}}, status=400)
-        tools = body.get("tools") or []
-        schema = tools[0].get("input_schema") if tools else None
+        plan = self._tool_plan(body, fault, anthropic=True)
         answer = self._answer(body, None)
         p_tok = sum(_words(str(m.get("content", ""))) for m in body["messages"]) + (_words(body["system"]) if body.get("system") else 0)
         mid = f"msg_mock{self.count}"
         if not body.get("stream"):
-            if schema is not None:
-                content = [{"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"], "input": instance_of_schema(schema)}]
+            if plan is not None:
+                content = [{"type": "tool_use", "id": i, "name": n, "input": _input(a)} for i, n, a in plan]
                 c_tok, stop = 5, "tool_use"
             else:
                 content, c_tok, stop = [{"type": "text", "text": answer}], _words(answer), "end_turn"
@@ -380,6 +448,17 @@ class MockServer:
             await resp.write(f"event: {name}\ndata: {json.dumps(doc)}\n\n".encode())
 
         await ev("message_start", {"type": "message_start", "message": {"id": mid, "usage": {"input_tokens": p_tok, "output_tokens": 1}}})
+        if plan is not None:
+            for k, (i, n, a) in enumerate(plan):
+                await ev("content_block_start", {"type": "content_block_start", "index": k,
+                                                 "content_block": {"type": "tool_use", "id": i, "name": n, "input": {}}})
+                for frag in (a[: len(a) // 2], a[len(a) // 2:]):
+                    await ev("content_block_delta", {"type": "content_block_delta", "index": k,
+                                                     "delta": {"type": "input_json_delta", "partial_json": frag}})
+                await ev("content_block_stop", {"type": "content_block_stop", "index": k})
+            await ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}})
+            await ev("message_stop", {"type": "message_stop"})
+            return resp
         await ev("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
         words = answer.split(" ")
         for i, w in enumerate(words):
@@ -395,6 +474,14 @@ class MockServer:
         await ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": len(words)}})
         await ev("message_stop", {"type": "message_stop"})
         return resp
+
+
+def _input(arguments: str) -> Any:
+    """A tool_use block's input: the arguments parsed, or (malformed on purpose) the raw text."""
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
 
 
 async def _serve_forever(args: Any) -> None:
