@@ -44,7 +44,7 @@ def echo(prefix="echo"):
 GOLDEN = [
     ("name: x\nsteps: []\n", "wf.yaml:2: steps: List should have at least 1 item after validation, not 0"),
     ("name: x\nsteps:\n  - frob: {}\n", "wf.yaml:3: steps.0: unknown step kind or key 'frob' (a step is one of: call, handler, route, "
-                                        "section, vote, chain, orchestrate, guard, escalate, workflow; with optional name and gate)"),
+                                        "section, vote, chain, orchestrate, guard, escalate, workflow, tool, agent; with optional name and gate)"),
     ("name: x\nsteps:\n  - call: {prompt: hi}\n    handler: a\n", "wf.yaml:3: steps.0: a step has exactly one of"),
     ("name: x\nsteps:\n  - call: {prompt: '{nope}'}\n",
      "wf.yaml:3: steps.0.call.prompt: template variable {nope} is not defined here (known: input, original, steps)"),

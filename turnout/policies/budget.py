@@ -21,7 +21,7 @@ from ..models.base import ChatModel, own_token_counter
 from .base import Wrapper
 from .ledger import BudgetLedger
 
-__all__ = ["BudgetLedger", "Budgeted", "worst_case"]
+__all__ = ["BudgetLedger", "Budgeted", "budgeted", "worst_case"]
 
 
 def worst_case(request: Request, price: Price, count: Any = None,
@@ -114,3 +114,17 @@ class _Holds:
     parts: list[tuple[Any, Any]] = field(default_factory=list)  # (ledger, its hold)
     done: bool = False
     started: bool = False
+
+
+def budgeted(model: ChatModel) -> ChatModel:
+    """``model`` charged to the budgets of its calls' scope (a run's, an agent's, a gateway key's):
+    as it is when a layer of it already is ``Budgeted`` (a catalog model), else wrapped in one."""
+    todo: list[Any] = [model]
+    for _ in range(64):
+        if not todo:
+            break
+        m = todo.pop()
+        if isinstance(m, Budgeted):
+            return model
+        todo += [x for x in (getattr(m, "inner", None),) if x is not None] + list(getattr(m, "models", ()) or ())
+    return Budgeted(model, None)

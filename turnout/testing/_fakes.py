@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import ConfigError
-from .._types import FREE, Completion, Price, Request, StreamChunk, Usage, estimate_tokens
+from .._types import FREE, Completion, Price, Request, StreamChunk, ToolCall, ToolCallDelta, Usage, estimate_tokens
 
 __all__ = ["FakeEmbedder", "FunctionModel", "ScriptedModel"]
 
@@ -52,6 +52,10 @@ class _FakeBase:
     def _to_completion(self, out: Any, request: Request, t0: float) -> Completion:
         if isinstance(out, Completion):
             return out
+        if isinstance(out, ToolCall) or (isinstance(out, (list, tuple)) and out and all(isinstance(c, ToolCall) for c in out)):
+            calls = (out,) if isinstance(out, ToolCall) else tuple(out)
+            usage = Usage(estimate_tokens(request.prompt_chars), estimate_tokens(sum(len(c.arguments) for c in calls)))
+            return Completion("", self.name, "tool_calls", usage, self.price.cost(usage), time.perf_counter() - t0, tool_calls=calls)
         text = str(out)
         usage = Usage(estimate_tokens(request.prompt_chars), estimate_tokens(text) if text else 0)
         return Completion(text, self.name, "stop", usage, self.price.cost(usage), time.perf_counter() - t0)
@@ -75,6 +79,8 @@ class _FakeBase:
         c = await self.complete(request)
         for piece in re.findall(r"\S+\s*|\s+", c.text):
             yield StreamChunk(piece, model=self.name)
+        for i, t in enumerate(c.tool_calls):
+            yield StreamChunk("", model=self.name, tool_calls=(ToolCallDelta(i, t.id, t.name, t.arguments),))
         yield StreamChunk("", True, c.finish_reason, c.usage, c.cost_usd, c.latency_s, self.name)
 
     async def aclose(self) -> None:
@@ -92,8 +98,8 @@ class ScriptedModel(_FakeBase):
     - ``queue=[reply, ...]``: replies in order (checked before patterns);
     - ``default=``: used when nothing matches (else a ConfigError names the prompt).
 
-    A reply is a string, a Completion, an exception (raised), or a callable of the Request
-    (sync or async) returning one of those.
+    A reply is a string, a Completion, a ``ToolCall`` or a list of them (a turn that calls tools),
+    an exception (raised), or a callable of the Request (sync or async) returning one of those.
     """
 
     def __init__(

@@ -43,28 +43,12 @@ from typing import Any
 
 from aiohttp import web
 
+from ._mocktools import instance_of_schema, openai_choice, tool_input, tool_plan
+
 __all__ = ["FAULT_KINDS", "MockServer", "instance_of_schema"]
 
 FAULT_KINDS = ("429", "500", "503", "401", "echo_key", "400", "hang", "malformed", "shape", "echo_headers", "context", "reset",
                "truncate", "error_event", "bad_tool_args")
-
-
-def instance_of_schema(schema: Any) -> Any:
-    """A minimal value that satisfies a (simple) JSON schema: first enum value, zeros, empty lists."""
-    if not isinstance(schema, dict):
-        return None
-    if "enum" in schema and schema["enum"]:
-        return schema["enum"][0]
-    if "const" in schema:
-        return schema["const"]
-    t = schema.get("type")
-    if isinstance(t, list):
-        t = t[0]
-    if t == "object" or "properties" in schema:
-        props = schema.get("properties", {})
-        req = schema.get("required", list(props))
-        return {k: instance_of_schema(props[k]) for k in req if k in props}
-    return {"string": "x", "integer": 0, "number": 0, "boolean": True, "array": [], "null": None}.get(t or "")
 
 
 @dataclass
@@ -148,32 +132,6 @@ class MockServer:
         """Queue the tool calls of the next requests that carry tools: one list of (name, arguments)
         per request; arguments a dict (sent as JSON) or a string (sent as it is)."""
         self.tool_script.extend(turns)
-
-    def _tool_plan(self, body: dict[str, Any], fault: str | None, anthropic: bool) -> list[tuple[str, str, str]] | None:
-        """The calls to answer with, as (id, name, arguments text), or None for a text answer."""
-        tools = body.get("tools") or []
-        if not tools:
-            return None
-        names = [t.get("name") if anthropic else (t.get("function") or {}).get("name") for t in tools]
-        schemas = {n: (t.get("input_schema") if anthropic else (t.get("function") or {}).get("parameters")) for n, t in zip(names, tools, strict=True)}
-        last = (body.get("messages") or [{}])[-1]
-        content = last.get("content")
-        after_result = last.get("role") == "tool" or (isinstance(content, list) and any(
-            isinstance(b, dict) and b.get("type") == "tool_result" for b in content))
-        tc = body.get("tool_choice")
-        kind = tc.get("type") if isinstance(tc, dict) else tc
-        if kind == "none" or (after_result and kind not in ("required", "any", "tool", "function")):
-            return None
-        if self.tool_script:
-            plan = [(n, a if isinstance(a, str) else json.dumps(a)) for n, a in self.tool_script.popleft()]
-        else:
-            forced = (tc.get("name") or (tc.get("function") or {}).get("name")) if isinstance(tc, dict) else None
-            name = forced if forced in schemas else names[0]
-            plan = [(name, json.dumps(instance_of_schema(schemas.get(name) or {})))]
-        if fault == "bad_tool_args":
-            plan = [(n, a[: max(1, len(a) // 2)] + ' "cut') for n, a in plan]
-        prefix = "toolu_" if anthropic else "call_"
-        return [(f"{prefix}{self.count}_{i}", n, a) for i, (n, a) in enumerate(plan)]
 
     def fail(self, kind: str, times: int = 1) -> None:
         if kind not in FAULT_KINDS:
@@ -349,34 +307,18 @@ class MockServer:
             return web.json_response({"error": {"message": "'messages' must be a list", "type": "invalid_request_error"}}, status=400)
         rf = body.get("response_format") or {}
         schema = (rf.get("json_schema") or {}).get("schema") if rf.get("type") == "json_schema" else ({} if rf.get("type") == "json_object" else None)
-        plan = self._tool_plan(body, fault, anthropic=False)
+        plan = tool_plan(body, fault, self.tool_script, self.count, anthropic=False)
         text = self._answer(body, schema) if plan is None else ""
         p_tok = sum(_words(str(m.get("content", ""))) for m in body["messages"])
         c_tok = _words(text) if plan is None else sum(_words(a) for _, _, a in plan)
         max_tokens = body.get("max_tokens")
-        finish = "stop"
+        finish, cid = "stop", f"chatcmpl-mock{self.count}"
         if max_tokens is not None and c_tok > max_tokens:
             text, c_tok, finish = " ".join(text.split()[:max_tokens]), max_tokens, "length"
-        cid = f"chatcmpl-mock{self.count}"
         if not body.get("stream"):
             if fault == "truncate":
-                resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-                resp.content_length = 1000
-                await resp.prepare(request)
-                await resp.write(b'{"id": "x", "choices": [')
-                if request.transport is not None:
-                    request.transport.close()
-                return resp
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if plan is not None:
-                message = {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": i, "type": "function", "function": {"name": n, "arguments": a}} for i, n, a in plan]}
-                finish = "tool_calls"
-            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
-            if body.get("logprobs") and plan is None:  # each word a token, log-probability -0.1 * its position
-                k = int(body.get("top_logprobs") or 0)
-                choice["logprobs"] = {"content": [{"token": w, "logprob": -0.1 * i, "top_logprobs": [
-                    {"token": w.upper() + str(j), "logprob": -0.1 * i - 1 - j} for j in range(k)]} for i, w in enumerate(text.split())]}
+                return await self._truncated(request)
+            choice = openai_choice(body, text, plan, finish)
             return web.json_response({
                 "id": cid, "object": "chat.completion", "created": int(time.time()), "model": body.get("model", "mock"),
                 "choices": [choice],
@@ -418,6 +360,16 @@ class MockServer:
             raise
         return resp
 
+    async def _truncated(self, request: web.Request) -> web.StreamResponse:
+        """A JSON answer that stops part way: its length promised, the connection closed early."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = 1000
+        await resp.prepare(request)
+        await resp.write(b'{"id": "x", "choices": [')
+        if request.transport is not None:
+            request.transport.close()
+        return resp
+
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         return await self._tracked(self._anthropic_inner, request)
 
@@ -427,13 +379,13 @@ class MockServer:
             return resp
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "max_tokens" not in body:
             return web.json_response({"type": "error", "error": {"type": "invalid_request_error", "message": "messages and max_tokens are required"}}, status=400)
-        plan = self._tool_plan(body, fault, anthropic=True)
+        plan = tool_plan(body, fault, self.tool_script, self.count, anthropic=True)
         answer = self._answer(body, None)
         p_tok = sum(_words(str(m.get("content", ""))) for m in body["messages"]) + (_words(body["system"]) if body.get("system") else 0)
         mid = f"msg_mock{self.count}"
         if not body.get("stream"):
             if plan is not None:
-                content = [{"type": "tool_use", "id": i, "name": n, "input": _input(a)} for i, n, a in plan]
+                content = [{"type": "tool_use", "id": i, "name": n, "input": tool_input(a)} for i, n, a in plan]
                 c_tok, stop = 5, "tool_use"
             else:
                 content, c_tok, stop = [{"type": "text", "text": answer}], _words(answer), "end_turn"
@@ -474,14 +426,6 @@ class MockServer:
         await ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": len(words)}})
         await ev("message_stop", {"type": "message_stop"})
         return resp
-
-
-def _input(arguments: str) -> Any:
-    """A tool_use block's input: the arguments parsed, or (malformed on purpose) the raw text."""
-    try:
-        return json.loads(arguments)
-    except ValueError:
-        return arguments
 
 
 async def _serve_forever(args: Any) -> None:

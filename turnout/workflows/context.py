@@ -135,6 +135,15 @@ class RunContext:
         return {"input": value, "original": self.original, "steps": self.outputs, **{k: v for k, v in self.vars.items() if k[0] != "_"}}
 
 
+def record_step(ctx: RunContext, name: str, kind: str, status: str, t0: float, cost0: float, detail: dict[str, Any]) -> None:
+    """One step of the run (a node, or a tool call inside an agent): in the context and the active store."""
+    rec = StepRecord(name, kind, status, time.perf_counter() - t0, ctx.meter.cost_usd - cost0, detail)
+    ctx.steps.append(rec)
+    a = active_run()
+    if a is not None:
+        a[0].record_step(rec.name, rec.kind, latency_s=rec.latency_s, status=status, cost_usd=rec.cost_usd, detail=detail, run_id=a[1])
+
+
 def last_escalated(ctx: RunContext) -> bool:
     """The step that just finished handed the input to people (its parent reports that too)."""
     return bool(ctx.steps) and ctx.steps[-1].status == "escalated"
@@ -162,12 +171,7 @@ class Node:
         return out
 
     def _record(self, ctx: RunContext, status: str, t0: float, cost0: float, detail: dict[str, Any]) -> None:
-        rec = StepRecord(self.name or self.kind, self.kind, status, time.perf_counter() - t0, ctx.meter.cost_usd - cost0, detail)
-        ctx.steps.append(rec)
-        a = active_run()
-        if a is not None:
-            a[0].record_step(rec.name, rec.kind, latency_s=rec.latency_s, status=status, cost_usd=rec.cost_usd, detail=detail,
-                             run_id=a[1])
+        record_step(ctx, self.name or self.kind, self.kind, status, t0, cost0, detail)
 
     async def _run(self, ctx: RunContext, value: Any, detail: dict[str, Any]) -> Any:
         raise NotImplementedError

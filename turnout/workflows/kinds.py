@@ -15,6 +15,7 @@ from .context import Node
 from .nodes import Call, Escalate, GuardStep, OrchestrateStep, RouteStep, SectionStep, VoteStep
 from .sequence import Sequence
 from .spec import SplitIn, StepIn, SynthIn, _Compiler, load_workflow_spec, step_kind
+from .tools import AgentStep, FunctionTool, ToolStep, ToolStepIn, load_function
 
 __all__: list[str] = []
 
@@ -158,3 +159,61 @@ def splitter(s: SplitIn) -> Any:
         return sec.split_tokens(text, s.size or 512, overlap=s.overlap, count_tokens=count_tokens)
     split.by_tokens = s.by == "tokens"  # type: ignore[attr-defined]  # SectionStep passes the map model's counter
     return split
+
+
+def _function_tool(c: _Compiler, name: str, loc: tuple[Any, ...]) -> FunctionTool:
+    """The workflow's tool ``name`` (``tools:``), imported once; every reference checked here."""
+    t = c.tools.get(name)
+    if t is not None:
+        return t
+    d = c.spec.tools.get(name)
+    if d is None:
+        raise c.err(loc, f"unknown tool {name!r} (defined under tools: {', '.join(sorted(c.spec.tools)) or 'none'})")
+    from .._errors import ConfigError
+
+    try:
+        t = c.tools[name] = FunctionTool(load_function(d.function, c.path.parent), name=name, description=d.description,
+                                         parameters=d.parameters)
+    except ConfigError as e:
+        raise c.err(("tools", name, "function"), str(e)) from None
+    except Exception as e:  # noqa: BLE001 - a signature pydantic cannot describe, a bad name: located
+        raise c.err(("tools", name), f"{type(e).__name__}: {e}") from None
+    return t
+
+
+@step_kind("tool")
+def _tool(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    ts = s.tool if isinstance(s.tool, ToolStepIn) else ToolStepIn(name=str(s.tool))
+    tool = _function_tool(c, ts.name, (*kl, "name") if isinstance(s.tool, ToolStepIn) else kl)
+    if ts.arguments is not None:
+        for k, v in ts.arguments.items():
+            if isinstance(v, str):
+                c.check_template(v, (*kl, "arguments", k), scope)
+        templated = any(isinstance(v, str) and "{" in v for v in ts.arguments.values())
+        problem = _keys(tool, ts.arguments) if templated else tool.check(ts.arguments)  # templates: their values come at run time
+        if problem:
+            raise c.err((*kl, "arguments"), f"the arguments do not match tool {ts.name!r}: {problem}")
+    return ToolStep(tool, arguments=ts.arguments, name=name)
+
+
+def _keys(tool: FunctionTool, arguments: dict[str, Any]) -> str | None:
+    """Before run time only the names of templated arguments can be checked: unknown or missing ones."""
+    props = tool.spec.parameters.get("properties") or {}
+    unknown = [k for k in arguments if k not in props]
+    missing = [k for k in tool.spec.parameters.get("required") or () if k not in arguments]
+    if unknown:
+        return f"unknown argument(s) {', '.join(unknown)} (it takes {', '.join(props) or 'none'})"
+    return f"missing argument(s) {', '.join(missing)}" if missing else None
+
+
+@step_kind("agent")
+def _agent(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    a = s.agent
+    assert a is not None
+    tools = [_function_tool(c, t, (*kl, "tools", i)) for i, t in enumerate(a.tools)]
+    c.check_template(a.prompt, (*kl, "prompt"), scope)
+    c.check_template(a.system, (*kl, "system"), scope)
+    c.check_model(a.model, (*kl, "model"))
+    if a.tool_choice not in ("auto", "required", "none") and a.tool_choice not in a.tools:
+        raise c.err((*kl, "tool_choice"), f"{a.tool_choice!r} is not auto, required, none or one of this agent's tools")
+    return AgentStep(tools, name=name, **a.model_dump(exclude={"tools"}))

@@ -105,10 +105,12 @@ class Workflow:
                 cat = cat.extend(extra)  # keeps the catalog's compliance, budgets, audit and auto: settings
             except ConfigError as e:
                 raise ConfigError(f"{p}: models: {e}") from None
+        from ..policies.budget import budgeted
         from ..policies.trace import Traced
 
-        # given models are traced like catalog ones: inside a run, their calls land in the store
-        overrides = {k: m if isinstance(m, Traced) else Traced(m) for k, m in (models or {}).items()}
+        # given models are traced and budgeted like catalog ones: inside a run their calls land in the
+        # store, and the budgets of the call's scope (an agent's, a gateway key's) hold for them too
+        overrides = {k: m if isinstance(m, Traced) else Traced(budgeted(m)) for k, m in (models or {}).items()}
 
         virtual: dict[str, ChatModel] = {}  # the workflow's model routers and cascades
 

@@ -36,10 +36,11 @@ from ..parallel import voting as vt
 from .context import Node, template_names
 from .nodes import Call
 from .sequence import Sequence, StepGate
+from .tools import AgentIn, FunctionTool, ToolDefIn, ToolStepIn
 
 __all__ = ["Models", "WorkflowSpec", "compile_workflow", "load_workflow_spec"]
 
-_KINDS = ("call", "handler", "route", "section", "vote", "chain", "orchestrate", "guard", "escalate", "workflow")
+_KINDS = ("call", "handler", "route", "section", "vote", "chain", "orchestrate", "guard", "escalate", "workflow", "tool", "agent")
 
 
 class _Base(BaseModel):
@@ -158,6 +159,8 @@ class StepIn(_Base):
     guard: GuardIn | None = None
     escalate: EscalateIn | None = None
     workflow: str | None = None
+    tool: ToolStepIn | str | None = None
+    agent: AgentIn | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -214,6 +217,7 @@ class WorkflowSpec(_Base):
     model_routers: dict[str, ModelRouterConfig] = Field({}, description="names usable as models: routed per request")
     cascades: dict[str, CascadeIn] = Field({}, description="names usable as models: agreement-gated escalation")
     handlers: dict[str, StepIn] = {}
+    tools: dict[str, ToolDefIn] = Field({}, description="Python functions steps and agents may call, by name")
     steps: list[StepIn] = Field(min_length=1)
     output: str | None = None
     example: str | None = Field(None, description="a sample input (turnout run WF.yaml with no --input uses it)")
@@ -265,6 +269,7 @@ class _Compiler:
         self.handler_nodes: dict[str, Node] = {}
         self.handler_stack: list[str] = []
         self.routers: dict[str, Any] = {}
+        self.tools: dict[str, FunctionTool] = {}
         self.step_names: set[str] = set()
         self._collect_names(spec)
 
