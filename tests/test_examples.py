@@ -103,3 +103,31 @@ def test_model_router_and_cascade_errors_are_located(tmp_path):
     p.write_text("name: x\nmodel_routers:\n  auto:\n    tiers: {easy: [local]}\n    min_tier: hard\nsteps:\n  - call: {model: auto}\n")
     with pytest.raises(ConfigError, match=r"wf.yaml:3: model_routers.auto: .*min_tier 'hard' is not a tier"):
         Workflow.load(p)
+
+
+async def test_the_billing_agent_looks_up_and_refunds_with_its_tools():
+    """examples/billing-agent: the billing route is an agent over two Python tools (invoices.json);
+    a scripted model stands in for the embedded one (tests/test_workflow_tools.py runs that)."""
+    from turnout._types import ToolCall
+    from turnout.testing import ScriptedModel
+
+    def reply(r):
+        results = [m.content for m in r.messages if m.role == "tool"]
+        if not r.tools or results:
+            return f"done: {results[-1] if results else r.messages[-1].content}"
+        ask = r.messages[-1].content
+        if "refund" in ask:
+            return ToolCall("c1", "issue_refund", json.dumps({"number": "INV-1043" if "1043" in ask else "INV-1042", "amount": 10}))
+        return ToolCall("c1", "get_invoice", '{"number": "inv-1042"}')
+
+    model = ScriptedModel(default=reply)
+    wf = Workflow.load(EXAMPLES / "billing-agent" / "workflow.yaml", models={"local": model})
+    res = await wf.run(wf.example)
+    assert res.status == "ok" and '"total": 42.5' in res.text and [d.route for _, d in res.decisions] == ["billing"]
+    refund = await wf.run("Please refund 10 EUR of invoice INV-1042")
+    assert '"refund": "RF-1042-1000"' in refund.text and '"left_to_refund": 32.5' in refund.text
+    refused = await wf.run("Please refund 10 EUR of invoice INV-1043")  # open: the tool refuses, the model is told why
+    assert "only a paid invoice can be refunded" in refused.text
+    assert [s.status for s in refused.steps if s.kind == "tool"] == ["error"]
+    other = await wf.run("What are your opening hours?")
+    assert [d.route for _, d in other.decisions] == ["general"] and not [s for s in other.steps if s.kind == "tool"]
