@@ -159,7 +159,7 @@ def test_budget_and_rate_limits_are_429_with_a_clear_message(setup):
         (b'{"model": "cheap"}', 400, None),
         (b'{"model": "cheap", "messages": [{"role": "wizard", "content": "x"}]}', 400, None),
         (b'{"model": "cheap", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400, None),
-        (b'{"model": "cheap", "messages": [{"role": "user", "content": "x"}], "n": 3}', 400, None),
+        (b'{"model": "cheap", "messages": [{"role": "user", "content": "x"}], "n": 3, "stream": true}', 400, None),
         (b'{"model": "cheap", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}', 400, None),
     ],
 )

@@ -151,3 +151,16 @@ def test_logprobs_models_by_id_and_dimensions(gw):
         client.models.retrieve("nope")
     r = httpx.post(gw["base"] + "/v1/embeddings", json={"model": "local-embed", "input": "x", "dimensions": 64}, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions" and "384" in r.json()["error"]["message"]
+
+
+def test_n_samples_come_from_n_upstream_calls_with_one_usage(gw):
+    client = openai.OpenAI(base_url=gw["base"] + "/v1", api_key="unused", max_retries=0, timeout=60)
+    stats = gw["upstream"].removesuffix("/v1") + "/_mock/stats"
+    before = httpx.get(stats, timeout=5).json()["count"]
+    one = client.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "three of these"}])
+    r = client.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "three of these"}], n=3, seed=7)
+    assert [c.index for c in r.choices] == [0, 1, 2] and all(c.message.content == "echo: three of these" for c in r.choices)
+    assert httpx.get(stats, timeout=5).json()["count"] - before == 4  # one, then three
+    assert r.usage.completion_tokens == 3 * one.usage.completion_tokens and r.usage.prompt_tokens == 3 * one.usage.prompt_tokens
+    with pytest.raises(openai.BadRequestError, match="whole answers only"):
+        client.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "x"}], n=2, stream=True)

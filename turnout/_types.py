@@ -42,8 +42,13 @@ class Tool:
     description: str = ""
     parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool = False
+    # computed once (a tool is sent with every call of a loop): the JSON-schema function object, and
+    # the characters it adds to a prompt
+    function: dict[str, Any] = field(init=False, repr=False, compare=False)
+    chars: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        import json as _json
         import re
 
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.name or ""):
@@ -52,6 +57,9 @@ class Tool:
             raise ConfigError(f"tool name {self.name!r} is a tool_choice keyword; name the tool otherwise")
         if not isinstance(self.parameters, Mapping) or self.parameters.get("type", "object") != "object":
             raise ConfigError(f"tool {self.name}: parameters must be a JSON schema of type object")
+        fn = {"name": self.name, "description": self.description, "parameters": dict(self.parameters), **({"strict": True} if self.strict else {})}
+        object.__setattr__(self, "function", fn)
+        object.__setattr__(self, "chars", len(self.name) + len(self.description) + len(_json.dumps(fn["parameters"], default=str)))
 
 
 class ToolCall(NamedTuple):
@@ -232,9 +240,7 @@ class Request(_RequestFields):
 
 def tools_chars(tools: Sequence[Tool]) -> int:
     """The characters tool definitions add to a prompt (name, description, the schema as JSON)."""
-    import json as _json
-
-    return sum(len(t.name) + len(t.description) + len(_json.dumps(dict(t.parameters), default=str)) for t in tools)
+    return sum(t.chars for t in tools)
 
 
 def _check_tools(req: Request) -> None:
@@ -264,8 +270,7 @@ def tools_text(request: Request) -> str:
     """The tool definitions and the tool calls of a request as text, for counting their tokens."""
     import json as _json
 
-    parts = [_json.dumps({"name": t.name, "description": t.description, "parameters": dict(t.parameters)}, default=str)
-             for t in request.tools]
+    parts = [_json.dumps(t.function, default=str) for t in request.tools]
     parts += [c.name + c.arguments for m in request.messages for c in m.tool_calls]
     return "\n".join(parts)
 

@@ -50,8 +50,7 @@ def openai_message(m: Message) -> dict[str, Any]:
 def openai_tools(req: Request, body: dict[str, Any]) -> None:
     """``tools``, ``tool_choice`` and ``parallel_tool_calls`` of ``req`` into ``body``."""
     if req.tools:
-        body["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters),
-                                                           **({"strict": True} if t.strict else {})}} for t in req.tools]
+        body["tools"] = [{"type": "function", "function": t.function} for t in req.tools]
     tc = req.tool_choice
     if tc is not None:
         body["tool_choice"] = tc if tc in TOOL_CHOICES else {"type": "function", "function": {"name": tc}}

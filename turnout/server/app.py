@@ -179,9 +179,9 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
                 return FastJSON(completion_body(c, run.run_id, chat.model), headers=headers)
             if not chat.stream:
                 with run.scope():
-                    c = await target.complete(req)
+                    c, *more = await _answers(target, req, chat.n or 1)
                 run.output = c.text if not c.tool_calls else conversation_text(Request((Message.assistant(c.text, c.tool_calls),)))
-                return FastJSON(completion_body(c, run.run_id, chat.model), headers={**headers, **_served(c)})
+                return FastJSON(completion_body(c, run.run_id, chat.model, more), headers={**headers, **_served(c)})
             # streaming: the first chunk is awaited here, so a failure before any token is a proper HTTP error
             with run.scope():
                 agen = target.stream(req).__aiter__()
@@ -411,6 +411,20 @@ def _esc(s: str) -> str:
     import html
 
     return html.escape(s)
+
+
+async def _answers(target: Any, req: Request, n: int) -> list[Completion]:
+    """One answer, or ``n`` samples at once through the fan-out engine (each its own seed when the
+    request has one; any sample failing fails the request, as OpenAI's ``n`` does)."""
+    if n == 1:
+        return [await target.complete(req)]
+    from ..parallel.engine import fan_out
+
+    reqs = [req if req.seed is None else req.with_(seed=req.seed + i) for i in range(n)]
+    res = await fan_out([lambda r=r: target.complete(r) for r in reqs], policy="fail_fast")
+    if res.failed:
+        raise res.failed[0].error  # type: ignore[misc]
+    return res.values
 
 
 def _model_entry(name: str) -> dict[str, Any]:

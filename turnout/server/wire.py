@@ -134,7 +134,7 @@ class ChatIn(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=16)
     stream: bool = False
     stream_options: _StreamOptions | None = None
     response_format: _ResponseFormatIn | None = None
@@ -147,8 +147,10 @@ class ChatIn(BaseModel):
     @staticmethod
     def parse(body: Any) -> ChatIn:
         c: ChatIn = _validate(ChatIn, body)
-        if c.n is not None and c.n > 1:
-            raise WireError("n > 1 is not supported; use a turnout vote workflow for several samples", "n")
+        if c.n is not None and c.n > 1 and c.stream:
+            raise WireError("n > 1 is served for whole answers only, not with stream: true", "n")
+        if c.n is not None and c.n > 1 and c.model.startswith("workflow/"):
+            raise WireError("n > 1 is for models; a workflow answers once (use a vote step for several samples)", "n")
         if isinstance(c.stop, list) and len(c.stop) > 4:
             raise WireError("stop: at most 4 sequences", "stop")
         return c
@@ -286,12 +288,15 @@ def message_body(c: Any) -> dict[str, Any]:
     return {"role": "assistant", "content": c.text}
 
 
-def completion_body(c: Any, run_id: str, model: str) -> dict[str, Any]:
+def completion_body(c: Any, run_id: str, model: str, more: Any = ()) -> dict[str, Any]:
+    """One answer (``c``), or several (``n > 1``: ``more`` after it): a choice each, one usage total."""
+    cs = (c, *more)
+    usage = cs[0].usage if not more else type(c.usage)(sum(x.usage.input_tokens for x in cs), sum(x.usage.output_tokens for x in cs))
     return {
         "id": f"chatcmpl-{run_id}", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": message_body(c), "finish_reason": finish_reason(c.finish_reason),
-                     "logprobs": logprobs_body(c.logprobs)}],
-        "usage": usage_body(c.usage),
+        "choices": [{"index": i, "message": message_body(x), "finish_reason": finish_reason(x.finish_reason),
+                     "logprobs": logprobs_body(x.logprobs)} for i, x in enumerate(cs)],
+        "usage": usage_body(usage),
     }
 
 
