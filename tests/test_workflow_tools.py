@@ -187,3 +187,25 @@ async def test_the_embedded_model_calls_a_python_tool_and_answers_with_its_resul
     tools = [s for s in res.steps if s.kind == "tool"]
     assert tools and tools[0].detail["tool"] == "get_invoice" and tools[0].status == "ok"
     assert "42.5" in str(res.output)
+
+
+async def test_orchestrator_workers_may_be_agents(wf_dir):
+    """orchestrate: worker_agent: — each subtask is done by an agent with tools; its calls are steps."""
+    def reply(r):
+        text = r.messages[-1].content
+        if r.response_format is not None and "subtasks" in str(r.response_format.schema):
+            return json.dumps({"subtasks": [{"title": "first", "instruction": "look up INV-1042"},
+                                            {"title": "second", "instruction": "look up INV-1042 again"}]})
+        if r.tools and not any(m.role == "tool" for m in r.messages):
+            return ToolCall("c1", "get_invoice", '{"number": "INV-1042"}')
+        if r.tools:
+            return "total " + str(json.loads([m.content for m in r.messages if m.role == "tool"][-1])["total"])
+        return "combined: " + " / ".join(line for line in text.splitlines() if line.startswith("total"))
+
+    m = ScriptedModel(default=reply)
+    wf = _load(wf_dir, "steps:\n  - name: o\n    orchestrate: {worker_agent: {tools: [get_invoice]}}\n", m)
+    res = await wf.run("two look-ups")
+    assert res.status == "ok" and res.output == "combined: total 42.5 / total 42.5"
+    assert [s.name for s in res.steps if s.kind == "tool"] == ["worker.get_invoice"] * 2
+    with pytest.raises(ConfigError, match="worker_agent: .*not both"):
+        _load(wf_dir, "steps:\n  - orchestrate: {worker: local, worker_agent: {tools: [get_invoice]}}\n", m)

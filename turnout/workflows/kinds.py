@@ -15,7 +15,7 @@ from .context import Node
 from .nodes import Call, Escalate, GuardStep, OrchestrateStep, RouteStep, SectionStep, VoteStep
 from .sequence import Sequence
 from .spec import SplitIn, StepIn, SynthIn, _Compiler, load_workflow_spec, step_kind
-from .tools import AgentStep, FunctionTool, ToolStep, ToolStepIn, load_function
+from .tools import AgentIn, AgentStep, FunctionTool, ToolStep, ToolStepIn, load_function
 
 __all__: list[str] = []
 
@@ -108,7 +108,10 @@ def _orchestrate(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], 
     for rname, m in o.route_models.items():
         c.check_model(m, (*kl, "route_models", rname))
     router = c.router(o.router, (*kl, "router")) if o.router else None
-    return OrchestrateStep(router=router, name=name, **o.model_dump(exclude={"router"}))
+    if o.worker_agent is not None and o.worker is not None:
+        raise c.err((*kl, "worker_agent"), "give worker: (a model) or worker_agent: (an agent with tools), not both")
+    agent = _agent_node(c, o.worker_agent, (*kl, "worker_agent"), scope, "worker") if o.worker_agent is not None else None
+    return OrchestrateStep(router=router, name=name, worker_agent=agent, **o.model_dump(exclude={"router", "worker_agent"}))
 
 
 @step_kind("guard")
@@ -208,8 +211,11 @@ def _keys(tool: FunctionTool, arguments: dict[str, Any]) -> str | None:
 
 @step_kind("agent")
 def _agent(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
-    a = s.agent
-    assert a is not None
+    assert s.agent is not None
+    return _agent_node(c, s.agent, kl, scope, name)
+
+
+def _agent_node(c: _Compiler, a: AgentIn, kl: tuple[Any, ...], scope: set[str], name: str) -> AgentStep:
     tools = [_function_tool(c, t, (*kl, "tools", i)) for i, t in enumerate(a.tools)]
     c.check_template(a.prompt, (*kl, "prompt"), scope)
     c.check_template(a.system, (*kl, "system"), scope)

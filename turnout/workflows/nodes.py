@@ -269,13 +269,15 @@ class OrchestrateStep(Node):
     router: Router | None = None
     route_models: Mapping[str, str] = field(default_factory=dict)
     max_tokens: int | None = 384
+    worker_agent: Node | None = None  # an AgentStep doing each subtask with tools, instead of one model call
     name: str = ""
     kind: str = "orchestrate"
 
     async def _run(self, ctx: RunContext, value: Any, detail: dict[str, Any]) -> Any:
         from .orchestrator import Orchestrator
 
-        o = Orchestrator(ctx.model(self.planner), ctx.model(self.worker), ctx.model(self.synthesizer or self.planner),
+        worker = ctx.model(self.worker) if self.worker_agent is None else _NodeAsModel(self.worker_agent, ctx)
+        o = Orchestrator(ctx.model(self.planner), worker, ctx.model(self.synthesizer or self.planner),
                          max_subtasks=self.max_subtasks, max_depth=self.max_depth, concurrency=self.concurrency, router=self.router,
                          models={r: ctx.model(m) for r, m in self.route_models.items()} or None, max_tokens=self.max_tokens)
         res = await o.run(as_text(value))
@@ -283,6 +285,30 @@ class OrchestrateStep(Node):
         if res.failed:
             detail["_status"] = "partial"
         return res.final
+
+
+class _NodeAsModel:
+    """A node (an agent) where the orchestrator expects a worker model: each subtask's prompt is its
+    input, a branch of the run its context (its calls metered into the run, its tool calls steps)."""
+
+    def __init__(self, node: Node, ctx: RunContext) -> None:
+        self.node, self.ctx = node, ctx
+        self.name = node.name or node.kind
+        from .._types import FREE
+
+        self.price = FREE  # its calls are priced and metered by the models it uses
+
+    async def complete(self, request: Request) -> Completion:
+        branch = self.ctx.branch()
+        cost0 = branch.meter.cost_usd
+        out = await self.node.run(branch, request.messages[-1].content)
+        return Completion(as_text(out), self.name, "stop", cost_usd=branch.meter.cost_usd - cost0)
+
+    async def stream(self, request: Request) -> Any:  # pragma: no cover - the orchestrator only completes
+        raise NotImplementedError("an agent worker answers whole")
+
+    async def aclose(self) -> None:
+        return None
 
 
 @dataclass

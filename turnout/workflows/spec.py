@@ -136,6 +136,7 @@ class OrchestrateIn(_Base):
     router: str | None = None
     route_models: dict[str, str] = {}
     max_tokens: int | None = Field(384, gt=0)
+    worker_agent: AgentIn | None = Field(None, description="each subtask done by an agent with tools (instead of worker:)")
 
 
 class GuardIn(_Base):
