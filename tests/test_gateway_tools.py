@@ -164,3 +164,21 @@ def test_n_samples_come_from_n_upstream_calls_with_one_usage(gw):
     assert r.usage.completion_tokens == 3 * one.usage.completion_tokens and r.usage.prompt_tokens == 3 * one.usage.prompt_tokens
     with pytest.raises(openai.BadRequestError, match="whole answers only"):
         client.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "x"}], n=2, stream=True)
+
+
+def test_litellm_as_a_client(gw, monkeypatch):
+    """LiteLLM's ``completion`` (the OpenAI provider pointed at ``turnout serve``): a tool call, then
+    the answer from the tool's result. Its cost map is read from the package, never fetched."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    _script(gw["upstream"], [{"name": "get_invoice", "arguments": {"number": "INV-5"}}])
+    kw = {"model": "openai/cheap", "api_base": gw["base"] + "/v1", "api_key": "unused", "timeout": 60, "tools": TOOLS}
+    msgs: list = [{"role": "user", "content": "invoice INV-5?"}]
+    r = litellm.completion(messages=msgs, **kw)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_invoice"
+    assert json.loads(call.function.arguments) == {"number": "INV-5"}
+    msgs += [r.choices[0].message.model_dump(), {"role": "tool", "tool_call_id": call.id, "content": '{"total": 7}'}]
+    final = litellm.completion(messages=msgs, **kw)
+    assert final.choices[0].message.content == 'tool said: {"total": 7}'
