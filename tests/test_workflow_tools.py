@@ -79,7 +79,7 @@ async def test_an_agent_loops_with_tools_records_each_call_and_feeds_errors_back
     assert res.status == "ok" and res.output == "Refunded 5 of 42.5."
     second = m.history[1]  # the model saw both results, the missing invoice as an error it can act on
     results = {x.tool_call_id: x.content for x in second.messages if x.role == "tool"}
-    assert results["c1"].startswith("error: get_invoice failed: KeyError") and json.loads(results["c2"])["total"] == 42.5
+    assert results["c1"] == "error: tool get_invoice failed: KeyError: no invoice INV-9" and json.loads(results["c2"])["total"] == 42.5
     assert [t.name for t in second.tools] == ["get_invoice", "issue_refund"] and second.messages[0].content == "You are billing."
     store.flush()
     steps = [(s["name"], s["kind"], s["status"]) for s in store.steps(run_id=res.run_id)]
@@ -89,7 +89,8 @@ async def test_an_agent_loops_with_tools_records_each_call_and_feeds_errors_back
 
 
 async def test_the_loop_is_bounded_by_turns_and_calls(wf_dir):
-    loops = ScriptedModel(default=lambda r: "done" if r.tool_choice == "none" else ToolCall("c", "get_invoice", '{"number": "INV-1042"}'))
+    loops = ScriptedModel(default=lambda r: "done" if r.tool_choice == "none" else ToolCall("c", "get_invoice", json.dumps(
+        {"number": f"INV-{len(r.messages)}"})))  # a new call each turn: only max_turns stops it
     wf = _load(wf_dir, "steps:\n  - name: a\n    agent: {tools: [get_invoice], max_turns: 3}\n", loops)
     res = await wf.run("x")
     assert res.output == "done" and loops.calls == 4 and loops.history[-1].tool_choice == "none"  # 3 turns, then answer
@@ -103,8 +104,18 @@ async def test_the_loop_is_bounded_by_turns_and_calls(wf_dir):
     assert [s.status for s in tools] == ["ok"] * 4 + ["skipped"] * 2 and res.output == "done"
 
 
+async def test_a_model_asking_the_same_call_again_is_made_to_answer(wf_dir):
+    same = ScriptedModel(default=lambda r: "the total is 42.5" if r.tool_choice == "none" else ToolCall("c", "get_invoice",
+                                                                                                        '{"number": "INV-1042"}'))
+    wf = _load(wf_dir, "steps:\n  - name: a\n    agent: {tools: [get_invoice], max_turns: 10}\n", same)
+    res = await wf.run("x")
+    agent = next(s for s in res.steps if s.kind == "agent")
+    assert res.output == "the total is 42.5" and agent.detail["stopped"] == "repeated_call" and same.calls == 3
+
+
 async def test_an_agents_budget_and_deadline_hold(wf_dir):
-    pricey = ScriptedModel(default=ToolCall("c", "get_invoice", '{"number": "INV-1042"}'), price=Price(1000.0, 1000.0))
+    pricey = ScriptedModel(default=lambda r: ToolCall("c", "get_invoice", json.dumps({"number": f"INV-{len(r.messages)}"})),
+                           price=Price(1000.0, 1000.0))  # a new call each turn: only the budget stops it
     wf = _load(wf_dir, "steps:\n  - name: a\n    agent: {tools: [get_invoice], budget_usd: 0.5, max_turns: 20, max_tokens: 50}\n", pricey)
     res = await wf.run("look it up")
     assert res.status == "error" and "budget" in res.error and pricey.calls < 20  # refused before the call that would pass it
@@ -176,7 +187,8 @@ async def test_the_embedded_model_calls_a_python_tool_and_answers_with_its_resul
     """No key, no network: the shipped local model, a grammar-held call, the tool's result in the answer."""
     (wf_dir / "wf.yaml").write_text("name: t\n" + HEAD + """steps:
   - name: billing
-    agent: {tools: [get_invoice, issue_refund], prompt: "What is the total of invoice {input}?", tool_choice: required, max_tokens: 120}
+    agent: {tools: [get_invoice, issue_refund], prompt: "What is the total of invoice {input}?", tool_choice: required, max_tokens: 120,
+            temperature: 0}
 """)
     wf = Workflow.load(wf_dir / "wf.yaml")
     try:
@@ -209,3 +221,17 @@ async def test_orchestrator_workers_may_be_agents(wf_dir):
     assert [s.name for s in res.steps if s.kind == "tool"] == ["worker.get_invoice"] * 2
     with pytest.raises(ConfigError, match="worker_agent: .*not both"):
         _load(wf_dir, "steps:\n  - orchestrate: {worker: local, worker_agent: {tools: [get_invoice]}}\n", m)
+
+
+def test_turnout_run_names_the_tools_called(wf_dir):
+    from typer.testing import CliRunner
+
+    from turnout.cli import app
+
+    (wf_dir / "wf.yaml").write_text("name: t\n" + HEAD + "steps:\n  - name: inv\n    tool: {name: get_invoice, arguments: {number: '{input}'}}\n")
+    r = CliRunner().invoke(app, ["run", str(wf_dir / "wf.yaml"), "-i", "INV-1042", "--db", str(wf_dir / "c.db")])
+    assert r.exit_code == 0, r.output
+    assert '"total": 42.5' in r.output and "tools" in r.output and "get_invoice" in r.output and "calls" in r.output
+    r = CliRunner().invoke(app, ["run", str(wf_dir / "wf.yaml"), "-i", "INV-0", "--db", str(wf_dir / "c.db")])
+    out = " ".join(r.output.split())  # the summary table wraps long lines
+    assert r.exit_code == 1 and "tool get_invoice failed: KeyError: no invoice INV-0" in out and "Traceback" not in out

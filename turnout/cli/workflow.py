@@ -77,6 +77,9 @@ def _summary_table(res: Any) -> Table:
         t.add_row(f"route ({step})", f"{d.route} (confidence {d.confidence:.2f}, {d.outcome})")
     for e in res.escalations:
         t.add_row("escalated", f"to {e['queue']}")
+    tools = [s for s in res.steps if s.kind == "tool"]
+    if tools:  # each tool call of the run, in order: name and how it went
+        t.add_row("tools", ", ".join(f"{s.detail.get('tool', s.name)}" + ("" if s.status == "ok" else f" ({s.status})") for s in tools))
     t.add_row("calls", f"{res.calls}" + (f" ({res.errors} failed)" if res.errors else ""))
     t.add_row("tokens", f"{res.input_tokens} in / {res.output_tokens} out")
     t.add_row("cost", f"${res.cost_usd:.6f}")

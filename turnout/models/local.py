@@ -351,7 +351,7 @@ def tool_prompt(request: Request) -> Request:
         if m.role == "tool":
             msgs.append(Message.user(f"Result of {m.name or 'the tool'} ({m.tool_call_id}): {m.content}"))
         elif m.tool_calls:
-            msgs.append(Message.assistant("\n".join(json.dumps({"name": c.name, "arguments": c.args()}) for c in m.tool_calls)))
+            msgs.append(Message.assistant("\n".join(f"(called {c.name} with {c.arguments})" for c in m.tool_calls)))
         else:
             msgs.append(m)
     rf = None if request.tool_choice == "none" else ResponseFormat("json_schema", tool_schema(request), "tool_call")

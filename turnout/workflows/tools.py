@@ -63,6 +63,7 @@ class AgentIn(_Base):
     max_tool_calls: int = Field(12, ge=1, le=200)
     tool_choice: str = Field("auto", description="the first turn's: auto, required or a tool's name (later turns: auto)")
     max_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
     budget_usd: float | None = Field(None, gt=0)
     deadline: float | None = Field(None, gt=0, description="seconds for the whole loop")
 
@@ -143,11 +144,22 @@ class FunctionTool:
         if problem:
             raise WorkflowError(f"tool {self.name}: bad arguments: {problem}")
         kw = self._model.model_validate(dict(arguments)).model_dump()
-        if inspect.iscoroutinefunction(self.fn):
-            out = await self.fn(**kw)
-        else:
-            out = await asyncio.to_thread(self.fn, **kw)
+        try:
+            if inspect.iscoroutinefunction(self.fn):
+                out = await self.fn(**kw)
+            else:
+                out = await asyncio.to_thread(self.fn, **kw)
+        except Exception as e:  # noqa: BLE001 - the function's own failure: a step error naming the tool, never a traceback
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise WorkflowError(f"tool {self.name} failed: {type(e).__name__}: {msg}") from e
         return out if isinstance(out, str) else json.dumps(out, default=str)
+
+
+def _canonical(arguments: str) -> str:
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True)
+    except ValueError:
+        return arguments
 
 
 # -- the steps -------------------------------------------------------------------------------------
@@ -195,6 +207,7 @@ class AgentStep(Node):
     max_tool_calls: int = 12
     tool_choice: str = "auto"
     max_tokens: int | None = None
+    temperature: float | None = None
     budget_usd: float | None = None
     deadline: float | None = None
     name: str = ""
@@ -221,18 +234,23 @@ class AgentStep(Node):
         msgs: list[Message] = [Message.system(render(self.system, scope, where=where))] if self.system else []
         msgs.append(Message.user(render(self.prompt, scope, where=where)))
         specs, m, calls = tuple(t.spec for t in self.tools), ctx.model(self.model), 0
+        seen: set[tuple[str, str]] = set()  # calls made: the same call again means the model is looping
+        repeated = False
         for turn in range(self.max_turns + 1):
-            last = turn == self.max_turns or calls >= self.max_tool_calls  # out of room: answer with what you have
+            last = turn == self.max_turns or calls >= self.max_tool_calls or repeated  # answer with what you have
             choice = "none" if last else (self.tool_choice if turn == 0 else "auto")
-            c = await m.complete(Request(tuple(msgs), max_tokens=self.max_tokens, tools=specs, tool_choice=choice,
-                                         metadata={"step": self.name or "agent"}))
+            c = await m.complete(Request(tuple(msgs), max_tokens=self.max_tokens, temperature=self.temperature, tools=specs,
+                                         tool_choice=choice, metadata={"step": self.name or "agent"}))
             if not c.tool_calls or last:
                 detail.update({"model": c.model, "turns": turn + 1, "tool_calls": calls})
                 if last and turn:
-                    detail["stopped"] = "max_turns" if turn == self.max_turns else "max_tool_calls"
+                    detail["stopped"] = "repeated_call" if repeated else "max_turns" if turn == self.max_turns else "max_tool_calls"
                 return c.text
             msgs.append(Message.assistant(c.text, c.tool_calls))
             room = max(0, self.max_tool_calls - calls)
+            keys = [(t.name, _canonical(t.arguments)) for t in c.tool_calls]
+            repeated = all(k in seen for k in keys)  # nothing new asked: run it, then make the model answer
+            seen.update(keys)
             done = await asyncio.gather(*(self._call(t, i < room) for i, t in enumerate(c.tool_calls)))
             calls += min(room, len(c.tool_calls))
             for t, (out, status, t0, info) in zip(c.tool_calls, done, strict=True):  # recorded in the model's order
@@ -253,10 +271,10 @@ class AgentStep(Node):
                 status, out = "error", f"error: there is no tool {call.name!r}; the tools are: {', '.join(self._by_name)}"
             else:
                 out = await tool.call(call.args())
-        except (WorkflowError, ConfigError) as e:
+        except (WorkflowError, ConfigError) as e:  # bad arguments, or the function failed: the model is told
             status, out = "error", f"error: {e}"
-        except Exception as e:  # noqa: BLE001 - a tool's own failure goes back to the model, not up the run
-            status, out = "error", f"error: {call.name} failed: {type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - e.g. arguments that are not JSON: back to the model, not up the run
+            status, out = "error", f"error: {call.name}: {type(e).__name__}: {e}"
         if status != "ok":
             detail["error"] = out[7:][:300]
         return out, status, t0, detail
