@@ -35,3 +35,25 @@ async def test_stream_is_one_event():
     m = Traced(ScriptedModel(default="one two three"), sink)
     chunks = [c async for c in m.stream(Request.of("x"))]
     assert len(chunks) == 4 and len(sink) == 1 and sink.events[0].stream and sink.events[0].ok
+
+
+async def test_a_stream_is_recorded_at_its_final_chunk_and_a_cut_one_as_cut():
+    """A caller that stops right after the final chunk (the gateway does) still gets the call
+    recorded, as ok; one that stops part way gets it recorded as cut (StreamClosed)."""
+    from contextlib import aclosing
+
+    from turnout import Request
+    from turnout.policies.trace import MemorySink, Traced
+    from turnout.testing import ScriptedModel
+
+    sink = MemorySink()
+    m = Traced(ScriptedModel(default="one two three four"), sink)
+    async with aclosing(m.stream(Request.of("x"))) as agen:
+        async for chunk in agen:
+            if chunk.done:
+                break  # stop at once, as a server does after the final chunk
+    assert [(e.ok, e.error_type) for e in sink.events] == [(True, None)] and sink.events[0].usage.output_tokens > 0
+    async with aclosing(m.stream(Request.of("x"))) as agen:
+        async for _ in agen:
+            break  # the first piece only
+    assert [(e.ok, e.error_type) for e in sink.events][1:] == [(False, "StreamClosed")]

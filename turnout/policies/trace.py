@@ -77,8 +77,8 @@ class _NoSink:
         pass
 
 
-class _Cut(Exception):
-    """What a trace names a stream closed by its caller before the end."""
+class StreamClosed(Exception):
+    """What a trace records (error_type) for a stream its caller closed before the final chunk."""
 
 
 class Traced(Wrapper):
@@ -178,5 +178,5 @@ class Traced(Wrapper):
                     yield chunk
         finally:
             if not emitted:  # ended without its final chunk, or the caller stopped part way: a cut call
-                cut = _Cut("the stream was closed before its end") if last is not None else None
+                cut = StreamClosed("the caller closed the stream before its end") if last is not None else None
                 self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=cut, tools=tuple(called)))
