@@ -43,9 +43,9 @@ class Tool:
     parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool = False
     # computed once (a tool is sent with every call of a loop): the JSON-schema function object, and
-    # the characters it adds to a prompt
+    # it as JSON text (what budgets and rate limits count)
     function: dict[str, Any] = field(init=False, repr=False, compare=False)
-    chars: int = field(init=False, repr=False, compare=False)
+    text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         import json as _json
@@ -59,7 +59,7 @@ class Tool:
             raise ConfigError(f"tool {self.name}: parameters must be a JSON schema of type object")
         fn = {"name": self.name, "description": self.description, "parameters": dict(self.parameters), **({"strict": True} if self.strict else {})}
         object.__setattr__(self, "function", fn)
-        object.__setattr__(self, "chars", len(self.name) + len(self.description) + len(_json.dumps(fn["parameters"], default=str)))
+        object.__setattr__(self, "text", _json.dumps(fn, default=str))
 
 
 class ToolCall(NamedTuple):
@@ -117,16 +117,27 @@ class ToolCalls:
     def __bool__(self) -> bool:
         return bool(self._parts)
 
-    def done(self, *, check: bool = True) -> tuple[ToolCall, ...]:
+    def done(self, model: str = "") -> tuple[ToolCall, ...]:
         calls = tuple(ToolCall(i or f"call_{k}", n, "".join(a) or "{}") for k, (i, n, a) in sorted(self._parts.items()))
         for c in calls:
             if not c.name:
                 from ._errors import BadResponse
 
-                raise BadResponse(f"streamed tool call {c.id} has no name")
-            if check:
-                c.args()
-        return calls
+                raise BadResponse(f"streamed tool call {c.id} has no name", model=model)
+        return checked_calls(calls, model)
+
+
+def checked_calls(calls: tuple[ToolCall, ...], model: str = "") -> tuple[ToolCall, ...]:
+    """The calls, each one's arguments checked to be a JSON object: else a ``BadResponse`` naming the
+    tool and the model (a broken call is reported, never passed on or dropped)."""
+    from ._errors import BadResponse
+
+    for c in calls:
+        try:
+            c.args()
+        except BadResponse as e:
+            raise BadResponse(str(e), model=model) from None
+    return calls
 
 
 class Message(NamedTuple):
@@ -240,7 +251,7 @@ class Request(_RequestFields):
 
 def tools_chars(tools: Sequence[Tool]) -> int:
     """The characters tool definitions add to a prompt (name, description, the schema as JSON)."""
-    return sum(t.chars for t in tools)
+    return sum(len(t.text) for t in tools)
 
 
 def _check_tools(req: Request) -> None:
@@ -268,9 +279,7 @@ def prompt_token_bound(request: Request, count: Any = None) -> int:
 
 def tools_text(request: Request) -> str:
     """The tool definitions and the tool calls of a request as text, for counting their tokens."""
-    import json as _json
-
-    parts = [_json.dumps(t.function, default=str) for t in request.tools]
+    parts = [t.text for t in request.tools]
     parts += [c.name + c.arguments for m in request.messages for c in m.tool_calls]
     return "\n".join(parts)
 

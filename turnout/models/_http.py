@@ -26,7 +26,6 @@ from .._errors import (
     RateLimited,
     is_context_overflow,
 )
-from .._types import ToolCall
 
 T = TypeVar("T")
 
@@ -228,17 +227,6 @@ class HTTPClient:
             raise
         except (TimeoutError, aiohttp.ClientError) as e:
             raise translate_transport(e, model, t) from None
-
-
-def checked_calls(calls: tuple[ToolCall, ...], model: str) -> tuple[ToolCall, ...]:
-    """The calls, each one's arguments checked to be a JSON object: else a ``BadResponse`` naming the
-    tool and the model (a broken call is reported, never passed on or dropped)."""
-    for c in calls:
-        try:
-            c.args()
-        except BadResponse as e:
-            raise BadResponse(str(e), model=model) from None
-    return calls
 
 
 class HTTPAdapter:

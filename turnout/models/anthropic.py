@@ -13,8 +13,20 @@ from typing import Any
 
 from .._constants import ANTHROPIC_BASE_URL, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S
 from .._errors import BadResponse, ProviderUnavailable
-from .._types import FREE, Completion, Price, Request, StreamChunk, ToolCall, ToolCallDelta, ToolCalls, Usage, estimate_tokens
-from ._http import HTTPAdapter, checked_calls
+from .._types import (
+    FREE,
+    Completion,
+    Price,
+    Request,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    ToolCalls,
+    Usage,
+    checked_calls,
+    estimate_tokens,
+)
+from ._http import HTTPAdapter
 
 __all__ = ["AnthropicModel"]
 
@@ -180,7 +192,7 @@ class AnthropicModel(HTTPAdapter):
         if not stopped:
             raise BadResponse("stream ended before message_stop", model=self.name)
         if calls:
-            checked_calls(calls.done(check=False), self.name)
+            calls.done(self.name)
             finish = "tool_calls"
         usage = Usage(in_tok, out_tok)
         yield StreamChunk("", True, finish or "stop", usage, self.price.cost(usage), time.perf_counter() - t0, self.name)  # type: ignore[arg-type]

@@ -27,9 +27,10 @@ from .._types import (
     ToolCallDelta,
     ToolCalls,
     Usage,
+    checked_calls,
     estimate_tokens,
 )
-from ._http import HTTPAdapter, checked_calls, excerpt
+from ._http import HTTPAdapter, excerpt
 
 __all__ = ["OpenAICompatible"]
 
@@ -205,7 +206,7 @@ class OpenAICompatible(HTTPAdapter):
         if not done and finish is None:
             raise BadResponse("stream ended before the answer was complete (no finish_reason, no [DONE])", model=self.name)
         if calls:
-            checked_calls(calls.done(check=False), self.name)  # each call's arguments must be JSON: reported, not passed on broken
+            calls.done(self.name)  # each call's arguments must be JSON: reported, not passed on broken
             finish = "tool_calls"
         if usage is None:
             usage = Usage(estimate_tokens(request.prompt_chars), estimate_tokens(n_chars) if n_chars else 0)
