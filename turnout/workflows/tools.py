@@ -129,21 +129,23 @@ class FunctionTool:
     def __repr__(self) -> str:
         return f"FunctionTool({self.name!r})"
 
+    def _validated(self, arguments: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """(the arguments as the function takes them, None) or (None, what is wrong with them)."""
+        try:
+            return self._model.model_validate(dict(arguments)).model_dump(), None
+        except ValidationError as e:
+            return None, "; ".join(f"{'.'.join(map(str, x['loc'])) or 'arguments'}: {x['msg']}" for x in e.errors())
+
     def check(self, arguments: Mapping[str, Any]) -> str | None:
         """What is wrong with these arguments (missing, unknown, wrong type), or None."""
-        try:
-            self._model.model_validate(dict(arguments))
-        except ValidationError as e:
-            return "; ".join(f"{'.'.join(map(str, x['loc'])) or 'arguments'}: {x['msg']}" for x in e.errors())
-        return None
+        return self._validated(arguments)[1]
 
     async def call(self, arguments: Mapping[str, Any]) -> str:
         """Run the function with the validated arguments; its result as text. A sync function runs
         in a worker thread (never blocking the event loop)."""
-        problem = self.check(arguments)
-        if problem:
+        kw, problem = self._validated(arguments)
+        if kw is None:
             raise WorkflowError(f"tool {self.name}: bad arguments: {problem}")
-        kw = self._model.model_validate(dict(arguments)).model_dump()
         try:
             if inspect.iscoroutinefunction(self.fn):
                 out = await self.fn(**kw)
