@@ -44,7 +44,7 @@ def echo(prefix="echo"):
 GOLDEN = [
     ("name: x\nsteps: []\n", "wf.yaml:2: steps: List should have at least 1 item after validation, not 0"),
     ("name: x\nsteps:\n  - frob: {}\n", "wf.yaml:3: steps.0: unknown step kind or key 'frob' (a step is one of: call, handler, route, "
-                                        "section, vote, chain, orchestrate, guard, escalate, workflow, tool, agent; with optional name and gate)"),
+                                        "section, vote, chain, orchestrate, guard, escalate, approve, workflow, tool, agent; with optional name and gate)"),
     ("name: x\nsteps:\n  - call: {prompt: hi}\n    handler: a\n", "wf.yaml:3: steps.0: a step has exactly one of"),
     ("name: x\nsteps:\n  - call: {prompt: '{nope}'}\n",
      "wf.yaml:3: steps.0.call.prompt: template variable {nope} is not defined here (known: input, original, steps)"),
@@ -113,11 +113,13 @@ steps:
         c = await wf.run("get me a lawyer", store=store)
         assert a.text == "echo: Billing: my invoice is wrong" and a.status == "ok" and a.calls == 1
         assert b.text == "echo: General (general, 0.0): hello"
-        assert c.text == "A lawyer will call about: get me a lawyer" and c.status == "escalated" and c.calls == 0
-        assert c.escalations == [{"queue": "legal", "input": "get me a lawyer", "step": ""}]
+        # with a store the run waits on the legal queue (the caller is told the message meanwhile)
+        assert c.text == "A lawyer will call about: get me a lawyer" and c.status == "waiting" and c.calls == 0
+        assert c.escalations == [{"queue": "legal", "input": "get me a lawyer", "step": "escalate", "item": c.waiting, "status": "waiting"}]
         assert [(s, d.route) for s, d in a.decisions] == [("answer", "billing")]
         runs = {r.run_id: r for r in store.runs()}
-        assert runs[c.run_id].status == "escalated" and runs[a.run_id].output == a.text
+        assert runs[c.run_id].status == "waiting" and runs[a.run_id].output == a.text
+        assert [i["item_id"] for i in store.queue_items(queue="legal")] == [c.waiting]
         assert [(d.router, d.route) for d in store.decisions(run_id=a.run_id)] == [("triage", "billing")]
         assert [s["kind"] for s in store.steps(run_id=a.run_id)] == ["call", "route", "chain"]
         assert len(store.calls(run_id=a.run_id)) == 1

@@ -16,6 +16,7 @@ from typing import Any as _Any
 from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import ComplianceError as ComplianceError
 from ._errors import ConfigError as ConfigError
+from ._errors import QueueError as QueueError
 from ._errors import ProviderError as ProviderError
 from ._errors import TurnoutError as TurnoutError
 from ._sync import run_sync as run_sync
@@ -56,6 +57,7 @@ __all__ = [
     "Completion",
     "ComplianceError",
     "ConfigError",
+    "QueueError",
     "LocalEmbedder",
     "LocalLLM",
     "Message",

@@ -36,6 +36,7 @@ from typing import Any
 from ._secrets import scrub
 
 __all__ = [
+    "QueueError",
     "AllModelsFailed",
     "AuthError",
     "BadResponse",
@@ -82,6 +83,11 @@ def _rebuild(cls: type[TurnoutError], args: tuple[Any, ...], state: dict[str, An
 
 class ConfigError(TurnoutError):
     """Bad configuration or misuse: retrying cannot help."""
+
+
+class QueueError(ConfigError):
+    """An escalation-queue action that cannot be done (unknown item or route, a claim held by
+    someone else or expired, an item already resolved, a run that cannot resume): said plainly."""
 
 
 class UnknownModel(ConfigError, KeyError):

@@ -104,7 +104,8 @@ class OpenRun:
 
 @contextmanager
 def open_run(store: Any = None, workflow: str = "run", input: str | None = None, *, tags: Mapping[str, str] | None = None,
-             meters: tuple[Any, ...] = (), join: bool = False, deadline: float | None = None) -> Iterator[OpenRun]:
+             meters: tuple[Any, ...] = (), join: bool = False, deadline: float | None = None,
+             resume: str | None = None) -> Iterator[OpenRun]:
     """``with open_run(store, "triage", text, tags={"key": ...}) as run:`` — a run in ``store``, in scope.
 
     ``tags`` are stored with the run; ``key`` and ``team`` among them also enter the scope (budgets).
@@ -118,6 +119,9 @@ def open_run(store: Any = None, workflow: str = "run", input: str | None = None,
     cur = _SCOPE.get()
     if join and store is None and cur is not None and cur.run is not None:
         run = OpenRun(cur.store, cur.run, workflow, t.get("key"), t.get("team"), meters, owned=False, deadline=due)
+    elif store is not None and resume is not None:
+        store.reopen_run(resume)
+        run = OpenRun(store, resume, workflow, t.get("key"), t.get("team"), meters, owned=True, deadline=due)
     elif store is not None:
         run = OpenRun(store, store.start_run(workflow, input, tags=t), workflow, t.get("key"), t.get("team"), meters, owned=True,
                       deadline=due)

@@ -10,6 +10,7 @@ from ._errors import BadResponse as BadResponse
 from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import ComplianceError as ComplianceError
 from ._errors import ConfigError as ConfigError
+from ._errors import QueueError as QueueError
 from ._errors import ContextLengthExceeded as ContextLengthExceeded
 from ._errors import DataClassNotAllowed as DataClassNotAllowed
 from ._errors import DeadlineExceeded as DeadlineExceeded
@@ -25,4 +26,4 @@ from ._errors import ToolsNotSupported as ToolsNotSupported
 from ._errors import TurnoutError as TurnoutError
 from ._errors import UnknownModel as UnknownModel
 
-__all__ = ["AllModelsFailed", "AuthError", "BadResponse", "BudgetExceeded", "ComplianceError", "ConfigError", "ContextLengthExceeded", "DataClassNotAllowed", "DeadlineExceeded", "InvalidRequest", "LimitExceeded", "MissingAPIKey", "ModelNotInstalled", "ProviderError", "ProviderTimeout", "ProviderUnavailable", "RateLimited", "ToolsNotSupported", "TurnoutError", "UnknownModel"]
+__all__ = ["AllModelsFailed", "AuthError", "BadResponse", "BudgetExceeded", "ComplianceError", "ConfigError", "ContextLengthExceeded", "DataClassNotAllowed", "DeadlineExceeded", "InvalidRequest", "LimitExceeded", "MissingAPIKey", "ModelNotInstalled", "ProviderError", "ProviderTimeout", "ProviderUnavailable", "QueueError", "RateLimited", "ToolsNotSupported", "TurnoutError", "UnknownModel"]

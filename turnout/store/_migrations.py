@@ -150,3 +150,26 @@ def _m10() -> str:
 @migration(11)
 def _m11() -> str:
     return "ALTER TABLE calls ADD COLUMN tools TEXT"  # the tools the answer called, comma-separated (names, never arguments)
+
+
+@migration(12)
+def _m12() -> str:
+    # people in the loop: the escalation queue, the runs waiting on it (their state, to resume from the
+    # step that asked), and the refits a router had (so reports compare escalation rates before/after)
+    return """
+    CREATE TABLE escalations (
+        item_id TEXT PRIMARY KEY, queue TEXT NOT NULL, run_id TEXT NOT NULL, step TEXT NOT NULL, kind TEXT NOT NULL,
+        input TEXT, context TEXT NOT NULL, choices TEXT NOT NULL, status TEXT NOT NULL, created_at $real NOT NULL, team TEXT,
+        workflow TEXT, router TEXT, claimed_by TEXT, claim_until $real, resolved_by TEXT, resolved_at $real, resolution TEXT,
+        expires_at $real
+    );
+    CREATE INDEX escalations_queue ON escalations(queue, status, created_at);
+    CREATE INDEX escalations_run ON escalations(run_id);
+    CREATE TABLE suspended_runs (
+        run_id TEXT PRIMARY KEY, item_id TEXT NOT NULL, workflow TEXT NOT NULL, path TEXT, version TEXT NOT NULL,
+        state TEXT NOT NULL, created_at $real NOT NULL, resume_until $real
+    );
+    CREATE TABLE router_fits (
+        id $id, router TEXT NOT NULL, at $real NOT NULL, source TEXT NOT NULL, examples INTEGER NOT NULL, detail TEXT NOT NULL
+    )
+    """

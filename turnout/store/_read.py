@@ -141,4 +141,5 @@ class Readers:
             "calls": [asdict(c) for c in self.calls(run_id=run_id)],
             "verdicts": self.verdicts(run_id=run_id),
             "audit": self.audit(run_id=run_id), "feedback": self.feedback(run_id),
+            "escalations": self.queue_items(run_id=run_id),  # type: ignore[attr-defined]
         }

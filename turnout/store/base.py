@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .._scope import active_run as active_run
 
-__all__ = ["BatchLedger", "CallRow", "DecisionRow", "FeedbackStore", "KeyTable", "RunReader", "RunRow", "Store", "Tee", "TraceStore",
+__all__ = ["BatchLedger", "CallRow", "DecisionRow", "EscalationQueue", "FeedbackStore", "KeyTable", "RunReader", "RunRow", "Store", "Tee", "TraceStore",
            "active_run", "text_or_hash"]
 
 # ``active_run()``: (store, run_id) of the run the current task is in, from the one run scope
@@ -173,6 +173,36 @@ class FeedbackStore(Protocol):
 
 
 @runtime_checkable
+class EscalationQueue(Protocol):
+    """The escalation queue, the runs waiting on it and routers' refits (``_queue.py``), written at once."""
+
+    def queue_suspend(self, item: Mapping[str, Any], state: Mapping[str, Any]) -> str: ...
+
+    def reopen_run(self, run_id: str) -> None: ...
+
+    def queue_items(self, *, queue: str | None = None, status: str | None = None, team: str | None = None, run_id: str | None = None,
+                    any_team: bool = True, limit: int = 200) -> list[dict[str, Any]]: ...
+
+    def queue_item(self, item_id: str) -> dict[str, Any] | None: ...
+
+    def queue_claim(self, item_id: str, who: str, *, ttl_s: float = 900.0) -> dict[str, Any]: ...
+
+    def queue_resolve(self, item_id: str, who: str, resolution: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def suspended(self, run_id: str) -> dict[str, Any] | None: ...
+
+    def resume_take(self, run_id: str, *, lease_s: float = 3600.0) -> bool: ...
+
+    def resume_release(self, run_id: str) -> None: ...
+
+    def resume_done(self, run_id: str, item_id: str) -> None: ...
+
+    def record_fit(self, router: str, *, source: str, examples: int, detail: Mapping[str, Any] | None = None) -> None: ...
+
+    def fits(self, router: str | None = None) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
 class RunReader(Protocol):
     """What reports, the dashboard and ``GET /v1/runs/{id}`` read; every read off the event loop."""
 
@@ -191,7 +221,7 @@ class RunReader(Protocol):
 
 
 @runtime_checkable
-class Store(TraceStore, BatchLedger, KeyTable, FeedbackStore, RunReader, Protocol):
+class Store(TraceStore, BatchLedger, KeyTable, FeedbackStore, EscalationQueue, RunReader, Protocol):
     """A whole store (what ``open_store`` returns): for a caller that uses several of its concerns —
     the gateway, the dashboard, a batch (runs and its ledger). ``path`` is what messages name it by
     (a file, or a URL without its password)."""

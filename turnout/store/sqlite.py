@@ -28,6 +28,7 @@ from .._scope import active_run, open_run
 from .._secrets import scrub, scrub_row
 from ._dialect import SQLITE, Dialect
 from ._migrations import MIGRATIONS
+from ._queue import Queue, QueueTables
 from ._read import Readers
 from ._sync import SyncTables
 from .base import text_or_hash
@@ -51,7 +52,7 @@ def default_path() -> Path:
     return Path(os.environ.get("TURNOUT_DB") or Path(".turnout") / "turnout.db")
 
 
-class SQLiteStore(SyncTables, Readers):
+class SQLiteStore(SyncTables, QueueTables, Readers):
     dialect: Dialect = SQLITE  # what differs between databases (PostgresStore: POSTGRES)
     _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
     # the failures of the database itself (locked, read-only, full, gone): rows are kept and retried;
@@ -182,6 +183,11 @@ class SQLiteStore(SyncTables, Readers):
         with open_run(self, workflow, input, tags=tags) as run:
             yield run.run_id
 
+    @property
+    def queue(self) -> Queue:
+        """The escalation queue's async door: ``await store.queue()``, ``await store.queue.resolve(...)``."""
+        return Queue(self)
+
     def _run_id(self) -> str | None:
         a = active_run()
         return a[1] if a is not None and a[0] is self else None
@@ -190,6 +196,10 @@ class SQLiteStore(SyncTables, Readers):
         run_id = uuid.uuid4().hex
         self._put("run", (run_id, workflow, "running", time.time(), text_or_hash(input, self.redact), json.dumps(dict(tags or {}))))
         return run_id
+
+    def reopen_run(self, run_id: str) -> None:
+        """A run that waited for a person runs again (the same row; ``finish_run`` ends it)."""
+        self._put("reopen", (run_id,))
 
     def finish_run(self, run_id: str, *, status: str = "ok", output: str | None = None) -> None:
         self._put("finish", (status, time.time(), text_or_hash(output, self.redact), run_id))
@@ -264,6 +274,7 @@ class SQLiteStore(SyncTables, Readers):
     # -- the flusher -----------------------------------------------------------------------------------
     _SQL = {
         "run": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags) VALUES (?, ?, ?, ?, ?, ?)",
+        "reopen": "UPDATE runs SET status = 'running' WHERE run_id = ?",
         "finish": "UPDATE runs SET status = ?, finished_at = ?, output = COALESCE(?, output) WHERE run_id = ?",
         "call": "INSERT INTO calls (run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, "
                 "retries, fallback, stream, tools) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

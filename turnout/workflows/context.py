@@ -9,6 +9,7 @@ a route's targets), ``section`` / ``title`` / ``index`` (inside a section's map)
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
 import time
@@ -23,11 +24,33 @@ from ..models.base import ChatModel
 from ..policies.trace import CallEvent, Traced
 from ..routing.base import Decision
 
-__all__ = ["Meter", "Node", "RunContext", "StepRecord", "WorkflowError", "as_text", "last_escalated", "render", "template_names"]
+__all__ = ["Meter", "Node", "RunContext", "StepRecord", "Suspended", "WorkflowError", "as_text", "current_key", "last_escalated", "render",
+           "template_names"]
 
 
 class WorkflowError(TurnoutError):
     """A workflow could not produce an output (a step failed, a template had no value, ...)."""
+
+
+class Suspended(Exception):  # noqa: N818 - not an error: the run waits for a person
+    """A step asked a person (``escalate``, ``approve``): the run stops here and waits. Raised by the
+    step, carried up through its parents (which record nothing: they have not finished), caught by
+    ``Workflow.run``, which queues ``item`` and stores the run's journal to resume from."""
+
+    def __init__(self, key: str, item: dict[str, Any], message: str) -> None:
+        super().__init__(f"waiting on queue {item.get('queue')!r}")
+        self.key, self.item, self.message = key, item, message
+
+
+# the key of the node running in this task, and how many branches it has opened (a branch's key is
+# its node's key and a tag, so replaying a run finds each step's journal entry again)
+_NODE: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("turnout_node", default=None)
+
+
+def current_key() -> str:
+    """The journal key of the step running now ('' outside a step)."""
+    n = _NODE.get()
+    return n[0] if n is not None else ""
 
 
 # -- templates --------------------------------------------------------------------------------------
@@ -117,6 +140,17 @@ class RunContext:
     escalations: list[dict[str, Any]] = field(default_factory=list)
     sample: int | None = None  # the vote sample this branch is producing (seed and temperature)
     _models: dict[str, ChatModel] = field(default_factory=dict)
+    # the run's journal (key -> what a finished step produced), what to replay from (a resumed run's
+    # journal) and the resolutions of the people it waited on (step key -> resolution); one per run
+    journal: dict[str, Any] = field(default_factory=dict)
+    replay: dict[str, Any] = field(default_factory=dict)
+    resolutions: dict[str, Any] = field(default_factory=dict)
+    key: str = ""  # this branch's key; its steps are key/1, key/2, ... in the order they start
+    _n: list[int] = field(default_factory=lambda: [0])
+
+    def next_key(self) -> str:
+        self._n[0] += 1
+        return f"{self.key}/{self._n[0]}"
 
     def model(self, name: str | None) -> ChatModel:
         n = name or self.default_model
@@ -126,22 +160,31 @@ class RunContext:
             m = self._models[n] = Traced(self.resolve(n), self.meter, attribute=False)
         return m
 
-    def branch(self, **vars: Any) -> RunContext:
-        """A context for one parallel branch: its own outputs and meter (counting into this one)."""
+    def branch(self, tag: str | None = None, **vars: Any) -> RunContext:
+        """A context for one parallel branch: its own outputs and meter (counting into this one).
+        ``tag`` names the branch within the step that opens it (a section's index, a sample's number),
+        so a resumed run finds the branch's steps again; untagged branches are numbered."""
+        n = _NODE.get()
+        if tag is None:
+            if n is not None:
+                n[1] += 1
+            tag = f"b{n[1] if n is not None else 0}"
         return RunContext(self.resolve, self.default_model, self.original, dict(self.outputs), {**self.vars, **vars},
-                          Meter(self.meter), self.decisions, self.steps, self.escalations, vars.get("_sample", self.sample))
+                          Meter(self.meter), self.decisions, self.steps, self.escalations, vars.get("_sample", self.sample),
+                          self._models, self.journal, self.replay, self.resolutions, f"{n[0] if n is not None else self.key}:{tag}")
 
     def scope(self, value: Any) -> dict[str, Any]:
         return {"input": value, "original": self.original, "steps": self.outputs, **{k: v for k, v in self.vars.items() if k[0] != "_"}}
 
 
-def record_step(ctx: RunContext, name: str, kind: str, status: str, t0: float, cost0: float, detail: dict[str, Any]) -> None:
+def record_step(ctx: RunContext, name: str, kind: str, status: str, t0: float, cost0: float, detail: dict[str, Any]) -> StepRecord:
     """One step of the run (a node, or a tool call inside an agent): in the context and the active store."""
     rec = StepRecord(name, kind, status, time.perf_counter() - t0, ctx.meter.cost_usd - cost0, detail)
     ctx.steps.append(rec)
     a = active_run()
     if a is not None:
         a[0].record_step(rec.name, rec.kind, latency_s=rec.latency_s, status=status, cost_usd=rec.cost_usd, detail=detail, run_id=a[1])
+    return rec
 
 
 def last_escalated(ctx: RunContext) -> bool:
@@ -154,24 +197,46 @@ class Node:
     kind: str = "step"
 
     async def run(self, ctx: RunContext, value: Any) -> Any:
+        key = ctx.next_key()
+        if ctx.replay:
+            done = ctx.replay.get(key)
+            if done is not None:
+                return self._replayed(ctx, key, done)
+        token = _NODE.set([key, 0])
         t0, cost0 = time.perf_counter(), ctx.meter.cost_usd
         detail: dict[str, Any] = {}
         status = "ok"
         try:
             out = await self._run(ctx, value, detail)
+        except Suspended:
+            raise  # not finished: recorded when the run resumes and this step ends
         except BaseException as e:
             status = "cancelled" if isinstance(e, (KeyboardInterrupt, SystemExit)) or type(e).__name__ == "CancelledError" else "error"
             detail["error"] = describe(e)[:300]
             self._record(ctx, status, t0, cost0, detail)
             raise
+        finally:
+            _NODE.reset(token)
         status = detail.pop("_status", "ok")
-        self._record(ctx, status, t0, cost0, detail)
+        rec = self._record(ctx, status, t0, cost0, detail)
+        ctx.journal[key] = [self.kind, self.name, status, out, rec.latency_s, rec.cost_usd]
         if self.name:
             ctx.outputs[self.name] = out
         return out
 
-    def _record(self, ctx: RunContext, status: str, t0: float, cost0: float, detail: dict[str, Any]) -> None:
-        record_step(ctx, self.name or self.kind, self.kind, status, t0, cost0, detail)
+    def _replayed(self, ctx: RunContext, key: str, done: list[Any]) -> Any:
+        """A step the run finished before it waited: its output again, with no call made (resume)."""
+        kind, name, status, out, latency, cost = done
+        if kind != self.kind or name != self.name:
+            raise WorkflowError(f"the waiting run's step {key} was {kind} {name!r}, the workflow has {self.kind} {self.name!r} there")
+        ctx.journal[key] = done
+        ctx.steps.append(StepRecord(name or kind, kind, status, latency, cost, {"replayed": True}))
+        if self.name:
+            ctx.outputs[self.name] = out
+        return out
+
+    def _record(self, ctx: RunContext, status: str, t0: float, cost0: float, detail: dict[str, Any]) -> StepRecord:
+        return record_step(ctx, self.name or self.kind, self.kind, status, t0, cost0, detail)
 
     async def _run(self, ctx: RunContext, value: Any, detail: dict[str, Any]) -> Any:
         raise NotImplementedError

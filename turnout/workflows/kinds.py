@@ -13,6 +13,7 @@ from ..parallel import sectioning as sec
 from ..parallel import voting as vt
 from .context import Node
 from .nodes import Call, Escalate, GuardStep, OrchestrateStep, RouteStep, SectionStep, VoteStep
+from .people import Approve
 from .sequence import Sequence
 from .spec import SplitIn, StepIn, SynthIn, _Compiler, load_workflow_spec, step_kind
 from .tools import AgentIn, AgentStep, FunctionTool, ToolStep, ToolStepIn, load_function
@@ -36,7 +37,20 @@ def _escalate(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], nam
     e = s.escalate
     assert e is not None
     c.check_template(e.message, (*kl, "message"), scope | {"queue"})
-    return Escalate(e.queue, message=e.message or Escalate.message, name=name)
+    return Escalate(e.queue, message=e.message or Escalate.message, timeout=e.timeout, webhook=e.webhook, name=name)
+
+
+@step_kind("approve")
+def _approve(c: _Compiler, s: StepIn, kl: tuple[Any, ...], scope: set[str], name: str) -> Node:
+    a = s.approve
+    assert a is not None
+    for f in ("when", "message"):
+        c.check_template(getattr(a, f), (*kl, f), scope | {"queue"})
+    c.check_template(a.rejected, (*kl, "rejected"), scope | {"queue", "reason"})
+    if a.when is not None and not a.when.strip():
+        raise c.err((*kl, "when"), "when is empty (leave it out to always ask)")
+    return Approve(a.queue, when=a.when, message=a.message or Approve.message, rejected=a.rejected or Approve.rejected,
+                   timeout=a.timeout, webhook=a.webhook, name=name)
 
 
 @step_kind("route")

@@ -24,8 +24,9 @@ from ..parallel.engine import fan_out
 from ..parallel.guard import ModelScreen, guarded, rule_screen
 from ..parallel.sectioning import Section, Synthesize, concatenate, json_outputs, merge_json, token_counter
 from ..parallel.voting import Extractor, VotePrior, low_agreement, vote
-from ..routing.base import Router
-from .context import Node, RunContext, WorkflowError, as_text, last_escalated, render
+from ..routing.base import Decision, Router
+from .context import Node, RunContext, Suspended, WorkflowError, as_text, current_key, last_escalated, render
+from .people import Escalate
 
 __all__ = ["Call", "Escalate", "GuardStep", "OrchestrateStep", "RouteStep", "SectionStep", "VoteStep"]
 
@@ -72,24 +73,6 @@ class Call(Node):
 
 
 @dataclass
-class Escalate(Node):
-    """Hand the input to people: recorded in the run (``escalations``) and its status; the output is
-    ``message`` (a template)."""
-
-    queue: str = "human"
-    _: KW_ONLY
-    message: str = "Your request has been passed to a person ({queue})."
-    name: str = ""
-    kind: str = "escalate"
-
-    async def _run(self, ctx: RunContext, value: Any, detail: dict[str, Any]) -> Any:
-        text = render(self.message, {**ctx.scope(value), "queue": self.queue}, where=f"escalation {self.queue!r}: ")
-        ctx.escalations.append({"queue": self.queue, "input": as_text(value), "step": self.name})
-        detail.update(queue=self.queue, _status="escalated")
-        return text
-
-
-@dataclass
 class RouteStep(Node):
     """Decide with a router, then run the target of the route chosen (or ``default``)."""
 
@@ -102,14 +85,21 @@ class RouteStep(Node):
 
     async def _run(self, ctx: RunContext, value: Any, detail: dict[str, Any]) -> Any:
         assert self.router is not None
-        d = await self.router.decide(value if isinstance(value, (str, Mapping)) else as_text(value))
+        memo = current_key() + "#decision"  # a resumed run takes the decision it made, not a new one
+        done = ctx.replay.get(memo)
+        if done is not None:
+            d = Decision(**{**done, "scores": dict(done.get("scores") or {})})
+        else:
+            d = await self.router.decide(value if isinstance(value, (str, Mapping)) else as_text(value))
+        ctx.journal[memo] = d._asdict()
         ctx.decisions.append((self.name or "route", d))
         detail.update(route=d.route, confidence=round(d.confidence, 4), outcome=d.outcome, reason=d.reason[:200])
         target = self.targets.get(d.route) if d.route is not None else None
         target = target or self.default
         if target is None:
             raise WorkflowError(f"step {self.name or 'route'!r}: no target for {d.route or 'an abstention'} ({d.reason}) and no default")
-        sub = ctx.branch(route=d.route, confidence=round(d.confidence, 4))
+        sub = ctx.branch("t", route=d.route, confidence=round(d.confidence, 4), _decision=d, _targets=self.targets,
+                         _router=getattr(self.router, "name", None))
         sub.meter = ctx.meter  # sequential: count straight into this step
         out = await target.run(sub, value)
         ctx.outputs.update(sub.outputs)
@@ -160,13 +150,16 @@ class SectionStep(Node):
         mapper = self.map
 
         def branch(s: Section) -> Callable[[], Awaitable[Any]]:
-            sub = ctx.branch(section=s.text, title=s.title, index=s.index)
+            sub = ctx.branch(f"x{s.index}", section=s.text, title=s.title, index=s.index)
 
             async def go() -> Any:
                 return await mapper.run(sub, s.text)
             return go
 
         res = await fan_out([branch(s) for s in sections], concurrency=self.concurrency, timeout=self.timeout)
+        waiting = next((e.error for e in res.envelopes if isinstance(e.error, Suspended)), None)
+        if waiting is not None:  # a section asked a person: the others are in the journal, the run waits
+            raise waiting
         a = active_run()
         if a is not None:
             a[0].record_sections(self.name or "section", res.envelopes, [s.title for s in sections], run_id=a[1])
@@ -231,27 +224,33 @@ class VoteStep(Node):
         sample = self.sample
 
         async def one(i: int) -> str:
-            return as_text(await sample.run(ctx.branch(_sample=i), value))
+            return as_text(await sample.run(ctx.branch(f"s{i}", _sample=i), value))
 
-        kw: dict[str, Any] = {"extract": self.extract} if self.extract is not None else {}
-        v = await vote(one, self.n, rule=self.rule, tie=self.tie, early_stop=self.early_stop,  # type: ignore[arg-type]
-                       confidence_level=self.confidence_level, prior=self.prior, wave=self.wave, name=self.name or "vote", **kw)
-        detail.update(answer=v.answer, agreement=round(v.agreement, 4), samples_used=v.samples_used, samples_planned=self.n,
-                      outcome=v.outcome)
-        if self.escalate_below is not None and low_agreement(v, self.escalate_below):
+        memo = current_key() + "#verdict"  # a resumed run takes the tally it had, not a new vote
+        t = ctx.replay.get(memo)
+        if t is None:
+            kw: dict[str, Any] = {"extract": self.extract} if self.extract is not None else {}
+            v = await vote(one, self.n, rule=self.rule, tie=self.tie, early_stop=self.early_stop,  # type: ignore[arg-type]
+                           confidence_level=self.confidence_level, prior=self.prior, wave=self.wave, name=self.name or "vote", **kw)
+            t = {"answer": v.answer, "agreement": round(v.agreement, 4), "samples_used": v.samples_used, "outcome": v.outcome,
+                 "counts": dict(v.counts), "low": self.escalate_below is not None and low_agreement(v, self.escalate_below)}
+        ctx.journal[memo] = t
+        detail.update(answer=t["answer"], agreement=t["agreement"], samples_used=t["samples_used"], samples_planned=self.n,
+                      outcome=t["outcome"])
+        if t["low"]:
             detail["escalated"] = True
             if self.escalate is None:
                 detail["_status"] = "low_agreement"
-                return v.answer
-            sub = ctx.branch(answer=v.answer, agreement=round(v.agreement, 4))
+                return t["answer"]
+            sub = ctx.branch("e", answer=t["answer"], agreement=t["agreement"], _tally=t["counts"])
             sub.meter = ctx.meter
             out = await self.escalate.run(sub, value)
             if last_escalated(ctx):
                 detail["_status"] = "escalated"
             return out
-        if v.answer is None:
+        if t["answer"] is None:
             detail["_status"] = "no_answer"
-        return v.answer
+        return t["answer"]
 
 
 @dataclass

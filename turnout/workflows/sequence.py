@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from .._errors import ConfigError
 from .context import Node, RunContext, as_text, last_escalated, render
+from .people import is_rejected
 
 __all__ = ["Gate", "GateFn", "Sequence", "StepGate"]
 
@@ -112,6 +113,10 @@ class Sequence(Node):
             cur = await st.run(ctx, cur)
             if last_escalated(ctx):
                 detail["_status"] = "escalated"
+            if is_rejected(ctx):  # a person refused the output: nothing after it runs
+                trail.append(f"{st.name or st.kind}: rejected -> stop")
+                detail.update(trail=trail, _status="rejected", stop_reason="rejected by a person")
+                return cur
             gate = self.gates.get(st.name) if st.name else None
             g = await _decide(gate, cur, ctx) if gate is not None else Gate()
             if g.action == "continue":

@@ -40,7 +40,7 @@ from .tools import AgentIn, FunctionTool, ToolDefIn, ToolStepIn
 
 __all__ = ["Models", "WorkflowSpec", "compile_workflow", "load_workflow_spec"]
 
-_KINDS = ("call", "handler", "route", "section", "vote", "chain", "orchestrate", "guard", "escalate", "workflow", "tool", "agent")
+_KINDS = ("call", "handler", "route", "section", "vote", "chain", "orchestrate", "guard", "escalate", "approve", "workflow", "tool", "agent")
 
 
 class _Base(BaseModel):
@@ -59,6 +59,14 @@ class CallIn(_Base):
 class EscalateIn(_Base):
     queue: str = "human"
     message: str | None = None
+    timeout: float | None = Field(None, gt=0, description="seconds until the item expires unresolved")
+    webhook: str | None = Field(None, description="a URL POSTed each new item (else TURNOUT_QUEUE_WEBHOOK)")
+
+
+class ApproveIn(EscalateIn):  # when: e.g. "{input.amount} > 100" (always asks without it); rejected: a template with {reason}
+    queue: str = "approvals"
+    when: str | None = None
+    rejected: str | None = None
 
 
 class GateIn(_Base):
@@ -159,6 +167,7 @@ class StepIn(_Base):
     orchestrate: OrchestrateIn | None = None
     guard: GuardIn | None = None
     escalate: EscalateIn | None = None
+    approve: ApproveIn | None = None
     workflow: str | None = None
     tool: ToolStepIn | str | None = None
     agent: AgentIn | None = None
