@@ -202,3 +202,31 @@ def test_postgres_password_is_never_shown():
         with pytest.raises(ConfigError) as ei:
             PostgresStore(bad, strict=True)
         assert "turnout-test" not in str(ei.value)
+
+
+def test_the_escalation_queue_and_waiting_runs_behave_alike_on_every_backend(open_store):
+    from turnout import QueueError
+
+    s = open_store()
+    rid = s.start_run("triage", "late order", tags={"team": "support"})
+    iid = s.queue_suspend({"queue": "support", "run_id": rid, "step": "escalate", "kind": "route", "input": "late order",
+                           "context": {"scores": {"billing": 0.4}}, "choices": ["billing", "tech"], "team": "support"},
+                          {"workflow": "triage", "path": "/wf.yaml", "version": "abc", "journal": {"nodes": {"/1": ["call", "pre", "ok", "x", 0, 0]}}})
+    other = open_store()  # a second process's view: written at once, not queued
+    assert [i["item_id"] for i in other.queue_items(queue="support", status="open")] == [iid]
+    assert other.queue_items(team="other", any_team=False) == [] and len(other.queue_items(team="support", any_team=False)) == 1
+    assert other.runs()[0].status == "waiting" and other.suspended(rid)["journal"]["nodes"]["/1"][3] == "x"
+    s.queue_claim(iid, "ana")
+    with pytest.raises(QueueError, match="claimed by ana"):
+        other.queue_resolve(iid, "bob", {"route": "billing"})
+    with pytest.raises(QueueError, match="not a route"):
+        s.queue_resolve(iid, "ana", {"route": "nope"})
+    done = s.queue_resolve(iid, "ana", {"route": "tech", "note": "bug"})
+    assert done["status"] == "resolved" and done["resolution"] == {"route": "tech", "note": "bug"}
+    with pytest.raises(QueueError, match="already resolved"):
+        other.queue_resolve(iid, "bob", {"route": "billing"})
+    assert [s.resume_take(rid), other.resume_take(rid)] == [True, False]
+    s.resume_done(rid, iid)
+    assert other.suspended(rid) is None
+    s.record_fit("triage", source="queue", examples=3, detail={"accuracy": 0.9})
+    assert [(f["router"], f["examples"]) for f in other.fits()] == [("triage", 3)]

@@ -10,7 +10,6 @@ from ._errors import BadResponse as BadResponse
 from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import ComplianceError as ComplianceError
 from ._errors import ConfigError as ConfigError
-from ._errors import QueueError as QueueError
 from ._errors import ContextLengthExceeded as ContextLengthExceeded
 from ._errors import DataClassNotAllowed as DataClassNotAllowed
 from ._errors import DeadlineExceeded as DeadlineExceeded
@@ -21,6 +20,7 @@ from ._errors import ModelNotInstalled as ModelNotInstalled
 from ._errors import ProviderError as ProviderError
 from ._errors import ProviderTimeout as ProviderTimeout
 from ._errors import ProviderUnavailable as ProviderUnavailable
+from ._errors import QueueError as QueueError
 from ._errors import RateLimited as RateLimited
 from ._errors import ToolsNotSupported as ToolsNotSupported
 from ._errors import TurnoutError as TurnoutError

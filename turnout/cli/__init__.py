@@ -11,6 +11,7 @@ from . import demo as _demo
 from . import experiment as _experiment
 from . import feedback as _feedback
 from . import models as _models
+from . import queue as _queue
 from . import report as _report
 from . import route as _route
 from . import serve as _serve
@@ -37,6 +38,7 @@ app.add_typer(_experiment.app, name="experiment")
 app.command("serve")(_serve.serve)
 app.add_typer(_serve.keys_app, name="keys")
 app.add_typer(_vote.app, name="vote")
+app.add_typer(_queue.app, name="queue")
 
 
 def main() -> None:

@@ -76,7 +76,10 @@ def _summary_table(res: Any) -> Table:
     for step, d in res.decisions:
         t.add_row(f"route ({step})", f"{d.route} (confidence {d.confidence:.2f}, {d.outcome})")
     for e in res.escalations:
-        t.add_row("escalated", f"to {e['queue']}")
+        if e.get("item"):
+            t.add_row("waiting", f"on queue {e['queue']}: item {e['item']} (turnout queue show {e['item']})")
+        else:
+            t.add_row("escalated", f"to {e['queue']}")
     tools = [s for s in res.steps if s.kind == "tool"]
     if tools:  # each tool call of the run, in order: name and how it went
         t.add_row("tools", ", ".join(f"{s.detail.get('tool', s.name)}" + ("" if s.status == "ok" else f" ({s.status})") for s in tools))

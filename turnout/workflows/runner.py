@@ -206,7 +206,7 @@ class Workflow:
             if waiting is not None:
                 try:
                     waiting = await suspend(run.store, run.run_id, ctx, asked, workflow=self.name,
-                                            path=str(self.path) if self.path else None, version=self.version)
+                                            path=str(self.path.resolve()) if self.path else None, version=self.version)
                 except TurnoutError as e:  # the store could not take the item: the run fails, saying so
                     waiting, error, exc = None, describe(e), e
             statuses = {s.status for s in ctx.steps} - {"error", "cancelled"}  # a failed branch shows as "partial"

@@ -7,10 +7,8 @@ before any model is called.
     name: support-triage
     models: {}                      # extra catalog entries (same fields as a catalog file), optional
     catalog: models.yaml            # or a catalog file, optional
-    routers:
-      triage: {file: router.yaml}   # or an inline router spec
-    handlers:
-      billing: {call: {system: "You handle billing.", prompt: "{input}", max_tokens: 200}}
+    routers: {triage: {file: router.yaml}}   # or an inline router spec
+    handlers: {billing: {call: {system: "You handle billing.", prompt: "{input}", max_tokens: 200}}}
     steps:
       - name: answer
         route:

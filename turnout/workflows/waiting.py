@@ -118,3 +118,28 @@ async def prepare_resume(store: Any, run_id: str, wf: Any) -> tuple[RunContext, 
     m = ctx.meter = Meter()
     m.calls, m.errors, m.input_tokens, m.output_tokens, m.cost_usd = j["meter"]
     return ctx, st["item_id"], dict(j.get("tags") or {})
+
+
+async def resolve_and_resume(store: Any, item_id: str, by: str, resolution: dict[str, Any], workflow_for: Any) -> tuple[dict[str, Any], Any]:
+    """Resolve an item and resume the run waiting on it: ``(item, RunResult | None)``. The workflow
+    (``workflow_for(state)``) is checked against the version the run waited on *before* the item is
+    resolved, so a refusal leaves the item open. None when no run waits on the item any more."""
+    from .._errors import QueueError
+    from ..store._queue import check_resolution
+
+    item = await asyncio.to_thread(store.queue_item, item_id)
+    if item is None:
+        raise QueueError(f"no escalation item {item_id!r} in this store")
+    check_resolution(item, resolution)  # a route that does not exist is refused before anything changes
+    st = await asyncio.to_thread(store.suspended, item["run_id"])
+    wf = None
+    if st is not None and st["item_id"] == item_id:
+        wf = workflow_for(st)
+        if st["version"] != wf.version:
+            raise QueueError(f"workflow {wf.name!r} changed since run {item['run_id']!r} began waiting: it waited on version "
+                             f"{st['version']}{' of ' + st['path'] if st['path'] else ''}, the workflow is now version {wf.version}; "
+                             "the item stays open")
+    item = await asyncio.to_thread(store.queue_resolve, item_id, by, resolution)
+    if wf is None:
+        return item, None
+    return item, await wf.resume(item["run_id"], store=store)
