@@ -7,6 +7,8 @@ workflows (``turnout serve``; ``pip install 'turnout[server]'``).
   ``workflow/NAME``. Headers ``x-turnout-model``, ``x-turnout-route``, ``x-turnout-cost-usd`` and
   ``x-turnout-run-id`` say who served it and what it cost.
 - ``POST /v1/workflows/{name}/runs``, ``GET /v1/runs/{id}``, ``POST /v1/runs/{id}/feedback``.
+- ``GET /v1/escalations``, ``POST /v1/escalations/{id}/claim|resolve`` (``queue.py``): the people in
+  the loop; resolving resumes the waiting run here. The dashboard's ``/queue`` pages do the same.
 - ``GET /metrics`` (Prometheus), ``GET /healthz``, ``GET /readyz``.
 - Virtual keys (``turnout keys create``): 401 without a valid key, 403 outside its models and
   workflows, 429 over its rate or budget — each an OpenAI-style error object with a clear message.
@@ -118,9 +120,15 @@ def create_app(gw: Gateway) -> Any:
     chat = _chat_route(app, gw)
     _openai_routes(app, gw)
     _run_routes(app, gw)
+    from .queue import queue_routes
+
+    queue_routes(app, gw)
     _ops_routes(app, gw)
     if gw.dashboard:
         _dashboard_routes(app, gw)
+        from .dashboard_queue import queue_pages
+
+        queue_pages(app, gw)
     return _FastPath(app, chat, error_response, ("localhost", "127.0.0.1", "::1", *gw.allowed_hosts))
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["page"]
 
-PAGES = [("/", "Overview"), ("/routes", "Routes"), ("/models", "Models"), ("/voting", "Voting"), ("/experiments", "Experiments")]
+PAGES = [("/", "Overview"), ("/routes", "Routes"), ("/models", "Models"), ("/voting", "Voting"), ("/experiments", "Experiments"), ("/queue", "Queue")]
 _EXTRA_CSS = """
 nav{display:flex;gap:1rem;align-items:baseline;border-bottom:1px solid #dde1e8;padding-bottom:.6rem;margin-bottom:1rem}
 nav a{color:#3b6fd8;text-decoration:none}nav a.on{font-weight:700;color:#1d2330}nav .brand{font-weight:700;margin-right:1rem}
@@ -210,7 +210,7 @@ def run_detail(store: Store, run_id: str) -> str | None:
     if d is None:
         return None
     r = d["run"]
-    status_cls = "ok" if r["status"] in ("ok", "escalated") else "bad"
+    status_cls = "ok" if r["status"] in ("ok", "escalated", "waiting") else "bad"
     head = _tiles([("workflow", r["workflow"]), ("status", r["status"]), ("cost $", f"{r['cost_usd']:.6f}"),
                    ("tokens", r["input_tokens"] + r["output_tokens"]), ("latency ms", round(r["latency_s"] * 1000, 1))])
     steps = "".join(
