@@ -32,6 +32,12 @@ def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) 
         t = Table(title=f"voting{' since ' + since if since else ''}", title_justify="left")
         cols = [("name", "name"), ("verdicts", "verdicts"), ("mean agreement", "mean_agreement"), ("low agreement", "low_agreement"),
                 ("samples used", "samples_used"), ("planned", "samples_planned"), ("saved", "samples_saved"), ("outcomes", "outcomes")]
+    elif by == "queue":
+        t = Table(title="escalation queues (escalation rate: decisions whose run asked a person, before/after the last refit)",
+                  title_justify="left")
+        cols = [("queue", "queue"), ("items", "items"), ("status", "status"), ("resolve p50 s", "resolve_p50_s"),
+                ("p90 s", "resolve_p90_s"), ("router", "router"), ("escalated before refit", "escalation_before"),
+                ("after", "escalation_after")]
     elif by == "workflow":
         t = Table(title=f"workflow runs{' since ' + since if since else ''}", title_justify="left")
         cols = [("workflow", "workflow"), ("runs", "runs"), ("status", "status"), ("in tokens", "input_tokens"),
@@ -42,7 +48,7 @@ def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) 
         cols = [("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
                 ("low conf.", "low_confidence"), ("outcomes", "outcomes"), ("p50 ms", "latency_p50_ms")]
     for head, _ in cols:
-        t.add_column(head, justify="left" if head in ("model", "route", "name", "outcomes", "workflow", "status", "data class") else "right")
+        t.add_column(head, justify="left" if head in ("model", "route", "name", "outcomes", "workflow", "status", "data class", "queue", "router") else "right")
     for r in rows:
         cells = []
         for _, key in cols:
@@ -62,7 +68,7 @@ def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) 
 
 
 def report(
-    by: str = typer.Option("model", "--by", help="model, route, vote, workflow or audit"),
+    by: str = typer.Option("model", "--by", help="model, route, vote, workflow, audit or queue"),
     since: str | None = typer.Option(None, "--since", help="Only the last 30m / 12h / 1d / 2w."),
     as_json: bool = typer.Option(False, "--json"),
     html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML page with charts to this file.",
@@ -72,12 +78,12 @@ def report(
 ) -> None:
     """Requests, tokens, cost, latency, error and fallback rates by model (with spend against the
     catalog's model budgets); decisions by route; voting; workflows; the compliance audit."""
-    from ..reports.tables import budget_columns, by_audit, by_model, by_route, by_vote, by_workflow, parse_since
+    from ..reports.tables import budget_columns, by_audit, by_model, by_queue, by_route, by_vote, by_workflow, parse_since
     from ..store import open_store
 
     with friendly_errors():
-        if by not in ("model", "route", "vote", "workflow", "audit"):
-            raise ConfigError(f"--by must be model, route, vote, workflow or audit, not {by!r}")
+        if by not in ("model", "route", "vote", "workflow", "audit", "queue"):
+            raise ConfigError(f"--by must be model, route, vote, workflow, audit or queue, not {by!r}")
         cat = load_catalog(catalog) if by == "model" else None
         t0 = parse_since(since)
         with open_store(db, strict=True) as store:
@@ -91,6 +97,9 @@ def report(
                 rows = by_route(store.decisions(since=t0))
             elif by == "vote":
                 rows = by_vote(store.verdicts(since=t0))
+            elif by == "queue":
+                rows = by_queue([i for i in store.queue_items(limit=10**9) if t0 is None or i["created_at"] >= t0],
+                                store.decisions(since=t0), store.fits())
             else:
                 rows = by_workflow(store.runs(limit=None, since=t0))
             if html is not None:

@@ -19,7 +19,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .._errors import ConfigError
-from ._common import CatalogOpt, friendly_errors, load_catalog
+from ._common import CatalogOpt, DbOpt, friendly_errors, load_catalog
 
 
 class _DefaultToDecide(TyperGroup):
@@ -169,32 +169,61 @@ def eval_(
 @app.command("fit")
 def fit(
     router: Path = RouterArg,
-    train: Path = typer.Argument(..., help="Labelled JSONL to fit on.", dir_okay=False),
+    train: Path | None = typer.Argument(None, help="Labelled JSONL to fit on (or --from-queue).", dir_okay=False),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the fitted router spec.", dir_okay=False),
     objective: str = typer.Option("accuracy", "--objective", help="accuracy, or precision (with --target-precision)."),
     target_precision: float = typer.Option(0.9, "--target-precision", min=0.0, max=1.0),
+    from_queue: bool = typer.Option(False, "--from-queue", help="Learn from the escalation queue's resolved routing items."),
+    queue: str | None = typer.Option(None, "--queue", help="With --from-queue: only this queue."),
+    db: str | None = DbOpt,
     catalog: Path | None = CatalogOpt,
 ) -> None:
-    """Fit the semantic stage's scoring, thresholds and temperature; write the fitted spec."""
+    """Fit the semantic stage's scoring, thresholds and temperature (or, --from-queue, add the
+    queue's labelled items as examples and refit thresholds on a held-out share); write the spec."""
     from ..routing.config import save_fitted, semantic_of
     from ..routing.evaluate import load_jsonl
 
     with friendly_errors():
         if objective not in ("accuracy", "precision"):
             raise ConfigError(f"--objective must be accuracy or precision, not {objective!r}")
+        if (train is None) == (not from_queue):
+            raise ConfigError("give a TRAIN file or --from-queue (one of them)")
         spec, r = _router(router, None, catalog)
         sem = semantic_of(r)
         if sem is None:
             raise ConfigError(f"{router}: fit needs a semantic router or a cascade with a semantic stage")
+        c = Console()
+        if from_queue:
+            _fit_from_queue(r, sem, spec, out, queue, db, c)
+            return
+        assert train is not None
         rows = load_jsonl(train, routes=list(spec.routes))
         rep = asyncio.run(sem.fit([(x.input, x.label) for x in rows], objective=objective, target_precision=target_precision))  # type: ignore[arg-type]
         save_fitted(spec, sem, out)
-        c = Console()
         c.print(f"fitted on {len(rows)} rows ({rep.objective}): scoring [bold]{rep.scoring}[/], temperature {rep.temperature}")
         c.print(f"semantic stage accuracy {rep.before['accuracy']:.3f} -> {rep.after['accuracy']:.3f}, "
                 f"abstain rate {rep.before['abstain_rate']:.3f} -> {rep.after['abstain_rate']:.3f} (on the training rows)")
         c.print("thresholds: " + escape(", ".join(f"{k} {v:.3f}" for k, v in rep.thresholds.items())))
         c.print(f"written to {escape(str(out))}")
+
+
+def _fit_from_queue(r: Any, sem: Any, spec: Any, out: Path, queue: str | None, db: str | None, c: Console) -> None:
+    from ..routing.config import save_fitted
+    from ..routing.learn import fit_from_queue
+    from ..store import open_store
+
+    with open_store(db, strict=True) as store:
+        rep = asyncio.run(fit_from_queue(r, store, queue=queue))
+    save_fitted(spec, sem, out)
+    c.print(f"learnt {rep.examples} labelled items from the queue: " + escape(", ".join(f"{k} +{n}" for k, n in sorted(rep.added.items()))))
+    old, new = rep.escalate_below
+    if rep.out_of_fold:
+        o = rep.out_of_fold
+        c.print(f"escalate_below {old:.3f} -> {new:.3f}: out of fold, {o['now_answered']} of {o['items']} items would now be answered, "
+                f"{o['accuracy_now_answered']:.1%} of them right")
+    else:
+        c.print("[dim]escalate_below kept (too few items to cross-fit, or no escalation cut)[/]")
+    c.print(f"written to {escape(str(out))}")
 
 
 @app.command("misroutes")

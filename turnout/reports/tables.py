@@ -149,3 +149,36 @@ def by_audit(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             g[a["action"]] = g.get(a["action"], 0) + 1
     return [{"model": m, "data_class": c, "sent": g.get("sent", 0), "redacted": g.get("redacted", 0), "refused": g.get("refused", 0)}
             for (m, c), g in sorted(groups.items())]
+
+
+def by_queue(items: Sequence[dict[str, Any]], decisions: Sequence[DecisionRow], fits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The escalation queues: volume, status mix, time to resolve (p50/p90), and per queue the
+    escalation rate of its router's decisions before and after that router's last refit."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for it in items:
+        groups.setdefault(it["queue"], []).append(it)
+    last_fit = {f["router"]: f["at"] for f in fits}  # fits come oldest first: the last one wins
+    out = []
+    for q, its in sorted(groups.items()):
+        status: dict[str, int] = {}
+        for it in its:
+            status[it["status"]] = status.get(it["status"], 0) + 1
+        waits = [it["resolved_at"] - it["created_at"] for it in its if it["resolved_at"]]
+        routers = {it["router"] for it in its if it.get("router")}
+        row: dict[str, Any] = {"queue": q, "items": len(its), "status": status,
+                               "resolve_p50_s": round(float(np.percentile(waits, 50)), 1) if waits else "-",
+                               "resolve_p90_s": round(float(np.percentile(waits, 90)), 1) if waits else "-",
+                               "router": ", ".join(sorted(routers)) or "-", "escalation_before": "-", "escalation_after": "-"}
+        fitted = [last_fit[r] for r in routers if r in last_fit]
+        if fitted:
+            at = max(fitted)
+            ds = [d for d in decisions if d.router in routers]
+            before, after = [d for d in ds if d.at < at], [d for d in ds if d.at >= at]
+            asked = {it["run_id"] for it in its}  # a decision escalated when its run put an item on this queue
+            row["escalation_before"], row["escalation_after"] = _rate(before, asked), _rate(after, asked)
+        out.append(row)
+    return out
+
+
+def _rate(ds: Sequence[DecisionRow], asked: set[str]) -> str:
+    return f"{sum(d.run_id in asked for d in ds) / len(ds):.1%} of {len(ds)}" if ds else "-"

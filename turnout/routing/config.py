@@ -232,4 +232,9 @@ def save_fitted(spec: RouterSpec, router: SemanticRouter, path: str | Path) -> N
     doc["semantic"].update({"scoring": s["scoring"], "temperature": s["temperature"], "hybrid_weight": s["hybrid_weight"]})
     for name, t in s["thresholds"].items():
         doc["routes"][name]["threshold"] = round(float(t), 6)
+    if "escalate_below" in doc:
+        doc["escalate_below"] = round(float(router.escalate_below), 6)
+    for name, r in router.routes.items():  # examples learnt (fit_from_queue) are kept with the route
+        if r.utterances and name in doc["routes"]:
+            doc["routes"][name]["utterances"] = list(r.utterances)
     Path(path).write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120))

@@ -116,6 +116,32 @@ class SemanticRouter(Recorded):
     def route_names(self) -> list[str]:
         return list(self.routes)
 
+    @property
+    def scored_names(self) -> list[str]:
+        """The routes scored against examples (those a labelled example can teach)."""
+        return list(self._names)
+
+    def add_examples(self, examples: Sequence[tuple[str, str]]) -> int:
+        """Add labelled inputs as example utterances of their routes (new texts only); the index is
+        rebuilt on the next decision. Returns how many were added."""
+        from dataclasses import replace
+
+        new: dict[str, list[str]] = {}
+        for text, route in examples:
+            if route not in self._names:
+                raise ConfigError(f"SemanticRouter {self.name!r}: {route!r} is not a scored route ({', '.join(self._names)})")
+            new.setdefault(route, []).append(text)
+        n = 0
+        for i, r in enumerate(self.scored):
+            have = set(r.utterances)
+            add = tuple(dict.fromkeys(t for t in new.get(r.name, []) if t not in have))
+            if add:
+                self.scored[i] = self.routes[r.name] = replace(r, utterances=(*(r.utterances or ()), *add))
+                n += len(add)
+        if n:
+            self._ready = False
+        return n
+
     # -- index ---------------------------------------------------------------------------------
     async def prepare(self, *, warm: bool = False) -> None:
         """Embed the utterances (once; the cache keeps them) and build the score matrices.
