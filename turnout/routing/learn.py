@@ -58,14 +58,14 @@ async def _out_of_fold(sem: SemanticRouter, pairs: list[tuple[str, str]], folds:
 
 
 def _cut(oof: list[tuple[float, bool]], old: float, target: float, min_support: int) -> float:
-    """The lowest confidence cut under ``old`` at which the items it would now answer (confidence in
-    [cut, old)) are right at least ``target`` of the time, out of fold; ``old`` when none is."""
-    below = sorted(((c, ok) for c, ok in oof if c < old), reverse=True)
+    """The lowest confidence cut (not above ``old``) at which the items the refitted router would
+    answer (confidence at or above it) are right at least ``target`` of the time, out of fold. These
+    are the hard inputs (each was escalated once), so the cut is a cautious one for the easy rest."""
     best, right = old, 0
-    for n, (c, ok) in enumerate(below, 1):
+    for n, (c, ok) in enumerate(sorted(oof, reverse=True), 1):
         right += ok
         if n >= min_support and right / n >= target:
-            best = c
+            best = min(best, c)
     return best
 
 
@@ -91,7 +91,7 @@ async def fit_from_queue(router: Router, store: Any, *, queue: str | None = None
     if old > 0 and len(pairs) >= 2 * folds:
         oof = await _out_of_fold(sem, pairs, folds)
         new = _cut(oof, old, target_accuracy, min_support)
-        answered = [ok for c, ok in oof if new <= c < old]
+        answered = [ok for c, ok in oof if c >= new]
         out.out_of_fold = {"items": len(oof), "now_answered": len(answered),
                            "accuracy_now_answered": round(sum(answered) / len(answered), 4) if answered else 0.0}
         sem.escalate_below = new
