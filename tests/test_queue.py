@@ -344,3 +344,22 @@ def test_a_kill_9_between_escalation_and_resolution_loses_nothing(tmp_path, mock
         [run] = store.runs()
         assert run.status == "ok" and run.output == "echo: tech: echo: read my order is late"
         assert [c.model for c in store.calls(run_id=rid)].count("local") == 2 or len(store.calls(run_id=rid)) == 2
+
+
+async def test_a_section_that_asks_waits_after_the_others_and_resumes_only_itself(tmp_path):
+    from turnout.routing import Route, RuleRouter
+    from turnout.workflows.nodes import SectionStep
+
+    m = Counting()
+    router = RuleRouter([Route("ok", keywords=("fine",)), Route("human")], fallback="human", name="r")
+    per_section = RouteStep(router, {"ok": Call("ok: {input}"), "human": Escalate("review")}, name="check")
+    from turnout.parallel.sectioning import split_items
+
+    wf = Workflow(Sequence([SectionStep(lambda text: split_items(text.splitlines()), per_section, name="sections")]), name="sec",
+                  resolve=lambda n: m.model)
+    with SQLiteStore(tmp_path / "t.db") as store:
+        res = await wf.run("fine one\nodd two\nfine three", store=store)
+        assert res.status == "waiting" and sorted(m.prompts) == ["ok: fine one", "ok: fine three"]
+        done = await res.resume(by="ana", answer="two is odd")
+        assert done.status == "ok" and sorted(m.prompts) == ["ok: fine one", "ok: fine three"]  # the others replayed
+        assert "two is odd" in done.text and "ok: fine one" in done.text

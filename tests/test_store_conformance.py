@@ -60,10 +60,10 @@ def open_store(request, tmp_path):
 def test_each_backend_implements_every_narrow_protocol(open_store):
     """The store's tables by concern: traces, the batch ledger, API keys, feedback, reads — each a
     protocol its callers are typed by; both backends implement all of them."""
-    from turnout.store.base import BatchLedger, FeedbackStore, KeyTable, RunReader, TraceStore
+    from turnout.store.base import BatchLedger, EscalationQueue, FeedbackStore, KeyTable, RunReader, TraceStore
 
     s = open_store()
-    for proto in (TraceStore, BatchLedger, KeyTable, FeedbackStore, RunReader):
+    for proto in (TraceStore, BatchLedger, KeyTable, FeedbackStore, EscalationQueue, RunReader):
         assert isinstance(s, proto), proto.__name__
 
 

@@ -234,8 +234,21 @@ def run_detail(store: Store, run_id: str) -> str | None:
             f'{esc(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"])))}</span></p>{head}'
             f"<h2>Input</h2><pre>{esc((r['input'] or '')[:2000])}</pre><h2>Output</h2><pre>{esc((r['output'] or '')[:4000])}</pre>"
             f"<h2>Steps</h2><div class=tree><div><b>{esc(r['workflow'])}</b></div>{steps or '<p class=muted>no steps</p>'}</div>"
-            f"<h2>Decisions</h2>{decisions}<h2>Model calls</h2>{calls}<h2>Compliance audit</h2>{audit}")
+            f"<h2>Decisions</h2>{decisions}<h2>Model calls</h2>{calls}<h2>Compliance audit</h2>{audit}{_people(d.get('escalations') or [])}")
     return _shell(f"Run {run_id[:12]}", "", body, None)
+
+
+def _people(items: list[dict[str, Any]]) -> str:
+    """The run's escalation items: where it waited, and what the person decided."""
+    if not items:
+        return ""
+    rows = [{"item": f"<a href='/queue/{esc(i['item_id'])}'>{esc(i['item_id'])}</a>", "queue": esc(i["queue"]), "kind": esc(i["kind"]),
+             "status": esc(i["status"]), "by": esc(i.get("resolved_by") or ""), "resolution": esc(json.dumps(i.get("resolution") or {}))}
+            for i in items]
+    head = "".join(f"<th>{h}</th>" for h in ("item", "queue", "kind", "status", "resolved by", "resolution"))
+    body = "".join("<tr>" + "".join(f"<td>{r[k]}</td>" for k in ("item", "queue", "kind", "status", "by", "resolution")) + "</tr>"
+                   for r in rows)
+    return f"<h2>People in the loop</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def page(name: str, store: Store, since: str | None, catalog: Any = None) -> str:

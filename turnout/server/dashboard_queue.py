@@ -88,52 +88,29 @@ def _actions(it: dict[str, Any]) -> str:
     return "".join(out)
 
 
+async def _cookie_key(gw: Gateway, request: Any) -> Any:
+    """The key of the cookie the login set (None: log in; never on a gateway without keys)."""
+    if not gw.auth:
+        return None
+    secret = request.cookies.get(_COOKIE)
+    if not secret:
+        return None
+    try:
+        return await gw.authenticate(f"Bearer {secret}")
+    except ApiError:
+        return None
+
+
+def _closed() -> Any:
+    return _page("Queue", "<p>The queue is behind a key, and this gateway runs without keys (<code>--no-auth</code>). Start it "
+                          "with keys (<code>turnout keys create</code>) to resolve escalations here.</p>", 403)
+
+
 def queue_pages(app: Any, gw: Gateway) -> None:
-    from fastapi.responses import RedirectResponse
+    _list_and_login(app, gw)
 
     async def _key(request: Any) -> Any:
-        if not gw.auth:
-            return None
-        secret = request.cookies.get(_COOKIE)
-        if not secret:
-            return None
-        try:
-            return await gw.authenticate(f"Bearer {secret}")
-        except ApiError:
-            return None
-
-    def _closed() -> Any:
-        return _page("Queue", "<p>The queue is behind a key, and this gateway runs without keys (<code>--no-auth</code>). Start it "
-                              "with keys (<code>turnout keys create</code>) to resolve escalations here.</p>", 403)
-
-    @app.get("/queue", include_in_schema=False)
-    async def queue_list(request: HttpRequest) -> Any:
-        if not gw.auth:
-            return _closed()
-        key = await _key(request)
-        if key is None:
-            return _login()
-        items = [i for i in await asyncio.to_thread(gw.store.queue_items, status="open", limit=500) if _sees(gw, key, i)]
-        rows = "".join(
-            f"<tr><td style='text-align:left'><a href='/queue/{esc(i['item_id'])}'>{esc(i['item_id'])}</a></td><td>{esc(i['queue'])}</td>"
-            f"<td>{esc(i['kind'])}</td><td style='text-align:left'>{esc((i['input'] or '')[:120])}</td>"
-            f"<td>{esc(i['claimed_by'] or '')}</td></tr>" for i in items)
-        body = (f"<p class=muted>{len(items)} open · signed in as {esc(key.name)}</p><table><tr><th>item</th><th>queue</th><th>kind</th>"
-                f"<th>input</th><th>claimed by</th></tr>{rows}</table>" if items else '<p class="muted">nothing waits for a person</p>')
-        return _page("Queue", body)
-
-    @app.post("/queue/login", include_in_schema=False)
-    async def queue_login(request: HttpRequest) -> Any:
-        if not gw.auth:
-            return _closed()
-        secret = (await _form(request)).get("key", "").strip()
-        try:
-            await gw.authenticate(f"Bearer {secret}")
-        except ApiError:
-            return _login("that key is not valid (unknown or revoked)")
-        r = RedirectResponse("/queue", status_code=303)
-        r.set_cookie(_COOKIE, secret, httponly=True, samesite="strict", path="/queue", max_age=8 * 3600)
-        return r
+        return await _cookie_key(gw, request)
 
     @app.get("/queue/{item_id}", include_in_schema=False)
     async def queue_item(item_id: str, request: HttpRequest) -> Any:
@@ -164,3 +141,36 @@ def queue_pages(app: Any, gw: Gateway) -> None:
                 f"{esc(out['item']['run_id'][:12])}</a> resumed: <b>{esc(run.get('status', 'recorded'))}</b></p>"
                 f"<h2>Its answer</h2><pre id=answer>{esc(str(run.get('output') or ''))[:4000]}</pre><p><a href='/queue'>back to the queue</a></p>")
         return _page(f"Escalation {item_id}", body)
+
+
+def _list_and_login(app: Any, gw: Gateway) -> None:
+    from fastapi.responses import RedirectResponse
+
+    @app.get("/queue", include_in_schema=False)
+    async def queue_list(request: HttpRequest) -> Any:
+        if not gw.auth:
+            return _closed()
+        key = await _cookie_key(gw, request)
+        if key is None:
+            return _login()
+        items = [i for i in await asyncio.to_thread(gw.store.queue_items, status="open", limit=500) if _sees(gw, key, i)]
+        rows = "".join(
+            f"<tr><td style='text-align:left'><a href='/queue/{esc(i['item_id'])}'>{esc(i['item_id'])}</a></td><td>{esc(i['queue'])}</td>"
+            f"<td>{esc(i['kind'])}</td><td style='text-align:left'>{esc((i['input'] or '')[:120])}</td>"
+            f"<td>{esc(i['claimed_by'] or '')}</td></tr>" for i in items)
+        body = (f"<p class=muted>{len(items)} open · signed in as {esc(key.name)}</p><table><tr><th>item</th><th>queue</th><th>kind</th>"
+                f"<th>input</th><th>claimed by</th></tr>{rows}</table>" if items else '<p class="muted">nothing waits for a person</p>')
+        return _page("Queue", body)
+
+    @app.post("/queue/login", include_in_schema=False)
+    async def queue_login(request: HttpRequest) -> Any:
+        if not gw.auth:
+            return _closed()
+        secret = (await _form(request)).get("key", "").strip()
+        try:
+            await gw.authenticate(f"Bearer {secret}")
+        except ApiError:
+            return _login("that key is not valid (unknown or revoked)")
+        r = RedirectResponse("/queue", status_code=303)
+        r.set_cookie(_COOKIE, secret, httponly=True, samesite="strict", path="/queue", max_age=8 * 3600)
+        return r

@@ -6,9 +6,11 @@ from __future__ import annotations
 import os as _os
 from typing import Any as _Any
 
+from ._queue import check_resolution as check_resolution
 from .base import BatchLedger as BatchLedger
 from .base import CallRow as CallRow
 from .base import DecisionRow as DecisionRow
+from .base import EscalationQueue as EscalationQueue
 from .base import FeedbackStore as FeedbackStore
 from .base import KeyTable as KeyTable
 from .base import RunReader as RunReader
@@ -28,6 +30,8 @@ __all__ = [
     "CallRow",
     "DecisionRow",
     "FeedbackStore",
+    "EscalationQueue",
+    "check_resolution",
     "KeyTable",
     "MIGRATIONS",
     "RunReader",

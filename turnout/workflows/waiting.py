@@ -125,7 +125,7 @@ async def resolve_and_resume(store: Any, item_id: str, by: str, resolution: dict
     (``workflow_for(state)``) is checked against the version the run waited on *before* the item is
     resolved, so a refusal leaves the item open. None when no run waits on the item any more."""
     from .._errors import QueueError
-    from ..store._queue import check_resolution
+    from ..store import check_resolution
 
     item = await asyncio.to_thread(store.queue_item, item_id)
     if item is None:
