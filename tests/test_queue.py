@@ -14,7 +14,7 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from turnout import QueueError
+from turnout.errors import QueueError
 from turnout.cli import app
 from turnout.store import SQLiteStore
 from turnout.testing import FakeEmbedder, FunctionModel

@@ -6,7 +6,7 @@ from __future__ import annotations
 import yaml
 from typer.testing import CliRunner
 
-from turnout import QueueError
+from turnout.errors import QueueError
 from turnout.cli import app
 from turnout.routing import Route, SemanticRouter
 from turnout.routing.learn import fit_from_queue

@@ -205,7 +205,7 @@ def test_postgres_password_is_never_shown():
 
 
 def test_the_escalation_queue_and_waiting_runs_behave_alike_on_every_backend(open_store):
-    from turnout import QueueError
+    from turnout.errors import QueueError
 
     s = open_store()
     rid = s.start_run("triage", "late order", tags={"team": "support"})

@@ -17,7 +17,6 @@ from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import ComplianceError as ComplianceError
 from ._errors import ConfigError as ConfigError
 from ._errors import ProviderError as ProviderError
-from ._errors import QueueError as QueueError
 from ._errors import TurnoutError as TurnoutError
 from ._sync import run_sync as run_sync
 from ._types import Completion as Completion
@@ -57,7 +56,6 @@ __all__ = [
     "Completion",
     "ComplianceError",
     "ConfigError",
-    "QueueError",
     "LocalEmbedder",
     "LocalLLM",
     "Message",
