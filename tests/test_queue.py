@@ -14,8 +14,8 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from turnout.errors import QueueError
 from turnout.cli import app
+from turnout.errors import QueueError
 from turnout.store import SQLiteStore
 from turnout.testing import FakeEmbedder, FunctionModel
 from turnout.workflows import Workflow

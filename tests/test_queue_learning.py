@@ -6,8 +6,8 @@ from __future__ import annotations
 import yaml
 from typer.testing import CliRunner
 
-from turnout.errors import QueueError
 from turnout.cli import app
+from turnout.errors import QueueError
 from turnout.routing import Route, SemanticRouter
 from turnout.routing.learn import fit_from_queue
 from turnout.store import SQLiteStore
