@@ -90,6 +90,13 @@ def test_a_waiting_run_is_resolved_through_the_gateway_and_resumes_there(served)
     r = httpx.post(f"{base}/v1/escalations/{iid}/resolve", json={"route": "billing"}, headers=_h(served, "support"), timeout=30)
     assert r.status_code == 409 and "already resolved" in r.json()["error"]["message"]
 
+    # the same workflow as a chat model: the holding message now, the item in a header
+    r = httpx.post(f"{base}/v1/chat/completions", headers=_h(served, "support"), timeout=30,
+                   json={"model": "workflow/triage", "messages": [{"role": "user", "content": "where is my parcel"}]})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "A person will reply."
+    item = httpx.get(f"{base}/v1/escalations/{r.headers['x-turnout-escalation']}", headers=_h(served, "support"), timeout=30).json()
+    assert item["status"] == "open" and item["input"] == "where is my parcel"
+
 
 @pytest.mark.skipif(not CHROMIUM, reason="no chromium (apt-get install chromium; .ci/run installs it)")
 def test_the_queue_page_needs_a_key_and_resolves_with_one_click(served):

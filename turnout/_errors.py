@@ -87,7 +87,13 @@ class ConfigError(TurnoutError):
 
 class QueueError(ConfigError):
     """An escalation-queue action that cannot be done (unknown item or route, a claim held by
-    someone else or expired, an item already resolved, a run that cannot resume): said plainly."""
+    someone else or expired, an item already resolved, a run that cannot resume): said plainly.
+    ``conflict`` is True when the request was fine but the item's state forbids it now (the
+    gateway's 409), False when the request itself is wrong (400)."""
+
+    def __init__(self, *args: object, conflict: bool = False) -> None:
+        super().__init__(*args)
+        self.conflict = conflict
 
 
 class UnknownModel(ConfigError, KeyError):

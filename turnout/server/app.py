@@ -5,7 +5,8 @@ workflows (``turnout serve``; ``pip install 'turnout[server]'``).
   ``POST /v1/embeddings`` (the embedded MiniLM, float or base64). ``model`` names a catalog model,
   ``turnout/auto`` (the ``ModelRouter``: tier + compliance + upward failover) or
   ``workflow/NAME``. Headers ``x-turnout-model``, ``x-turnout-route``, ``x-turnout-cost-usd`` and
-  ``x-turnout-run-id`` say who served it and what it cost.
+  ``x-turnout-run-id`` say who served it and what it cost; ``x-turnout-escalation`` names the queue
+  item a workflow's run waits on.
 - ``POST /v1/workflows/{name}/runs``, ``GET /v1/runs/{id}``, ``POST /v1/runs/{id}/feedback``.
 - ``GET /v1/escalations``, ``POST /v1/escalations/{id}/claim|resolve`` (``queue.py``): the people in
   the loop; resolving resumes the waiting run here. The dashboard's ``/queue`` pages do the same.
@@ -178,6 +179,8 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
                 headers.update({"x-turnout-model": safe_header(chat.model), "x-turnout-cost-usd": f"{res.cost_usd:.8f}"})
                 if res.decisions:
                     headers["x-turnout-route"] = safe_header(res.decisions[-1][1].route or "")
+                if res.waiting:  # the answer is the step's holding message; a person resolves the item (docs/people.md)
+                    headers["x-turnout-escalation"] = safe_header(res.waiting)
                 if res.status == "error":
                     raise workflow_error(chat.model[9:], res, headers)
                 c = Completion(res.text, chat.model, "stop", Usage(res.input_tokens, res.output_tokens), res.cost_usd, res.latency_s)

@@ -55,8 +55,8 @@ async def resolve_item(gw: Gateway, key: ApiKey, item_id: str, resolution: dict[
         try:
             item, res = await resolve_and_resume(gw.store, item_id, by or key.name, resolution, workflow_for)
         except QueueError as e:
-            status = 409 if any(w in str(e) for w in ("already resolved", "claimed by", "expired", "changed since", "being resumed")) else 400
-            raise ApiError(status, str(e), code="escalation_conflict" if status == 409 else "invalid_resolution") from None
+            status = 409 if e.conflict else 400
+            raise ApiError(status, str(e), code="escalation_conflict" if e.conflict else "invalid_resolution") from None
     out: dict[str, Any] = {"item": _public(item)}
     if res is not None:
         out["run"] = {"output": res.output, **res.summary()}
@@ -88,7 +88,7 @@ def queue_routes(app: Any, gw: Gateway) -> None:
         try:
             it = await asyncio.to_thread(gw.store.queue_claim, item_id, str(body.get("by") or key.name), ttl_s=float(ttl))
         except QueueError as e:
-            raise ApiError(409, str(e), code="escalation_conflict") from None
+            raise ApiError(409 if e.conflict else 400, str(e), code="escalation_conflict" if e.conflict else "invalid_claim") from None
         return _public(it)
 
     @app.post("/v1/escalations/{item_id}/resolve")

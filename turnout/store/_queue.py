@@ -147,20 +147,21 @@ class QueueTables:
             self._check_open(it, who, claiming=True)
             if self._swap(it, "status = 'claimed', claimed_by = ?, claim_until = ?", (who, time.time() + ttl_s)):
                 return self._must(item_id)
-        raise QueueError(f"item {item_id!r} keeps changing; try again")
+        raise QueueError(f"item {item_id!r} keeps changing; try again", conflict=True)
 
     def _check_open(self, it: dict[str, Any], who: str, *, claiming: bool = False) -> None:
         iid, st = it["item_id"], it["status"]
         if st == "resolved":
             raise QueueError(f"item {iid!r} was already resolved by {it['resolved_by']} at "
-                             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(it['resolved_at']))}: a run resumes once")
+                             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(it['resolved_at']))}: a run resumes once", conflict=True)
         if st == "expired":
-            raise QueueError(f"item {iid!r} expired unresolved at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(it['expires_at']))}")
+            raise QueueError(f"item {iid!r} expired unresolved at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(it['expires_at']))}",
+                             conflict=True)
         until = time.strftime("%H:%M:%S", time.localtime(it["claim_until"] or 0))
         if st == "claimed" and it["claimed_by"] != who:
-            raise QueueError(f"item {iid!r} is claimed by {it['claimed_by']} until {until}")
+            raise QueueError(f"item {iid!r} is claimed by {it['claimed_by']} until {until}", conflict=True)
         if st == "open" and it["claimed_by"] == who and it["claim_until"] is not None and not claiming:
-            raise QueueError(f"your claim on item {iid!r} expired at {until}; claim it again (turnout queue claim {iid})")
+            raise QueueError(f"your claim on item {iid!r} expired at {until}; claim it again (turnout queue claim {iid})", conflict=True)
 
     def queue_resolve(self, item_id: str, who: str, resolution: Mapping[str, Any]) -> dict[str, Any]:
         """Resolve an item once: ``resolution`` is ``{"route": ...}``, ``{"answer": ...}`` or
@@ -174,7 +175,7 @@ class QueueTables:
             if self._swap(it, "status = 'resolved', resolved_by = ?, resolved_at = ?, resolution = ?, claim_until = NULL",
                           (who, time.time(), json.dumps(res))):
                 return self._must(item_id)
-        raise QueueError(f"item {item_id!r} keeps changing; try again")
+        raise QueueError(f"item {item_id!r} keeps changing; try again", conflict=True)
 
     # -- waiting runs -----------------------------------------------------------------------------
     def suspended(self, run_id: str) -> dict[str, Any] | None:

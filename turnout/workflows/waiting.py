@@ -106,9 +106,9 @@ async def prepare_resume(store: Any, run_id: str, wf: Any) -> tuple[RunContext, 
     if st["version"] != wf.version:
         raise QueueError(f"workflow {wf.name!r} changed since run {run_id!r} began waiting: it waited on version {st['version']}"
                          f"{' of ' + st['path'] if st['path'] else ''}, the workflow is now version {wf.version}; restore that "
-                         "version to resume it, or answer the caller another way")
+                         "version to resume it, or answer the caller another way", conflict=True)
     if not await asyncio.to_thread(store.resume_take, run_id):
-        raise QueueError(f"run {run_id!r} is being resumed by another process")
+        raise QueueError(f"run {run_id!r} is being resumed by another process", conflict=True)
     j = st["journal"]
     ctx = RunContext(wf.resolve, wf.default_model, original=j["input"])
     ctx.replay = dict(j["nodes"])
@@ -138,7 +138,7 @@ async def resolve_and_resume(store: Any, item_id: str, by: str, resolution: dict
         if st["version"] != wf.version:
             raise QueueError(f"workflow {wf.name!r} changed since run {item['run_id']!r} began waiting: it waited on version "
                              f"{st['version']}{' of ' + st['path'] if st['path'] else ''}, the workflow is now version {wf.version}; "
-                             "the item stays open")
+                             "the item stays open", conflict=True)
     item = await asyncio.to_thread(store.queue_resolve, item_id, by, resolution)
     if wf is None:
         return item, None
