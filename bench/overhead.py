@@ -184,14 +184,54 @@ class TurnoutToolsClient(TurnoutClient):
         return c.tool_calls[0].name
 
 
+class RawStreamClient(RawClient):
+    """The streaming baseline: SSE read line by line on a pooled aiohttp session, deltas joined."""
+
+    async def call(self, i: int) -> str:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.cap))
+        body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": f"question {i}"}], "max_tokens": 64,
+                           "stream": True}).encode()
+        parts = []
+        async with self.session.post(self.url, data=body, headers={"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}) as r:
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}")
+            async for line in r.content:
+                if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                    doc = json.loads(line[6:])
+                    if doc.get("choices"):
+                        parts.append(doc["choices"][0]["delta"].get("content") or "")
+        return "".join(parts)
+
+
+class TurnoutStreamClient(TurnoutClient):
+    """The same stack, streaming: the adapter's SSE reader, trace recorded at the final chunk."""
+
+    async def call(self, i: int) -> str:
+        return "".join([c.delta async for c in self.model.stream(Request.of(f"question {i}", max_tokens=64))])
+
+    async def close(self) -> None:
+        self.retries = sum(e.retries for e in self.sink.events)
+        self.stale = self.adapter._http.stale_retries
+        await super().close()
+
+
 CLIENTS = {"aiohttp": RawClient, "turnout": TurnoutClient, "adapter-only": BareAdapterClient, "sectioning": SectioningClient,
-           "sqlite-trace": SQLiteTracedClient, "aiohttp-tools": RawToolsClient, "turnout-tools": TurnoutToolsClient}
+           "sqlite-trace": SQLiteTracedClient, "aiohttp-tools": RawToolsClient, "turnout-tools": TurnoutToolsClient,
+           "aiohttp-stream": RawStreamClient, "turnout-stream": TurnoutStreamClient}
+
+
+async def server_stats(url: str) -> dict[str, int]:
+    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/_mock/stats") as r:
+        return await r.json()  # type: ignore[no-any-return]
 
 
 async def measure(kind: str, url: str, n: int, cap: int) -> dict[str, float]:
     client = CLIENTS[kind](url, cap)
     batch = getattr(client, "batch", None)
+    out: dict[str, float] = {}
     try:
+        before = await server_stats(url)
         await fan_out(min(n, cap * 2), cap, client.call)  # warm the pool
         gc.collect()
         r0 = rss_mb()
@@ -201,9 +241,14 @@ async def measure(kind: str, url: str, n: int, cap: int) -> dict[str, float]:
         else:
             await fan_out(n, cap, client.call)
         c1, w1 = time.process_time(), time.perf_counter()
-        return {"cpu_us_per_call": (c1 - c0) / n * 1e6, "wall_s": w1 - w0, "rss_delta_mb": rss_mb() - r0}
+        after = await server_stats(url)
+        out = {"cpu_us_per_call": (c1 - c0) / n * 1e6, "wall_s": w1 - w0, "rss_delta_mb": rss_mb() - r0,
+               "connections": after["connections"] - before["connections"]}  # opened by this client (warm-up included)
     finally:
         await client.close()
+    out["retries"] = getattr(client, "retries", 0)
+    out["stale_retries"] = getattr(client, "stale", 0)
+    return out
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
@@ -227,6 +272,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             "wall_s_median": statistics.median(r["wall_s"] for r in rs),
             "wall_vs_ideal": statistics.median(r["wall_s"] for r in rs) / ideal,
             "rss_delta_mb_median": statistics.median(r["rss_delta_mb"] for r in rs),
+            "connections_median": statistics.median(r["connections"] for r in rs),
+            "retries_total": sum(r["retries"] for r in rs), "stale_retries_total": sum(r["stale_retries"] for r in rs),
         }
     # each repetition measures every client back to back, so the per-repetition ratio cancels the
     # slow drift of a shared machine; the median of those paired ratios is the headline number
@@ -241,6 +288,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     summary["ratio_cpu_sqlite_trace"] = statistics.median(paired_sql)
     paired_tools = [t["cpu_us_per_call"] / a["cpu_us_per_call"] for t, a in zip(results["turnout-tools"], results["aiohttp-tools"], strict=True)]
     summary["ratio_cpu_tools"] = statistics.median(paired_tools)  # against the raw client sending the same 5 tools
+    paired_stream = [t["cpu_us_per_call"] / a["cpu_us_per_call"] for t, a in zip(results["turnout-stream"], results["aiohttp-stream"],
+                                                                                  strict=True)]
+    summary["ratio_cpu_stream"] = statistics.median(paired_stream)  # against raw aiohttp streaming
     summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary["target_ratio"] = 1.2
     summary["python"] = sys.version.split()[0]
@@ -303,24 +353,28 @@ def main() -> None:
     from rich.table import Table
 
     t = Table(title=f"client overhead: {args.n} calls, cap {args.cap}, {args.latency * 1000:.0f} ms latency, {args.reps} reps (medians)")
-    for col in ("client", "CPU µs/call", "paired ratio", "wall s", "wall / ideal", "RSS Δ MB"):
+    for col in ("client", "CPU µs/call", "paired ratio", "wall s", "wall / ideal", "RSS Δ MB", "conns", "retries"):
         t.add_column(col, justify="right" if col != "client" else "left")
     labels = {"aiohttp": "raw aiohttp (baseline)", "adapter-only": "turnout adapter, no policies",
               "turnout": "turnout trace+retry+limit", "sectioning": "same stack via fan-out engine + sectioning",
               "sqlite-trace": "same stack, traced to SQLite", "aiohttp-tools": "raw aiohttp, 5 tools (baseline of the next)",
-              "turnout-tools": "turnout stack, 5 tools (vs raw with tools)"}
-    for kind in ("aiohttp", "adapter-only", "turnout", "sectioning", "sqlite-trace", "aiohttp-tools", "turnout-tools"):
+              "turnout-tools": "turnout stack, 5 tools (vs raw with tools)", "aiohttp-stream": "raw aiohttp, streaming (baseline of the next)",
+              "turnout-stream": "turnout stack, streaming (vs raw streaming)"}
+    for kind in ("aiohttp", "adapter-only", "turnout", "sectioning", "sqlite-trace", "aiohttp-tools", "turnout-tools", "aiohttp-stream",
+                 "turnout-stream"):
         r = s[kind]  # type: ignore[index]
         ratio = {"aiohttp": 1.0, "adapter-only": s["ratio_cpu_adapter_only"], "turnout": s["ratio_cpu"],
                  "sectioning": s["ratio_cpu_sectioning"], "sqlite-trace": s["ratio_cpu_sqlite_trace"], "aiohttp-tools": 1.0,
-                 "turnout-tools": s["ratio_cpu_tools"]}[kind]
+                 "turnout-tools": s["ratio_cpu_tools"], "aiohttp-stream": 1.0, "turnout-stream": s["ratio_cpu_stream"]}[kind]
         t.add_row(labels[kind], f"{r['cpu_us_per_call_median']:.0f}",
-                  f"{ratio:.2f}×", f"{r['wall_s_median']:.3f}", f"{r['wall_vs_ideal']:.2f}", f"{r['rss_delta_mb_median']:.1f}")
+                  f"{ratio:.2f}×", f"{r['wall_s_median']:.3f}", f"{r['wall_vs_ideal']:.2f}", f"{r['rss_delta_mb_median']:.1f}",
+                  f"{r['connections_median']:.0f}", f"{r['retries_total'] + r['stale_retries_total']:.0f}")
     Console().print(t)
     verdict = "meets" if s["ratio_cpu"] <= 1.2 else "MISSES"  # type: ignore[operator]
     print(f"turnout / aiohttp CPU per call = {s['ratio_cpu']:.3f}× ({verdict} the ≤ 1.2× target); "
           f"through the fan-out engine + sectioning {s['ratio_cpu_sectioning']:.3f}×; with 5 tools {s['ratio_cpu_tools']:.3f}× "
-          f"(target ≤ 1.2×); peak RSS {s['peak_rss_mb']:.0f} MB")
+          f"(target ≤ 1.2×); streaming {s['ratio_cpu_stream']:.3f}× raw aiohttp streaming (target ≤ 1.2×); "
+          f"peak RSS {s['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

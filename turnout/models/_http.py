@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import json
 import os
 import time
@@ -30,6 +31,10 @@ from .._errors import (
 T = TypeVar("T")
 
 _LOOPBACK = ("127.", "localhost", "[::1]", "0.0.0.0")
+
+
+# the errors of a send on a connection the peer already closed (reset, broken pipe)
+_STALE_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
 
 
 def is_loopback(url: str) -> bool:
@@ -132,6 +137,7 @@ class HTTPClient:
         self.pool_size = pool_size
         self.timeout = timeout
         self.proxy = proxy
+        self.stale_retries = 0  # requests sent again because their pooled connection was found closed
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -159,6 +165,22 @@ class HTTPClient:
             await self._session.close()
         self._session = None
 
+    async def _send(self, url: str, body: bytes, headers: Mapping[str, str], kw: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST on a pooled connection. A connection the server closed while it sat in the pool fails
+        before any byte of an answer comes back (``ServerDisconnectedError``, or a reset): the request
+        never reached a handler, so it is sent once more at once, on another connection — what HTTP
+        clients do for a stale keep-alive connection (aiohttp itself does it only for idempotent
+        methods). A refused connection, a timeout or a second failure is the caller's error."""
+        try:
+            return await self.session().post(url, data=body, headers=headers, **kw)
+        except aiohttp.ClientConnectorError:
+            raise
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+            if isinstance(e, aiohttp.ClientOSError) and e.errno not in _STALE_ERRNOS:
+                raise
+            self.stale_retries += 1
+            return await self.session().post(url, data=body, headers=headers, **kw)
+
     async def post_json(
         self,
         url: str,
@@ -181,7 +203,7 @@ class HTTPClient:
         if self.proxy:
             kw["proxy"] = self.proxy
         try:
-            async with self.session().post(url, data=body, headers=headers, **kw) as resp:
+            async with await self._send(url, body, headers, kw) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise error_for_status(resp.status, raw, resp.headers, model, secret)
@@ -204,9 +226,12 @@ class HTTPClient:
         if self.proxy:
             kw["proxy"] = self.proxy
         try:
-            # A stream gets its own connection (``Connection: close``): streaming servers — llama.cpp's
-            # among them — drop the connection after a stream while the pool would still reuse it.
-            resp = await self.session().post(url, data=body, headers={**headers, "Connection": "close"}, **kw)
+            # Streams share the pool: read to its end, the connection goes back to it (``release``);
+            # left early (the caller stopped, a cancel, an error), it is closed, never reused with
+            # unread bytes on it. A connection the server closed after a stream without saying so
+            # (llama.cpp's server does) is caught by ``_send`` on its next use.
+            resp = await self._send(url, body, headers, kw)
+            ended = False
             try:
                 if resp.status >= 400:
                     raise error_for_status(resp.status, await resp.read(), resp.headers, model, secret)
@@ -221,8 +246,12 @@ class HTTPClient:
                     elif s.startswith("data:"):
                         yield event, s[5:].lstrip()
                     # comments (":") and other fields are ignored per the SSE spec
+                ended = True
             finally:
-                resp.close()
+                if ended:
+                    resp.release()
+                else:
+                    resp.close()
         except ProviderError:
             raise
         except (TimeoutError, aiohttp.ClientError) as e:

@@ -78,6 +78,7 @@ class MockServer:
         record: bool = True,
         retry_after: float = 1.0,
         handler_cancellation: bool = False,
+        stale_after: str | None = None,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the mock server binds to loopback only")
@@ -97,6 +98,16 @@ class MockServer:
         self.max_active = 0
         self.disconnects = 0  # streams whose client went away before the end
         self.handler_cancellation = handler_cancellation  # cancel a handler when its client disconnects
+        # stale_after="stream" (or "any"): after a stream (or any answer) the server forgets the
+        # connection without saying so (no ``Connection: close``), as llama.cpp's server does after a
+        # stream: the next request sent on it is dropped before any byte comes back
+        if stale_after not in (None, "stream", "any"):
+            raise ValueError("stale_after is None, 'stream' or 'any'")
+        self.stale_after = stale_after
+        self._stale: set[int] = set()  # ids of the transports forgotten that way
+        self._seen: set[int] = set()
+        self.connections = 0  # distinct connections that sent a request
+        self.stale_drops = 0  # requests dropped because they came on a forgotten connection
         self.cancelled = 0  # handlers cancelled that way (with handler_cancellation=True)
         self._runner: web.AppRunner | None = None
         # hold_after(n): answer n requests, then hold every later one until release() — so a test can
@@ -191,7 +202,8 @@ class MockServer:
         return web.json_response({"queued": len(self.tool_script)})
 
     async def _ctl_stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"count": self.count, "max_active": self.max_active, "faults": list(self.faults)})
+        return web.json_response({"count": self.count, "max_active": self.max_active, "faults": list(self.faults),
+                                  "connections": self.connections, "stale_drops": self.stale_drops})
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "mock", "object": "model"}]})
@@ -270,6 +282,24 @@ class MockServer:
 
     async def _tracked(self, inner: Any, request: web.Request) -> web.StreamResponse:
         """Concurrency and cancellation accounting shared by both wire formats."""
+        t = request.transport
+        tid = id(t)
+        if tid not in self._seen:
+            self._seen.add(tid)
+            self.connections += 1
+        if tid in self._stale:  # this connection was forgotten: nothing comes back on it
+            self._stale.discard(tid)
+            self.stale_drops += 1
+            if t is not None:
+                t.abort()
+            return web.Response(status=500)  # never sent: the connection is gone
+        resp = await self._tracked_inner(inner, request)
+        if self.stale_after == "any" or (self.stale_after == "stream" and isinstance(resp, web.StreamResponse)
+                                         and not isinstance(resp, web.Response)):
+            self._stale.add(tid)
+        return resp
+
+    async def _tracked_inner(self, inner: Any, request: web.Request) -> web.StreamResponse:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
