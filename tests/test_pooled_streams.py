@@ -80,3 +80,25 @@ async def test_a_stream_left_early_does_not_poison_the_pool():
             assert m._http.stale_retries == 0  # nothing half-read was handed out again
         finally:
             await m.aclose()
+
+
+async def test_an_idle_keep_alive_connection_the_server_dropped_is_caught_for_json_too_but_a_new_one_never_resent():
+    from turnout.errors import ProviderUnavailable
+
+    async with MockServer(stale_after="any") as srv:
+        m = _openai(srv)
+        try:
+            assert (await m.complete(Request.of("a"))).text == "echo: a"
+            assert (await m.complete(Request.of("b"))).text == "echo: b"  # its pooled connection was dead: sent again
+            assert m._http.stale_retries == 1 and srv.count == 2
+        finally:
+            await m.aclose()
+    async with MockServer() as srv:
+        m = _openai(srv)
+        try:
+            srv.fail("reset")  # a connection just opened drops: the server may have the request
+            with pytest.raises(ProviderUnavailable):
+                await m.complete(Request.of("c"))
+            assert m._http.stale_retries == 0
+        finally:
+            await m.aclose()

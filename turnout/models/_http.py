@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import errno
 import json
@@ -35,6 +36,20 @@ _LOOPBACK = ("127.", "localhost", "[::1]", "0.0.0.0")
 
 # the errors of a send on a connection the peer already closed (reset, broken pipe)
 _STALE_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+# set by the pool when the connection a request goes out on was reused (see ``_Pool``)
+_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("turnout_pooled_connection", default=False)
+
+
+class _Pool(aiohttp.TCPConnector):
+    """The connector, noting (in ``_REUSED``, within the calling task) when a request is handed a
+    connection from the pool rather than a new one: only such a request may meet a connection the
+    server closed while it sat idle, so only it is sent again."""
+
+    async def _get(self, *args: Any, **kw: Any) -> Any:
+        conn = await super()._get(*args, **kw)  # type: ignore[misc]
+        if conn is not None:
+            _REUSED.set(True)
+        return conn
 
 
 def is_loopback(url: str) -> bool:
@@ -149,7 +164,7 @@ class HTTPClient:
             # talks to one host anyway, so ``limit`` already is the per-host cap
             # keep idle connections for less time than common servers do (uvicorn and llama.cpp: 5 s),
             # so the pool does not hand out a connection the server is closing
-            connector = aiohttp.TCPConnector(limit=self.pool_size, ttl_dns_cache=300, keepalive_timeout=4.0)
+            connector = _Pool(limit=self.pool_size, ttl_dns_cache=300, keepalive_timeout=4.0)
             s = aiohttp.ClientSession(
                 connector=connector,
                 # sock_connect, not connect: the latter arms a timer around every pool checkout
@@ -170,14 +185,16 @@ class HTTPClient:
         before any byte of an answer comes back (``ServerDisconnectedError``, or a reset): the request
         never reached a handler, so it is sent once more at once, on another connection — what HTTP
         clients do for a stale keep-alive connection (aiohttp itself does it only for idempotent
-        methods). A refused connection, a timeout or a second failure is the caller's error."""
+        methods). Only a reused connection: one just opened that drops may have delivered the
+        request. A refused connection, a timeout or a second failure is the caller's error."""
+        _REUSED.set(False)
         try:
             return await self.session().post(url, data=body, headers=headers, **kw)
         except aiohttp.ClientConnectorError:
             raise
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-            if isinstance(e, aiohttp.ClientOSError) and e.errno not in _STALE_ERRNOS:
-                raise
+            if not _REUSED.get() or (isinstance(e, aiohttp.ClientOSError) and e.errno not in _STALE_ERRNOS):
+                raise  # a new connection dropped: the server may have the request — never sent twice
             self.stale_retries += 1
             return await self.session().post(url, data=body, headers=headers, **kw)
 
@@ -290,11 +307,16 @@ class HTTPAdapter:
         """POST ``body`` for a stream: each server-sent event as (event name, its JSON data). A data line
         equal to ``end`` (OpenAI's ``[DONE]``) yields ``(None, None)`` and ends the stream; data that is
         not JSON is a ``BadResponse`` naming an excerpt (the key scrubbed)."""
+        ended = False
         async for event, data in self._http.post_sse(self._url, json.dumps(body).encode(), self._headers, model=self.name,
                                                       timeout=timeout, secret=self._key):
             if end is not None and data == end:
-                yield None, None
-                return
+                if not ended:
+                    ended = True
+                    yield None, None
+                continue  # read on to the body's end, so the connection goes back to the pool
+            if ended:
+                continue
             try:
                 doc = json.loads(data)
             except ValueError:

@@ -184,8 +184,7 @@ class AnthropicModel(HTTPAdapter):
                 finish = _FINISH.get((doc.get("delta") or {}).get("stop_reason") or "", "unknown")
                 out_tok = int((doc.get("usage") or {}).get("output_tokens") or out_tok)
             elif kind == "message_stop":
-                stopped = True
-                break
+                stopped = True  # nothing follows it; the loop reads on to the body's end (the connection is reused)
             elif kind == "error":
                 err = doc.get("error") or {}
                 raise ProviderUnavailable(f"provider sent an error mid-stream: {self._excerpt(str(err.get('message', err)))}", model=self.name)

@@ -180,8 +180,8 @@ class OpenAICompatible(HTTPAdapter):
         calls = ToolCalls()
         async for _event, doc in self._events(openai_body(request, self.model, True), request.timeout, end="[DONE]"):
             if doc is None:
-                done = True
-                break
+                done = True  # [DONE]; the loop reads on to the end of the body (the connection is reused)
+                continue
             if isinstance(doc, dict) and "error" in doc:
                 raise BadResponse(f"provider sent an error mid-stream: {self._excerpt(json.dumps(doc['error']))}", model=self.name)
             if isinstance(doc, dict) and doc.get("usage"):
