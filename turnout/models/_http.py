@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import email.utils
-import errno
 import json
 import os
 import time
@@ -34,8 +33,6 @@ T = TypeVar("T")
 _LOOPBACK = ("127.", "localhost", "[::1]", "0.0.0.0")
 
 
-# the errors of a send on a connection the peer already closed (reset, broken pipe)
-_STALE_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
 # set by the pool when the connection a request goes out on was reused (see ``_Pool``)
 _REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("turnout_pooled_connection", default=False)
 
@@ -182,7 +179,8 @@ class HTTPClient:
 
     async def _send(self, url: str, body: bytes, headers: Mapping[str, str], kw: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST on a pooled connection. A connection the server closed while it sat in the pool fails
-        before any byte of an answer comes back (``ServerDisconnectedError``, or a reset): the request
+        before any byte of an answer comes back (``ServerDisconnectedError``, a reset, or — llama.cpp's
+        server after a stream — "Can not write request body"): the request
         never reached a handler, so it is sent once more at once, on another connection — what HTTP
         clients do for a stale keep-alive connection (aiohttp itself does it only for idempotent
         methods). Only a reused connection: one just opened that drops may have delivered the
@@ -192,8 +190,8 @@ class HTTPClient:
             return await self.session().post(url, data=body, headers=headers, **kw)
         except aiohttp.ClientConnectorError:
             raise
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-            if not _REUSED.get() or (isinstance(e, aiohttp.ClientOSError) and e.errno not in _STALE_ERRNOS):
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            if not _REUSED.get():
                 raise  # a new connection dropped: the server may have the request — never sent twice
             self.stale_retries += 1
             return await self.session().post(url, data=body, headers=headers, **kw)
@@ -235,9 +233,13 @@ class HTTPClient:
         return parse(doc, time.perf_counter() - t0)
 
     async def post_sse(
-        self, url: str, body: bytes, headers: Mapping[str, str], *, model: str, timeout: float | None, secret: str | None
-    ) -> AsyncIterator[tuple[str | None, str]]:
-        """Yield (event, data) pairs of a server-sent-event stream. ``timeout`` bounds each read."""
+        self, url: str, body: bytes, headers: Mapping[str, str], *, model: str, timeout: float | None, secret: str | None,
+        end: bytes | None = None,
+    ) -> AsyncIterator[tuple[str | None, Any]]:
+        """Yield (event name, JSON data) for each event of a server-sent-event stream; ``timeout`` bounds
+        each read. A data line equal to ``end`` (OpenAI's ``[DONE]``) yields ``(None, None)``; data that
+        is not JSON is a ``BadResponse`` naming an excerpt (the key scrubbed). Lines are handled as bytes
+        (``json.loads`` reads them as they are): one generator from the socket to the adapter."""
         t = timeout if timeout is not None else self.timeout
         kw: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=None, sock_read=t, sock_connect=t)}
         if self.proxy:
@@ -253,15 +255,26 @@ class HTTPClient:
                 if resp.status >= 400:
                     raise error_for_status(resp.status, await resp.read(), resp.headers, model, secret)
                 event: str | None = None
+                finished = False  # after ``end``, the rest of the body is read and dropped
                 async for line in resp.content:
-                    s = line.decode("utf-8", "replace").rstrip("\r\n")
-                    if not s:
+                    if line.startswith(b"data:"):
+                        if finished:
+                            continue
+                        data = line[5:].strip()
+                        if data == end:
+                            finished = True
+                            yield None, None
+                            continue
+                        try:
+                            doc = json.loads(data)
+                        except ValueError:
+                            text = data.decode("utf-8", "replace")
+                            raise BadResponse(f"stream event is not JSON: {excerpt(text, secret)!r}", model=model) from None
+                        yield event, doc
+                    elif line.startswith(b"event:"):
+                        event = line[6:].decode("utf-8", "replace").strip()
+                    elif not line.strip():
                         event = None
-                        continue
-                    if s.startswith("event:"):
-                        event = s[6:].strip()
-                    elif s.startswith("data:"):
-                        yield event, s[5:].lstrip()
                     # comments (":") and other fields are ignored per the SSE spec
                 ended = True
             finally:
@@ -303,25 +316,12 @@ class HTTPAdapter:
         return self._http.post_json(self._url, json.dumps(body).encode(), self._headers, model=self.name, timeout=timeout,
                                     secret=self._key, parse=parse)
 
-    async def _events(self, body: Mapping[str, Any], timeout: float | None, *, end: str | None = None) -> AsyncIterator[tuple[str | None, Any]]:
-        """POST ``body`` for a stream: each server-sent event as (event name, its JSON data). A data line
-        equal to ``end`` (OpenAI's ``[DONE]``) yields ``(None, None)`` and ends the stream; data that is
-        not JSON is a ``BadResponse`` naming an excerpt (the key scrubbed)."""
-        ended = False
-        async for event, data in self._http.post_sse(self._url, json.dumps(body).encode(), self._headers, model=self.name,
-                                                      timeout=timeout, secret=self._key):
-            if end is not None and data == end:
-                if not ended:
-                    ended = True
-                    yield None, None
-                continue  # read on to the body's end, so the connection goes back to the pool
-            if ended:
-                continue
-            try:
-                doc = json.loads(data)
-            except ValueError:
-                raise BadResponse(f"stream event is not JSON: {self._excerpt(data)!r}", model=self.name) from None
-            yield event, doc
+    def _events(self, body: Mapping[str, Any], timeout: float | None, *, end: str | None = None) -> AsyncIterator[tuple[str | None, Any]]:
+        """POST ``body`` for a stream: each server-sent event as (event name, its JSON data); a data
+        line equal to ``end`` yields ``(None, None)`` (see ``HTTPClient.post_sse``). A plain def
+        handing back the client's generator: no layer of its own on every chunk."""
+        return self._http.post_sse(self._url, json.dumps(body).encode(), self._headers, model=self.name, timeout=timeout,
+                                   secret=self._key, end=end.encode() if end is not None else None)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .._types import Completion, Request, StreamChunk
 from ..models.base import ChatModel
-from .base import Wrapper, call_info, relay
+from .base import Wrapper, call_info
 
 __all__ = [
     "RetryPolicy",
@@ -201,7 +201,8 @@ class Retrying(Wrapper):
                 await agen.aclose()
                 await self._next(e, attempt, t0)
                 continue
-            async with aclosing(relay(first, agen)) as rest:
-                async for chunk in rest:
+            async with aclosing(agen):  # the first chunk came: from here an error reaches the caller
+                yield first
+                async for chunk in agen:
                     yield chunk
             return
