@@ -178,31 +178,38 @@ class OpenAICompatible(HTTPAdapter):
         n_chars = 0
         done = False
         calls = ToolCalls()
+        name = self.name
         async for _event, doc in self._events(openai_body(request, self.model, True), request.timeout, end="[DONE]"):
             if doc is None:
                 done = True  # [DONE]; the loop reads on to the end of the body (the connection is reused)
                 continue
-            if isinstance(doc, dict) and "error" in doc:
-                raise BadResponse(f"provider sent an error mid-stream: {self._excerpt(json.dumps(doc['error']))}", model=self.name)
-            if isinstance(doc, dict) and doc.get("usage"):
+            if type(doc) is not dict:
+                continue
+            choices = doc.get("choices")
+            if not choices:
+                if "error" in doc:
+                    raise BadResponse(f"provider sent an error mid-stream: {self._excerpt(json.dumps(doc['error']))}", model=name)
+                u = doc.get("usage")
+                if u:
+                    usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+                continue
+            if doc.get("usage"):  # some servers put the usage on the last chunk with choices
                 u = doc["usage"]
                 usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-            choices = doc.get("choices") if isinstance(doc, dict) else None
-            if not choices:
-                continue
             ch = choices[0]
             d = ch.get("delta") or {}
-            delta = d.get("content") or ""
-            if ch.get("finish_reason"):
-                finish = _FINISH.get(ch["finish_reason"], "unknown")
+            delta = d.get("content")
+            fr = ch.get("finish_reason")
+            if fr:
+                finish = _FINISH.get(fr, "unknown")
             if delta:
                 n_chars += len(delta)
-                yield StreamChunk(delta, model=self.name)
+                yield StreamChunk(delta, False, None, None, 0.0, 0.0, name)
             if d.get("tool_calls"):
                 pieces = self._tool_deltas(d["tool_calls"])
                 calls.add(pieces)
                 n_chars += sum(len(p.arguments) + len(p.name or "") for p in pieces)
-                yield StreamChunk("", model=self.name, tool_calls=pieces)
+                yield StreamChunk("", model=name, tool_calls=pieces)
         if not done and finish is None:
             raise BadResponse("stream ended before the answer was complete (no finish_reason, no [DONE])", model=self.name)
         if calls:
