@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Coroutine
+from contextlib import aclosing
 from typing import Any
 
 from .._constants import ANTHROPIC_BASE_URL, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S
@@ -159,35 +160,38 @@ class AnthropicModel(HTTPAdapter):
         stopped = False
         tools = bool(request.tools)
         calls = ToolCalls()
-        async for event, doc in self._events(anthropic_body(request, self.model, True), request.timeout):
-            kind = event or doc.get("type")
-            if kind == "message_start":
-                u = (doc.get("message") or {}).get("usage") or {}
-                in_tok = int(u.get("input_tokens") or 0)
-                out_tok = int(u.get("output_tokens") or 0)
-            elif kind == "content_block_start" and tools and (doc.get("content_block") or {}).get("type") == "tool_use":
-                b = doc["content_block"]
-                piece = (ToolCallDelta(int(doc.get("index", 0)), b.get("id"), b.get("name")),)
-                calls.add(piece)
-                yield StreamChunk("", model=self.name, tool_calls=piece)
-            elif kind == "content_block_delta":
-                d = doc.get("delta") or {}
-                if tools and d.get("type") == "input_json_delta":
-                    piece = (ToolCallDelta(int(doc.get("index", 0)), arguments=d.get("partial_json") or ""),)
+        # closed at once when the loop ends: a connection whose body had ended is already back in the pool
+        async with aclosing(self._events(anthropic_body(request, self.model, True), request.timeout)) as events:
+            async for event, doc in events:
+                kind = event or doc.get("type")
+                if kind == "message_start":
+                    u = (doc.get("message") or {}).get("usage") or {}
+                    in_tok = int(u.get("input_tokens") or 0)
+                    out_tok = int(u.get("output_tokens") or 0)
+                elif kind == "content_block_start" and tools and (doc.get("content_block") or {}).get("type") == "tool_use":
+                    b = doc["content_block"]
+                    piece = (ToolCallDelta(int(doc.get("index", 0)), b.get("id"), b.get("name")),)
                     calls.add(piece)
                     yield StreamChunk("", model=self.name, tool_calls=piece)
-                    continue
-                text = d.get("text") if d.get("type") == "text_delta" else d.get("partial_json")
-                if text:
-                    yield StreamChunk(text, model=self.name)
-            elif kind == "message_delta":
-                finish = _FINISH.get((doc.get("delta") or {}).get("stop_reason") or "", "unknown")
-                out_tok = int((doc.get("usage") or {}).get("output_tokens") or out_tok)
-            elif kind == "message_stop":
-                stopped = True  # nothing follows it; the loop reads on to the body's end (the connection is reused)
-            elif kind == "error":
-                err = doc.get("error") or {}
-                raise ProviderUnavailable(f"provider sent an error mid-stream: {self._excerpt(str(err.get('message', err)))}", model=self.name)
+                elif kind == "content_block_delta":
+                    d = doc.get("delta") or {}
+                    if tools and d.get("type") == "input_json_delta":
+                        piece = (ToolCallDelta(int(doc.get("index", 0)), arguments=d.get("partial_json") or ""),)
+                        calls.add(piece)
+                        yield StreamChunk("", model=self.name, tool_calls=piece)
+                        continue
+                    text = d.get("text") if d.get("type") == "text_delta" else d.get("partial_json")
+                    if text:
+                        yield StreamChunk(text, model=self.name)
+                elif kind == "message_delta":
+                    finish = _FINISH.get((doc.get("delta") or {}).get("stop_reason") or "", "unknown")
+                    out_tok = int((doc.get("usage") or {}).get("output_tokens") or out_tok)
+                elif kind == "message_stop":
+                    stopped = True  # the answer is complete: nothing after it is waited for
+                    break
+                elif kind == "error":
+                    err = doc.get("error") or {}
+                    raise ProviderUnavailable(f"provider sent an error mid-stream: {self._excerpt(str(err.get('message', err)))}", model=self.name)
         if not stopped:
             raise BadResponse("stream ended before message_stop", model=self.name)
         if calls:

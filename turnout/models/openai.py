@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable
+from contextlib import aclosing
 from typing import Any
 
 from .._constants import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S, OPENAI_BASE_URL
@@ -179,37 +180,40 @@ class OpenAICompatible(HTTPAdapter):
         done = False
         calls = ToolCalls()
         name = self.name
-        async for _event, doc in self._events(openai_body(request, self.model, True), request.timeout, end="[DONE]"):
-            if doc is None:
-                done = True  # [DONE]; the loop reads on to the end of the body (the connection is reused)
-                continue
-            if type(doc) is not dict:
-                continue
-            choices = doc.get("choices")
-            if not choices:
-                if "error" in doc:
-                    raise BadResponse(f"provider sent an error mid-stream: {self._excerpt(json.dumps(doc['error']))}", model=name)
-                u = doc.get("usage")
-                if u:
+        # closed at once when this loop ends: a connection whose body had ended is back in the pool
+        # already (aiohttp releases it at the body's end), one still open is closed, never reused
+        async with aclosing(self._events(openai_body(request, self.model, True), request.timeout, end="[DONE]")) as events:
+            async for _event, doc in events:
+                if doc is None:
+                    done = True  # [DONE]: the answer is complete; nothing after it is waited for
+                    break
+                if type(doc) is not dict:
+                    continue
+                choices = doc.get("choices")
+                if not choices:
+                    if "error" in doc:
+                        raise BadResponse(f"provider sent an error mid-stream: {self._excerpt(json.dumps(doc['error']))}", model=name)
+                    u = doc.get("usage")
+                    if u:
+                        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+                    continue
+                if doc.get("usage"):  # some servers put the usage on the last chunk with choices
+                    u = doc["usage"]
                     usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-                continue
-            if doc.get("usage"):  # some servers put the usage on the last chunk with choices
-                u = doc["usage"]
-                usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-            ch = choices[0]
-            d = ch.get("delta") or {}
-            delta = d.get("content")
-            fr = ch.get("finish_reason")
-            if fr:
-                finish = _FINISH.get(fr, "unknown")
-            if delta:
-                n_chars += len(delta)
-                yield StreamChunk(delta, False, None, None, 0.0, 0.0, name)
-            if d.get("tool_calls"):
-                pieces = self._tool_deltas(d["tool_calls"])
-                calls.add(pieces)
-                n_chars += sum(len(p.arguments) + len(p.name or "") for p in pieces)
-                yield StreamChunk("", model=name, tool_calls=pieces)
+                ch = choices[0]
+                d = ch.get("delta") or {}
+                delta = d.get("content")
+                fr = ch.get("finish_reason")
+                if fr:
+                    finish = _FINISH.get(fr, "unknown")
+                if delta:
+                    n_chars += len(delta)
+                    yield StreamChunk(delta, False, None, None, 0.0, 0.0, name)
+                if d.get("tool_calls"):
+                    pieces = self._tool_deltas(d["tool_calls"])
+                    calls.add(pieces)
+                    n_chars += sum(len(p.arguments) + len(p.name or "") for p in pieces)
+                    yield StreamChunk("", model=name, tool_calls=pieces)
         if not done and finish is None:
             raise BadResponse("stream ended before the answer was complete (no finish_reason, no [DONE])", model=self.name)
         if calls:

@@ -11,12 +11,15 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from .._errors import ConfigError
 from .base import Decision, Recorded, Route, RouteInput, check_policy_routes, check_routes
 
 __all__ = ["Rule", "RuleRouter"]
+
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})  # a str input has no fields (read, never written)
 
 _OPS: Mapping[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
@@ -116,17 +119,29 @@ class RuleRouter(Recorded):
     def decide_sync(self, x: RouteInput) -> Decision:
         t0 = time.perf_counter()
         if type(x) is str:
-            text, fields = x, {}
+            text, fields = x, _NO_FIELDS
         else:
             text = str(x.get("text") or "")  # type: ignore[union-attr]
             fields = x
         low = text.lower()
         for rule in self.rules:
-            ev = rule.fires(text, low, fields)  # type: ignore[arg-type]
-            if ev is not None:
+            needles = rule.needles
+            if needles:  # keyword rules, inlined (the hot path): a C-speed substring test, then the boundary check
+                ev = None
+                for kw, check in needles:
+                    if kw in low and check.search(text):
+                        ev = kw
+                        break
+                if ev is None:
+                    continue
+                reason = f"keyword {ev!r}"
+            else:
+                ev = rule.fires(text, low, fields)  # type: ignore[arg-type]
+                if ev is None:
+                    continue
                 reason = ev if rule.kind == "field" else f"{rule.label} {ev!r}"
-                return Decision(rule.route, 1.0, {rule.route: 1.0}, "rule", reason,
-                                time.perf_counter() - t0, "matched", rule.route, self.name)
+            return Decision(rule.route, 1.0, {rule.route: 1.0}, "rule", reason, time.perf_counter() - t0, "matched", rule.route,
+                            self.name)
         if self.fallback is not None:  # what finalize() would give, built directly on this hot path
             return Decision(self.fallback, 0.0, {}, "rule", "no rule fired; abstained: fallback",
                             time.perf_counter() - t0, "fallback", None, self.name)
