@@ -102,3 +102,16 @@ async def test_an_idle_keep_alive_connection_the_server_dropped_is_caught_for_js
             assert m._http.stale_retries == 0
         finally:
             await m.aclose()
+
+
+async def test_a_stream_ends_at_done_even_when_the_server_keeps_the_body_open():
+    async with MockServer() as srv:
+        m = _openai(srv)
+        try:
+            srv.fail("linger")  # [DONE], then the body stays open
+            chunks = [c async for c in m.stream(Request.of("then silence"))]
+            assert chunks[-1].done and "".join(c.delta for c in chunks) == "echo: then silence"  # not waiting for the body's end
+            assert await _text(m, Request.of("next")) == "echo: next"  # that connection was closed, not handed out half-read
+            assert m._http.stale_retries == 0
+        finally:
+            await m.aclose()

@@ -18,6 +18,7 @@ Configurable latency and a queue of injected faults, consumed one per request:
 ``"truncate"`` the answer stops part way (stream: no finish, no [DONE]; body: short of its length)
 ``"error_event"`` (stream) a chunk or two, then an error event
 ``"bad_tool_args"`` a tool call whose arguments are cut off (not JSON), on a request with tools
+``"linger"``   (stream) the whole answer and ``[DONE]``, then the body stays open (for 30 s)
 =============  =========================================================================
 
 Tools: a request with ``tools`` is answered with a call — the next one queued by
@@ -48,7 +49,7 @@ from ._mocktools import instance_of_schema, openai_choice, tool_input, tool_plan
 __all__ = ["FAULT_KINDS", "MockServer", "instance_of_schema"]
 
 FAULT_KINDS = ("429", "500", "503", "401", "echo_key", "400", "hang", "malformed", "shape", "echo_headers", "context", "reset",
-               "truncate", "error_event", "bad_tool_args")
+               "truncate", "error_event", "bad_tool_args", "linger")
 
 
 @dataclass
@@ -385,6 +386,8 @@ class MockServer:
             usage = {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}
             await resp.write(b"data: " + json.dumps({"id": cid, "choices": [], "usage": usage}).encode() + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
+            if fault == "linger":  # a server that does not end the body after [DONE]
+                await asyncio.sleep(30)
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1
             raise
