@@ -355,10 +355,15 @@ class MockServer:
                 "choices": [choice],
                 "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok},
             })
+        return await self._openai_stream(request, body, fault, plan, text, finish, cid, (p_tok, c_tok))
+
+    async def _openai_stream(self, request: web.Request, body: dict[str, Any], fault: str | None, plan: Any, text: str, finish: str,
+                             cid: str, tokens: tuple[int, int]) -> web.StreamResponse:
+        p_tok, c_tok = tokens
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        pieces = [w + " " for w in text.split(" ")]
-        pieces[-1] = pieces[-1][:-1]
+        words = text.split(" ")
+        pieces = [w + " " for w in words[:-1]] + words[-1:]
 
         def chunk(delta: dict[str, Any], fin: str | None = None) -> bytes:
             doc = {"id": cid, "object": "chat.completion.chunk", "model": body.get("model", "mock"),
@@ -383,8 +388,8 @@ class MockServer:
                     await asyncio.sleep(self.chunk_delay)
                 await resp.write(chunk({"content": piece}))
             await resp.write(chunk({}, finish))
-            usage = {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}
-            await resp.write(b"data: " + json.dumps({"id": cid, "choices": [], "usage": usage}).encode() + b"\n\n")
+            await resp.write(b"data: " + json.dumps({"id": cid, "choices": [], "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok,
+                                                                           "total_tokens": p_tok + c_tok}}).encode() + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
             if fault == "linger":  # a server that does not end the body after [DONE]
                 await asyncio.sleep(30)
