@@ -28,14 +28,15 @@ class QueueFit:
     out_of_fold: dict[str, float] = field(default_factory=dict)  # the cross-fitted evidence for the new cut
 
 
-def queue_examples(items: list[dict[str, Any]], routes: set[str], router: str | None = None) -> list[tuple[str, str]]:
-    """(input, route) of the resolved routing items (of ``router`` when given), one per distinct input."""
+def queue_examples(items: list[dict[str, Any]], routes: set[str], routers: set[str] | None = None) -> list[tuple[str, str]]:
+    """(input, route) of the resolved routing items (of one of ``routers`` when given, or of no
+    recorded router), one per distinct input."""
     seen: dict[str, str] = {}
     for it in items:
         res = it.get("resolution") or {}
         if it.get("kind") != "route" or it.get("status") != "resolved" or res.get("route") not in routes or not it.get("input"):
             continue
-        if router is not None and it.get("router") not in (None, router):
+        if routers is not None and it.get("router") is not None and it["router"] not in routers:
             continue
         seen[it["input"]] = res["route"]  # the latest resolution of an input wins
     return list(seen.items())
@@ -82,7 +83,7 @@ async def fit_from_queue(router: Router, store: Any, *, queue: str | None = None
     if sem is None:
         raise QueueError(f"router {getattr(router, 'name', '?')!r} has no semantic stage to learn examples into")
     items = await asyncio.to_thread(store.queue_items, queue=queue, status="resolved", limit=10**9)
-    pairs = list(dict(p for n in {getattr(router, "name", None), sem.name} for p in queue_examples(items, set(sem.scored_names), n)).items())
+    pairs = queue_examples(items, set(sem.scored_names), {getattr(router, "name", sem.name), sem.name})
     if not pairs:
         raise QueueError(f"no resolved routing items{' on queue ' + repr(queue) if queue else ''} to learn from")
     random.Random(seed).shuffle(pairs)

@@ -109,7 +109,7 @@ class QueueTables:
             conds.append("team = ?" if team is not None else "team IS NULL")
             if team is not None:
                 args.append(team)
-        if status in ("resolved",):
+        if status == "resolved":  # the others are what a row's status means now (lapsed claims, expiry): filtered below
             conds.append("status = ?")
             args.append(status)
         w = (" WHERE " + " AND ".join(conds)) if conds else ""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .._errors import ConfigError, TurnoutError
+from .._errors import ConfigError, QueueError, TurnoutError
 from .._scope import open_run
 from .._secrets import describe
 from .._yaml import located_error
@@ -57,8 +57,6 @@ class RunResult:
                      note: str | None = None) -> RunResult:
         """Resolve the item this run waits on and resume it: ``await res.resume(by="ana", route="billing")``."""
         if self.waiting is None or self.run_id is None:
-            from .._errors import QueueError
-
             raise QueueError(f"run {self.run_id!r} is not waiting on a person")
         await self._store.queue.resolve(self.waiting, by, route=route, answer=answer, approved=approved, note=note)
         return await self._wf.resume(self.run_id, store=self._store)  # type: ignore[no-any-return]
@@ -189,7 +187,8 @@ class Workflow:
     async def _execute(self, ctx: RunContext, input: Any, *, store: Any, tags: Mapping[str, str] | None, deadline: float | None,
                        resume: str | None = None) -> RunResult:
         t0 = time.perf_counter()
-        waiting: str | None = None
+        waiting: str | None = None  # the item the run waits on
+        asked: Suspended | None = None
         out: Any = None
         error, exc = None, None
         with open_run(store, self.name, as_text(input), tags=tags, join=True, deadline=deadline, resume=resume) as run:
@@ -198,17 +197,17 @@ class Workflow:
                 if self.output:
                     out = render(self.output, ctx.scope(out), where="output: ")
             except Suspended as susp:  # a step asked a person: queue it, keep the journal, tell the caller meanwhile
-                out, waiting, asked = susp.message, susp.key, susp
+                out, asked = susp.message, susp
             except Exception as e:  # noqa: BLE001 - a failed run is a result, with its reason
                 if not isinstance(e, TurnoutError):
                     raise
                 error, exc = describe(e), e
-            if waiting is not None:
+            if asked is not None:
                 try:
                     waiting = await suspend(run.store, run.run_id, ctx, asked, workflow=self.name,
                                             path=str(self.path.resolve()) if self.path else None, version=self.version)
                 except TurnoutError as e:  # the store could not take the item: the run fails, saying so
-                    waiting, error, exc = None, describe(e), e
+                    error, exc = describe(e), e
             statuses = {s.status for s in ctx.steps} - {"error", "cancelled"}  # a failed branch shows as "partial"
             run.status = "error" if error else "waiting" if waiting else next((s for s in _STATUS_ORDER if s in statuses), "ok")
             run.output = as_text(out) if out is not None else None

@@ -26,7 +26,7 @@ from .._scope import current_scope
 from .._secrets import scrub
 from .context import Meter, Node, RunContext, Suspended
 
-__all__ = ["node_signature", "notify", "prepare_resume", "suspend", "version_of"]
+__all__ = ["check_version", "node_signature", "notify", "prepare_resume", "resolve_and_resume", "suspend", "version_of"]
 
 log = logging.getLogger("turnout.queue")
 
@@ -90,6 +90,17 @@ async def notify(url: str, item: dict[str, Any], *, timeout: float = 5.0) -> boo
         return False
 
 
+def check_version(st: dict[str, Any], wf: Any) -> None:
+    """The workflow ``wf`` is the one, in the version, that the waiting run ``st`` waited in."""
+    run_id = st["run_id"]
+    if st["workflow"] != wf.name:
+        raise QueueError(f"run {run_id!r} is a run of workflow {st['workflow']!r}, not {wf.name!r}")
+    if st["version"] != wf.version:
+        raise QueueError(f"workflow {wf.name!r} changed since run {run_id!r} began waiting: it waited on version {st['version']}"
+                         f"{' of ' + st['path'] if st['path'] else ''}, the workflow is now version {wf.version}; restore that "
+                         "version to resume it (the item stays open), or answer the caller another way", conflict=True)
+
+
 async def prepare_resume(store: Any, run_id: str, wf: Any) -> tuple[RunContext, str, dict[str, str]]:
     """The context a resumed run replays from, and its item id; the run is taken (a lease) — the
     caller runs it, then ``store.resume_done`` (or ``resume_release`` if it could not run)."""
@@ -101,12 +112,7 @@ async def prepare_resume(store: Any, run_id: str, wf: Any) -> tuple[RunContext, 
         status = item["status"] if item is not None else "gone"
         raise QueueError(f"run {run_id!r} waits on item {st['item_id']!r}, which is {status}: resolve it first "
                          f"(turnout queue resolve {st['item_id']})")
-    if st["workflow"] != wf.name:
-        raise QueueError(f"run {run_id!r} is a run of workflow {st['workflow']!r}, not {wf.name!r}")
-    if st["version"] != wf.version:
-        raise QueueError(f"workflow {wf.name!r} changed since run {run_id!r} began waiting: it waited on version {st['version']}"
-                         f"{' of ' + st['path'] if st['path'] else ''}, the workflow is now version {wf.version}; restore that "
-                         "version to resume it, or answer the caller another way", conflict=True)
+    check_version(st, wf)
     if not await asyncio.to_thread(store.resume_take, run_id):
         raise QueueError(f"run {run_id!r} is being resumed by another process", conflict=True)
     j = st["journal"]
@@ -124,7 +130,6 @@ async def resolve_and_resume(store: Any, item_id: str, by: str, resolution: dict
     """Resolve an item and resume the run waiting on it: ``(item, RunResult | None)``. The workflow
     (``workflow_for(state)``) is checked against the version the run waited on *before* the item is
     resolved, so a refusal leaves the item open. None when no run waits on the item any more."""
-    from .._errors import QueueError
     from ..store import check_resolution
 
     item = await asyncio.to_thread(store.queue_item, item_id)
@@ -135,10 +140,7 @@ async def resolve_and_resume(store: Any, item_id: str, by: str, resolution: dict
     wf = None
     if st is not None and st["item_id"] == item_id:
         wf = workflow_for(st)
-        if st["version"] != wf.version:
-            raise QueueError(f"workflow {wf.name!r} changed since run {item['run_id']!r} began waiting: it waited on version "
-                             f"{st['version']}{' of ' + st['path'] if st['path'] else ''}, the workflow is now version {wf.version}; "
-                             "the item stays open", conflict=True)
+        check_version(st, wf)
     item = await asyncio.to_thread(store.queue_resolve, item_id, by, resolution)
     if wf is None:
         return item, None
