@@ -36,6 +36,7 @@ class RunScope(NamedTuple):
     team: str | None = None
     meters: tuple[Any, ...] = ()
     deadline: float | None = None  # time.monotonic() by which every call in the run must be done
+    cache: Any = None  # the caller's response-cache opt-in (a ``CacheSettings``: a gateway key's), else None
 
 
 CallScope = RunScope  # the name it had before the store joined it
@@ -56,14 +57,16 @@ def active_run() -> tuple[Any, str] | None:
 
 @contextmanager
 def spend_scope(*, store: Any = None, run: str | None = None, workflow: str | None = None, key: str | None = None,
-                team: str | None = None, meters: tuple[Any, ...] = (), deadline: float | None = None) -> Iterator[RunScope]:
+                team: str | None = None, meters: tuple[Any, ...] = (), deadline: float | None = None,
+                cache: Any = None) -> Iterator[RunScope]:
     """``with spend_scope(key="k-42", team="search"):`` — calls inside are charged to those budgets too.
     Fields left ``None`` keep the enclosing scope's value; ``meters`` are added to the enclosing ones;
     ``deadline`` (a ``time.monotonic()`` value) can only come sooner than the enclosing one."""
     cur = current_scope()
     due = cur.deadline if deadline is None else (deadline if cur.deadline is None else min(deadline, cur.deadline))
     new = RunScope(store if store is not None else cur.store, run or cur.run, workflow or cur.workflow, key or cur.key,
-                   team or cur.team, cur.meters + tuple(m for m in meters if m not in cur.meters), due)
+                   team or cur.team, cur.meters + tuple(m for m in meters if m not in cur.meters), due,
+                   cache if cache is not None else cur.cache)
     token = _SCOPE.set(new)
     try:
         yield new
@@ -76,20 +79,20 @@ class OpenRun:
     ``output``). ``scope()`` re-enters its scope (a stream's body, after the handler returned);
     ``detach()`` hands the finish to whoever calls ``finish`` later; ``finish`` happens once."""
 
-    __slots__ = ("deadline", "detached", "finished", "output", "owned", "run_id", "status", "store", "workflow", "key", "team",
+    __slots__ = ("cache", "deadline", "detached", "finished", "output", "owned", "run_id", "status", "store", "workflow", "key", "team",
                  "meters")
 
     def __init__(self, store: Any, run_id: str, workflow: str | None, key: str | None, team: str | None,
-                 meters: tuple[Any, ...], owned: bool, deadline: float | None = None) -> None:
+                 meters: tuple[Any, ...], owned: bool, deadline: float | None = None, cache: Any = None) -> None:
         self.store, self.run_id, self.workflow, self.key, self.team, self.meters = store, run_id, workflow, key, team, meters
-        self.deadline = deadline
+        self.deadline, self.cache = deadline, cache
         self.owned = owned  # started here (else joined an enclosing run, which finishes itself)
         self.status, self.output = "ok", None
         self.detached = self.finished = False
 
     def scope(self) -> Any:
         return spend_scope(store=self.store, run=self.run_id, workflow=self.workflow, key=self.key, team=self.team, meters=self.meters,
-                           deadline=self.deadline)
+                           deadline=self.deadline, cache=self.cache)
 
     def detach(self) -> None:
         self.detached = True
@@ -105,28 +108,29 @@ class OpenRun:
 @contextmanager
 def open_run(store: Any = None, workflow: str = "run", input: str | None = None, *, tags: Mapping[str, str] | None = None,
              meters: tuple[Any, ...] = (), join: bool = False, deadline: float | None = None,
-             resume: str | None = None) -> Iterator[OpenRun]:
+             resume: str | None = None, cache: Any = None) -> Iterator[OpenRun]:
     """``with open_run(store, "triage", text, tags={"key": ...}) as run:`` — a run in ``store``, in scope.
 
     ``tags`` are stored with the run; ``key`` and ``team`` among them also enter the scope (budgets).
     With no store, ``join=True`` and a run already in scope, the block joins that run (which finishes
     itself); with no store and nothing to join, the run is in scope only (run budgets still apply).
     ``deadline`` (seconds from now) bounds every model call and fan-out in the block: a call after
-    it is refused, one running at it is stopped, with ``DeadlineExceeded``.
+    it is refused, one running at it is stopped, with ``DeadlineExceeded``. ``cache`` is the caller's
+    response-cache opt-in (``turnout.policies.cache.CacheSettings``), read by ``Cached``.
     """
     t = tags or {}
     due = time.monotonic() + deadline if deadline is not None else None
     cur = _SCOPE.get()
     if join and store is None and cur is not None and cur.run is not None:
-        run = OpenRun(cur.store, cur.run, workflow, t.get("key"), t.get("team"), meters, owned=False, deadline=due)
+        run = OpenRun(cur.store, cur.run, workflow, t.get("key"), t.get("team"), meters, owned=False, deadline=due, cache=cache)
     elif store is not None and resume is not None:
         store.reopen_run(resume)
-        run = OpenRun(store, resume, workflow, t.get("key"), t.get("team"), meters, owned=True, deadline=due)
+        run = OpenRun(store, resume, workflow, t.get("key"), t.get("team"), meters, owned=True, deadline=due, cache=cache)
     elif store is not None:
         run = OpenRun(store, store.start_run(workflow, input, tags=t), workflow, t.get("key"), t.get("team"), meters, owned=True,
-                      deadline=due)
+                      deadline=due, cache=cache)
     else:
-        run = OpenRun(None, uuid.uuid4().hex, workflow, t.get("key"), t.get("team"), meters, owned=False, deadline=due)
+        run = OpenRun(None, uuid.uuid4().hex, workflow, t.get("key"), t.get("team"), meters, owned=False, deadline=due, cache=cache)
     try:
         with run.scope():
             yield run

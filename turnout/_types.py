@@ -348,6 +348,7 @@ class Completion(NamedTuple):
     # concurrent callers of one routed model never read each other's route)
     decision: Any = None
     tool_calls: tuple[ToolCall, ...] = ()  # the calls the model asked for (finish_reason "tool_calls")
+    cached: bool = False  # answered from the response cache (``Cached``): cost 0, nothing was sent
 
     def json(self) -> Any:
         """Parse the text as JSON (structured output). Raises BadResponse if it is not JSON."""
@@ -373,6 +374,7 @@ class StreamChunk(NamedTuple):
     model: str = ""
     decision: Any = None  # as on Completion: set on every chunk of a routed stream
     tool_calls: tuple[ToolCallDelta, ...] = ()  # pieces of tool calls (assemble them with ``ToolCalls``)
+    cached: bool = False  # a replay of a cached answer
 
 
 # -- calendar periods (UTC) of budgets and key limits ---------------------------------------------------

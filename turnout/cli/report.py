@@ -23,6 +23,8 @@ def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) 
         cols = [("model", "model"), ("calls", "calls"), ("in tokens", "input_tokens"), ("out tokens", "output_tokens"),
                 ("cost $", "cost_usd"), ("p50 ms", "latency_p50_ms"), ("p95 ms", "latency_p95_ms"),
                 ("errors", "error_rate"), ("retries", "retries"), ("fallbacks", "fallback_rate")]
+        if any(r.get("cache_hit_rate") for r in rows):
+            cols += [("cache hits", "cache_hit_rate"), ("saved $", "saved_usd")]
         if any("budget" in r for r in rows):
             cols.append(("budget", "budget"))
     elif by == "audit":

@@ -97,6 +97,11 @@ def create(
     budget: float | None = typer.Option(None, "--budget", help="USD it may spend (per --period, else in total)."),
     period: str | None = typer.Option(None, "--period", help="hour, day, week or month."),
     team: str | None = typer.Option(None, "--team", help="Team the key's spend is attributed to."),
+    cache_ttl: float | None = typer.Option(None, "--cache-ttl", help="Answer its repeated requests from the response cache, "
+                                           "kept this many seconds (temperature 0 only, unless --cache-sampled)."),
+    cache_semantic: float | None = typer.Option(None, "--cache-semantic",
+                                                help="Also serve near-identical requests: the cosine similarity (0-1) of the last user turn."),
+    cache_sampled: bool = typer.Option(False, "--cache-sampled", help="Also cache requests that sample (temperature > 0 or unset)."),
     db: str | None = DbOpt,
 ) -> None:
     """Create a key; its secret is printed once and only its hash is stored."""
@@ -104,8 +109,10 @@ def create(
     from ..store import open_store
 
     with friendly_errors(), open_store(db, strict=True) as store:
+        opt = cache_ttl is not None or cache_semantic is not None or cache_sampled
+        cache = {"ttl": cache_ttl or 3600.0, "semantic": cache_semantic, "sampled": cache_sampled} if opt else None
         secret, key = KeyRing(store).create(name, models=model, workflows=workflow, rpm=rpm, tpm=tpm, budget_usd=budget,
-                                            period=period, team=team)
+                                            period=period, team=team, cache=cache)
         err_console.print(f"created {key.key_id} ({escape(name)}); the secret below is shown once — store it now:")
         print(secret)
 

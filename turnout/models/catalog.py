@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .._errors import ConfigError
 from .._types import Price
@@ -35,6 +35,7 @@ class PolicySpec:
     cooldown: float = 30.0
     timeout: float | None = None
     max_concurrency: int | None = None  # calls in flight at once (per process; cluster-wide on the Ray backend)
+    cache: Mapping[str, Any] | None = None  # response cache opt-in: ttl, semantic, sampled (turnout.policies.cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +142,21 @@ class _RateIn(BaseModel):
     tpm: float | None = Field(None, gt=0)
 
 
+class _CacheIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttl: float = Field(3600.0, gt=0, description="seconds an answer is kept")
+    semantic: float | None = Field(None, gt=0, le=1, description="cosine similarity a near-identical last user turn must reach")
+    sampled: bool = Field(False, description="also cache requests that sample (temperature > 0 or unset)")
+
+
 class _PoliciesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    cache: _CacheIn | None = Field(None, description="response cache opt-in: true, or ttl, semantic, sampled")
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_flag(cls, v: Any) -> Any:
+        return {} if v is True else (None if v is False else v)
     retry: _RetryIn = _RetryIn()
     rate_limit: _RateIn | None = None
     fallback: list[str] = []
@@ -215,18 +229,19 @@ def _spec_from(name: str, m: _ModelIn) -> ModelSpec:
             retry_attempts=p.retry.attempts, retry_max_delay=p.retry.max_delay,
             rpm=p.rate_limit.rpm if p.rate_limit else None, tpm=p.rate_limit.tpm if p.rate_limit else None,
             fallback=tuple(p.fallback), cooldown=p.cooldown, timeout=p.timeout, max_concurrency=p.max_concurrency,
+            cache=p.cache.model_dump() if p.cache is not None else None,
         ),
         description=m.description, quality=m.quality, latency_ms=m.latency_ms, tools=m.tools,
     )
 
 
-SECTIONS = ("models", "compliance", "budgets", "auto")
+SECTIONS = ("models", "compliance", "budgets", "auto", "cache")
 
 
 def read_catalog_file(path: str | os.PathLike[str], *, auto: bool = True) -> tuple[Path, Any, Any, list[ModelSpec], Any]:
     """A catalog file read and its model side validated: ``(path, doc, root, specs, auto)``, every
     error as ``file:line: field: message``. The ``compliance:`` and ``budgets:`` sections are left in
-    ``doc`` for the policies (``turnout.policies.catalog.Catalog.load``); ``auto`` is the validated
+    ``doc`` (and ``cache:``) for the policies (``turnout.policies.catalog.Catalog.load``); ``auto`` is the validated
     ``auto:`` section (None without one, or when ``auto=False``)."""
     p = Path(path)
     doc, root = load_yaml(p, what="catalog")
@@ -235,7 +250,7 @@ def read_catalog_file(path: str | os.PathLike[str], *, auto: bool = True) -> tup
     unknown = sorted(set(doc) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{p}:{line_of(root, (unknown[0],))}: {unknown[0]}: unknown section; "
-                          "a catalog has models, compliance, budgets, auto")
+                          "a catalog has models, compliance, budgets, auto, cache")
     auto_doc = None
     if doc.get("auto") is not None and auto:
         try:

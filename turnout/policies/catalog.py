@@ -5,7 +5,7 @@ audit sink, the gateway's ``auto:`` router — and the ONE place a model's polic
 Built in Python (``Catalog([ModelSpec(...)])``) or loaded from YAML (``Catalog.load("models.yaml")``);
 the embedded models are always present at price 0. ``catalog.model(name)`` returns the model with
 its declared policy stack,
-``Traced(ComplianceGate(Fallback([Budgeted(Retrying(Limited(Capped(Compliant(adapter))))), ...])))``,
+``Traced(ComplianceGate(Cached(Fallback([Budgeted(Retrying(Limited(Capped(Compliant(adapter))))), ...]))))``,
 where every caller of one model shares that model's rate limiter, concurrency cap and fallback
 cooldowns. The compliance layers are there when the catalog has a data policy (a ``compliance:``
 section, or any model declaring ``data_classes`` other than ``["*"]``): then no member of any chain
@@ -30,6 +30,8 @@ from ..models.base import ChatModel
 from ..models.catalog import ADAPTERS, EMBEDDED, AdapterFactory, ModelRouterConfig, ModelSpec, read_catalog_file
 from .base import NoTools
 from .budget import Budgeted
+from .cache import Cached, CacheSettings, ResponseCache
+from .cache_backends import open_backend
 from .compliance import ComplianceGate, Compliant, DataPolicy, Detector, expand
 from .fallback import Fallback
 from .ratelimit import Capped, Limited, MemoryBuckets, RateLimiter
@@ -56,8 +58,19 @@ class _ComplianceIn(BaseModel):
 
 
 
+class _CacheSectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: str = Field("memory", description="memory, store (the trace store), a store URL or path, or a redis:// URL")
+    max_entries: int = Field(10_000, ge=1, description="entries a memory cache keeps (LRU)")
+
+    def build(self) -> ResponseCache:
+        return ResponseCache(open_backend(self.backend, max_entries=self.max_entries), index_limit=self.max_entries)
+
+
 class Catalog:
-    """Named models. ``trust_env=False`` stops adapters reading API keys from the environment."""
+    """Named models. ``trust_env=False`` stops adapters reading API keys from the environment.
+    ``cache`` (a ``ResponseCache``, or a ``cache:`` section) keeps the answers of the models (and
+    callers) that opt in; without one, a model that opts in gets an in-memory cache."""
 
     def __init__(
         self,
@@ -71,6 +84,7 @@ class Catalog:
         audit: Callable[[Any], None] | None = None,
         auto: ModelRouterConfig | Mapping[str, Any] | None = None,
         buckets: Any = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self._specs: dict[str, ModelSpec] = {}
         if include_embedded:
@@ -89,6 +103,9 @@ class Catalog:
         self._fallbacks: dict[str, Any] = {}
         self.spend = spend
         self.audit_sink = audit
+        self.cache = cache
+        if cache is None and any(sp.policies.cache for sp in self._specs.values()):
+            self.cache = ResponseCache(implicit=True)  # a model opts in: in memory unless a cache: section says otherwise
         # the gateway's turnout/auto model router (the catalog's auto: section)
         self.auto = auto if isinstance(auto, ModelRouterConfig) else ModelRouterConfig.model_validate(dict(auto or {}))
         if policy is None and any(tuple(sp.data_classes) != ("*",) for sp in self._specs.values()):
@@ -116,6 +133,13 @@ class Catalog:
                 raise ConfigError(f"{p}:{line_of(root, ('compliance',))}: compliance: {e}") from None
         if doc.get("budgets") is not None and "spend" not in kw:
             kw["spend"] = load_budgets(doc["budgets"], p, root)
+        if doc.get("cache") is not None and "cache" not in kw:
+            try:
+                kw["cache"] = _CacheSectionIn.model_validate(doc["cache"]).build()
+            except ValidationError as e:
+                raise located_error(p, root, e, ("cache",)) from None
+            except ConfigError as e:
+                raise ConfigError(f"{p}:{line_of(root, ('cache',))}: cache: {e}") from None
         try:
             return cls(specs, **kw)
         except ConfigError as e:
@@ -152,7 +176,8 @@ class Catalog:
         trust_env, the compliance policy, budgets, audit sink and ``auto:``. The one way a catalog is
         copied (a workflow's own ``models:`` section extends its ``catalog:`` with this)."""
         cat = Catalog([*self._specs.values(), *specs], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env,
-                       policy=self.policy, spend=self.spend, audit=self.audit_sink, auto=self.auto, buckets=self.buckets)
+                       policy=self.policy, spend=self.spend, audit=self.audit_sink, auto=self.auto, buckets=self.buckets,
+                       cache=self.cache)
         cat._limiters = self._limiters
         return cat
 
@@ -166,6 +191,12 @@ class Catalog:
         for lim in self._limiters.values():
             if isinstance(lim, RateLimiter):
                 lim.share(buckets)
+
+    def use_cache(self, cache: ResponseCache) -> None:
+        """Keep answers in ``cache`` (the gateway's: in Redis with ``--redis``) unless this catalog has a
+        ``cache:`` section of its own; models built from now on use it (so callers who opt in are served)."""
+        if self.cache is None or self.cache.implicit:
+            self.cache = cache
 
     def with_spec(self, spec: ModelSpec) -> Catalog:
         return self.extend([spec])
@@ -236,6 +267,9 @@ class Catalog:
                 members = [m, *(self._with_own_policies(fb) for fb in spec.policies.fallback)]
                 fb_chain = self._fallbacks[name] = Fallback(members, cooldown=spec.policies.cooldown, name=name)
             m = fb_chain
+        if self.cache is not None:  # inside the compliance gate: a refused request never reaches the cache
+            m = Cached(m, self.cache, CacheSettings.of(spec.policies.cache, f"model {name}: policies.cache"),
+                       classes=self.classes_of if self.policy is not None else None)
         if self.policy is not None:
             members = [name, *spec.policies.fallback]
             m = ComplianceGate(m, [(n, self.spec(n).data_classes, self.spec(n).region) for n in members], policy=self.policy,

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._errors import ConfigError
 
-__all__ = ["RedisAccounts", "RedisBuckets", "open_shared"]
+__all__ = ["RedisAccounts", "RedisBuckets", "open_shared", "redis_client"]
 
 _TAKE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -63,11 +63,11 @@ return tostring(wait)
 """
 
 
-def _client(url: str) -> Any:
+def redis_client(url: str) -> Any:
     try:
         import redis.asyncio as aioredis
     except ImportError:
-        raise ConfigError("shared limits need the redis client: pip install 'turnout[redis]'") from None
+        raise ConfigError("Redis (shared limits, the shared cache) needs the redis client: pip install 'turnout[redis]'") from None
     return aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
 
@@ -75,7 +75,7 @@ class RedisAccounts:
     """Ledger balances in Redis hashes ``{prefix}:{account}``; take and give are each one Lua call."""
 
     def __init__(self, url: str | None = None, *, client: Any = None, prefix: str = "turnout") -> None:
-        self.r = client if client is not None else _client(url or "")
+        self.r = client if client is not None else redis_client(url or "")
         self.prefix = prefix
         self._take = self.r.register_script(_TAKE_LUA)
         self._give = self.r.register_script(_GIVE_LUA)
@@ -106,7 +106,7 @@ class RedisBuckets:
     """Token buckets in Redis hashes ``{prefix}:{bucket}``; each take or give is one Lua call."""
 
     def __init__(self, url: str | None = None, *, client: Any = None, prefix: str = "turnout") -> None:
-        self.r = client if client is not None else _client(url or "")
+        self.r = client if client is not None else redis_client(url or "")
         self.prefix = prefix
         self._bucket = self.r.register_script(_BUCKET_LUA)
 
@@ -124,5 +124,5 @@ class RedisBuckets:
 
 def open_shared(url: str, *, prefix: str = "turnout") -> tuple[RedisAccounts, RedisBuckets]:
     """Accounts and buckets on one Redis client (close either: they share it)."""
-    r = _client(url)
+    r = redis_client(url)
     return RedisAccounts(client=r, prefix=prefix), RedisBuckets(client=r, prefix=prefix)

@@ -39,6 +39,8 @@ class CallEvent:
     fallback: str | None = None  # the model that answered when it was not the first choice
     tags: Mapping[str, str] = field(default_factory=dict)
     tools: tuple[str, ...] = ()  # the tools the answer called, by name (never their arguments)
+    cached: bool = False  # answered from the response cache: no tokens spent, cost 0
+    saved_usd: float = 0.0  # what the cached answer cost when it was made
 
 
 _NO_USAGE = Usage()
@@ -104,9 +106,12 @@ class Traced(Wrapper):
     def _event(self, request: Request, t0: float, wall: float, info: dict[str, Any], *, ok: bool, stream: bool,
                c: Completion | StreamChunk | None = None, err: BaseException | None = None, tools: tuple[str, ...] = ()) -> CallEvent:
         if err is None and c is not None:
-            return CallEvent(self.inner.name, wall, time.perf_counter() - t0, ok, stream, c.usage or _NO_USAGE, c.cost_usd,
-                             c.finish_reason, None, None, info.get("retries", 0), info.get("fallback"), request.metadata,
-                             tools or (tuple(t.name for t in c.tool_calls if t.name) if c.tool_calls else ()))
+            ev = CallEvent(self.inner.name, wall, time.perf_counter() - t0, ok, stream, c.usage or _NO_USAGE, c.cost_usd,
+                           c.finish_reason, None, None, info.get("retries", 0), info.get("fallback"), request.metadata,
+                           tools or (tuple(t.name for t in c.tool_calls if t.name) if c.tool_calls else ()))
+            if "cached" in info:  # answered from the response cache: nothing was spent
+                ev.usage, ev.cost_usd, ev.cached, ev.saved_usd = _NO_USAGE, 0.0, True, info["cached"]
+            return ev
         return CallEvent(
             self.inner.name, wall, time.perf_counter() - t0, ok, stream, _NO_USAGE, 0.0, None,
             type(err).__name__ if err is not None else None, str(err)[:300] if err is not None else None,

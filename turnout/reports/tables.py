@@ -54,6 +54,7 @@ def by_model(calls: Sequence[CallRow]) -> list[dict[str, Any]]:
             "error_rate": round(sum(call_failed(c) for c in cs) / len(cs), 4), "retries": sum(c.retries for c in cs),
             "cancelled": sum(c.error_type == "CancelledError" for c in cs),
             "fallback_rate": round(sum(c.fallback is not None for c in cs) / len(cs), 4),
+            "cache_hit_rate": round(sum(c.cached for c in cs) / len(cs), 4), "saved_usd": round(sum(c.saved_usd for c in cs), 8),
         })
     return out
 

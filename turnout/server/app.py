@@ -205,6 +205,8 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
         if served is not None:
             headers["x-turnout-route"] = safe_header(served.stage or "")
         headers["x-turnout-model"] = safe_header(first.model if first is not None and first.model else chat.model)
+        if first is not None and first.cached:
+            headers["x-turnout-cache"] = "hit"
         return StreamingResponse(_stream_body(run, agen, first, chat), media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache"})
 
@@ -450,6 +452,8 @@ def _served(c: Completion) -> dict[str, str]:
     h = {"x-turnout-model": safe_header(c.model), "x-turnout-cost-usd": f"{c.cost_usd:.8f}"}
     if c.decision is not None:  # this request's own decision, never another's
         h["x-turnout-route"] = safe_header(c.decision.stage or "")
+    if c.cached:
+        h["x-turnout-cache"] = "hit"
     return h
 
 

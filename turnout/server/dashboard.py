@@ -69,6 +69,9 @@ def overview(store: Store, since: str | None) -> str:
     cost = sum(c.cost_usd for c in calls)
     tiles = [("runs", len(runs)), ("model calls", len(calls)), ("tokens", sum(c.input_tokens + c.output_tokens for c in calls)),
              ("cost $", f"{cost:.6f}"), ("errors", f"{sum(call_failed(c) for c in calls) / len(calls):.1%}" if calls else "–")]
+    hits = sum(c.cached for c in calls)
+    if hits:  # the response cache: share of calls it answered, and what those answers cost when made
+        tiles += [("cache hits", f"{hits / len(calls):.1%}"), ("saved by cache $", f"{sum(c.saved_usd for c in calls):.6f}")]
     counts, labels = render_timeline([c.started_at for c in calls])
     cost_t = _cost_timeline(calls)
     lat = sorted(c.latency_s * 1000 for c in calls)

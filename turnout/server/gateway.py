@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import BudgetExceeded, ComplianceError, DeadlineExceeded, LimitExceeded
 from .._scope import OpenRun, open_run
+from ..policies.cache import ResponseCache
+from ..policies.cache_backends import MemoryCache, RedisCache
 from .errors import ApiError, api_error
 from .keys import ApiKey, KeyRing
 from .limits import open_limits
@@ -102,10 +104,19 @@ class Gateway:
     def __post_init__(self) -> None:
         self.keys = KeyRing(self.store)
         self.limits = open_limits(self.redis_url, self.store)
-        if self.limits.shared:  # the catalog's budgets and rate limits too: one limit for every replica
-            for cat in {id(c): c for c in [self.catalog, *(getattr(w, "catalog", None) for w in self.workflows.values())]
-                        if c is not None}.values():
+        catalogs = {id(c): c for c in [self.catalog, *(getattr(w, "catalog", None) for w in self.workflows.values())]
+                    if c is not None}.values()
+        # one response cache for every catalog served (keys may opt in): in Redis with --redis, so every
+        # replica answers from it; a catalog's own cache: section is kept
+        self.cache = ResponseCache(RedisCache(client=self.limits.accounts.r) if self.limits.shared else MemoryCache())
+        for cat in catalogs:
+            if self.limits.shared:  # the catalog's budgets and rate limits too: one limit for every replica
                 cat.share(self.limits.accounts, self.limits.buckets)
+            if hasattr(cat, "use_cache"):
+                cat.use_cache(self.cache)
+            bind = getattr(getattr(getattr(cat, "cache", None), "backend", None), "bind", None)
+            if bind is not None:  # cache: {backend: store}: the gateway's store
+                bind(self.store)
         self._router: Any = None
         if self.metrics is None:
             try:
@@ -183,7 +194,8 @@ class Gateway:
         tags = {"key": key.key_id, "model": model, **({"team": key.team} if key.team else {})}
         name = model[9:] if model.startswith("workflow/") else "gateway"  # a workflow's runs carry its name
         meter = self.limits.meter(key)
-        with open_run(self.store, name, text, tags=tags, meters=(meter,) if meter is not None else (), deadline=deadline) as run:
+        with open_run(self.store, name, text, tags=tags, meters=(meter,) if meter is not None else (), deadline=deadline,
+                      cache=key.cache) as run:
             yield RequestRun(self, key, run)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ConfigError
+from ..policies.cache import CacheSettings
 from ..store.base import KeyTable
 
 __all__ = ["ApiKey", "KeyRing", "hash_secret"]
@@ -46,6 +47,7 @@ class ApiKey:
     created_at: float = 0.0
     revoked_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cache: CacheSettings | None = None  # response-cache opt-in for its calls: ttl, semantic, sampled
 
     def may_use_model(self, name: str) -> bool:
         return _allows(self.models, name)
@@ -56,7 +58,7 @@ class ApiKey:
     @staticmethod
     def from_row(r: dict[str, Any]) -> ApiKey:
         return ApiKey(r["key_id"], r["name"], tuple(r["models"]), tuple(r["workflows"]), r["rpm"], r["tpm"], r["budget_usd"],
-                      r["period"], r["team"], r["created_at"], r["revoked_at"])
+                      r["period"], r["team"], r["created_at"], r["revoked_at"], cache=CacheSettings.of(r.get("cache")))
 
 
 class KeyRing:
@@ -67,7 +69,7 @@ class KeyRing:
 
     def create(self, name: str, *, models: list[str] | tuple[str, ...] = (), workflows: list[str] | tuple[str, ...] = (),
                rpm: float | None = None, tpm: float | None = None, budget_usd: float | None = None, period: str | None = None,
-               team: str | None = None) -> tuple[str, ApiKey]:
+               team: str | None = None, cache: dict[str, Any] | None = None) -> tuple[str, ApiKey]:
         """A new key; returns ``(secret, key)``. The secret is not stored and cannot be shown again."""
         if not name or not name.strip():
             raise ConfigError("a key needs a name")
@@ -78,11 +80,12 @@ class KeyRing:
                 raise ConfigError(f"key {name!r}: {label} must be > 0, got {v}")
         if period is not None and period not in ("hour", "day", "week", "month"):
             raise ConfigError(f"key {name!r}: period must be hour, day, week or month, not {period!r}")
+        st = CacheSettings.of(cache, f"key {name!r}: cache")
         secret = PREFIX + secrets.token_urlsafe(32)
         key_id = "key_" + secrets.token_hex(6)
         row = {"key_id": key_id, "name": name, "hash": hash_secret(secret), "models": list(models), "workflows": list(workflows),
                "rpm": rpm, "tpm": tpm, "budget_usd": budget_usd, "period": period, "team": team, "created_at": time.time(),
-               "revoked_at": None}
+               "revoked_at": None, "cache": st._asdict() if st is not None else None}
         self.store.key_insert(row)
         return secret, ApiKey.from_row(row)
 

@@ -173,3 +173,20 @@ def _m12() -> str:
         id $id, router TEXT NOT NULL, at $real NOT NULL, source TEXT NOT NULL, examples INTEGER NOT NULL, detail TEXT NOT NULL
     )
     """
+
+
+@migration(13)
+def _m13() -> str:
+    # the response cache: a call answered from it is a row with cached = 1, cost 0 and the cost it saved;
+    # the cache's own entries when it is kept in the store (ns: the model and caller partition); a key's
+    # cache opt-in (JSON: ttl, semantic, sampled)
+    return """
+    ALTER TABLE calls ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN saved_usd $real NOT NULL DEFAULT 0;
+    CREATE TABLE response_cache (
+        ns TEXT NOT NULL, key TEXT NOT NULL, entry TEXT NOT NULL, created_at $real NOT NULL, expires_at $real NOT NULL,
+        PRIMARY KEY (ns, key)
+    );
+    CREATE INDEX response_cache_expiry ON response_cache(expires_at);
+    ALTER TABLE api_keys ADD COLUMN cache TEXT
+    """

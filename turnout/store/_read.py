@@ -54,9 +54,10 @@ class Readers:
 
     def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]:
         cols = ("run_id", "model", "started_at", "latency_s", "ok", "input_tokens", "output_tokens", "cost_usd", "error_type", "retries",
-                "fallback", "stream", "tools")
+                "fallback", "stream", "tools", "cached", "saved_usd")
         rows = self._rows(cols, "calls", ("run_id =", run_id), ("model =", model), ("started_at >=", since))
-        return [CallRow(**{**r, "ok": bool(r["ok"]), "stream": bool(r["stream"]), "tools": tuple(r["tools"].split(",")) if r["tools"] else ()})
+        return [CallRow(**{**r, "ok": bool(r["ok"]), "stream": bool(r["stream"]), "cached": bool(r["cached"]),
+                           "tools": tuple(r["tools"].split(",")) if r["tools"] else ()})
                 for r in rows]
 
     def decisions(self, *, run_id: str | None = None, router: str | None = None, since: float | None = None) -> Sequence[DecisionRow]:

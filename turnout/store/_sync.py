@@ -79,14 +79,15 @@ class SyncTables:
 
     # -- gateway API keys (only hashes are stored) -------------------------------------------------------
     _KEY_COLS = ("key_id", "name", "hash", "models", "workflows", "rpm", "tpm", "budget_usd", "period", "team", "created_at",
-                 "revoked_at")
+                 "revoked_at", "cache")
 
     def key_insert(self, row: Mapping[str, Any]) -> None:
         db = self._reading()
         if db.execute("SELECT 1 FROM api_keys WHERE name = ?", (row["name"],)).fetchone() is not None:
             raise ConfigError(f"a key named {row['name']!r} already exists (revoke it first, or choose another name)")
         cols = [c for c in self._KEY_COLS if c in row]
-        vals = tuple(json.dumps(list(row[c])) if c in ("models", "workflows") else row[c] for c in cols)
+        vals = tuple(json.dumps(list(row[c])) if c in ("models", "workflows") else
+                     (json.dumps(row[c]) if c == "cache" and row[c] is not None else row[c]) for c in cols)
         self._now(f"INSERT INTO api_keys ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", vals)
 
     def _key_rows(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -96,6 +97,7 @@ class SyncTables:
         for r in rows:
             d = dict(zip(self._KEY_COLS, r, strict=True))
             d["models"], d["workflows"] = json.loads(d["models"]), json.loads(d["workflows"])
+            d["cache"] = json.loads(d["cache"]) if d["cache"] else None
             out.append(d)
         return out
 

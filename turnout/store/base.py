@@ -60,6 +60,8 @@ class CallRow:
     fallback: str | None = None
     stream: bool = False
     tools: tuple[str, ...] = ()  # the tools the answer called (names)
+    cached: bool = False  # answered from the response cache (cost 0)
+    saved_usd: float = 0.0  # what the cached answer cost when it was made
 
 
 @dataclass(frozen=True, slots=True)

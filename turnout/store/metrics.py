@@ -33,6 +33,9 @@ class Metrics:
                                  buckets=_LATENCY_BUCKETS)
         self.retries = Counter("model_retries", "Retries made", ["model"], namespace=ns, registry=r)
         self.fallbacks = Counter("model_fallbacks", "Calls answered by a fallback model", ["model", "fallback"], namespace=ns, registry=r)
+        self.cache_hits = Counter("model_cache_hits", "Calls answered from the response cache", ["model"], namespace=ns, registry=r)
+        self.cache_saved = Counter("model_cache_saved_usd", "USD the cached answers cost when they were made", ["model"],
+                                   namespace=ns, registry=r)
         self.decisions = Counter("routing_decisions", "Routing decisions", ["router", "route", "outcome"], namespace=ns, registry=r)
         self.decision_latency = Histogram("routing_decision_seconds", "Routing decision latency", ["router"], namespace=ns,
                                           registry=r, buckets=(1e-5, 1e-4, 1e-3, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
@@ -50,6 +53,9 @@ class Metrics:
             self.retries.labels(m).inc(event.retries)
         if event.fallback:
             self.fallbacks.labels(m, event.fallback).inc()
+        if event.cached:
+            self.cache_hits.labels(m).inc()
+            self.cache_saved.labels(m).inc(event.saved_usd)
 
     def record_decision(self, decision: Any, *, router: str = "", **_: Any) -> None:
         name = router or decision.stage or decision.kind

@@ -26,6 +26,7 @@ from typing import Any
 from .._errors import ConfigError, TurnoutError
 from .._scope import active_run, open_run
 from .._secrets import scrub, scrub_row
+from ._cache import CacheTables
 from ._dialect import SQLITE, Dialect
 from ._migrations import MIGRATIONS
 from ._queue import Queue, QueueTables
@@ -52,7 +53,7 @@ def default_path() -> Path:
     return Path(os.environ.get("TURNOUT_DB") or Path(".turnout") / "turnout.db")
 
 
-class SQLiteStore(SyncTables, QueueTables, Readers):
+class SQLiteStore(SyncTables, QueueTables, CacheTables, Readers):
     dialect: Dialect = SQLITE  # what differs between databases (PostgresStore: POSTGRES)
     _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
     # the failures of the database itself (locked, read-only, full, gone): rows are kept and retried;
@@ -209,7 +210,7 @@ class SQLiteStore(SyncTables, QueueTables, Readers):
         u = event.usage
         self._put("call", (self._run_id(), event.model, event.started_at, event.latency_s, int(event.ok), u.input_tokens,
                            u.output_tokens, event.cost_usd, event.error_type, event.retries, event.fallback, int(event.stream),
-                           ",".join(event.tools) or None))
+                           ",".join(event.tools) or None, int(event.cached), event.saved_usd))
 
     def record_decision(self, decision: Any, *, router: str = "", input: str | None = None, run_id: str | None = None) -> None:
         d = decision
@@ -277,7 +278,7 @@ class SQLiteStore(SyncTables, QueueTables, Readers):
         "reopen": "UPDATE runs SET status = 'running' WHERE run_id = ?",
         "finish": "UPDATE runs SET status = ?, finished_at = ?, output = COALESCE(?, output) WHERE run_id = ?",
         "call": "INSERT INTO calls (run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, "
-                "retries, fallback, stream, tools) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "retries, fallback, stream, tools, cached, saved_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "verdict": "INSERT INTO verdicts (run_id, name, at, answer, outcome, agreement, samples_used, samples_planned, abstained, "
                    "counts, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "outcome": "INSERT INTO experiment_outcomes (experiment, variant, unit, run_id, at, cost_usd, latency_s, error, correct, "
