@@ -65,3 +65,12 @@ def test_store_benchmark_runs_and_reports_the_ratio():
                          capture_output=True, text=True, timeout=120, check=True)
     doc = json.loads(out.stdout)
     assert doc["runs_large"] == 500 and doc["run_detail_ms_small"] > 0 and doc["ratio"] > 0
+
+
+def test_cache_benchmark_reports_hits_against_a_miss_in_the_same_run():
+    out = subprocess.run([sys.executable, str(BENCH.parent / "cache.py"), "--n", "200", "--misses", "10", "--latency", "0.01", "--json"],
+                         capture_output=True, text=True, timeout=180, check=True)
+    doc = json.loads(out.stdout)
+    for k in ("memory", "sqlite"):  # a hit never reaches the mock: far below one call at its latency
+        assert 0 < doc[k]["hit"]["median_ms"] < doc[k]["miss"]["median_ms"] and doc[k]["hit_vs_miss"] < 1
+    assert doc["semantic"]["encoder"]["median_ms"] > 0 and doc["semantic"]["hit"]["median_ms"] > 0
