@@ -23,6 +23,7 @@ from turnout.store import SQLiteStore
 from turnout.testing import FakeEmbedder, FunctionModel
 
 CACHE = {"ttl": 60.0}
+PG_URL = os.environ.get("TURNOUT_TEST_PG_URL")  # read at import: the autouse fixture clears TURNOUT_*
 
 
 def _catalog(cache: dict | None = CACHE, *, reply=None, rc: ResponseCache | None = None, policy=None, classes=("*",)) -> tuple[Catalog, dict]:
@@ -257,11 +258,11 @@ async def test_the_store_backend_survives_a_restart(tmp_path):
     redacting.close()
 
 
-@pytest.mark.skipif(not os.environ.get("TURNOUT_TEST_PG_URL"), reason="no PostgreSQL (.ci/run starts one)")
+@pytest.mark.skipif(not PG_URL, reason="no PostgreSQL (.ci/run starts one)")
 async def test_the_store_backend_on_postgres():
     from turnout.store.postgres import PostgresStore
 
-    store = PostgresStore(os.environ["TURNOUT_TEST_PG_URL"])
+    store = PostgresStore(PG_URL)
     store.cache_purge(expired_only=False)
     cat, made = _catalog(rc=ResponseCache(StoreCache(store)))
     await cat.model("m").complete(Q)

@@ -49,7 +49,8 @@ def served(tmp_path, mock_process):
 def test_pages_render_and_escape(served):
     base, run_id = served
     for path, must in [("/", "Recent runs"), ("/routes", "Route distribution"), ("/models", "Spend vs budget"), ("/voting", "Agreement"),
-                       ("/experiments", "prompt-v2"), (f"/runs/{run_id}", "route taken")]:
+                       ("/experiments", "prompt-v2"), (f"/runs/{run_id}", "route taken"),
+                       ("/runs", "search")]:
         r = httpx.get(base + path, timeout=20)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), path
         assert must in r.text and "<svg" in r.text or path.startswith("/runs"), path
@@ -58,6 +59,11 @@ def test_pages_render_and_escape(served):
     assert "billing" in detail and "answer" in detail and "cheap" in detail
     assert "Misrouted" in httpx.get(base + "/routes").text and "general" in httpx.get(base + "/routes").text
     assert "$0.01" in httpx.get(base + "/models").text  # the model's daily budget
+    found = httpx.get(base + "/runs", params={"q": "refund for my"}, timeout=20).text  # words of a run's input
+    assert f"/runs/{run_id}" in found and "what&#x27;s new" not in found and "what's new" not in found
+    assert f"/runs/{run_id}" in httpx.get(base + "/runs", params={"q": run_id[:8]}, timeout=20).text  # a run id prefix
+    assert "triage" in httpx.get(base + "/runs", params={"workflow": "triage"}, timeout=20).text
+    assert httpx.get(base + "/runs", params={"before": "soon"}, timeout=20).status_code == 400
     assert httpx.get(base + "/routes?since=yesterday").status_code == 400
     assert httpx.get(base + "/runs/nope").status_code == 404
 

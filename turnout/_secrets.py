@@ -84,8 +84,10 @@ def clean(text: str) -> str:
 
 
 def scrub_row(row: Iterable[Any]) -> tuple[Any, ...]:
-    """A row to store: every string ``clean``ed, other values unchanged."""
-    return tuple(clean(v) if isinstance(v, str) else v for v in row)
+    """A row to store: every string ``clean``ed, other values unchanged. (A short ASCII string — a
+    status, a kind — is kept as it is: no registered value is shorter than ``_MIN_LEN`` and no
+    secret shape is either, and ASCII has no surrogates.)"""
+    return tuple(clean(v) if isinstance(v, str) and (len(v) >= _MIN_LEN or not v.isascii()) else v for v in row)
 
 
 def describe(exc: BaseException) -> str:

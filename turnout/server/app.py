@@ -37,7 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .._errors import ConfigError, TurnoutError
+from .._errors import TurnoutError
 from .._types import Completion, Message, Request, Usage
 from .._yaml import json_line
 from .errors import ApiError, api_error, safe_header
@@ -126,7 +126,9 @@ def create_app(gw: Gateway) -> Any:
     queue_routes(app, gw)
     _ops_routes(app, gw)
     if gw.dashboard:
-        _dashboard_routes(app, gw)
+        from .dashboard_routes import dashboard_routes
+
+        dashboard_routes(app, gw)
         from .dashboard_queue import queue_pages
 
         queue_pages(app, gw)
@@ -330,36 +332,6 @@ def _ops_routes(app: Any, gw: Gateway) -> None:
         return {"status": "ready"}
 
 
-def _dashboard_routes(app: Any, gw: Gateway) -> None:
-    """The dashboard's pages (server-rendered, from the store in a thread)."""
-    from fastapi.responses import HTMLResponse
-
-    from . import dashboard
-
-    async def _page(name: str, since: str | None) -> HTMLResponse:
-        try:
-            html = await asyncio.to_thread(dashboard.page, name, gw.store, since, gw.catalog)
-        except ConfigError as e:
-            return HTMLResponse(f"<!doctype html><title>bad request</title><p>{_esc(str(e))}</p>", status_code=400)
-        return HTMLResponse(html)
-
-    def _route(name: str) -> Any:
-        async def show(since: str | None = None) -> HTMLResponse:
-            return await _page(name, since)
-        return show
-
-    for path, name in (("/", "overview"), ("/routes", "routes"), ("/models", "models"), ("/voting", "voting"),
-                       ("/experiments", "experiments")):
-        app.add_api_route(path, _route(name), methods=["GET"], include_in_schema=False, response_class=HTMLResponse)
-
-    @app.get("/runs/{run_id}", include_in_schema=False)
-    async def dash_run(run_id: str) -> Any:
-        html = await asyncio.to_thread(dashboard.run_detail, gw.store, run_id)
-        if html is None:
-            return HTMLResponse(f"<!doctype html><title>not found</title><p>no run {_esc(run_id)}</p>", status_code=404)
-        return HTMLResponse(html)
-
-
 def _deadline(request: Any) -> float | None:
     """``x-turnout-deadline: SECONDS`` bounds the request's run: every model call in it (a workflow's
     too) stops there (504 ``deadline_exceeded``)."""
@@ -418,12 +390,6 @@ class _FastPath:
             await resp(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-def _esc(s: str) -> str:
-    import html
-
-    return html.escape(s)
 
 
 async def _answers(target: Any, req: Request, n: int) -> list[Completion]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from ..reports.html import (
     BLUE,
@@ -20,19 +21,18 @@ from ..reports.html import (
     esc,
     render_columns,
     render_hbars,
-    render_histogram,
     render_pairs,
     render_table,
-    render_timeline,
 )
-from ..reports.tables import budget_columns, by_model, by_route, by_vote, call_failed, parse_since
+from ..reports.tables import budget_columns, parse_since
 
 if TYPE_CHECKING:
     from ..store.base import Store
 
 __all__ = ["page"]
 
-PAGES = [("/", "Overview"), ("/routes", "Routes"), ("/models", "Models"), ("/voting", "Voting"), ("/experiments", "Experiments"), ("/queue", "Queue")]
+PAGES = [("/", "Overview"), ("/runs", "Runs"), ("/routes", "Routes"), ("/models", "Models"), ("/voting", "Voting"), ("/experiments", "Experiments"),
+         ("/queue", "Queue")]
 _EXTRA_CSS = """
 nav{display:flex;gap:1rem;align-items:baseline;border-bottom:1px solid #dde1e8;padding-bottom:.6rem;margin-bottom:1rem}
 nav a{color:#3b6fd8;text-decoration:none}nav a.on{font-weight:700;color:#1d2330}nav .brand{font-weight:700;margin-right:1rem}
@@ -63,45 +63,44 @@ def _tiles(items: list[tuple[str, Any]]) -> str:
 
 
 def overview(store: Store, since: str | None) -> str:
+    """Every figure from the hourly rollups and indexed reads (store/_rollups.py): never a scan of the calls."""
     t0 = parse_since(since)
-    calls, runs = list(store.calls(since=t0)), list(store.runs(limit=None, since=t0))
-    models = by_model(calls)
-    cost = sum(c.cost_usd for c in calls)
-    tiles = [("runs", len(runs)), ("model calls", len(calls)), ("tokens", sum(c.input_tokens + c.output_tokens for c in calls)),
-             ("cost $", f"{cost:.6f}"), ("errors", f"{sum(call_failed(c) for c in calls) / len(calls):.1%}" if calls else "–")]
-    hits = sum(c.cached for c in calls)
-    if hits:  # the response cache: share of calls it answered, and what those answers cost when made
-        tiles += [("cache hits", f"{hits / len(calls):.1%}"), ("saved by cache $", f"{sum(c.saved_usd for c in calls):.6f}")]
-    counts, labels = render_timeline([c.started_at for c in calls])
-    cost_t = _cost_timeline(calls)
-    lat = sorted(c.latency_s * 1000 for c in calls)
-
-    def p(q: float) -> float:
-        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0
-
+    models, total, slots = store.model_summary(t0)
+    n = total["calls"]
+    tiles = [("runs", store.count_runs(t0)), ("model calls", n), ("tokens", total["input_tokens"] + total["output_tokens"]),
+             ("cost $", f"{total['cost_usd']:.6f}"), ("errors", f"{total['errors'] / n:.1%}" if n else "–")]
+    if total["cached"]:  # the response cache: share of calls it answered, and what those answers cost when made
+        tiles += [("cache hits", f"{total['cached'] / n:.1%}"), ("saved by cache $", f"{total['saved_usd']:.6f}")]
+    counts, costs, labels = _slot_timeline(slots)
     recent = [{"run": f'<a href="/runs/{esc(r.run_id)}">{esc(r.run_id[:12])}</a>', "workflow": r.workflow, "status": r.status,
                "cost_usd": r.cost_usd, "latency_ms": round(r.latency_s * 1000, 1),
-               "when": time.strftime("%H:%M:%S", time.localtime(r.started_at))} for r in runs[:25]]
-    body = (_tiles([*tiles, ("latency p50 ms", f"{p(0.5):.1f}"), ("latency p95 ms", f"{p(0.95):.1f}")]) + "<div class=grid>"
-            + _fig("Requests over time", render_columns(counts, labels, title="calls over time"))
-            + _fig("Cost over time ($)", render_columns(cost_t[0], cost_t[1], GREEN, title="cost over time"))
+               "when": time.strftime("%H:%M:%S", time.localtime(r.started_at))} for r in store.runs(limit=25, since=t0)]
+    body = (_tiles([*tiles, ("latency p50 ms", f"{total['latency_p50_ms']:.1f}"), ("latency p95 ms", f"{total['latency_p95_ms']:.1f}")])
+            + "<div class=grid>"
+            + _fig("Requests per hour", render_columns(counts, labels, title="calls per hour"))
+            + _fig("Cost per hour ($)", render_columns(costs, labels, GREEN, title="cost per hour"))
             + _fig("Tokens by model", render_hbars([(m["model"], m["input_tokens"] + m["output_tokens"],
                                                f"{m['input_tokens'] + m['output_tokens']:,}") for m in models]))
             + _fig("Latency by model", render_pairs([(m["model"], m["latency_p50_ms"], m["latency_p95_ms"]) for m in models], ("p50", "p95"), "ms"))
-            + "</div><h2>Recent runs</h2>" + _raw_table(recent, ["run", "workflow", "status", "cost_usd", "latency_ms", "when"]))
+            + "</div><h2>Recent runs</h2>" + _raw_table(recent, ["run", "workflow", "status", "cost_usd", "latency_ms", "when"])
+            + '<p><a href="/runs">search runs</a></p>')
     return _shell("Overview", "/", body, since)
 
 
-def _cost_timeline(calls: list[Any], bins: int = 30) -> tuple[list[float], list[str]]:
-    if not calls:
-        return [], []
-    counts, labels = render_timeline([c.started_at for c in calls], bins)
-    lo, hi = min(c.started_at for c in calls), max(c.started_at for c in calls)
-    span = max(hi - lo, 1.0)
-    cost = [0.0] * bins
-    for c in calls:
-        cost[min(bins - 1, int((c.started_at - lo) / span * bins))] += c.cost_usd
-    return cost, labels
+def _slot_timeline(slots: list[tuple[float, float, float]], bins: int = 30) -> tuple[list[float], list[float], list[str]]:
+    """Hourly (slot, calls, cost) as at most ``bins`` columns from the first hour to the last."""
+    if not slots:
+        return [], [], []
+    lo, hi = slots[0][0], slots[-1][0]
+    hours = int((hi - lo) // 3600) + 1
+    per = max(1, -(-hours // bins))  # hours per column
+    cols = -(-hours // per)
+    counts, costs = [0.0] * cols, [0.0] * cols
+    for s, c, cost in slots:
+        i = int((s - lo) // 3600) // per
+        counts[i] += c
+        costs[i] += cost
+    return counts, costs, [time.strftime("%m-%d %H:00", time.localtime(lo + i * per * 3600)) for i in range(cols)]
 
 
 def _raw_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -121,21 +120,20 @@ def _raw_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 def routes(store: Store, since: str | None) -> str:
     t0 = parse_since(since)
-    decisions = list(store.decisions(since=t0))
-    rows = by_route(decisions)
-    conf_counts, conf_labels = render_histogram([d.confidence for d in decisions])
-    low = [d for d in decisions if d.confidence < 0.5][-30:]
+    rows, conf, total = store.route_summary(t0)
+    conf_counts = [float(conf[2 * i] + conf[2 * i + 1]) for i in range(10)]
+    low = store.low_confidence(t0, limit=30)
     mis = store.misroutes()[-30:]
-    body = (_tiles([("decisions", len(decisions)), ("routes", len(rows)), ("low confidence", sum(d.confidence < 0.5 for d in decisions)),
+    body = (_tiles([("decisions", total), ("routes", len(rows)), ("low confidence", sum(r["low_confidence"] for r in rows)),
                     ("misrouted (feedback)", len(mis))]) + "<div class=grid>"
             + _fig("Route distribution", render_hbars([(r["route"], r["decisions"], f"{r['decisions']} ({r['share']:.0%})") for r in rows], ORANGE))
-            + _fig("Confidence histogram", render_columns(conf_counts, conf_labels, ORANGE, title="confidence"))
+            + _fig("Confidence histogram", render_columns(conf_counts, [f"{i / 10:.1f}" for i in range(10)], ORANGE, title="confidence"))
             + "</div><h2>Routes</h2>"
             + render_table(rows, [("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
                             ("low conf.", "low_confidence"), ("outcomes", "outcomes"), ("p50 ms", "latency_p50_ms")])
             + "<h2>Low-confidence decisions</h2>"
             + _raw_table([{"run": f'<a href="/runs/{esc(d.run_id)}">{esc((d.run_id or "")[:12])}</a>', "router": d.router, "route": d.route,
-                           "confidence": round(d.confidence, 3), "input": (d.input or "")[:80]} for d in reversed(low)],
+                           "confidence": round(d.confidence, 3), "input": (d.input or "")[:80]} for d in low],
                          ["run", "router", "route", "confidence", "input"])
             + "<h2>Misrouted (feedback says otherwise)</h2>"
             + _raw_table([{"run": f'<a href="/runs/{esc(d.run_id)}">{esc((d.run_id or "")[:12])}</a>', "routed": d.route, "correct": want,
@@ -145,7 +143,7 @@ def routes(store: Store, since: str | None) -> str:
 
 def models(store: Store, since: str | None, catalog: Any) -> str:
     t0 = parse_since(since)
-    rows = by_model(store.calls(since=t0))
+    rows = store.model_summary(t0)[0]
     spend = getattr(catalog, "spend", None)
     if spend is not None:
         rows = budget_columns(rows, spend, store)
@@ -167,12 +165,11 @@ def models(store: Store, since: str | None, catalog: Any) -> str:
 
 def voting(store: Store, since: str | None) -> str:
     t0 = parse_since(since)
-    verdicts = store.verdicts(since=t0)
-    rows = by_vote(verdicts)
-    counts, labels = render_histogram([v["agreement"] for v in verdicts])
+    rows, hist = store.vote_summary(t0)
+    counts, labels = [float(x) for x in hist], [f"{i / 10:.1f}" for i in range(10)]
     saved = sum(r["samples_saved"] for r in rows)
     planned = sum(r["samples_planned"] for r in rows)
-    body = (_tiles([("verdicts", len(verdicts)), ("samples used", planned - saved), ("samples saved", saved),
+    body = (_tiles([("verdicts", sum(r["verdicts"] for r in rows)), ("samples used", planned - saved), ("samples saved", saved),
                     ("saved share", f"{saved / planned:.0%}" if planned else "–")]) + "<div class=grid>"
             + _fig("Agreement histogram", render_columns(counts, labels, GREEN, title="agreement"))
             + _fig("Samples used of planned", render_hbars([(v["name"], v["samples_used"], f"{v['samples_used']} of {v['samples_planned']}")
@@ -264,3 +261,25 @@ def page(name: str, store: Store, since: str | None, catalog: Any = None) -> str
     if name == "experiments":
         return experiments(store, since)
     return overview(store, since)
+
+
+def runs_page(store: Store, params: dict[str, str]) -> str:
+    """``/runs``: the runs search — ``q`` (a run id prefix, or words of the input among the newest
+    5,000 matching runs), ``workflow``, ``status``, ``since``; 50 a page, newest first, ``before`` the
+    cursor of the next page. Every query on an index (store ``search_runs``)."""
+    since = params.get("since") or None
+    before = float(params["before"]) if params.get("before") else None
+    q, wf, status = params.get("q", ""), params.get("workflow") or None, params.get("status") or None
+    runs = store.search_runs(q, workflow=wf, status=status, since=parse_since(since), before=before, limit=50)
+    rows = [{"run": f'<a href="/runs/{esc(r.run_id)}">{esc(r.run_id[:12])}</a>', "workflow": r.workflow, "status": r.status,
+             "cost_usd": r.cost_usd, "latency_ms": round(r.latency_s * 1000, 1), "input": (r.input or "")[:90],
+             "when": time.strftime("%m-%d %H:%M:%S", time.localtime(r.started_at))} for r in runs]
+    form = (f'<form method=get action="/runs"><input name=q value="{esc(q)}" placeholder="run id or words of the input"> '
+            f'<input name=workflow value="{esc(wf or "")}" placeholder="workflow"> '
+            f'<input name=status value="{esc(status or "")}" placeholder="status"> <button>search</button></form>')
+    more = ""
+    if len(runs) == 50:
+        keep = {k: v for k, v in (("q", q), ("workflow", wf or ""), ("status", status or ""), ("since", since or "")) if v}
+        more = f'<p><a href="/runs?{esc(urlencode({**keep, "before": repr(runs[-1].started_at)}))}">older</a></p>'
+    body = form + _raw_table(rows, ["run", "workflow", "status", "cost_usd", "latency_ms", "input", "when"]) + more
+    return _shell("Runs", "/runs", body, since)

@@ -26,5 +26,14 @@ class Dialect:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
 
-SQLITE = Dialect("sqlite", "BEGIN IMMEDIATE", "?", {"id": "INTEGER PRIMARY KEY", "real": "REAL"})
-POSTGRES = Dialect("postgresql", "BEGIN", "%s", {"id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"})
+# the rollups' slot and bucket of a row (migration 14), the same as ``store._rollups`` computes them in
+# Python: an hour floored, a latency's log-1.1 bucket (SQLite: a function the store registers on its
+# connection, as its math functions are optional), a confidence's twentieth
+SQLITE = Dialect("sqlite", "BEGIN IMMEDIATE", "?", {
+    "id": "INTEGER PRIMARY KEY", "real": "REAL", "slot_of_started": "(CAST(started_at / 3600 AS INTEGER) * 3600.0)",
+    "slot_of_at": "(CAST(at / 3600 AS INTEGER) * 3600.0)", "bucket_of_latency": "turnout_lat_bucket(latency_s)",
+    "bucket_of_confidence": "MIN(19, MAX(0, CAST(confidence * 20 AS INTEGER)))"})
+POSTGRES = Dialect("postgresql", "BEGIN", "%s", {
+    "id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "slot_of_started": "(FLOOR(started_at / 3600) * 3600.0)",
+    "slot_of_at": "(FLOOR(at / 3600) * 3600.0)", "bucket_of_latency": "CAST(FLOOR(LN(GREATEST(latency_s, 0.0001)) / LN(1.1)) AS INTEGER)",
+    "bucket_of_confidence": "LEAST(19, GREATEST(0, CAST(FLOOR(confidence * 20) AS INTEGER)))"})

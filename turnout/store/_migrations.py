@@ -190,3 +190,53 @@ def _m13() -> str:
     CREATE INDEX response_cache_expiry ON response_cache(expires_at);
     ALTER TABLE api_keys ADD COLUMN cache TEXT
     """
+
+
+@migration(14)
+def _m14() -> str:
+    # the dashboard at scale (store/_rollups.py): hourly totals of calls and decisions, kept by the writer
+    # and built here from the rows already stored; time indexes for windows, the runs list and search
+    return """
+    CREATE TABLE call_rollups (
+        model TEXT NOT NULL, slot $real NOT NULL, calls INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+        cost_usd $real NOT NULL, errors INTEGER NOT NULL, cancelled INTEGER NOT NULL, retries INTEGER NOT NULL, fallbacks INTEGER NOT NULL,
+        cached INTEGER NOT NULL, saved_usd $real NOT NULL, PRIMARY KEY (model, slot)
+    );
+    CREATE TABLE call_latency (model TEXT NOT NULL, slot $real NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
+                               PRIMARY KEY (model, slot, bucket));
+    CREATE TABLE decision_rollups (
+        router TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, slot $real NOT NULL, n INTEGER NOT NULL, conf_sum $real NOT NULL,
+        low INTEGER NOT NULL, PRIMARY KEY (router, route, outcome, slot)
+    );
+    CREATE TABLE decision_hist (router TEXT NOT NULL, route TEXT NOT NULL, slot $real NOT NULL, kind TEXT NOT NULL, bucket INTEGER NOT NULL,
+                                n INTEGER NOT NULL, PRIMARY KEY (router, route, slot, kind, bucket));
+    CREATE INDEX call_rollups_slot ON call_rollups(slot);
+    CREATE INDEX call_latency_slot ON call_latency(slot);
+    CREATE INDEX decision_rollups_slot ON decision_rollups(slot);
+    CREATE INDEX decision_hist_slot ON decision_hist(slot);
+    CREATE INDEX calls_time ON calls(started_at);
+    CREATE INDEX decisions_time ON decisions(at);
+    CREATE INDEX verdicts_time ON verdicts(at);
+    CREATE INDEX runs_time ON runs(started_at);
+    CREATE INDEX runs_workflow_time ON runs(workflow, started_at);
+    CREATE INDEX runs_status_time ON runs(status, started_at);
+    INSERT INTO call_rollups (model, slot, calls, input_tokens, output_tokens, cost_usd, errors, cancelled, retries, fallbacks, cached,
+                              saved_usd)
+        SELECT model, $slot_of_started, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd),
+               SUM(CASE WHEN ok = 0 AND COALESCE(error_type, '') <> 'CancelledError' THEN 1 ELSE 0 END),
+               SUM(CASE WHEN error_type = 'CancelledError' THEN 1 ELSE 0 END), SUM(retries),
+               SUM(CASE WHEN fallback IS NULL THEN 0 ELSE 1 END), SUM(cached), SUM(saved_usd)
+        FROM calls GROUP BY model, $slot_of_started;
+    INSERT INTO call_latency (model, slot, bucket, n)
+        SELECT model, $slot_of_started, $bucket_of_latency, COUNT(*) FROM calls GROUP BY model, $slot_of_started, $bucket_of_latency;
+    INSERT INTO decision_rollups (router, route, outcome, slot, n, conf_sum, low)
+        SELECT router, COALESCE(route, ''), outcome, $slot_of_at, COUNT(*), SUM(confidence),
+               SUM(CASE WHEN confidence < 0.5 THEN 1 ELSE 0 END)
+        FROM decisions GROUP BY router, COALESCE(route, ''), outcome, $slot_of_at;
+    INSERT INTO decision_hist (router, route, slot, kind, bucket, n)
+        SELECT router, COALESCE(route, ''), $slot_of_at, 'conf', $bucket_of_confidence, COUNT(*)
+        FROM decisions GROUP BY router, COALESCE(route, ''), $slot_of_at, $bucket_of_confidence;
+    INSERT INTO decision_hist (router, route, slot, kind, bucket, n)
+        SELECT router, COALESCE(route, ''), $slot_of_at, 'lat', $bucket_of_latency, COUNT(*)
+        FROM decisions GROUP BY router, COALESCE(route, ''), $slot_of_at, $bucket_of_latency
+    """

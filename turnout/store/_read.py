@@ -6,6 +6,7 @@ and every lookup by run id uses that table's ``run_id`` index."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -38,19 +39,46 @@ class Readers:
                 for r in self._reading().execute(f"SELECT {', '.join(cols)} FROM {table}{w} ORDER BY {order}", args)]
 
     def runs(self, *, limit: int | None = 100, since: float | None = None, workflow: str | None = None,
-             run_id: str | None = None) -> Sequence[RunRow]:
-        """Newest first, with cost and tokens summed over the run's calls."""
-        w, args = where(("r.started_at >=", since), ("r.workflow =", workflow), ("r.run_id =", run_id))
-        args.append(limit if limit is not None else 2**62)
+             run_id: str | None = None, status: str | None = None, before: float | None = None,
+             id_prefix: str | None = None) -> Sequence[RunRow]:
+        """Newest first, with cost and tokens summed over the run's calls. With a ``limit`` the page
+        of runs is read first (the ``runs_time`` / ``runs_workflow_time`` / ``runs_status_time``
+        indexes; ``before`` is the cursor of the next page) and only its calls are summed, by run id."""
+        hi = id_prefix + "\U0010ffff" if id_prefix else None
+        w, args = where(("r.started_at >=", since), ("r.workflow =", workflow), ("r.run_id =", run_id), ("r.status =", status),
+                        ("r.started_at <", before), ("r.run_id >=", id_prefix), ("r.run_id <", hi))
+        cols = "r.run_id, r.workflow, r.status, r.started_at, r.input, r.output, r.tags, r.finished_at"
+        if limit is not None:
+            page = list(self._reading().execute(f"SELECT {cols} FROM runs r{w} ORDER BY r.started_at DESC LIMIT ?", [*args, limit]))
+            costs = self.run_costs(r[0] for r in page)  # type: ignore[attr-defined]
+            rows = [(*r, *costs.get(r[0], (0.0, 0, 0))) for r in page]
+        else:
+            rows = list(self._reading().execute(
+                f"SELECT {cols}, COALESCE(SUM(c.cost_usd), 0), COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.output_tokens), 0) "
+                f"FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id{w} GROUP BY r.run_id ORDER BY r.started_at DESC", args))
         out = []
-        for r in self._reading().execute(
-            "SELECT r.run_id, r.workflow, r.status, r.started_at, r.input, r.output, r.tags, r.finished_at, "
-            "COALESCE(SUM(c.cost_usd), 0), COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.output_tokens), 0) "
-            f"FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id{w} GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT ?", args
-        ):
+        for r in rows:
             latency = (r[7] - r[3]) if r[7] else 0.0
             out.append(RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[8], r[9], r[10], latency, json.loads(r[6])))
         return out
+
+    def search_runs(self, q: str = "", *, workflow: str | None = None, status: str | None = None, since: float | None = None,
+                    before: float | None = None, limit: int = 50, scan: int = 5000) -> Sequence[RunRow]:
+        """The dashboard's runs search, newest first, every query on an index: ``q`` a run id prefix
+        (4+ hex digits) or words found in the run's input among the newest ``scan`` runs that match
+        the filters (a bounded read, never the whole table)."""
+        q = q.strip()
+        if re.fullmatch(r"[0-9a-f]{4,32}", q):
+            return self.runs(limit=limit, since=since, workflow=workflow, status=status, before=before, id_prefix=q)
+        if not q:
+            return self.runs(limit=limit, since=since, workflow=workflow, status=status, before=before)
+        w, args = where(("started_at >=", since), ("workflow =", workflow), ("status =", status), ("started_at <", before))
+        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        ids = [r[0] for r in self._reading().execute(
+            f"SELECT run_id FROM (SELECT run_id, input, started_at FROM runs{w} ORDER BY started_at DESC LIMIT ?) recent "
+            "WHERE LOWER(input) LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT ?", [*args, scan, pattern, limit])]
+        found = {r.run_id: r for i in ids for r in self.runs(limit=1, run_id=i)}
+        return [found[i] for i in ids if i in found]
 
     def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]:
         cols = ("run_id", "model", "started_at", "latency_s", "ok", "input_tokens", "output_tokens", "cost_usd", "error_type", "retries",
@@ -97,15 +125,28 @@ class Readers:
                 correct[fb["run_id"]] = r  # the latest feedback wins
         return correct
 
+    def _labelled(self, router: str | None) -> list[tuple[DecisionRow, str]]:
+        """(decision, correct route) for the runs with a route label: their decisions read by run id, in chunks."""
+        correct = self._route_labels()
+        ids = list(correct)
+        out: list[tuple[int, DecisionRow, str]] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            w, args = where(("router =", router))
+            cols = ("run_id", "router", "route", "chosen", "confidence", "outcome", "kind", "stage", "reason", "latency_s", "at", "input",
+                    "scores")
+            sql = (f"SELECT id, {', '.join(cols)} FROM decisions WHERE run_id IN ({', '.join('?' * len(chunk))})"
+                   f"{w.replace(' WHERE ', ' AND ')}")
+            out += [(r[0], DecisionRow(*r[1:13], json.loads(r[13])), correct[r[1]]) for r in self._reading().execute(sql, [*chunk, *args])]
+        return [(d, want) for _, d, want in sorted(out, key=lambda x: x[0])]  # in the order they were recorded
+
     def misroutes(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]:
         """Decisions whose run's latest feedback names another route: (decision, correct route)."""
-        correct = self._route_labels()
-        return [(d, correct[d.run_id]) for d in self.decisions(router=router) if d.run_id in correct and d.route != correct[d.run_id]]
+        return [(d, want) for d, want in self._labelled(router) if d.route != want]
 
     def labelled_decisions(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]:
         """Every decision whose run has a route label in its feedback: (decision, correct route)."""
-        correct = self._route_labels()
-        return [(d, correct[d.run_id]) for d in self.decisions(router=router) if d.run_id in correct]
+        return self._labelled(router)
 
     def spend(self, *, since: float | None = None, model: str | None = None, workflow: str | None = None,
               key: str | None = None, team: str | None = None) -> float:

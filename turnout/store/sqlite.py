@@ -31,6 +31,7 @@ from ._dialect import SQLITE, Dialect
 from ._migrations import MIGRATIONS
 from ._queue import Queue, QueueTables
 from ._read import Readers
+from ._rollups import Rollups, lat_bucket, rollup_statements
 from ._sync import SyncTables
 from .base import text_or_hash
 
@@ -53,7 +54,7 @@ def default_path() -> Path:
     return Path(os.environ.get("TURNOUT_DB") or Path(".turnout") / "turnout.db")
 
 
-class SQLiteStore(SyncTables, QueueTables, CacheTables, Readers):
+class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
     dialect: Dialect = SQLITE  # what differs between databases (PostgresStore: POSTGRES)
     _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
     # the failures of the database itself (locked, read-only, full, gone): rows are kept and retried;
@@ -137,6 +138,7 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Readers):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
+        db.create_function("turnout_lat_bucket", 1, lat_bucket, deterministic=True)  # migration 14's rollups
         return db
 
     # -- schema ------------------------------------------------------------------------------------
@@ -330,9 +332,10 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Readers):
         """One transaction; rolled back (never left open) on any failure."""
         self._db.execute(self.dialect.begin_write)
         try:
-            # consecutive rows of one kind go in one executemany (order across kinds is kept)
-            for kind, group in itertools.groupby(items, key=lambda it: it[0]):
-                self._db.executemany(self._SQL[kind], [row for _, row in group])
+            for kind, rows in self._grouped(items):
+                self._db.executemany(self._SQL[kind], rows)
+                for sql, upserts in rollup_statements(kind, rows):  # the dashboard's hourly totals, in the same transaction
+                    self._db.executemany(sql, upserts)
             self._db.execute("COMMIT")
         except BaseException:
             try:
@@ -340,6 +343,22 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Readers):
             except self._db_errors:
                 pass
             raise
+
+    _RUN_UPDATES = ("reopen", "finish")
+
+    @classmethod
+    def _grouped(cls, items: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """The batch as few ``executemany`` groups as it can be: every insert of one table together
+        (rows of a kind keep their order), then the updates of runs (finish, reopen) in their order —
+        after every insert, so a run started and finished in one batch is inserted first."""
+        inserts: dict[str, list[tuple[Any, ...]]] = {}
+        updates: list[tuple[str, tuple[Any, ...]]] = []
+        for kind, row in items:
+            if kind in cls._RUN_UPDATES:
+                updates.append((kind, row))
+            else:
+                inserts.setdefault(kind, []).append(row)
+        return [*inserts.items(), *((k, [r for _, r in g]) for k, g in itertools.groupby(updates, key=lambda it: it[0]))]
 
     def _write_one_by_one(self, items: list[tuple[str, tuple[Any, ...]]]) -> None:
         """After a batch failed on a bad row: each row in its own transaction; bad ones are dropped."""
