@@ -122,3 +122,11 @@ def test_two_replicas_answer_from_one_cache_in_redis(tmp_path, mock_process):
     finally:
         stop(a)
         stop(b)
+
+
+def test_workers_without_redis_are_refused(tmp_path):
+    (tmp_path / "models.yaml").write_text("models:\n  m: {adapter: openai, base_url: 'http://127.0.0.1:9/v1'}\n")
+    out = subprocess.run([sys.executable, "-m", "turnout", "serve", "--workers", "2", "--catalog", str(tmp_path / "models.yaml"),
+                          "--db", str(tmp_path / "gw.db")], capture_output=True, text=True, timeout=120, env={**os.environ,
+                                                                                                          "TURNOUT_REDIS_URL": ""})
+    assert out.returncode != 0 and "--workers 2 needs --redis" in out.stderr and "Traceback" not in out.stderr

@@ -110,3 +110,39 @@ def test_two_replicas_share_the_catalogs_budget_on_every_door(two_servers):
     store.close()
     assert 0.15 <= spent <= 0.2  # both replicas and both doors together: never past the model's $0.20
     assert spent == pytest.approx(0.005 * results.count("ok"))
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def test_workers_share_one_rate_limit(tmp_path, mock_process):
+    """``turnout serve --workers 2 --redis``: two processes on one port, one limit for a key."""
+    model = f"{{adapter: openai, base_url: '{mock_process}', policies: {{retry: {{attempts: 1}}}}}}"
+    (tmp_path / "models.yaml").write_text(f"models:\n  cheap: {model}\n")
+    (tmp_path / "wf.yaml").write_text("name: w\nsteps:\n  - call: {model: cheap, prompt: '{input}', max_tokens: 10}\n")
+    store = SQLiteStore(tmp_path / "gw.db")
+    secret = KeyRing(store).create("rpm", models=["cheap"], rpm=4)[0]
+    store.close()
+    proc, base = start_server(tmp_path, mock_process, "--redis", REDIS_URL, "--workers", "2")
+    try:
+        deadline = time.monotonic() + 60  # uvicorn's supervisor starts its workers after it answers: bounded wait
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_children(proc.pid)) >= 2
+        minute = int(time.time() // 60)
+        results = [_call(base, secret) for _ in range(7)]
+        if int(time.time() // 60) != minute:
+            pytest.skip("the minute window turned during the test; the count spans two windows")
+        assert results == ["ok"] * 4 + ["rate_limit_exceeded"] * 3
+    finally:
+        stop(proc)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -40,6 +42,31 @@ def _load_workflows(paths: list[Path], catalog: object) -> dict[str, object]:
     return out
 
 
+_WORKER_ENV = "TURNOUT_SERVE_WORKER"  # the options of ``turnout serve --workers N``, for each worker process
+
+
+def _gateway(o: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(app, gateway, store) from the serve options (the one way, in the server process or in each worker)."""
+    from ..server import Gateway, create_app
+    from ..store import open_store
+
+    cat = load_catalog(Path(o["catalog"]) if o["catalog"] else None)
+    store = open_store(o["db"], redact=o["redact"])
+    wfs = _load_workflows([Path(p) for p in o["workflows"]], cat)
+    gw = Gateway(cat, store, wfs, auth=o["auth"], redis_url=o["redis_url"], max_body=o["max_body"], dashboard=o["dashboard"],
+                 allowed_hosts=tuple(o["allowed_hosts"]))
+    return create_app(gw), gw, store
+
+
+def worker_app() -> Any:
+    """The app of one ``turnout serve --workers N`` worker (uvicorn's factory, in each worker process)."""
+    import atexit
+
+    app, _, store = _gateway(json.loads(os.environ[_WORKER_ENV]))
+    atexit.register(store.close)  # the rows still queued are written when the worker exits
+    return app
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback unless you say otherwise)."),
     port: int = typer.Option(8000, "--port"),
@@ -55,6 +82,7 @@ def serve(
                                            help="A Host name clients use besides loopback (repeatable; '*' = any). Others get 421."),
     redact: bool = typer.Option(False, "--redact", envvar="TURNOUT_REDACT",
                                 help="Store sha256 digests instead of prompt and answer texts."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Server processes on one port (needs --redis when > 1: one limit for all)."),
     catalog: Path | None = CatalogOpt,
     db: str | None = DbOpt,
 ) -> None:
@@ -64,23 +92,33 @@ def serve(
         try:
             import uvicorn
 
-            from ..server import Gateway, create_app
+            from ..server import Gateway  # noqa: F401  (the server extra is installed)
         except ImportError:
             raise ConfigError("turnout serve needs the server extra: pip install 'turnout[server]'") from None
-        from ..store import open_store
 
         if no_auth and host not in _LOOPBACK:
             raise ConfigError(f"--no-auth is only allowed on a loopback address, not {host!r}: create keys with turnout keys create")
-        cat = load_catalog(catalog)
-        store = open_store(db, redact=redact)
-        wfs = _load_workflows(workflow, cat)
+        if workers > 1 and not redis_url:
+            raise ConfigError(f"--workers {workers} needs --redis (or TURNOUT_REDIS_URL): each worker is a process, and rate limits, "
+                              "budgets and the response cache must be shared by all of them")
         dash = dashboard if dashboard is not None else host in _LOOPBACK
         hosts = tuple(allowed_host) + (() if host in _LOOPBACK or host in ("0.0.0.0", "::") else (host,))
-        gw = Gateway(cat, store, wfs, auth=not no_auth, redis_url=redis_url, max_body=max_body, dashboard=dash, allowed_hosts=hosts)
-        app = create_app(gw)
-        err_console.print(f"turnout gateway on http://{host}:{port} — {len(cat.names())} models + turnout/auto, {len(wfs)} workflows, "
-                          f"auth {'off (loopback)' if no_auth else 'on'}, limits {'in Redis' if redis_url else 'in this process'}, "
-                          f"traces in {store.path}" + (f", dashboard at http://{host}:{port}/" if dash else ""))
+        opts = {"catalog": str(catalog) if catalog else None, "db": db, "redact": redact, "workflows": [str(w) for w in workflow],
+                "auth": not no_auth, "redis_url": redis_url, "max_body": max_body, "dashboard": dash, "allowed_hosts": list(hosts)}
+        banner = (f"auth {'off (loopback)' if no_auth else 'on'}, limits {'in Redis' if redis_url else 'in this process'}"
+                  + (f", dashboard at http://{host}:{port}/" if dash else ""))
+        if workers > 1:
+            cat = load_catalog(catalog)
+            wfs = _load_workflows(workflow, cat)  # a bad catalog or workflow is reported before any worker starts
+            err_console.print(f"turnout gateway on http://{host}:{port} — {workers} workers, {len(cat.names())} models + turnout/auto, "
+                              f"{len(wfs)} workflows, {banner}")
+            os.environ[_WORKER_ENV] = json.dumps(opts)
+            uvicorn.run("turnout.cli.serve:worker_app", factory=True, workers=workers, host=host, port=port, log_level=log_level,
+                        access_log=False, lifespan="on")
+            return
+        app, gw, store = _gateway(opts)
+        err_console.print(f"turnout gateway on http://{host}:{port} — {len(gw.catalog.names())} models + turnout/auto, "
+                          f"{len(gw.workflows)} workflows, traces in {store.path}, {banner}")
         try:
             uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import email.utils
+import functools
 import json
 import os
 import time
@@ -241,7 +242,7 @@ class HTTPClient:
         is not JSON is a ``BadResponse`` naming an excerpt (the key scrubbed). Lines are handled as bytes
         (``json.loads`` reads them as they are): one generator from the socket to the adapter."""
         t = timeout if timeout is not None else self.timeout
-        kw: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=None, sock_read=t, sock_connect=t)}
+        kw: dict[str, Any] = {"timeout": _read_timeout(t)}
         if self.proxy:
             kw["proxy"] = self.proxy
         try:
@@ -257,18 +258,20 @@ class HTTPClient:
                 event: str | None = None
                 finished = False  # after ``end``, the rest of the body is read and dropped
                 async for line in resp.content:
-                    if line.startswith(b"data:"):
+                    if len(line) <= 2:  # b"\n" or b"\r\n": the end of an event (the most common line but one)
+                        event = None
+                    elif line.startswith(b"data:"):
                         if finished:
                             continue
-                        data = line[5:].strip()
-                        if data == end:
+                        data = line[5:]
+                        if len(data) < 24 and data.strip() == end:  # [DONE] is short; no JSON event is stripped for it
                             finished = True
                             yield None, None
                             continue
                         try:
-                            doc = json.loads(data)
+                            doc = json.loads(data.decode())  # bytes → str in C: json's own detection is Python
                         except ValueError:
-                            text = data.decode("utf-8", "replace")
+                            text = data.strip().decode("utf-8", "replace")
                             raise BadResponse(f"stream event is not JSON: {excerpt(text, secret)!r}", model=model) from None
                         yield event, doc
                     elif line.startswith(b"event:"):
@@ -286,6 +289,12 @@ class HTTPClient:
             raise
         except (TimeoutError, aiohttp.ClientError) as e:
             raise translate_transport(e, model, t) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _read_timeout(t: float) -> aiohttp.ClientTimeout:
+    """A stream's timeout (each read, and the connect, bounded by ``t``): immutable, made once per value."""
+    return aiohttp.ClientTimeout(total=None, sock_read=t, sock_connect=t)
 
 
 class HTTPAdapter:

@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -147,7 +146,6 @@ class Traced(Wrapper):
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         info: dict[str, Any] = {}
         wall, t0 = time.time(), time.perf_counter()
-        last: StreamChunk | None = None
         called: list[str] = []
         due = current_scope().deadline
         if due is not None:  # each chunk must come before the run's deadline; the adapter stops at it too
@@ -157,31 +155,41 @@ class Traced(Wrapper):
                 self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=err))
                 raise err
             request = request.with_(timeout=min(request.timeout or left, left))
-        emitted = False
+        agen = self.inner.stream(request)
+        emitted, chunk = False, None
         try:
-            async with aclosing(self.inner.stream(request)) as agen:  # closed at once when the caller stops
-                while True:
-                    token = _CALL_INFO.set(info)  # set around each step: inner layers run inside __anext__
-                    try:
-                        if due is not None and time.monotonic() >= due:
-                            raise DeadlineExceeded("the run's deadline passed during this stream", model=self.inner.name)
-                        chunk = await agen.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    except BaseException as e:
-                        emitted = True
-                        self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
-                        raise
-                    finally:
-                        _CALL_INFO.reset(token)
-                    last = chunk
-                    if chunk.tool_calls:
-                        called += [d.name for d in chunk.tool_calls if d.name]
-                    if chunk.done:  # recorded before the last chunk is handed on: a caller may stop right after it
-                        emitted = True
-                        self._emit(self._event(request, t0, wall, info, ok=True, stream=True, c=chunk, tools=tuple(called)))
-                    yield chunk
+            # inner layers report retries, the fallback that answered and a cache hit into ``info``, all
+            # before the first chunk: the context variable is set for that step only
+            token = _CALL_INFO.set(info)
+            try:
+                chunk = await agen.__anext__()
+            except StopAsyncIteration:
+                chunk = None
+            except BaseException as e:
+                emitted = True
+                self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
+                raise
+            finally:
+                _CALL_INFO.reset(token)
+            while chunk is not None:
+                if chunk.tool_calls:
+                    called += [d.name for d in chunk.tool_calls if d.name]
+                if chunk.done:  # recorded before the last chunk is handed on: a caller may stop right after it
+                    emitted = True
+                    self._emit(self._event(request, t0, wall, info, ok=True, stream=True, c=chunk, tools=tuple(called)))
+                yield chunk
+                try:
+                    if due is not None and time.monotonic() >= due:
+                        raise DeadlineExceeded("the run's deadline passed during this stream", model=self.inner.name)
+                    chunk = await agen.__anext__()
+                except StopAsyncIteration:
+                    break
+                except BaseException as e:
+                    emitted = True
+                    self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e, tools=tuple(called)))
+                    raise
         finally:
+            await agen.aclose()  # type: ignore[attr-defined]  # at once when the caller stops, not when collected
             if not emitted:  # ended without its final chunk, or the caller stopped part way: a cut call
-                cut = StreamClosed("the caller closed the stream before its end") if last is not None else None
+                cut = StreamClosed("the caller closed the stream before its end") if chunk is not None else None
                 self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=cut, tools=tuple(called)))
