@@ -51,7 +51,7 @@ def start_mock(latency: float) -> tuple[subprocess.Popen, str]:
     return p, f"http://127.0.0.1:{int(line.split()[1])}"
 
 
-def start_gateway(upstream: str, tmp: Path, auth: bool) -> tuple[subprocess.Popen, str, str | None]:
+def start_gateway(upstream: str, tmp: Path, auth: bool, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str, str | None]:
     (tmp / "models.yaml").write_text(f"models:\n  mock: {{adapter: openai, base_url: '{upstream}/v1', policies: {{retry: {{attempts: 1}}}}}}\n")
     secret = None
     if auth:
@@ -62,6 +62,7 @@ def start_gateway(upstream: str, tmp: Path, auth: bool) -> tuple[subprocess.Pope
     args = [sys.executable, "-m", "turnout", "serve", "--port", str(port), "--catalog", str(tmp / "models.yaml"), "--db", str(tmp / "gw.db")]
     if not auth:
         args.append("--no-auth")
+    args += extra
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     import urllib.request
@@ -104,6 +105,12 @@ def serve_minimal_proxy(port: int, upstream: str) -> None:
                 break
         s = state.get("s") or state.setdefault("s", aiohttp.ClientSession())
         async with s.post(upstream + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}) as r:
+            if r.content_type == "text/event-stream":  # a stream: passed on chunk by chunk, as it comes
+                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+                async for chunk in r.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                return
             data = await r.read()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
@@ -193,7 +200,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             "minimal-proxy": (pbase + "/v1/chat/completions", hdr),
             "gateway": (base + "/v1/chat/completions", {**hdr, **({"Authorization": f"Bearer {secret}"} if secret else {})}),
         }
-        res: dict[str, object] = {"rate": args.rate, "seconds": args.seconds, "latency_s": args.latency, "auth": args.auth}
+        res: dict[str, object] = {"rate": args.rate, "seconds": args.seconds, "latency_s": args.latency, "auth": args.auth,
+                                  "stream": args.stream}
         reps: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
         for _ in range(args.reps):  # interleaved, so drift on the shared machine hits all alike
             for k, (url, h) in targets.items():
@@ -211,9 +219,33 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         res["closed_loop"] = {"direct_rps": round(rps["direct"], 1), "minimal_proxy_rps": round(rps["minimal-proxy"], 1),
                               "gateway_rps": round(rps["gateway"], 1), "gateway_vs_direct": round(rps["gateway"] / rps["direct"], 3),
                               "gateway_vs_minimal_proxy": round(rps["gateway"] / rps["minimal-proxy"], 3)}
+        if args.workers_redis:  # 1 worker vs 2 (both on Redis, so only the process count differs), interleaved
+            res["workers"] = await _workers(upstream, args)
         return res
     finally:
         for p in (gw, px, mock):
+            p.terminate()
+            p.wait(timeout=10)
+
+
+async def _workers(upstream: str, args: argparse.Namespace) -> dict[str, float]:
+    procs, urls = [], {}
+    try:
+        for w in (1, 2):
+            p, base, secret = start_gateway(upstream, Path(tempfile.mkdtemp(prefix=f"turnout-bench-w{w}-")), args.auth,
+                                            ("--redis", args.workers_redis, "--workers", str(w)))
+            procs.append(p)
+            urls[w] = (base + "/v1/chat/completions",
+                       {"Content-Type": "application/json", **({"Authorization": f"Bearer {secret}"} if secret else {})})
+        await asyncio.sleep(2.0)  # uvicorn's supervisor answers before both workers listen; a start-up pause, not a measurement
+        rps: dict[int, list[float]] = {1: [], 2: []}
+        for rep in range(args.reps):
+            for w in ((1, 2) if rep % 2 == 0 else (2, 1)):
+                rps[w].append((await closed_loop(*urls[w], args.n, args.cap))["rps"])
+        one_, two = statistics.median(rps[1]), statistics.median(rps[2])
+        return {"rps_1_worker": round(one_, 1), "rps_2_workers": round(two, 1), "scaling": round(two / one_, 3)}
+    finally:
+        for p in procs:
             p.terminate()
             p.wait(timeout=10)
 
@@ -227,8 +259,14 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.02)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--auth", action="store_true", help="Send a virtual key (auth + limits on the path).")
+    ap.add_argument("--stream", action="store_true", help="Streaming requests (SSE) instead of JSON ones.")
+    ap.add_argument("--workers-redis", default=None, metavar="URL",
+                    help="Also measure closed-loop throughput with 1 and 2 gateway workers (turnout serve --workers, on this Redis).")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.stream:
+        global BODY
+        BODY = json.dumps({**json.loads(BODY), "stream": True})
     res = asyncio.run(main_async(args))
     if args.json:
         print(json.dumps(res))
@@ -244,6 +282,10 @@ def main() -> None:
     print(f"closed loop, {args.n} requests at concurrency {args.cap}: direct {cl['direct_rps']} req/s, "  # type: ignore[index]
           f"minimal proxy {cl['minimal_proxy_rps']}, gateway {cl['gateway_rps']} "  # type: ignore[index]
           f"({cl['gateway_vs_minimal_proxy']}x the minimal proxy)")  # type: ignore[index]
+    if "workers" in res:
+        w = res["workers"]
+        print(f"workers (closed loop, on Redis): 1 worker {w['rps_1_worker']} req/s, 2 workers {w['rps_2_workers']} req/s "  # type: ignore[index]
+              f"({w['scaling']}x)")  # type: ignore[index]
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel
 
-__all__ = ["NoTools", "Wrapper", "call_info"]
+__all__ = ["NoTools", "Opened", "StreamEnd", "Wrapper", "call_info", "close_ends", "drive", "open_stream", "open_via_stream"]
 
 _CALL_INFO: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("turnout_call_info", default=None)
 
@@ -34,8 +34,104 @@ async def relay(first: StreamChunk, rest: AsyncIterator[StreamChunk]) -> AsyncIt
         await rest.aclose()  # type: ignore[attr-defined]
 
 
+# -- one stream driver for a policy stack -----------------------------------------------------------
+# A policy acts on a stream before its first chunk (acquire, reserve, retry, fail over, refuse) and
+# when it ends (settle, release, keep it in a cache) — not on each chunk. So instead of one async
+# generator per layer, each relaying every chunk (~25 µs a stream a layer, measured: every real
+# suspension passes through every frame), a policy's ``open_stream`` does its before-work, opens
+# the inner stream to its first chunk and adds a ``StreamEnd`` for its end-work; one driver —
+# ``Traced``, or ``drive`` for a policy streamed without it — relays the chunks of the innermost
+# stream and calls the ends.
+
+Opened = tuple[StreamChunk | None, AsyncIterator[StreamChunk], list["StreamEnd"]]
+
+
+class StreamEnd:
+    """What a policy does as a stream it opened goes on and ends: ``each(chunk)`` for every chunk
+    (when ``each_chunk``), ``done(chunk)`` with the final chunk before it is handed on, ``close(error)``
+    once at the very end, whatever happened (``error``: what stopped it, None when it ended or the
+    caller stopped)."""
+
+    each_chunk = False
+
+    def each(self, chunk: StreamChunk) -> None:
+        pass
+
+    async def done(self, chunk: StreamChunk) -> None:
+        pass
+
+    async def close(self, error: BaseException | None) -> None:
+        pass
+
+
+async def _nothing() -> AsyncIterator[StreamChunk]:
+    return
+    yield  # pragma: no cover
+
+
+async def open_stream(model: Any, request: Request) -> Opened:
+    """``model``'s stream opened to its first chunk: ``(first or None, the rest, the ends to call)``.
+    A model without ``open_stream`` (an adapter, a router) is streamed and its first chunk awaited."""
+    op = getattr(model, "open_stream", None)
+    if op is not None:
+        return await op(request)  # type: ignore[no-any-return]
+    return await open_via_stream(model, request)
+
+
+async def open_via_stream(model: Any, request: Request) -> Opened:
+    """``model.stream(request)`` opened to its first chunk (a layer that works on every chunk itself)."""
+    agen = model.stream(request)
+    try:
+        first = await agen.__anext__()
+    except StopAsyncIteration:
+        await agen.aclose()
+        return None, _nothing(), []
+    except BaseException:
+        await agen.aclose()
+        raise
+    return first, agen, []
+
+
+async def close_ends(rest: AsyncIterator[StreamChunk], ends: list[StreamEnd], error: BaseException | None) -> None:
+    """The end of an opened stream: the rest closed at once, then every end, innermost first."""
+    try:
+        await rest.aclose()  # type: ignore[attr-defined]
+    finally:
+        for e in ends:
+            await e.close(error)
+
+
+async def drive(opener: Any, request: Request) -> AsyncIterator[StreamChunk]:
+    """The chunks of ``await opener(request)`` (an ``open_stream``), with its ends called: the one relay of a stack."""
+    first, rest, ends = await opener(request)
+    eachs = [e for e in ends if e.each_chunk]
+    err: BaseException | None = None
+    try:
+        chunk = first
+        while chunk is not None:
+            for e in eachs:
+                e.each(chunk)
+            if chunk.done:
+                for e in ends:
+                    await e.done(chunk)
+            yield chunk
+            try:
+                chunk = await rest.__anext__()
+            except StopAsyncIteration:
+                break
+    except GeneratorExit:
+        raise
+    except BaseException as e:
+        err = e
+        raise
+    finally:
+        await close_ends(rest, ends, err)
+
+
 class Wrapper:
-    """Base for policies: forwards everything to ``inner``; subclasses override what they change."""
+    """Base for policies: forwards everything to ``inner``; subclasses override what they change. A
+    subclass that overrides ``stream`` overrides ``open_stream`` too (``drive`` it, or return
+    ``open_via_stream(self, request)`` when its ``stream`` works on every chunk itself)."""
 
     def __init__(self, inner: ChatModel) -> None:
         self.inner = inner
@@ -57,6 +153,9 @@ class Wrapper:
     def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         return self.inner.stream(request)
 
+    def open_stream(self, request: Request) -> Any:
+        return open_stream(self.inner, request)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
@@ -76,7 +175,9 @@ class NoTools(Wrapper):
         self._check(request)
         return await self.inner.complete(request)
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        return drive(self.open_stream, request)
+
+    async def open_stream(self, request: Request) -> Opened:
         self._check(request)
-        async for chunk in self.inner.stream(request):
-            yield chunk
+        return await open_stream(self.inner, request)

@@ -10,7 +10,6 @@ request has none — bounds the answer.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,7 @@ from .._constants import DEFAULT_MAX_TOKENS
 from .._scope import current_scope
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel, own_token_counter
-from .base import Wrapper
+from .base import Opened, StreamEnd, Wrapper, drive, open_stream
 from .ledger import BudgetLedger
 
 __all__ = ["BudgetLedger", "Budgeted", "budgeted", "worst_case"]
@@ -84,28 +83,38 @@ class Budgeted(Wrapper):
         await self._settle(holds, c.cost_usd)
         return c
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        return drive(self.open_stream, request)
+
+    async def open_stream(self, request: Request) -> Opened:
         meters = current_scope().meters
         if self.ledger is None and not meters:
-            async with aclosing(self.inner.stream(request)) as agen:
-                async for chunk in agen:
-                    yield chunk
-            return
+            return await open_stream(self.inner, request)
         request, holds = await self._reserve(request, meters)
         try:
-            async with aclosing(self.inner.stream(request)) as agen:
-                async for chunk in agen:
-                    holds.started = True
-                    if chunk.done:
-                        await self._settle(holds, chunk.cost_usd)
-                    yield chunk
+            first, rest, ends = await open_stream(self.inner, request)
         except BaseException:
-            if not holds.done and not holds.started:
-                await self._settle(holds, 0.0, release=True)  # failed before any token: not billed
+            await self._settle(holds, 0.0, release=True)  # failed before any token: not billed
             raise
-        finally:
-            if not holds.done:  # cut short: bill the estimate, the provider may have generated it
-                await self._settle(holds, holds.amount)
+        ends.append(_Bill(self, holds))
+        return first, rest, ends
+
+
+class _Bill(StreamEnd):
+    """A stream's bill: its cost at the final chunk (before it is handed on); cut short or failed
+    after its first token, the estimate reserved (the provider may have generated it)."""
+
+    __slots__ = ("holds", "owner")
+
+    def __init__(self, owner: Budgeted, holds: _Holds) -> None:
+        self.owner, self.holds = owner, holds
+
+    async def done(self, chunk: StreamChunk) -> None:
+        await self.owner._settle(self.holds, chunk.cost_usd)
+
+    async def close(self, error: BaseException | None) -> None:
+        if not self.holds.done:
+            await self.owner._settle(self.holds, self.holds.amount)
 
 
 @dataclass(slots=True)
@@ -113,7 +122,6 @@ class _Holds:
     amount: float
     parts: list[tuple[Any, Any]] = field(default_factory=list)  # (ledger, its hold)
     done: bool = False
-    started: bool = False
 
 
 def budgeted(model: ChatModel) -> ChatModel:

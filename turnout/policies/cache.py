@@ -36,14 +36,13 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import aclosing
 from typing import Any, NamedTuple
 
 from .._errors import ConfigError
 from .._scope import current_scope
 from .._types import Completion, Request, StreamChunk, ToolCall, ToolCallDelta, ToolCalls, Usage
 from ..models.base import ChatModel
-from .base import Wrapper, call_info
+from .base import Opened, StreamEnd, Wrapper, call_info, drive, open_stream
 from .cache_backends import CacheBackend, MemoryCache
 
 __all__ = ["CacheSettings", "Cached", "ResponseCache", "request_key"]
@@ -283,35 +282,56 @@ class Cached(Wrapper):
             fut.set_result(c if c is not None and c.finish_reason in CACHEABLE else None)
 
     def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        st = self._active(request)
-        if st is None:  # not cached: the inner stream itself, no layer per chunk
+        if self._active(request) is None:  # not cached: the inner stream itself, no layer per chunk
             return self.inner.stream(request)
-        return self._stream(request, st)
+        return drive(self.open_stream, request)
 
-    async def _stream(self, request: Request, st: CacheSettings) -> AsyncIterator[StreamChunk]:
+    async def open_stream(self, request: Request) -> Opened:
+        st = self._active(request)
+        if st is None:
+            return await open_stream(self.inner, request)
         t0 = time.perf_counter()
         ns, key, cl = self._where(request)
         hit, sem = await self._lookup(request, st, ns, key, cl)
         if hit is not None:
-            c = self._served(hit, t0)
-            if c.text:
-                yield StreamChunk(c.text, model=c.model, cached=True)
-            if c.tool_calls:
-                yield StreamChunk(model=c.model, cached=True, tool_calls=tuple(ToolCallDelta(i, t.id, t.name, t.arguments)
-                                                                               for i, t in enumerate(c.tool_calls)))
-            yield StreamChunk(done=True, finish_reason=c.finish_reason, usage=c.usage, latency_s=c.latency_s, model=c.model, cached=True)
-            return
+            replay = _replay(self._served(hit, t0))
+            return await replay.__anext__(), replay, []
         self.cache.misses += 1
-        parts: list[str] = []
-        calls = ToolCalls()
-        async with aclosing(self.inner.stream(request)) as agen:
-            async for ch in agen:
-                if ch.delta:
-                    parts.append(ch.delta)
-                if ch.tool_calls:
-                    calls.add(ch.tool_calls)
-                if ch.done and ch.finish_reason in CACHEABLE:  # kept before the last chunk is handed on
-                    done = calls.done(ch.model) if calls else ()
-                    await self._keep(st, ns, key, cl, sem, _Entry("".join(parts), ch.model or self.inner.name, ch.finish_reason or "stop",
-                                                                  ch.usage or Usage(), ch.cost_usd, done, cl))
-                yield ch
+        first, rest, ends = await open_stream(self.inner, request)
+        ends.append(_Keep(self, st, ns, key, cl, sem))
+        return first, rest, ends
+
+
+async def _replay(c: Completion) -> AsyncIterator[StreamChunk]:
+    """A cached answer as a stream: its text, its tool calls, the final chunk (cost 0)."""
+    if c.text:
+        yield StreamChunk(c.text, model=c.model, cached=True)
+    if c.tool_calls:
+        yield StreamChunk(model=c.model, cached=True, tool_calls=tuple(ToolCallDelta(i, t.id, t.name, t.arguments)
+                                                                       for i, t in enumerate(c.tool_calls)))
+    yield StreamChunk(done=True, finish_reason=c.finish_reason, usage=c.usage, latency_s=c.latency_s, model=c.model, cached=True)
+
+
+class _Keep(StreamEnd):
+    """A streamed answer kept in the cache at its final chunk (before it is handed on): a stream cut
+    or failed before it never reaches the cache."""
+
+    each_chunk = True
+
+    def __init__(self, owner: Cached, st: CacheSettings, ns: str, key: str, cl: tuple[str, ...], sem: Any) -> None:
+        self.owner, self.st, self.ns, self.key, self.cl, self.sem = owner, st, ns, key, cl, sem
+        self.parts: list[str] = []
+        self.calls = ToolCalls()
+
+    def each(self, chunk: StreamChunk) -> None:
+        if chunk.delta:
+            self.parts.append(chunk.delta)
+        if chunk.tool_calls:
+            self.calls.add(chunk.tool_calls)
+
+    async def done(self, chunk: StreamChunk) -> None:
+        if chunk.finish_reason in CACHEABLE:
+            calls = self.calls.done(chunk.model) if self.calls else ()
+            e = _Entry("".join(self.parts), chunk.model or self.owner.inner.name, chunk.finish_reason or "stop", chunk.usage or Usage(),
+                       chunk.cost_usd, calls, self.cl)
+            await self.owner._keep(self.st, self.ns, self.key, self.cl, self.sem, e)

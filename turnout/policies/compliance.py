@@ -28,7 +28,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -37,7 +36,7 @@ from .._scope import active_run
 from .._secrets import SECRET_PATTERNS
 from .._types import Completion, Message, Request, StreamChunk
 from ..models.base import ChatModel
-from .base import Wrapper
+from .base import Opened, Wrapper, drive, open_stream
 
 __all__ = [
     "BUILTIN_CLASSES",
@@ -344,11 +343,12 @@ class Compliant(Wrapper):
         self.check(request)
         return await self.inner.complete(request)
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        return drive(self.open_stream, request)
+
+    async def open_stream(self, request: Request) -> Opened:
         self.check(request)
-        async with aclosing(self.inner.stream(request)) as agen:
-            async for chunk in agen:
-                yield chunk
+        return await open_stream(self.inner, request)
 
 
 class ComplianceGate(Wrapper):
@@ -386,8 +386,8 @@ class ComplianceGate(Wrapper):
     async def complete(self, request: Request) -> Completion:
         return await self.inner.complete(self.admit(request))
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        req = self.admit(request)
-        async with aclosing(self.inner.stream(req)) as agen:
-            async for chunk in agen:
-                yield chunk
+    def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        return drive(self.open_stream, request)
+
+    async def open_stream(self, request: Request) -> Opened:
+        return await open_stream(self.inner, self.admit(request))

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import aclosing
+from typing import NoReturn
 
 from .._errors import AllModelsFailed, BudgetExceeded, ComplianceError, DataClassNotAllowed, InvalidRequest, ProviderError
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel
-from .base import call_info, relay
+from .base import Opened, call_info, drive, open_stream
 
 __all__ = ["Fallback", "Health"]
 
@@ -116,7 +116,7 @@ class Fallback:
         if not healthy or all(isinstance(e, DataClassNotAllowed) for _, e in errors):
             yield from cooling
 
-    def _raise(self, errors: list[tuple[str, BaseException]]) -> None:
+    def _raise(self, errors: list[tuple[str, BaseException]]) -> NoReturn:
         if errors and all(isinstance(e, BudgetExceeded) for _, e in errors):
             raise errors[0][1]
         if errors and all(isinstance(e, DataClassNotAllowed) for _, e in errors):
@@ -143,29 +143,25 @@ class Fallback:
         self._raise(errors)
         raise AssertionError("unreachable")
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        return drive(self.open_stream, request)
+
+    async def open_stream(self, request: Request) -> Opened:
+        """Switches members only until the first chunk; after that an error reaches the caller."""
         errors: list[tuple[str, BaseException]] = []
         for i in self._tries(errors):
             t0 = self.health.clock()
-            agen = self.models[i].stream(request).__aiter__()
             try:
-                first = await agen.__anext__()
-            except StopAsyncIteration:
-                return
+                opened = await open_stream(self.models[i], request)
             except BudgetExceeded as e:
-                await agen.aclose()
                 errors.append((self.names[i], e))
                 continue
             except ProviderError as e:
-                await agen.aclose()
                 self.health.failed(self.names[i], e)
                 errors.append((self.names[i], e))
                 continue
             self._note(i, t0)
-            async with aclosing(relay(first, agen)) as rest:
-                async for chunk in rest:
-                    yield chunk
-            return
+            return opened
         self._raise(errors)
 
     async def aclose(self) -> None:

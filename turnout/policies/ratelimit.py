@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
 from typing import Any, Protocol, runtime_checkable
 
 from .._errors import ConfigError
 from .._types import Completion, Request, StreamChunk
 from ..models.base import ChatModel
-from .base import Wrapper
+from .base import Opened, StreamEnd, Wrapper, drive, open_stream
 
 __all__ = ["Buckets", "Capped", "Limited", "Limiter", "MemoryBuckets", "RateLimiter", "TokenBucket"]
 
@@ -244,14 +243,21 @@ class Limited(Wrapper):
             await lim.settle(est, c.usage.total_tokens)
         return c
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        est = _estimate(request) if self.limiter.tokens is not None else 0
-        await self.limiter.acquire(est)
-        async with aclosing(self.inner.stream(request)) as agen:
-            async for chunk in agen:
-                if chunk.done and est and chunk.usage is not None:
-                    await self.limiter.settle(est, chunk.usage.total_tokens)
-                yield chunk
+    def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        return drive(self.open_stream, request)
+
+    async def open_stream(self, request: Request) -> Opened:
+        lim = self.limiter
+        est = _estimate(request) if lim.tokens is not None else 0
+        wait = lim.reserve_now(est)  # as ``complete``: no extra coroutine where no wait is needed
+        if wait is None:
+            await lim.acquire(est)
+        elif wait > 0:
+            await lim.sleep(wait)
+        first, rest, ends = await open_stream(self.inner, request)
+        if est:  # the tokens estimated are corrected to the real count at the final chunk
+            ends.append(_SettleTokens(self.limiter, est))
+        return first, rest, ends
 
 
 class Capped(Wrapper):
@@ -265,7 +271,36 @@ class Capped(Wrapper):
         async with self.semaphore:
             return await self.inner.complete(request)
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        async with self.semaphore, aclosing(self.inner.stream(request)) as agen:
-            async for chunk in agen:
-                yield chunk
+    def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        return drive(self.open_stream, request)
+
+    async def open_stream(self, request: Request) -> Opened:
+        await self.semaphore.acquire()
+        try:
+            first, rest, ends = await open_stream(self.inner, request)
+        except BaseException:
+            self.semaphore.release()
+            raise
+        ends.append(_Release(self.semaphore))  # held until the stream ends, however it ends
+        return first, rest, ends
+
+
+class _SettleTokens(StreamEnd):
+    __slots__ = ("est", "limiter")
+
+    def __init__(self, limiter: Any, est: int) -> None:
+        self.limiter, self.est = limiter, est
+
+    async def done(self, chunk: StreamChunk) -> None:
+        if chunk.usage is not None and not self.limiter.settle_now(self.est, chunk.usage.total_tokens):
+            await self.limiter.settle(self.est, chunk.usage.total_tokens)
+
+
+class _Release(StreamEnd):
+    __slots__ = ("semaphore",)
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self.semaphore = semaphore
+
+    async def close(self, error: BaseException | None) -> None:
+        self.semaphore.release()

@@ -13,12 +13,11 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from .._types import Completion, Request, StreamChunk
 from ..models.base import ChatModel
-from .base import Wrapper, call_info
+from .base import Opened, Wrapper, call_info, drive, open_stream
 
 __all__ = [
     "RetryPolicy",
@@ -186,23 +185,16 @@ class Retrying(Wrapper):
             except Exception as e:
                 err = e
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        return drive(self.open_stream, request)
+
+    async def open_stream(self, request: Request) -> Opened:
         """Retries only until the first chunk; after that an error reaches the caller."""
         t0 = self.clock()
         attempt = 0
         while True:
             attempt += 1
-            agen = self.inner.stream(request).__aiter__()
             try:
-                first = await agen.__anext__()
-            except StopAsyncIteration:
-                return
+                return await open_stream(self.inner, request)
             except Exception as e:
-                await agen.aclose()
                 await self._next(e, attempt, t0)
-                continue
-            async with aclosing(agen):  # the first chunk came: from here an error reaches the caller
-                yield first
-                async for chunk in agen:
-                    yield chunk
-            return

@@ -17,7 +17,7 @@ from .._errors import DeadlineExceeded
 from .._scope import active_run, current_scope
 from .._types import Completion, Request, StreamChunk, Usage
 from ..models.base import ChatModel
-from .base import _CALL_INFO, Wrapper
+from .base import _CALL_INFO, Wrapper, close_ends, open_stream, open_via_stream
 
 __all__ = ["CallEvent", "MemorySink", "TraceSink", "Traced"]
 
@@ -143,7 +143,13 @@ class Traced(Wrapper):
         except TimeoutError:
             raise DeadlineExceeded(f"the run's deadline passed during this call ({left:.2f} s were left)", model=self.inner.name) from None
 
+    def open_stream(self, request: Request) -> Any:
+        return open_via_stream(self, request)  # a traced stream is traced: through its own driver
+
     async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        """The stack's one stream driver: the inner layers' ``open_stream`` opens the stream to its
+        first chunk (retries, failover, reservations happen there), then the chunks of the innermost
+        stream are relayed here and each layer's ``StreamEnd`` is called (``policies.base``)."""
         info: dict[str, Any] = {}
         wall, t0 = time.time(), time.perf_counter()
         called: list[str] = []
@@ -155,41 +161,46 @@ class Traced(Wrapper):
                 self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=err))
                 raise err
             request = request.with_(timeout=min(request.timeout or left, left))
-        agen = self.inner.stream(request)
-        emitted, chunk = False, None
+        # inner layers report retries, the fallback that answered and a cache hit into ``info``, all
+        # before the first chunk: the context variable is set for the opening only
+        token = _CALL_INFO.set(info)
         try:
-            # inner layers report retries, the fallback that answered and a cache hit into ``info``, all
-            # before the first chunk: the context variable is set for that step only
-            token = _CALL_INFO.set(info)
-            try:
-                chunk = await agen.__anext__()
-            except StopAsyncIteration:
-                chunk = None
-            except BaseException as e:
-                emitted = True
-                self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
-                raise
-            finally:
-                _CALL_INFO.reset(token)
+            chunk, rest, ends = await open_stream(self.inner, request)
+        except BaseException as e:
+            self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
+            raise
+        finally:
+            _CALL_INFO.reset(token)
+        eachs = [e for e in ends if e.each_chunk]
+        emitted, seen, failure = False, chunk is not None, None
+        try:
             while chunk is not None:
+                for e in eachs:
+                    e.each(chunk)
                 if chunk.tool_calls:
                     called += [d.name for d in chunk.tool_calls if d.name]
-                if chunk.done:  # recorded before the last chunk is handed on: a caller may stop right after it
-                    emitted = True
+                if chunk.done:
+                    for e in ends:  # settled (budget, tokens) and kept (cache) before the last chunk is handed on
+                        await e.done(chunk)
+                    emitted = True  # recorded before the last chunk is handed on: a caller may stop right after it
                     self._emit(self._event(request, t0, wall, info, ok=True, stream=True, c=chunk, tools=tuple(called)))
                 yield chunk
                 try:
                     if due is not None and time.monotonic() >= due:
                         raise DeadlineExceeded("the run's deadline passed during this stream", model=self.inner.name)
-                    chunk = await agen.__anext__()
+                    chunk = await rest.__anext__()
                 except StopAsyncIteration:
                     break
                 except BaseException as e:
-                    emitted = True
-                    self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e, tools=tuple(called)))
+                    failure = e
+                    if not emitted:
+                        emitted = True
+                        self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e, tools=tuple(called)))
                     raise
         finally:
-            await agen.aclose()  # type: ignore[attr-defined]  # at once when the caller stops, not when collected
-            if not emitted:  # ended without its final chunk, or the caller stopped part way: a cut call
-                cut = StreamClosed("the caller closed the stream before its end") if chunk is not None else None
-                self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=cut, tools=tuple(called)))
+            try:
+                await close_ends(rest, ends, failure)  # at once when the caller stops, not when collected
+            finally:
+                if not emitted:  # ended without its final chunk, or the caller stopped part way: a cut call
+                    cut = StreamClosed("the caller closed the stream before its end") if seen else None
+                    self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=cut, tools=tuple(called)))
