@@ -67,6 +67,16 @@ class _CacheSectionIn(BaseModel):
         return ResponseCache(open_backend(self.backend, max_entries=self.max_entries), index_limit=self.max_entries)
 
 
+def _section(p: Any, root: Any, doc: Any, name: str, schema: Any) -> Any:
+    """A catalog section validated and built; every error as ``file:line: section: message``."""
+    try:
+        return schema.model_validate(doc[name]).build()
+    except ValidationError as e:
+        raise located_error(p, root, e, (name,)) from None
+    except ConfigError as e:
+        raise ConfigError(f"{p}:{line_of(root, (name,))}: {name}: {e}") from None
+
+
 class Catalog:
     """Named models. ``trust_env=False`` stops adapters reading API keys from the environment.
     ``cache`` (a ``ResponseCache``, or a ``cache:`` section) keeps the answers of the models (and
@@ -124,22 +134,11 @@ class Catalog:
         p, doc, root, specs, auto = read_catalog_file(path, auto="auto" not in kw)
         if auto is not None:
             kw["auto"] = auto
-        if doc.get("compliance") is not None and "policy" not in kw:
-            try:
-                kw["policy"] = _ComplianceIn.model_validate(doc["compliance"]).build()
-            except ValidationError as e:
-                raise located_error(p, root, e, ("compliance",)) from None
-            except ConfigError as e:
-                raise ConfigError(f"{p}:{line_of(root, ('compliance',))}: compliance: {e}") from None
+        for section, arg, schema in (("compliance", "policy", _ComplianceIn), ("cache", "cache", _CacheSectionIn)):
+            if doc.get(section) is not None and arg not in kw:
+                kw[arg] = _section(p, root, doc, section, schema)
         if doc.get("budgets") is not None and "spend" not in kw:
             kw["spend"] = load_budgets(doc["budgets"], p, root)
-        if doc.get("cache") is not None and "cache" not in kw:
-            try:
-                kw["cache"] = _CacheSectionIn.model_validate(doc["cache"]).build()
-            except ValidationError as e:
-                raise located_error(p, root, e, ("cache",)) from None
-            except ConfigError as e:
-                raise ConfigError(f"{p}:{line_of(root, ('cache',))}: cache: {e}") from None
         try:
             return cls(specs, **kw)
         except ConfigError as e:
