@@ -146,3 +146,29 @@ def test_the_vote_summary_equals_the_verdicts(open_store):  # noqa: F811
         (w["name"], w["verdicts"], w["low_agreement"], w["samples_used"], w["samples_saved"], w["outcomes"]) for w in want]
     assert [r["mean_agreement"] for r in rows] == pytest.approx([w["mean_agreement"] for w in want], abs=1e-4)
     assert sum(hist) == 60 and hist == [sum(min(9, int(v["agreement"] * 10)) == i for v in store.verdicts()) for i in range(10)]
+
+
+def test_a_run_started_and_finished_in_one_batch_is_one_row_with_its_end(open_store):  # noqa: F811
+    from turnout.store import SQLiteStore
+
+    items = [("run", ("r1", "w", "running", 1.0, "in", "{}")), ("call", ("r1",)), ("finish", ("ok", 2.0, "out", "r1")),
+             ("run", ("r2", "w", "running", 1.0, "in", "{}")), ("finish", ("ok", 2.0, "a", "r2")), ("reopen", ("r2",)),
+             ("finish", ("ok", 3.0, "b", "r2")), ("finish", ("error", 4.0, None, "r0"))]
+    assert SQLiteStore._grouped(items) == [  # r1 folded into one insert; r2 (reopened) and r0 (older) stay updates
+        ("run", [("r2", "w", "running", 1.0, "in", "{}")]), ("call", [("r1",)]),
+        ("run_done", [("r1", "w", "ok", 1.0, "in", "{}", 2.0, "out")]),
+        ("finish", [("ok", 2.0, "a", "r2")]), ("reopen", [("r2",)]), ("finish", [("ok", 3.0, "b", "r2"), ("error", 4.0, None, "r0")])]
+    store = open_store()
+    a = store.start_run("w", "in a")
+    store.finish_run(a, status="error", output="out a")
+    b = store.start_run("w", "in b")
+    store.finish_run(b, status="ok", output="first")
+    store.reopen_run(b)  # resumed in the same batch: its updates are applied in order, not folded
+    store.finish_run(b, status="ok", output="second")
+    c = store.start_run("w", "in c")
+    store.flush()
+    store.finish_run(c, output="out c")  # finished in a later batch: an update, as before
+    runs = {r.run_id: r for r in store.runs(limit=None)}
+    assert (runs[a].status, runs[a].output, runs[a].input) == ("error", "out a", "in a") and runs[a].latency_s >= 0
+    assert (runs[b].status, runs[b].output) == ("ok", "second")
+    assert (runs[c].status, runs[c].output) == ("ok", "out c")

@@ -19,8 +19,8 @@ same way, call by call.
 from __future__ import annotations
 
 import contextvars
+import secrets
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -65,7 +65,7 @@ def spend_scope(*, store: Any = None, run: str | None = None, workflow: str | No
     cur = current_scope()
     due = cur.deadline if deadline is None else (deadline if cur.deadline is None else min(deadline, cur.deadline))
     new = RunScope(store if store is not None else cur.store, run or cur.run, workflow or cur.workflow, key or cur.key,
-                   team or cur.team, cur.meters + tuple(m for m in meters if m not in cur.meters), due,
+                   team or cur.team, cur.meters + tuple(m for m in meters if m not in cur.meters) if meters else cur.meters, due,
                    cache if cache is not None else cur.cache)
     token = _SCOPE.set(new)
     try:
@@ -130,7 +130,7 @@ def open_run(store: Any = None, workflow: str = "run", input: str | None = None,
         run = OpenRun(store, store.start_run(workflow, input, tags=t), workflow, t.get("key"), t.get("team"), meters, owned=True,
                       deadline=due, cache=cache)
     else:
-        run = OpenRun(None, uuid.uuid4().hex, workflow, t.get("key"), t.get("team"), meters, owned=False, deadline=due, cache=cache)
+        run = OpenRun(None, secrets.token_hex(16), workflow, t.get("key"), t.get("team"), meters, owned=False, deadline=due, cache=cache)
     try:
         with run.scope():
             yield run

@@ -13,10 +13,10 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -196,7 +196,7 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
         return a[1] if a is not None and a[0] is self else None
 
     def start_run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> str:
-        run_id = uuid.uuid4().hex
+        run_id = secrets.token_hex(16)  # 32 hex digits, as uuid4().hex gave, without building a UUID
         self._put("run", (run_id, workflow, "running", time.time(), text_or_hash(input, self.redact), json.dumps(dict(tags or {}))))
         return run_id
 
@@ -277,6 +277,8 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
     # -- the flusher -----------------------------------------------------------------------------------
     _SQL = {
         "run": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags) VALUES (?, ?, ?, ?, ?, ?)",
+        "run_done": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags, finished_at, output) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         "reopen": "UPDATE runs SET status = 'running' WHERE run_id = ?",
         "finish": "UPDATE runs SET status = ?, finished_at = ?, output = COALESCE(?, output) WHERE run_id = ?",
         "call": "INSERT INTO calls (run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, "
@@ -350,7 +352,9 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
     def _grouped(cls, items: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """The batch as few ``executemany`` groups as it can be: every insert of one table together
         (rows of a kind keep their order), then the updates of runs (finish, reopen) in their order —
-        after every insert, so a run started and finished in one batch is inserted first."""
+        after every insert, so a run started and finished in one batch is inserted first. A run
+        started and finished once in the batch (most gateway requests) is one insert of the finished
+        row, not an insert and an update."""
         inserts: dict[str, list[tuple[Any, ...]]] = {}
         updates: list[tuple[str, tuple[Any, ...]]] = []
         for kind, row in items:
@@ -358,7 +362,27 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
                 updates.append((kind, row))
             else:
                 inserts.setdefault(kind, []).append(row)
-        return [*inserts.items(), *((k, [r for _, r in g]) for k, g in itertools.groupby(updates, key=lambda it: it[0]))]
+        started = inserts.get("run")
+        if started and updates:
+            touched: dict[str, int] = {}
+            for kind, row in updates:
+                rid = row[-1]
+                touched[rid] = touched.get(rid, 0) + (1 if kind == "finish" else 2)  # a reopen: never folded
+            new = {r[0] for r in started}  # only a run inserted in this very batch can be folded
+            finish = {row[-1]: row for kind, row in updates if kind == "finish" and touched[row[-1]] == 1 and row[-1] in new}
+            if finish:
+                keep, done = [], []
+                for r in started:
+                    f = finish.get(r[0])
+                    if f is None:
+                        keep.append(r)
+                    else:  # (run_id, workflow, status, started_at, input, tags) + the finish's status, time, output
+                        done.append((r[0], r[1], f[0], r[3], r[4], r[5], f[1], f[2]))
+                inserts["run"] = keep
+                inserts["run_done"] = done
+                updates = [(k, r) for k, r in updates if not (k == "finish" and r[-1] in finish)]
+        groups = [(k, rows) for k, rows in inserts.items() if rows]
+        return [*groups, *((k, [r for _, r in g]) for k, g in itertools.groupby(updates, key=lambda it: it[0]))]
 
     def _write_one_by_one(self, items: list[tuple[str, tuple[Any, ...]]]) -> None:
         """After a batch failed on a bad row: each row in its own transaction; bad ones are dropped."""
