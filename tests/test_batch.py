@@ -72,10 +72,12 @@ async def _exit(proc, timeout: float = 120) -> str:
     return err.decode()
 
 
-async def _start_batch_until_done(tmp_path, url, n, done):
+async def _start_batch_until_done(tmp_path, url, n, done, busy_timeout=None):
     """Start ``turnout batch`` on n items as a subprocess; return once ``done`` items are finished (≤ ~60 s)."""
     cmd = [sys.executable, "-m", "turnout", *_files(tmp_path, url, n)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
+    if busy_timeout is not None:  # how long its writes wait for another process's lock before failing
+        env["TURNOUT_DB_BUSY_TIMEOUT"] = busy_timeout
     env["PYTHONFAULTHANDLER"] = "1"  # a hung run can be asked for its stacks (see _exit)
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
                                                 preexec_fn=_as_from_a_terminal)
@@ -170,7 +172,7 @@ async def test_a_store_locked_mid_batch_is_one_clean_line_and_loses_nothing(tmp_
     n = 12
     async with MockServer(latency=0.05) as srv:
         srv.hold_after(4)
-        cmd, env, proc = await _start_batch_until_done(tmp_path, srv.url, n, 4)
+        cmd, env, proc = await _start_batch_until_done(tmp_path, srv.url, n, 4, busy_timeout="1")
         await asyncio.wait_for(srv.wait_held(2), 60)
         lock = sqlite3.connect(tmp_path / "b.db", timeout=60, isolation_level=None)
         lock.execute("BEGIN IMMEDIATE")  # held until the batch has failed: longer than any busy timeout

@@ -150,3 +150,16 @@ def test_strict_store_raises_and_bad_paths_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="cannot open the trace store"):
         SQLiteStore(tmp_path / "file" / "sub.db", strict=True)
 
+
+
+def test_the_busy_timeout_comes_from_the_environment(tmp_path, monkeypatch):
+    from turnout import ConfigError
+
+    monkeypatch.setenv("TURNOUT_DB_BUSY_TIMEOUT", "0.5")
+    s = SQLiteStore(tmp_path / "t.db")
+    assert s.busy_timeout == 0.5 and s._reading().execute("PRAGMA busy_timeout").fetchone()[0] == 500
+    s.close()
+    for bad in ("soon", "0", "-3"):
+        monkeypatch.setenv("TURNOUT_DB_BUSY_TIMEOUT", bad)
+        with pytest.raises(ConfigError, match="TURNOUT_DB_BUSY_TIMEOUT"):
+            SQLiteStore(tmp_path / "u.db")

@@ -49,6 +49,20 @@ def current_run() -> str | None:
     return a[1] if a is not None else None
 
 
+def _busy_timeout_from_env() -> float:
+    """``TURNOUT_DB_BUSY_TIMEOUT``: seconds a SQLite write waits for another process's lock (default 5)."""
+    raw = os.environ.get("TURNOUT_DB_BUSY_TIMEOUT", "").strip()
+    if not raw:
+        return 5.0
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 3600:
+        raise ConfigError(f"TURNOUT_DB_BUSY_TIMEOUT={raw!r}: give seconds in (0, 3600]")
+    return v
+
+
 def default_path() -> Path:
     """``TURNOUT_DB`` or ``./.turnout/turnout.db``."""
     return Path(os.environ.get("TURNOUT_DB") or Path(".turnout") / "turnout.db")
@@ -71,8 +85,10 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
         batch: int = 500,
         max_pending: int = 100_000,
         reconnect_interval: float = 5.0,
+        busy_timeout: float | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else default_path()
+        self.busy_timeout = busy_timeout if busy_timeout is not None else _busy_timeout_from_env()
         self.redact, self.strict = redact, strict
         self.flush_interval, self.batch, self.max_pending = flush_interval, batch, max_pending
         self._q: deque[tuple[str, tuple[Any, ...]]] = deque()
@@ -134,10 +150,10 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
     def _open(self) -> Any:
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=5.0, isolation_level=None)
+        db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=self.busy_timeout, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         db.create_function("turnout_lat_bucket", 1, lat_bucket, deterministic=True)  # migration 14's rollups
         return db
 
