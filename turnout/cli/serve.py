@@ -147,8 +147,8 @@ def create(
     from ..store import open_store
 
     with friendly_errors(), open_store(db, strict=True) as store:
-        opt = cache_ttl is not None or cache_semantic is not None or cache_sampled
-        cache = {"ttl": cache_ttl or 3600.0, "semantic": cache_semantic, "sampled": cache_sampled} if opt else None
+        given = {k: v for k, v in (("ttl", cache_ttl), ("semantic", cache_semantic), ("sampled", cache_sampled or None)) if v is not None}
+        cache = given or None  # CacheSettings fills in the rest (and checks it)
         secret, key = KeyRing(store).create(name, models=model, workflows=workflow, rpm=rpm, tpm=tpm, budget_usd=budget,
                                             period=period, team=team, cache=cache)
         err_console.print(f"created {key.key_id} ({escape(name)}); the secret below is shown once — store it now:")

@@ -23,17 +23,6 @@ def call_info() -> dict[str, Any] | None:
     return _CALL_INFO.get()
 
 
-async def relay(first: StreamChunk, rest: AsyncIterator[StreamChunk]) -> AsyncIterator[StreamChunk]:
-    """A stream whose first chunk was awaited already (to fail over or retry before any token):
-    ``first``, then the rest, closing ``rest`` at once when the caller stops, not when it is collected."""
-    try:
-        yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
-
-
 # -- one stream driver for a policy stack -----------------------------------------------------------
 # A policy acts on a stream before its first chunk (acquire, reserve, retry, fail over, refuse) and
 # when it ends (settle, release, keep it in a cache) — not on each chunk. So instead of one async

@@ -130,6 +130,10 @@ class _Entry(NamedTuple):
     tool_calls: tuple[ToolCall, ...]
     classes: tuple[str, ...]
 
+    @staticmethod
+    def of(c: Completion, classes: tuple[str, ...]) -> _Entry:
+        return _Entry(c.text, c.model, c.finish_reason, c.usage, c.cost_usd, c.tool_calls, classes)
+
     def dumps(self) -> str:
         return json.dumps({"text": self.text, "model": self.model, "finish": self.finish_reason, "usage": list(self.usage),
                            "cost": self.cost_usd, "tools": [list(c) for c in self.tool_calls], "classes": list(self.classes)})
@@ -184,7 +188,6 @@ class ResponseCache:
         self._embedder = embedder
         self.index = _Index(index_limit)
         self.inflight: dict[tuple[str, str], asyncio.Future[Completion | None]] = {}
-        self.hits = self.misses = 0
 
     def __repr__(self) -> str:
         return f"ResponseCache({self.backend!r})"
@@ -241,7 +244,6 @@ class Cached(Wrapper):
         return (await self.cache.get(ns, near) if near is not None else None), (group, vec)
 
     def _served(self, e: _Entry, t0: float) -> Completion:
-        self.cache.hits += 1
         info = call_info()
         if info is not None:
             info["cached"] = e.cost_usd
@@ -267,14 +269,13 @@ class Cached(Wrapper):
         if lead is not None:  # the same request is being answered: wait for it rather than send it twice
             c = await asyncio.shield(lead)
             if c is not None:
-                return self._served(_Entry(c.text, c.model, c.finish_reason, c.usage, c.cost_usd, c.tool_calls, cl), t0)
-        self.cache.misses += 1
+                return self._served(_Entry.of(c, cl), t0)
         fut: asyncio.Future[Completion | None] = asyncio.get_running_loop().create_future()
         self.cache.inflight[(ns, key)] = fut
         c = None
         try:
             c = await self.inner.complete(request)
-            await self._keep(st, ns, key, cl, sem, _Entry(c.text, c.model, c.finish_reason, c.usage, c.cost_usd, c.tool_calls, cl))
+            await self._keep(st, ns, key, cl, sem, _Entry.of(c, cl))
             return c
         finally:
             if self.cache.inflight.get((ns, key)) is fut:
@@ -296,7 +297,6 @@ class Cached(Wrapper):
         if hit is not None:
             replay = _replay(self._served(hit, t0))
             return await replay.__anext__(), replay, []
-        self.cache.misses += 1
         first, rest, ends = await open_stream(self.inner, request)
         ends.append(_Keep(self, st, ns, key, cl, sem))
         return first, rest, ends

@@ -191,11 +191,15 @@ class Catalog:
             if isinstance(lim, RateLimiter):
                 lim.share(buckets)
 
-    def use_cache(self, cache: ResponseCache) -> None:
+    def use_cache(self, cache: ResponseCache, *, store: Any = None) -> None:
         """Keep answers in ``cache`` (the gateway's: in Redis with ``--redis``) unless this catalog has a
-        ``cache:`` section of its own; models built from now on use it (so callers who opt in are served)."""
+        ``cache:`` section of its own; models built from now on use it (so callers who opt in are served).
+        A ``cache: {backend: store}`` section without a URL keeps its entries in ``store`` (the gateway's)."""
         if self.cache is None or self.cache.implicit:
             self.cache = cache
+        bind = getattr(self.cache.backend, "bind", None)
+        if bind is not None and store is not None:
+            bind(store)
 
     def with_spec(self, spec: ModelSpec) -> Catalog:
         return self.extend([spec])

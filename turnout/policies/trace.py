@@ -17,7 +17,7 @@ from .._errors import DeadlineExceeded
 from .._scope import active_run, current_scope
 from .._types import Completion, Request, StreamChunk, Usage
 from ..models.base import ChatModel
-from .base import _CALL_INFO, Wrapper, close_ends, open_stream, open_via_stream
+from .base import _CALL_INFO, Opened, StreamEnd, Wrapper, drive, open_stream, open_via_stream
 
 __all__ = ["CallEvent", "MemorySink", "TraceSink", "Traced"]
 
@@ -146,61 +146,65 @@ class Traced(Wrapper):
     def open_stream(self, request: Request) -> Any:
         return open_via_stream(self, request)  # a traced stream is traced: through its own driver
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
-        """The stack's one stream driver: the inner layers' ``open_stream`` opens the stream to its
-        first chunk (retries, failover, reservations happen there), then the chunks of the innermost
-        stream are relayed here and each layer's ``StreamEnd`` is called (``policies.base``)."""
-        info: dict[str, Any] = {}
-        wall, t0 = time.time(), time.perf_counter()
-        called: list[str] = []
-        due = current_scope().deadline
-        if due is not None:  # each chunk must come before the run's deadline; the adapter stops at it too
-            left = due - time.monotonic()
+    def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        """The inner layers' ``open_stream`` opens the stream to its first chunk (retries, failover,
+        reservations happen there); ``drive`` relays the innermost stream's chunks and calls each
+        layer's ``StreamEnd``, this trace's last (``policies.base``)."""
+        return drive(self._open, request)
+
+    async def _open(self, request: Request) -> Opened:
+        trace = _Trace(self, request, current_scope().deadline)
+        if trace.due is not None:  # each chunk must come before the run's deadline; the adapter stops at it too
+            left = trace.due - time.monotonic()
             if left <= 0:
                 err = DeadlineExceeded("the run's deadline passed before this call", model=self.inner.name)
-                self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=err))
+                trace.record(err)
                 raise err
-            request = request.with_(timeout=min(request.timeout or left, left))
+            trace.request = request.with_(timeout=min(request.timeout or left, left))
         # inner layers report retries, the fallback that answered and a cache hit into ``info``, all
         # before the first chunk: the context variable is set for the opening only
-        token = _CALL_INFO.set(info)
+        token = _CALL_INFO.set(trace.info)
         try:
-            chunk, rest, ends = await open_stream(self.inner, request)
+            first, rest, ends = await open_stream(self.inner, trace.request)
         except BaseException as e:
-            self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e))
+            trace.record(e)
             raise
         finally:
             _CALL_INFO.reset(token)
-        eachs = [e for e in ends if e.each_chunk]
-        emitted, seen, failure = False, chunk is not None, None
-        try:
-            while chunk is not None:
-                for e in eachs:
-                    e.each(chunk)
-                if chunk.tool_calls:
-                    called += [d.name for d in chunk.tool_calls if d.name]
-                if chunk.done:
-                    for e in ends:  # settled (budget, tokens) and kept (cache) before the last chunk is handed on
-                        await e.done(chunk)
-                    emitted = True  # recorded before the last chunk is handed on: a caller may stop right after it
-                    self._emit(self._event(request, t0, wall, info, ok=True, stream=True, c=chunk, tools=tuple(called)))
-                yield chunk
-                try:
-                    if due is not None and time.monotonic() >= due:
-                        raise DeadlineExceeded("the run's deadline passed during this stream", model=self.inner.name)
-                    chunk = await rest.__anext__()
-                except StopAsyncIteration:
-                    break
-                except BaseException as e:
-                    failure = e
-                    if not emitted:
-                        emitted = True
-                        self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=e, tools=tuple(called)))
-                    raise
-        finally:
-            try:
-                await close_ends(rest, ends, failure)  # at once when the caller stops, not when collected
-            finally:
-                if not emitted:  # ended without its final chunk, or the caller stopped part way: a cut call
-                    cut = StreamClosed("the caller closed the stream before its end") if seen else None
-                    self._emit(self._event(request, t0, wall, info, ok=False, stream=True, err=cut, tools=tuple(called)))
+        trace.seen = first is not None
+        ends.append(trace)  # the last end: the call is recorded after the others settled and kept it
+        return first, rest, ends
+
+
+class _Trace(StreamEnd):
+    """One streamed call's ``CallEvent``: recorded at the final chunk before it is handed on (a caller
+    may stop right after it), else when the stream ends — failed, or cut by its caller."""
+
+    each_chunk = True
+    __slots__ = ("called", "due", "emitted", "info", "owner", "request", "seen", "t0", "wall")
+
+    def __init__(self, owner: Traced, request: Request, due: float | None) -> None:
+        self.owner, self.request, self.due = owner, request, due
+        self.info: dict[str, Any] = {}
+        self.wall, self.t0 = time.time(), time.perf_counter()
+        self.called: list[str] = []
+        self.emitted = self.seen = False
+
+    def record(self, err: BaseException | None, chunk: StreamChunk | None = None) -> None:
+        self.emitted = True
+        o = self.owner
+        o._emit(o._event(self.request, self.t0, self.wall, self.info, ok=chunk is not None, stream=True, c=chunk, err=err,
+                         tools=tuple(self.called)))
+
+    def each(self, chunk: StreamChunk) -> None:
+        if chunk.tool_calls:
+            self.called += [d.name for d in chunk.tool_calls if d.name]
+        if self.due is not None and time.monotonic() >= self.due:
+            raise DeadlineExceeded("the run's deadline passed during this stream", model=self.owner.inner.name)
+
+    async def done(self, chunk: StreamChunk) -> None:
+        self.record(None, chunk)
+
+    async def close(self, error: BaseException | None) -> None:
+        if not self.emitted:  # failed, or ended without its final chunk, or the caller stopped part way: a cut call
+            self.record(error if error is not None else (StreamClosed("the caller closed the stream before its end") if self.seen else None))

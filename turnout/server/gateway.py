@@ -112,11 +112,7 @@ class Gateway:
         for cat in catalogs:
             if self.limits.shared:  # the catalog's budgets and rate limits too: one limit for every replica
                 cat.share(self.limits.accounts, self.limits.buckets)
-            if hasattr(cat, "use_cache"):
-                cat.use_cache(self.cache)
-            bind = getattr(getattr(getattr(cat, "cache", None), "backend", None), "bind", None)
-            if bind is not None:  # cache: {backend: store}: the gateway's store
-                bind(self.store)
+            cat.use_cache(self.cache, store=self.store)
         self._router: Any = None
         if self.metrics is None:
             try:

@@ -47,20 +47,26 @@ class Readers:
         hi = id_prefix + "\U0010ffff" if id_prefix else None
         w, args = where(("r.started_at >=", since), ("r.workflow =", workflow), ("r.run_id =", run_id), ("r.status =", status),
                         ("r.started_at <", before), ("r.run_id >=", id_prefix), ("r.run_id <", hi))
-        cols = "r.run_id, r.workflow, r.status, r.started_at, r.input, r.output, r.tags, r.finished_at"
         if limit is not None:
-            page = list(self._reading().execute(f"SELECT {cols} FROM runs r{w} ORDER BY r.started_at DESC LIMIT ?", [*args, limit]))
-            costs = self.run_costs(r[0] for r in page)  # type: ignore[attr-defined]
-            rows = [(*r, *costs.get(r[0], (0.0, 0, 0))) for r in page]
-        else:
-            rows = list(self._reading().execute(
-                f"SELECT {cols}, COALESCE(SUM(c.cost_usd), 0), COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.output_tokens), 0) "
-                f"FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id{w} GROUP BY r.run_id ORDER BY r.started_at DESC", args))
-        out = []
-        for r in rows:
-            latency = (r[7] - r[3]) if r[7] else 0.0
-            out.append(RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[8], r[9], r[10], latency, json.loads(r[6])))
-        return out
+            return self._run_page(f"SELECT {self._RUN_COLS} FROM runs r{w} ORDER BY r.started_at DESC LIMIT ?", [*args, limit])
+        rows = self._reading().execute(
+            f"SELECT {self._RUN_COLS}, COALESCE(SUM(c.cost_usd), 0), COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.output_tokens), 0) "
+            f"FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id{w} GROUP BY r.run_id ORDER BY r.started_at DESC", args)
+        return [self._run_row(r) for r in rows]
+
+    _RUN_COLS = "r.run_id, r.workflow, r.status, r.started_at, r.input, r.output, r.tags, r.finished_at"
+
+    @staticmethod
+    def _run_row(r: Sequence[Any]) -> RunRow:
+        """A ``RunRow`` from ``_RUN_COLS`` followed by cost, input and output tokens."""
+        latency = (r[7] - r[3]) if r[7] else 0.0
+        return RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[8], r[9], r[10], latency, json.loads(r[6]))
+
+    def _run_page(self, sql: str, args: list[Any]) -> list[RunRow]:
+        """The runs a query of ``_RUN_COLS`` selects, each with its calls summed by run id (one more query)."""
+        page = list(self._reading().execute(sql, args))
+        costs = self.run_costs(r[0] for r in page)  # type: ignore[attr-defined]
+        return [self._run_row((*r, *costs.get(r[0], (0.0, 0, 0)))) for r in page]
 
     def search_runs(self, q: str = "", *, workflow: str | None = None, status: str | None = None, since: float | None = None,
                     before: float | None = None, limit: int = 50, scan: int = 5000) -> Sequence[RunRow]:
@@ -74,11 +80,8 @@ class Readers:
             return self.runs(limit=limit, since=since, workflow=workflow, status=status, before=before)
         w, args = where(("started_at >=", since), ("workflow =", workflow), ("status =", status), ("started_at <", before))
         pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        ids = [r[0] for r in self._reading().execute(
-            f"SELECT run_id FROM (SELECT run_id, input, started_at FROM runs{w} ORDER BY started_at DESC LIMIT ?) recent "
-            "WHERE LOWER(input) LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT ?", [*args, scan, pattern, limit])]
-        found = {r.run_id: r for i in ids for r in self.runs(limit=1, run_id=i)}
-        return [found[i] for i in ids if i in found]
+        return self._run_page(f"SELECT {self._RUN_COLS} FROM (SELECT * FROM runs{w} ORDER BY started_at DESC LIMIT ?) r "
+                              "WHERE LOWER(r.input) LIKE ? ESCAPE '\\' ORDER BY r.started_at DESC LIMIT ?", [*args, scan, pattern, limit])
 
     def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]:
         cols = ("run_id", "model", "started_at", "latency_s", "ok", "input_tokens", "output_tokens", "cost_usd", "error_type", "retries",
@@ -88,10 +91,11 @@ class Readers:
                            "tools": tuple(r["tools"].split(",")) if r["tools"] else ()})
                 for r in rows]
 
+    _DECISION_COLS = ("run_id", "router", "route", "chosen", "confidence", "outcome", "kind", "stage", "reason", "latency_s", "at",
+                      "input", "scores")
+
     def decisions(self, *, run_id: str | None = None, router: str | None = None, since: float | None = None) -> Sequence[DecisionRow]:
-        cols = ("run_id", "router", "route", "chosen", "confidence", "outcome", "kind", "stage", "reason", "latency_s", "at", "input",
-                "scores")
-        rows = self._rows(cols, "decisions", ("run_id =", run_id), ("router =", router), ("at >=", since))
+        rows = self._rows(self._DECISION_COLS, "decisions", ("run_id =", run_id), ("router =", router), ("at >=", since))
         return [DecisionRow(*list(r.values())[:12], json.loads(r["scores"])) for r in rows]
 
     def verdicts(self, *, name: str | None = None, since: float | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -130,14 +134,11 @@ class Readers:
         correct = self._route_labels()
         ids = list(correct)
         out: list[tuple[int, DecisionRow, str]] = []
+        by_router, extra = (" AND router = ?", [router]) if router is not None else ("", [])
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            w, args = where(("router =", router))
-            cols = ("run_id", "router", "route", "chosen", "confidence", "outcome", "kind", "stage", "reason", "latency_s", "at", "input",
-                    "scores")
-            sql = (f"SELECT id, {', '.join(cols)} FROM decisions WHERE run_id IN ({', '.join('?' * len(chunk))})"
-                   f"{w.replace(' WHERE ', ' AND ')}")
-            out += [(r[0], DecisionRow(*r[1:13], json.loads(r[13])), correct[r[1]]) for r in self._reading().execute(sql, [*chunk, *args])]
+            sql = (f"SELECT id, {', '.join(self._DECISION_COLS)} FROM decisions WHERE run_id IN ({', '.join('?' * len(chunk))}){by_router}")
+            out += [(r[0], DecisionRow(*r[1:13], json.loads(r[13])), correct[r[1]]) for r in self._reading().execute(sql, [*chunk, *extra])]
         return [(d, want) for _, d, want in sorted(out, key=lambda x: x[0])]  # in the order they were recorded
 
     def misroutes(self, *, router: str | None = None) -> list[tuple[DecisionRow, str]]:

@@ -217,7 +217,7 @@ class Rollups:
         from .base import DecisionRow
 
         w, args = ("AND at >= ?", [since]) if since is not None else ("", [])
-        cols = "run_id, router, route, chosen, confidence, outcome, kind, stage, reason, latency_s, at, input"
+        cols = ", ".join(self._DECISION_COLS[:12])  # type: ignore[attr-defined]  # all but the scores (Readers)
         return [DecisionRow(*r) for r in self._reading().execute(
             f"SELECT {cols} FROM decisions WHERE confidence < ? {w} ORDER BY at DESC LIMIT ?", [below, *args, limit])]
 
