@@ -28,9 +28,9 @@ def call_info() -> dict[str, Any] | None:
 # when it ends (settle, release, keep it in a cache) — not on each chunk. So instead of one async
 # generator per layer, each relaying every chunk (~25 µs a stream a layer, measured: every real
 # suspension passes through every frame), a policy's ``open_stream`` does its before-work, opens
-# the inner stream to its first chunk and adds a ``StreamEnd`` for its end-work; one driver —
-# ``Traced``, or ``drive`` for a policy streamed without it — relays the chunks of the innermost
-# stream and calls the ends.
+# the inner stream to its first chunk and adds a ``StreamEnd`` for its end-work; one driver,
+# ``drive``, relays the chunks of the innermost stream and calls the ends (``Traced`` adds its
+# trace as the last end).
 
 Opened = tuple[StreamChunk | None, AsyncIterator[StreamChunk], list["StreamEnd"]]
 
