@@ -81,11 +81,13 @@ def files(tmp_path):
 @pytest.mark.parametrize(
     ("text", "expect"),
     [
-        ("routes:\n  a: {}\nfallback: b\n", ":3: fallback: 'b' is not one of the routes"),
-        ("routes:\n  a: {}\n  a: {}\n", ":3: duplicate key 'a' (first at line 2)"),
-        ("routes:\n  a:\n    keywrds: [x]\n", ":3: routes.a.keywrds: Extra inputs"),
+        ("router: rule\nroutes:\n  a: {}\nfallback: b\n", ":4: fallback: 'b' is not one of the routes"),
+        ("router: rule\nroutes:\n  a: {}\n  a: {}\n", ":4: duplicate key 'a' (first at line 3)"),
+        ("router: rule\nroutes:\n  a:\n    keywrds: [x]\n", ":4: routes.a.keywrds: Extra inputs"),
         ("router: magic\nroutes: {a: {}}\n", ":1: router: Input should be"),
-        ("routes:\n  a:\n    fields: [{field: x, op: '~'}]\n", "routes.a.fields.0.op"),
+        ("router: rule\nroutes:\n  a:\n    fields: [{field: x, op: '~'}]\n", "routes.a.fields.0.op"),
+        # a spec that forgot router: is an error, not a cascade that quietly calls the LLM
+        ("routes:\n  a: {utterances: [x]}\n", ":1: router: missing: rule, semantic, llm or cascade"),
     ],
 )
 def test_spec_errors_name_file_line_and_field(tmp_path, text, expect):

@@ -35,7 +35,7 @@ async def test_routes_by_similarity():
         assert d.kind == "semantic" and 0 < d.confidence <= 1 and set(d.scores) == {"billing", "technical", "sales"}
 
 
-@pytest.mark.parametrize("scoring", ["centroid", "nearest", "hybrid"])
+@pytest.mark.parametrize("scoring", ["centroid", "nearest", "hybrid", "probe"])
 async def test_each_scoring_routes(scoring):
     d = await router(scoring=scoring).decide("the app crashes on startup")
     assert d.route == "technical"
@@ -84,22 +84,60 @@ def test_route_without_utterances_is_an_error_unless_fallback():
 async def test_fit_repairs_a_mis_set_threshold():
     r = router(default_threshold=0.98)  # deliberately far too strict: everything falls back
     before = sum(d.route == y for d, (_, y) in zip(await r.decide_many([t for t, _ in LABELLED]), LABELLED, strict=True))
-    rep = await r.fit(LABELLED)
+    rep = await r.fit(LABELLED)  # the rows are not the router's examples: scored by the whole index
     after = sum(d.route == y for d, (_, y) in zip(await r.decide_many([t for t, _ in LABELLED]), LABELLED, strict=True))
     assert rep.before["accuracy"] < rep.after["accuracy"]
     assert after > before and after == len(LABELLED)
     assert all(t < 0.98 for t in rep.thresholds.values())
-    assert rep.scoring in ("centroid", "nearest", "hybrid") and rep.temperature > 0
+    assert rep.temperature > 0 and "no row is one of the router's examples" in rep.validation
 
 
-async def test_fit_for_precision_sets_least_threshold_meeting_target():
+async def test_fit_for_precision_sets_a_confidence_cut_meeting_the_target_held_out():
     r = router()
     rep = await r.fit(LABELLED, objective="precision", target_precision=1.0)
-    for name in ("billing", "technical", "sales"):
-        ds = [await r.decide(t) for t, _ in LABELLED]
-        routed = [y for d, (_, y) in zip(ds, LABELLED, strict=True) if d.chosen == name]
-        assert all(y == name for y in routed)
-    assert rep.objective == "precision"
+    assert rep.objective == "precision" and rep.confidence_cut is not None and r.escalate_below == rep.confidence_cut
+    ds = await r.decide_many([t for t, _ in LABELLED])
+    answered = [(d, y) for d, (_, y) in zip(ds, LABELLED, strict=True) if d.outcome == "matched"]
+    assert answered and all(d.route == y for d, y in answered)
+    assert rep.expected_abstain_rate == pytest.approx(1 - sum(d.outcome == "matched" for d in ds if d.chosen) / 6, abs=0.01)
+
+
+async def test_held_out_scores_are_those_of_a_router_without_the_row():
+    """Leave-one-out is exact: a training row that is one of the examples is scored as the router
+    built without that example scores it (centroid and nearest), never against itself."""
+    from turnout.routing.fitting import Candidate, HeldOut
+
+    r = router()
+    await r.prepare()
+    texts = [u for rt in ROUTES for u in rt.utterances]
+    q = await r.cache.get_many(r.embedder, texts)
+    h = HeldOut(r, q, texts, await r.description_vectors())
+    for scoring in ("centroid", "nearest"):
+        held = h.scores(Candidate(scoring))
+        for i, t in enumerate(texts):
+            without = [Route(rt.name, utterances=tuple(u for u in rt.utterances if u != t)) for rt in ROUTES]
+            other = SemanticRouter(without, r.embedder, fallback="general", scoring=scoring)
+            await other.prepare()
+            assert held[i] == pytest.approx(other.score_matrix(q[i : i + 1])[0], abs=1e-5), (scoring, t)
+    assert (h.scores(Candidate("nearest"), heldout=False).max(axis=1) > 0.999).all()  # in sample, each matches itself
+
+
+async def test_fit_keeps_the_current_configuration_unless_another_is_better_beyond_noise():
+    r = router(scoring="hybrid", hybrid_weight=0.75)
+    examples = [(u, rt.name) for rt in ROUTES for u in rt.utterances]
+    rep = await r.fit(examples)
+    cur = rep.candidates[0]
+    best = max(c["cv_accuracy"] for c in rep.candidates)
+    chosen = next(c for c in rep.candidates if c["chosen"])
+    assert rep.after["cv_accuracy"] >= rep.before["cv_accuracy"] and chosen["cv_accuracy"] >= cur["cv_accuracy"]
+    assert chosen is cur or cur["cv_accuracy"] < best - 0.05  # replaced only when clearly worse
+    assert all(c["train_accuracy"] == 1.0 for c in rep.candidates if c["candidate"] == "nearest")  # what the old fit chose on
+
+
+async def test_probe_scoring_routes_and_is_retrained_the_same():
+    a, b = router(scoring="probe"), router(scoring="probe")
+    da, db = await a.decide("the app crashes on startup"), await b.decide("the app crashes on startup")
+    assert da.route == "technical" and da.scores == db.scores
 
 
 async def test_fit_rejects_unknown_labels():

@@ -145,11 +145,15 @@ def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(x for x in loc if not tag(x))
 
 
-def located_error(path: str | Path, root: Any, err: ValidationError, prefix: tuple[Any, ...] = ()) -> ConfigError:
+def located_error(path: str | Path, root: Any, err: ValidationError, prefix: tuple[Any, ...] = (),
+                  model: type[BaseModel] | None = None) -> ConfigError:
     e = err.errors()[0]
     loc = _field_path((*prefix, *e["loc"]))
     where = ".".join(str(x) for x in loc)
     msg = str(e["msg"]).removeprefix("Value error, ")
+    f = model.model_fields.get(str(e["loc"][0])) if model is not None and len(e["loc"]) == 1 else None
+    if e["type"] == "missing" and f is not None and f.description:
+        msg = f"missing: {f.description}"
     return ConfigError(f"{path}:{line_of(root, loc)}: {where}: {msg}")
 
 
@@ -165,7 +169,7 @@ def load_model(path: str | Path, model: type[M], *, what: str, hint: str) -> tup
     try:
         return model.model_validate(doc), root
     except ValidationError as e:
-        raise located_error(p, root, e) from None
+        raise located_error(p, root, e, model=model) from None
 
 
 def jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

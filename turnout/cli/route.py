@@ -200,10 +200,21 @@ def fit(
         rows = load_jsonl(train, routes=list(spec.routes))
         rep = asyncio.run(sem.fit([(x.input, x.label) for x in rows], objective=objective, target_precision=target_precision))  # type: ignore[arg-type]
         save_fitted(spec, sem, out)
-        c.print(f"fitted on {len(rows)} rows ({rep.objective}): scoring [bold]{rep.scoring}[/], temperature {rep.temperature}")
-        c.print(f"semantic stage accuracy {rep.before['accuracy']:.3f} -> {rep.after['accuracy']:.3f}, "
-                f"abstain rate {rep.before['abstain_rate']:.3f} -> {rep.after['abstain_rate']:.3f} (on the training rows)")
-        c.print("thresholds: " + escape(", ".join(f"{k} {v:.3f}" for k, v in rep.thresholds.items())))
+        c.print(f"fitted on {len(rows)} rows ({rep.objective}), {escape(rep.validation)}")
+        b, a = rep.before, rep.after
+        c.print(f"scoring [bold]{escape(rep.scoring)}[/], temperature {rep.temperature}: held-out accuracy "
+                f"{b['cv_accuracy']:.3f} -> [bold]{a['cv_accuracy']:.3f}[/] (on the training rows {b['train_accuracy']:.3f} -> "
+                f"{a['train_accuracy']:.3f}, which each example matches itself)")
+        for x in rep.candidates:
+            c.print(f"[dim]  {'*' if x['chosen'] else ' '} {escape(x['candidate']):<28} held out {x['cv_accuracy']:.3f}   "
+                    f"training rows {x['train_accuracy']:.3f}[/]")
+        if rep.confidence_cut is not None:
+            c.print(f"answers at confidence >= {rep.confidence_cut:.3f}: held out, precision {rep.expected_precision or 0:.3f} "
+                    f"(target {target_precision:.3f}) with {rep.expected_abstain_rate:.1%} of rows abstained")
+        c.print(f"whole decision, held out: accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}, "
+                f"abstain rate {b['abstain_rate']:.3f} -> {a['abstain_rate']:.3f}")
+        if any(n.startswith("per-route score thresholds") for n in rep.notes):
+            c.print("thresholds: " + escape(", ".join(f"{k} {v:.3f}" for k, v in rep.thresholds.items())))
         c.print(f"written to {escape(str(out))}")
 
 

@@ -66,9 +66,11 @@ class _RouteIn(BaseModel):
 
 class _SemanticIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    scoring: Literal["centroid", "nearest", "hybrid"] = "centroid"
+    scoring: Literal["centroid", "nearest", "hybrid", "probe"] = "centroid"
     temperature: float = Field(0.05, gt=0)
     hybrid_weight: float = Field(0.5, ge=0, le=1)
+    description_weight: float = Field(0.0, ge=0, le=2)
+    probe_l2: float = Field(0.01, gt=0)
     default_threshold: float = 0.0
 
 
@@ -90,7 +92,9 @@ class _StageIn(BaseModel):
 class RouterSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "router"
-    router: Literal["rule", "semantic", "llm", "cascade"] = "cascade"
+    # no default: a spec that forgot it must not silently become a cascade that calls the LLM
+    router: Literal["rule", "semantic", "llm", "cascade"] = Field(
+        description="rule, semantic, llm or cascade (rules -> embeddings -> the LLM for what they are unsure of)")
     fallback: str | None = None
     escalation: str | None = None
     escalate_below: float = Field(0.0, ge=0, le=1)
@@ -164,7 +168,8 @@ def build_router(
     def semantic() -> SemanticRouter:
         s = spec.semantic
         return SemanticRouter(routes, embedder or _embedder(spec.embedder), scoring=s.scoring, temperature=s.temperature,
-                              hybrid_weight=s.hybrid_weight, default_threshold=s.default_threshold,
+                              hybrid_weight=s.hybrid_weight, description_weight=s.description_weight, probe_l2=s.probe_l2,
+                              default_threshold=s.default_threshold,
                               escalate_below=spec.escalate_below, name="semantic", **pol)
 
     def llm() -> LLMRouter:
@@ -181,16 +186,21 @@ def build_router(
     makers = {"rule": rule, "semantic": semantic, "llm": llm}
     if spec.router != "cascade":
         return makers[spec.router]()
-    stages_in = spec.stages
-    if stages_in is None:  # the default cascade: each stage that has something to work with
-        stages_in = []
-        if any(r.keywords or r.regexes or r.fields for r in routes):
-            stages_in.append(_StageIn(router="rule", threshold=1.0))
-        if any(r.utterances for r in routes):
-            stages_in.append(_StageIn(router="semantic", threshold=0.6))
-        stages_in.append(_StageIn(router="llm", threshold=0.5))
-    stages = [Stage(makers[s.router](), s.threshold, s.router) for s in stages_in]
+    stages = [Stage(makers[s.router](), s.threshold, s.router) for s in default_stages(spec)]
     return CascadeRouter(stages, name=spec.name, **pol)
+
+
+def default_stages(spec: RouterSpec) -> list[_StageIn]:
+    """The spec's stages, or the default cascade: each stage that has something to work with."""
+    if spec.stages is not None:
+        return list(spec.stages)
+    out = []
+    if any(r.keywords or r.regexes or r.fields for r in spec.routes.values()):
+        out.append(_StageIn(router="rule", threshold=1.0))
+    if any(r.utterances for r in spec.routes.values()):
+        out.append(_StageIn(router="semantic", threshold=0.6))
+    out.append(_StageIn(router="llm", threshold=0.5))
+    return out
 
 
 def load_spec(path: str | Path) -> RouterSpec:
@@ -229,10 +239,18 @@ def save_fitted(spec: RouterSpec, router: SemanticRouter, path: str | Path) -> N
     """Write the spec with the fitted scoring, temperature and per-route thresholds."""
     doc = spec.model_dump(mode="json", exclude_defaults=False)
     s = router.settings()
-    doc["semantic"].update({"scoring": s["scoring"], "temperature": s["temperature"], "hybrid_weight": s["hybrid_weight"]})
+    doc["semantic"].update({k: s[k] for k in ("scoring", "temperature", "hybrid_weight", "description_weight", "probe_l2")})
     for name, t in s["thresholds"].items():
         doc["routes"][name]["threshold"] = round(float(t), 6)
-    if "escalate_below" in doc:
+    if spec.router == "cascade":
+        # in a cascade the semantic stage's threshold is its confidence cut; the spec's escalate_below
+        # applies to every stage, so the fitted cut goes to the stage
+        stages = doc.get("stages") or [s.model_dump() for s in default_stages(spec)]
+        for st in stages:
+            if st["router"] == "semantic" and router.escalate_below > 0:
+                st["threshold"] = round(float(router.escalate_below), 6)
+        doc["stages"] = stages
+    else:
         doc["escalate_below"] = round(float(router.escalate_below), 6)
     for name, r in router.routes.items():  # examples learnt (fit_from_queue) are kept with the route
         if r.utterances and name in doc["routes"]:

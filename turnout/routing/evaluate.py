@@ -53,8 +53,8 @@ class EvalReport:
     n: int
     accuracy: float
     macro_f1: float
-    abstain_rate: float  # the router itself abstained (before fallback)
-    answered_accuracy: float  # accuracy on the rows where it did not abstain
+    abstain_rate: float  # rows the router did not answer itself: abstained, fell back, escalated or sent nowhere
+    answered_accuracy: float  # accuracy on the rows it answered
     per_route: dict[str, dict[str, float]]
     labels: list[str]
     confusion: list[list[int]]  # rows = true label, columns = routed-to (labels order)
@@ -83,7 +83,9 @@ def metrics(decisions: Sequence[Decision], labels: Sequence[str | None], route_n
     for d, y in zip(decisions, labels, strict=True):
         conf[idx[y if y is not None else ABSTAIN], idx[d.route if d.route is not None else ABSTAIN]] += 1
     correct = sum(d.route == y for d, y in zip(decisions, labels, strict=True))
-    answered = [(d, y) for d, y in zip(decisions, labels, strict=True) if d.chosen is not None]
+    # answered = the router itself sent the row to a route it chose; a fallback, an escalation or no
+    # route at all is an abstention, whatever candidate the router kept for the record in `chosen`
+    answered = [(d, y) for d, y in zip(decisions, labels, strict=True) if d.outcome == "matched" and d.route is not None]
     per: dict[str, dict[str, float]] = {}
     f1s = []
     for r in names:
@@ -107,8 +109,8 @@ def metrics(decisions: Sequence[Decision], labels: Sequence[str | None], route_n
         n=n,
         accuracy=round(correct / n, 4),
         macro_f1=round(float(np.mean(f1s)) if f1s else 0.0, 4),
-        abstain_rate=round(sum(d.chosen is None for d in decisions) / n, 4),
-        answered_accuracy=round(sum(d.chosen == y for d, y in answered) / len(answered), 4) if answered else 0.0,
+        abstain_rate=round(1 - len(answered) / n, 4),
+        answered_accuracy=round(sum(d.route == y for d, y in answered) / len(answered), 4) if answered else 0.0,
         per_route=per,
         labels=cols,
         confusion=conf.tolist(),

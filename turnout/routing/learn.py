@@ -15,6 +15,7 @@ from typing import Any
 
 from .._errors import QueueError
 from .base import Router
+from .fitting import precision_cut
 from .semantic import SemanticRouter
 
 __all__ = ["QueueFit", "fit_from_queue", "queue_examples"]
@@ -58,18 +59,6 @@ async def _out_of_fold(sem: SemanticRouter, pairs: list[tuple[str, str]], folds:
     return out
 
 
-def _cut(oof: list[tuple[float, bool]], old: float, target: float, min_support: int) -> float:
-    """The lowest confidence cut (not above ``old``) at which the items the refitted router would
-    answer (confidence at or above it) are right at least ``target`` of the time, out of fold. These
-    are the hard inputs (each was escalated once), so the cut is a cautious one for the easy rest."""
-    best, right = old, 0
-    for n, (c, ok) in enumerate(sorted(oof, reverse=True), 1):
-        right += ok
-        if n >= min_support and right / n >= target:
-            best = min(best, c)
-    return best
-
-
 async def fit_from_queue(router: Router, store: Any, *, queue: str | None = None, target_accuracy: float = 0.9, folds: int = 5,
                          min_support: int = 5, seed: int = 0) -> QueueFit:
     """Refit ``router``'s semantic stage (a ``SemanticRouter``, or a cascade's) from the queue, in place:
@@ -91,7 +80,7 @@ async def fit_from_queue(router: Router, store: Any, *, queue: str | None = None
     out = QueueFit(len(pairs), escalate_below=(old, old))
     if old > 0 and len(pairs) >= 2 * folds:
         oof = await _out_of_fold(sem, pairs, folds)
-        new = _cut(oof, old, target_accuracy, min_support)
+        new = precision_cut(oof, target_accuracy, ceiling=old, min_support=min_support)
         answered = [ok for c, ok in oof if c >= new]
         out.out_of_fold = {"items": len(oof), "now_answered": len(answered),
                            "accuracy_now_answered": round(sum(answered) / len(answered), 4) if answered else 0.0}

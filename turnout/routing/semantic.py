@@ -1,9 +1,12 @@
 """SemanticRouter: example utterances per route, embedded once (cached by content hash), scored by
-cosine similarity to each route's centroid, to its nearest example, or a blend ("hybrid").
+cosine similarity to each route's centroid (optionally blended with its description), to its
+nearest example, a blend of the two ("hybrid"), or by a linear probe trained on the examples.
 
-Confidence is a temperature softmax over the route scores (the temperature is fitted by ``fit``),
-so it is comparable across routers in a cascade. A route's threshold is the least best-score at
-which it is accepted; below it the router abstains (and the caller's fallback applies).
+Confidence is a temperature softmax over the route scores (the temperature is fitted by ``fit`` on
+held-out scores), so it is comparable across routers in a cascade. A route's threshold is the least
+best-score at which it is accepted; below it the router abstains (and the caller's fallback
+applies). ``fit`` chooses by cross-validation (``fitting.py``): it never scores a row on an index
+that contains it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import hashlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -20,11 +22,12 @@ import numpy as np
 from .._errors import ConfigError
 from ..models.base import Embedder
 from .base import Decision, Recorded, Route, RouteInput, check_policy_routes, check_routes, finalize, input_text
+from .fitting import FitReport, fit_semantic, train_probe
 
 __all__ = ["EmbeddingCache", "FitReport", "SemanticRouter"]
 
-Scoring = Literal["centroid", "nearest", "hybrid"]
-SCORINGS: tuple[Scoring, ...] = ("centroid", "nearest", "hybrid")
+Scoring = Literal["centroid", "nearest", "hybrid", "probe"]
+SCORINGS: tuple[Scoring, ...] = ("centroid", "nearest", "hybrid", "probe")
 
 
 class EmbeddingCache:
@@ -53,17 +56,6 @@ class EmbeddingCache:
         return len(self._vecs)
 
 
-@dataclass(frozen=True, slots=True)
-class FitReport:
-    before: dict[str, float]
-    after: dict[str, float]
-    scoring: str
-    temperature: float
-    thresholds: dict[str, float]
-    objective: str
-    notes: list[str] = field(default_factory=list)
-
-
 def _softmax_conf(scores: np.ndarray, best: int, temperature: float) -> float:
     z = (scores - scores[best]) / max(temperature, 1e-6)
     return float(1.0 / np.exp(z).sum())
@@ -79,6 +71,8 @@ class SemanticRouter(Recorded):
         *,
         scoring: Scoring = "centroid",
         hybrid_weight: float = 0.5,
+        description_weight: float = 0.0,
+        probe_l2: float = 0.01,
         temperature: float = 0.05,
         default_threshold: float = 0.0,
         fallback: str | None = None,
@@ -104,6 +98,8 @@ class SemanticRouter(Recorded):
         self.embedder = embedder
         self.scoring: Scoring = scoring
         self.hybrid_weight = hybrid_weight
+        self.description_weight = description_weight
+        self.probe_l2 = probe_l2
         self.temperature = temperature
         self.thresholds = {r.name: (r.threshold if r.threshold is not None else default_threshold) for r in self.scored}
         self.fallback, self.escalation, self.escalate_below = fallback, escalation, escalate_below
@@ -159,12 +155,35 @@ class SemanticRouter(Recorded):
         vecs = await self.cache.get_many(self.embedder, texts)
         order = np.argsort(np.asarray(owner), kind="stable")
         self._examples = np.ascontiguousarray(vecs[order])  # grouped by route
+        self._example_texts = [texts[i] for i in order]
         counts = np.bincount(np.asarray(owner), minlength=len(self.scored))
         self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         cents = np.stack([self._examples[s : s + c].mean(axis=0) for s, c in zip(self._starts, counts, strict=True)])
+        if self.description_weight:
+            cents = cents + self.description_weight * await self.description_vectors()
         cents /= np.clip(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12, None)
         self._centroids = np.ascontiguousarray(cents.astype(np.float32))
+        if self.scoring == "probe":  # deterministic: the same examples give the same probe
+            self._probe_w, self._probe_b = train_probe(self._examples, np.asarray(owner)[order], len(self.scored), l2=self.probe_l2)
         self._ready = True
+
+    async def description_vectors(self) -> np.ndarray:
+        """Each scored route's description embedding (zeros where it has none, or where the
+        description already is its only example)."""
+        has = [i for i, r in enumerate(self.scored) if r.description and r.utterances]
+        out = np.zeros((len(self.scored), self.embedder.dim), dtype=np.float32)
+        if has:
+            out[has] = await self.cache.get_many(self.embedder, [self.scored[i].description for i in has])
+        return out
+
+    def configure(self, **settings: Any) -> None:
+        """Change scoring knobs (``scoring``, ``hybrid_weight``, ``description_weight``, ``probe_l2``,
+        ``temperature``); the index is rebuilt on the next decision."""
+        for k, v in settings.items():
+            if k not in ("scoring", "hybrid_weight", "description_weight", "probe_l2", "temperature"):
+                raise ConfigError(f"SemanticRouter {self.name!r}: unknown setting {k!r}")
+            setattr(self, k, v)
+        self._ready = False
 
     def _threshold_array(self) -> np.ndarray:
         return np.asarray([self.thresholds[n] for n in self._names], dtype=np.float32)
@@ -172,6 +191,8 @@ class SemanticRouter(Recorded):
     def score_matrix(self, q: np.ndarray, scoring: Scoring | None = None) -> np.ndarray:
         """Route scores for query vectors ``q`` (n × dim) -> (n × routes)."""
         scoring = scoring or self.scoring
+        if scoring == "probe":
+            return q @ self._probe_w + self._probe_b
         if scoring == "centroid":
             return q @ self._centroids.T
         nearest = np.maximum.reduceat(q @ self._examples.T, self._starts, axis=1)
@@ -239,105 +260,34 @@ class SemanticRouter(Recorded):
         return out  # type: ignore[return-value]
 
     # -- fitting -------------------------------------------------------------------------------
-    def _final_accuracy(self, scores: np.ndarray, labels: list[str | None], thr: np.ndarray) -> tuple[float, float]:
-        best = scores.argmax(axis=1)
-        best_s = scores[np.arange(len(best)), best]
-        ok = 0
-        abstain = 0
-        for b, s, y in zip(best, best_s, labels, strict=True):
-            if s < thr[b]:
-                abstain += 1
-                final = self.fallback
-            else:
-                final = self._names[b]
-            ok += final == y
-        n = max(1, len(labels))
-        return ok / n, abstain / n
-
     async def fit(
         self,
         examples: Sequence[tuple[RouteInput, str | None]],
         *,
         objective: Literal["accuracy", "precision"] = "accuracy",
         target_precision: float = 0.9,
-        scorings: Sequence[Scoring] = SCORINGS,
     ) -> FitReport:
-        """Calibrate scoring, thresholds and temperature on labelled examples, in place.
+        """Choose scoring and temperature by cross-validation on labelled rows, in place (see
+        ``turnout.routing.fitting``): each row is scored without itself among the examples, and the
+        current configuration is kept unless another is better beyond one standard error.
 
-        ``objective="accuracy"`` picks each route's threshold to maximise end-to-end accuracy (with
-        the fallback applied to abstentions); ``"precision"`` picks the least threshold at which each
-        route reaches ``target_precision``. Labels outside the route set are an error.
+        ``objective="precision"`` also sets the confidence cut (``escalate_below``) at which the
+        held-out answers reach ``target_precision`` — no fallback-labelled rows needed. Rows labelled
+        with the fallback (or null) also fit per-route score thresholds. Labels outside the route set
+        are an error.
         """
         if not examples:
             raise ConfigError("fit() needs labelled examples")
+        if objective not in ("accuracy", "precision"):
+            raise ConfigError(f"fit(): objective must be accuracy or precision, not {objective!r}")
         names = set(self.routes)
         for _, y in examples:
             if y is not None and y not in names:
                 raise ConfigError(f"fit(): label {y!r} is not a route of {self.name!r} ({', '.join(sorted(names))})")
-        await self.prepare()
-        labels = [y for _, y in examples]
-        q = await self.cache.get_many(self.embedder, [input_text(x) or " " for x, _ in examples])
-        before_acc, before_abs = self._final_accuracy(self.score_matrix(q), labels, self._threshold_array())
-        before = {"accuracy": round(before_acc, 4), "abstain_rate": round(before_abs, 4)}
-        notes: list[str] = []
-
-        self.scoring = self._best_scoring(q, labels, scorings, notes)  # 1. scoring: best accuracy with no thresholds
-        scores = self.score_matrix(q)
-        self.thresholds.update(self._fit_thresholds(scores, labels, objective, target_precision))  # 2. thresholds
-        self.temperature = self._fit_temperature(scores, labels)  # 3. temperature
-        after_acc, after_abs = self._final_accuracy(scores, labels, self._threshold_array())
-        after = {"accuracy": round(after_acc, 4), "abstain_rate": round(after_abs, 4)}
-        return FitReport(before, after, self.scoring, self.temperature, dict(self.thresholds), objective, notes)
-
-    def _best_scoring(self, q: Any, labels: list[str | None], scorings: Sequence[Scoring], notes: list[str]) -> Scoring:
-        zero = np.full(len(self._names), -np.inf, dtype=np.float32)
-        best_scoring, best_acc = self.scoring, -1.0
-        for sc in scorings:
-            acc, _ = self._final_accuracy(self.score_matrix(q, sc), labels, zero)
-            notes.append(f"{sc}: accuracy {acc:.3f} without thresholds")
-            if acc > best_acc + 1e-9:
-                best_scoring, best_acc = sc, acc
-        return best_scoring
-
-    def _fit_thresholds(self, scores: Any, labels: list[str | None], objective: str, target_precision: float) -> dict[str, float]:
-        """Route by route (a threshold only affects rows whose best route it is): the threshold with
-        the best end-to-end accuracy, or the least one reaching ``target_precision``."""
-        best = scores.argmax(axis=1)
-        best_s = scores[np.arange(len(best)), best]
-        new_thr: dict[str, float] = {}
-        for i, name in enumerate(self._names):
-            rows = sorted((float(s), y) for b, s, y in zip(best, best_s, labels, strict=True) if b == i)
-            if not rows:
-                new_thr[name] = self.thresholds[name]
-                continue
-            best_t, best_v = -1.0, -math.inf
-            for t in [-1.0] + [s + 1e-6 for s, _ in rows]:
-                kept = [(s, y) for s, y in rows if s >= t]
-                if objective == "accuracy":
-                    v = sum(y == name for _, y in kept) + sum(y == self.fallback for s, y in rows if s < t)
-                else:
-                    prec = sum(y == name for _, y in kept) / len(kept) if kept else 1.0
-                    v = 0 if prec < target_precision else 1e6 - t  # least threshold reaching the target
-                if v > best_v + 1e-9:
-                    best_t, best_v = t, v
-            new_thr[name] = round(max(best_t, -1.0), 6)
-        return new_thr
-
-    def _fit_temperature(self, scores: Any, labels: list[str | None]) -> float:
-        """The least negative log-likelihood of the true route among the scored routes."""
-        idx = {n: i for i, n in enumerate(self._names)}
-        rows_t = [(scores[k], idx[y]) for k, y in enumerate(labels) if y in idx]
-        best_T, best_nll = self.temperature, math.inf
-        for T in (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5) if rows_t else ():
-            nll = 0.0
-            for s, y in rows_t:
-                z = (s - s.max()) / T
-                nll -= float(z[y] - np.log(np.exp(z).sum()))
-            if nll < best_nll:
-                best_T, best_nll = T, nll
-        return best_T
+        return await fit_semantic(self, [input_text(x) for x, _ in examples], [y for _, y in examples],
+                                  target_precision=target_precision if objective == "precision" else None, objective=objective)
 
     def settings(self) -> dict[str, Any]:
         """The fitted knobs, for saving beside the routes."""
-        return {"scoring": self.scoring, "hybrid_weight": self.hybrid_weight, "temperature": self.temperature,
-                "thresholds": dict(self.thresholds)}
+        return {"scoring": self.scoring, "hybrid_weight": self.hybrid_weight, "description_weight": self.description_weight,
+                "probe_l2": self.probe_l2, "temperature": self.temperature, "thresholds": dict(self.thresholds)}
