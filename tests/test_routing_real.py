@@ -57,15 +57,15 @@ async def test_fit_on_the_only_labelled_rows_never_lowers_held_out_accuracy():
     written apart. Picking by accuracy on the training rows chooses `nearest` (each example matches
     itself: 1.000) and loses on the test rows; the cross-validated fit does not."""
     spec, emb, train, test = await _intents()
-    defaults = await evaluate(build_router(spec, embedder=emb), test)
+    defaults = await evaluate(build_router(spec, embedder=emb), test, batch=True)
     router = build_router(spec, embedder=emb)
     rep = await router.fit(train)
-    fitted = await evaluate(router, test)
+    fitted = await evaluate(router, test, batch=True)
     assert fitted.accuracy >= defaults.accuracy  # measured 0.885 vs 0.880 (docs/routing.md)
     in_sample = max(rep.candidates, key=lambda c: (c["train_accuracy"], -rep.candidates.index(c)))
     assert in_sample["train_accuracy"] == 1.0 and in_sample["cv_accuracy"] < rep.after["cv_accuracy"]
     nearest = build_router(spec.model_copy(update={"semantic": spec.semantic.model_copy(update={"scoring": "nearest"})}), embedder=emb)
-    assert (await evaluate(nearest, test)).accuracy < defaults.accuracy - 0.03  # what the old fit returned: 0.826
+    assert (await evaluate(nearest, test, batch=True)).accuracy < defaults.accuracy - 0.03  # what the old fit returned: 0.826
 
 
 @pytest.mark.parametrize("target", [0.9, 0.95])
@@ -74,6 +74,6 @@ async def test_a_confidence_cut_learnt_without_fallback_labels_hits_its_precisio
     router = build_router(spec, embedder=emb)
     rep = await router.fit(train, objective="precision", target_precision=target)
     assert not any(y is None for _, y in train) and rep.confidence_cut is not None and rep.confidence_cut > 0
-    rep_test = await evaluate(router, test)
+    rep_test = await evaluate(router, test, batch=True)
     assert abs(rep_test.answered_accuracy - target) <= 0.02, (rep_test.answered_accuracy, rep_test.abstain_rate)
     assert 0 < rep_test.abstain_rate < 0.5

@@ -114,7 +114,9 @@ def _print_report(rep: Any, console: Console) -> None:
     t.add_column("value", justify="right")
     for k, v in [("rows", rep.n), ("accuracy", f"{rep.accuracy:.3f}"), ("macro-F1", f"{rep.macro_f1:.3f}"),
                  ("abstain rate", f"{rep.abstain_rate:.3f}"), ("accuracy on answered", f"{rep.answered_accuracy:.3f}"),
-                 ("latency p50 / p99", f"{rep.latency_p50_ms:.3f} / {rep.latency_p99_ms:.3f} ms"),
+                 (("latency p50 / p99", f"{rep.latency_p50_ms:.3f} / {rep.latency_p99_ms:.3f} ms") if rep.latency_basis == "per decision"
+                  else ("latency (batch mean per row)", f"{rep.latency_p50_ms:.3f} ms")),
+                 ("calibration error (answered)", f"{rep.calibration_error:.3f}"),
                  ("LLM cost", f"${rep.cost_usd:.6f}"),
                  ("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(rep.outcomes.items()))),
                  ("decided by", ", ".join(f"{k} {v}" for k, v in sorted(rep.stages.items())) or "-")]:
@@ -126,6 +128,14 @@ def _print_report(rep: Any, console: Console) -> None:
     for r, m in rep.per_route.items():
         pr.add_row(escape(r), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     console.print(pr)
+    if len(rep.labels) > 12:  # 30+ routes: a matrix no terminal shows; the confusions that matter instead
+        tc = Table(title="top confusions", title_justify="left")
+        for col in ("true label", "routed to", "count"):
+            tc.add_column(col, justify="right" if col == "count" else "left")
+        for x in rep.top_confusions:
+            tc.add_row(escape(x["label"]), escape(x["routed"]), str(x["count"]))
+        console.print(tc)
+        return
     cm = Table(title="confusion matrix (rows: true label, columns: routed to)", title_justify="left")
     cm.add_column("")
     for lab in rep.labels:
@@ -142,8 +152,10 @@ def eval_(
     data: Path = typer.Argument(..., help='Labelled JSONL: {"text": ..., "label": ..., <fields>}.', dir_okay=False),
     kind: str | None = KindOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    plot: Path | None = typer.Option(None, "--plot", help="Draw the confusion matrix and threshold sweep to this PNG."),
-    one_by_one: bool = typer.Option(False, "--one-by-one", help="Decide inputs one at a time (true per-decision latency) instead of batched."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw the confusion matrix, threshold sweep and reliability diagram to this PNG."),
+    batch: bool = typer.Option(False, "--batch", help="Route all rows in one batch (faster; latency becomes the batch mean, not percentiles)."),
+    one_by_one: bool = typer.Option(False, "--one-by-one", hidden=True, help="The default: each row decided on its own."),
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="Decisions in flight (default: the LLM stage's model slots, else 1)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
     catalog: Path | None = CatalogOpt,
 ) -> None:
@@ -153,7 +165,7 @@ def eval_(
     with friendly_errors():
         spec, r = _router(router, kind, catalog)
         rows = load_jsonl(data, routes=list(spec.routes))[:limit]
-        rep = asyncio.run(evaluate(r, rows, batch=not one_by_one))
+        rep = asyncio.run(evaluate(r, rows, batch=batch and not one_by_one, concurrency=concurrency))
         if plot is not None:
             from ..routing.plot import plot_report
 

@@ -19,6 +19,7 @@ import asyncio
 import os
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,16 @@ class LocalLLM:
         self._count_lock = threading.Lock()
         self._idle_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._tokenizer: Any = None
+        # one admission gate of ``parallel`` slots per event loop: a call waits here, not in
+        # llama.cpp's queue, so its timeout measures the call and not the wait for a slot
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+    def _gate(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        g = self._gates.get(loop)
+        if g is None:
+            g = self._gates[loop] = asyncio.Semaphore(self.parallel)
+        return g
 
     @property
     def tokenizer(self) -> Any | None:
@@ -175,13 +186,23 @@ class LocalLLM:
         body.setdefault("max_tokens", self.default_max_tokens)
         return body
 
-    async def _events(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _events(self, body: dict[str, Any], slot: list[bool] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Run one generation in a worker thread; yield llama.cpp's chunk documents as they come.
+
+        The generation holds one of the ``parallel`` slots of the gate from before it starts until
+        llama.cpp has finished it (not until the consumer is done reading), so a consumer that waits
+        on another call while holding a stream cannot starve the gate. ``slot`` is the caller's
+        already-acquired slot (``[False]``; set True here once this generation owns it).
 
         Closing this generator (the consumer stopped, was cancelled, or timed out) tells llama.cpp
         to stop generating at the next token, so an abandoned call frees its slot at once.
         """
         loop = asyncio.get_running_loop()
+        gate = self._gate()
+        if slot is None:
+            await gate.acquire()
+        else:
+            slot[0] = True
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
         end = object()
@@ -207,31 +228,40 @@ class LocalLLM:
                 loop.call_soon_threadsafe(queue.put_nowait, end)
                 for wl, fut in waiters:  # llama.cpp has really stopped: wake whoever waits for that
                     wl.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
+                loop.call_soon_threadsafe(gate.release)
 
-        loop.run_in_executor(None, run)
+        try:
+            loop.run_in_executor(None, run)
+        except BaseException:
+            gate.release()
+            raise
         try:
             while True:
                 doc = await queue.get()
                 if doc is end:
                     return
-                if isinstance(doc, ModelNotInstalled):
-                    raise doc
-                if isinstance(doc, ValueError):
-                    raise InvalidRequest(str(doc), model=self.name)
-                if isinstance(doc, BaseException):
-                    raise ProviderError(f"llama.cpp: {type(doc).__name__}: {doc}", model=self.name)
-                if not isinstance(doc, dict):
-                    raise BadResponse(f"unexpected stream event {str(doc)[:80]!r}", model=self.name)
-                if "error" in doc or ("code" in doc and "choices" not in doc):
-                    err = doc.get("error", doc)
-                    msg = str(err.get("message", err) if isinstance(err, dict) else err)
-                    kind = str(err.get("type", "")) if isinstance(err, dict) else ""
-                    if is_context_overflow(f"{kind} {msg}"):
-                        raise ContextLengthExceeded(f"llama.cpp: {msg} (context {self.context} tokens)", model=self.name)
-                    raise ProviderError(f"llama.cpp: {msg}", model=self.name)
+                self._check_event(doc)
                 yield doc
         finally:
             cancelled.set()
+
+    def _check_event(self, doc: Any) -> None:
+        """Raise the error a llama.cpp event stands for (an exception from the worker, an error doc)."""
+        if isinstance(doc, ModelNotInstalled):
+            raise doc
+        if isinstance(doc, ValueError):
+            raise InvalidRequest(str(doc), model=self.name)
+        if isinstance(doc, BaseException):
+            raise ProviderError(f"llama.cpp: {type(doc).__name__}: {doc}", model=self.name)
+        if not isinstance(doc, dict):
+            raise BadResponse(f"unexpected stream event {str(doc)[:80]!r}", model=self.name)
+        if "error" in doc or ("code" in doc and "choices" not in doc):
+            err = doc.get("error", doc)
+            msg = str(err.get("message", err) if isinstance(err, dict) else err)
+            kind = str(err.get("type", "")) if isinstance(err, dict) else ""
+            if is_context_overflow(f"{kind} {msg}"):
+                raise ContextLengthExceeded(f"llama.cpp: {msg} (context {self.context} tokens)", model=self.name)
+            raise ProviderError(f"llama.cpp: {msg}", model=self.name)
 
     async def wait_idle(self) -> None:
         """Return once no generation is running in llama.cpp (e.g. after a cancelled call: proof
@@ -244,11 +274,11 @@ class LocalLLM:
             self._idle_waiters.append((loop, fut))
         await fut
 
-    async def _pieces(self, request: Request) -> AsyncIterator[tuple[str, Any, Any]]:
+    async def _pieces(self, request: Request, slot: list[bool] | None = None) -> AsyncIterator[tuple[str, Any, Any]]:
         """Yield ``("delta", text, logprobs)`` per generated piece, then ``("end", finish, usage)``."""
         finish: str | None = None
         usage: Usage | None = None
-        events = self._events(self._body(request, True))
+        events = self._events(self._body(request, True), slot)
         try:
             async for doc in events:
                 if doc.get("usage"):
@@ -271,7 +301,10 @@ class LocalLLM:
         parts: list[str] = []
         lps: list[tuple[str, float, tuple[tuple[str, float], ...]]] = []
         finish, usage = "stop", Usage()
-        pieces = self._pieces(request)
+        gate = self._gate()
+        await gate.acquire()  # the wait for a slot is not part of the call's timeout
+        slot = [False]
+        pieces = self._pieces(request, slot)
         try:
             async with asyncio.timeout(request.timeout):
                 async for kind, a, b in pieces:
@@ -284,6 +317,8 @@ class LocalLLM:
             raise ProviderTimeout(f"no answer within {request.timeout}s", model=self.name) from None
         finally:
             await pieces.aclose()
+            if not slot[0]:  # the generation never started: the slot is still ours to give back
+                gate.release()
         text, calls = "".join(parts), ()
         if request.tools and request.tool_choice != "none":
             text, calls = read_tool_answer(text, request, self.name)

@@ -79,8 +79,10 @@ class _LLMIn(BaseModel):
     samples: int = Field(1, ge=1, le=32)
     temperature: float | None = Field(None, ge=0, le=2)
     instructions: str = ""
-    timeout: float | None = Field(60.0, gt=0)
+    timeout: float | None = Field(60.0, gt=0)  # per call, not counting the wait for a model slot
     use_logprobs: bool = True
+    examples: int = Field(3, ge=0, le=20)  # example utterances per route shown in the prompt
+    concurrency: int | None = Field(None, ge=1, le=256)  # decisions in flight (default: the model's slots)
 
 
 class _StageIn(BaseModel):
@@ -181,7 +183,8 @@ def build_router(
             m = catalog.model(spec.model)
         s = spec.llm
         return LLMRouter(routes, m, samples=s.samples, temperature=s.temperature, instructions=s.instructions,
-                         timeout=s.timeout, use_logprobs=s.use_logprobs, escalate_below=spec.escalate_below, name="llm", **pol)
+                         timeout=s.timeout, use_logprobs=s.use_logprobs, examples=s.examples, concurrency=s.concurrency,
+                         escalate_below=spec.escalate_below, name="llm", **pol)
 
     makers = {"rule": rule, "semantic": semantic, "llm": llm}
     if spec.router != "cascade":

@@ -64,6 +64,10 @@ class EvalReport:
     outcomes: dict[str, int]
     stages: dict[str, int]
     sweep: list[dict[str, float]] = field(default_factory=list)
+    top_confusions: list[dict[str, Any]] = field(default_factory=list)  # (true label, routed to, count), most first
+    reliability: list[dict[str, float]] = field(default_factory=list)  # confidence bins of the answered rows
+    calibration_error: float = 0.0  # expected calibration error of the answered rows' confidence
+    latency_basis: str = "per decision"  # or "batch mean": one batch's time shared out (not percentiles)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -105,7 +109,13 @@ def metrics(decisions: Sequence[Decision], labels: Sequence[str | None], route_n
         outcomes[d.outcome] = outcomes.get(d.outcome, 0) + 1
         if d.stage:
             stages[d.stage] = stages.get(d.stage, 0) + 1
+    top = sorted(((int(conf[i, j]), cols[i], cols[j]) for i in range(len(cols)) for j in range(len(cols) - 1) if i != j and conf[i, j]),  # misroutes, not abstentions
+                 key=lambda t: (-t[0], t[1], t[2]))[:15]
+    bins, ece = reliability(answered)
     return EvalReport(
+        top_confusions=[{"label": a, "routed": b, "count": c} for c, a, b in top],
+        reliability=bins,
+        calibration_error=ece,
         n=n,
         accuracy=round(correct / n, 4),
         macro_f1=round(float(np.mean(f1s)) if f1s else 0.0, 4),
@@ -120,6 +130,24 @@ def metrics(decisions: Sequence[Decision], labels: Sequence[str | None], route_n
         outcomes=outcomes,
         stages=stages,
     )
+
+
+def reliability(answered: Sequence[tuple[Decision, str | None]], bins: int = 10) -> tuple[list[dict[str, float]], float]:
+    """Equal-width confidence bins of the answered rows: mean confidence against accuracy (a
+    calibrated router sits on the diagonal), and the expected calibration error."""
+    out: list[dict[str, float]] = []
+    ece = 0.0
+    n = max(1, len(answered))
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inb = [(d.confidence, d.route == y) for d, y in answered if lo <= d.confidence < hi or (b == bins - 1 and d.confidence >= hi)]
+        if not inb:
+            continue
+        c = sum(x for x, _ in inb) / len(inb)
+        a = sum(ok for _, ok in inb) / len(inb)
+        ece += len(inb) / n * abs(c - a)
+        out.append({"low": lo, "high": hi, "n": len(inb), "confidence": round(c, 4), "accuracy": round(a, 4)})
+    return out, round(ece, 4)
 
 
 def threshold_sweep(
@@ -148,15 +176,36 @@ async def warm_up(router: Router) -> None:
             await prep(warm=True)
 
 
-async def evaluate(router: Router, rows: Sequence[LabeledRow], *, batch: bool = True) -> EvalReport:
-    """Route every row (in one batch where the router supports it) and score the decisions."""
+def _concurrency(router: Any) -> int:
+    """Decisions in flight while evaluating: a router's (or its stages') ``concurrency`` (the LLM
+    router: its model's slots), else one at a time."""
+    stages = getattr(router, "stages", None)
+    parts = [st.router for st in stages] if stages else [router]
+    return max([int(getattr(r, "concurrency", 1) or 1) for r in parts] + [1])
+
+
+async def evaluate(router: Router, rows: Sequence[LabeledRow], *, batch: bool = False, concurrency: int | None = None) -> EvalReport:
+    """Route every row and score the decisions. By default each row is decided on its own (at most
+    ``concurrency`` at once: the router's own, else one), so the latency percentiles are those of
+    single decisions; ``batch=True`` routes all rows in one batch (faster; latency is then the
+    batch's mean per row, not a percentile)."""
+    import asyncio
+
     inputs = [r.input for r in rows]
     await warm_up(router)
     if batch:
         decisions = await router.decide_many(inputs)
     else:
-        decisions = [await router.decide(x) for x in inputs]
+        sem = asyncio.Semaphore(concurrency or _concurrency(router))
+
+        async def one(x: RouteInput) -> Decision:
+            async with sem:
+                return await router.decide(x)
+
+        decisions = list(await asyncio.gather(*(one(x) for x in inputs)))
     labels = [r.label for r in rows]
     rep = metrics(decisions, labels, router.route_names)
     rep.sweep = threshold_sweep(decisions, labels, router.fallback)
+    if batch:
+        rep.latency_basis = "batch mean"
     return rep

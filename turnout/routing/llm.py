@@ -61,6 +61,12 @@ def label_probability(c: Completion, label: str) -> float | None:
     return math.exp(logp) if used else None
 
 
+def _shots(r: Route, n: int) -> str:
+    """Up to ``n`` of the route's example utterances, for the prompt."""
+    ex = [u.replace("\n", " ")[:200] for u in r.utterances[:n]]
+    return (" (e.g. " + "; ".join(json.dumps(u) for u in ex) + ")") if ex else ""
+
+
 class LLMRouter(Recorded):
     kind = "llm"
 
@@ -78,6 +84,8 @@ class LLMRouter(Recorded):
         escalate_below: float = 0.0,
         timeout: float | None = 60.0,
         max_chars: int = 8000,
+        examples: int = 0,
+        concurrency: int | None = None,
         name: str = "llm",
     ) -> None:
         who = f"LLMRouter {name!r}"
@@ -85,6 +93,8 @@ class LLMRouter(Recorded):
         check_policy_routes(list(self.routes), fallback, escalation, who=who)
         if samples < 1:
             raise ConfigError(f"{who}: samples must be >= 1")
+        if examples < 0 or (concurrency is not None and concurrency < 1):
+            raise ConfigError(f"{who}: examples must be >= 0 and concurrency >= 1")
         # the model chooses among routes it can be told about; escalation routes are the router's to pick
         self.choices = [r for r in routes if r.name != escalation]
         self.model = model
@@ -93,8 +103,12 @@ class LLMRouter(Recorded):
         self.use_logprobs = use_logprobs
         self.instructions = instructions
         self.fallback, self.escalation, self.escalate_below = fallback, escalation, escalate_below
-        self.timeout = timeout
+        self.timeout = timeout  # per model call, from when the model starts on it (not the wait for a slot)
         self.max_chars = max_chars
+        self.examples = examples
+        # decisions in flight at once: by default as many as the model has slots (the embedded model's
+        # ``parallel``), else 8; more only queue at the model
+        self.concurrency = concurrency or getattr(model, "parallel", None) or 8
         self.name = name
         self.table: dict[str, str] = {}
         for r in self.choices:
@@ -102,7 +116,7 @@ class LLMRouter(Recorded):
                 self.table[_norm(alias)] = r.name
         enum = [r.name for r in self.choices] + [NONE_LABEL]
         self.schema = {"type": "object", "properties": {"route": {"type": "string", "enum": enum}}, "required": ["route"]}
-        lines = [f"- {r.name}: {r.description or r.name}" for r in self.choices]
+        lines = [f"- {r.name}: {r.description or r.name}" + _shots(r, examples) for r in self.choices]
         self.system = (
             "You are a router. Read the user's message and choose the single best route for it.\n"
             "Routes:\n" + "\n".join(lines) + f"\n- {NONE_LABEL}: none of the routes fits.\n"
@@ -180,9 +194,10 @@ class LLMRouter(Recorded):
         raw = Decision(route, conf, scores, "llm", reason + note, 0.0, "matched" if route else "abstained", route, self.name, cost)
         return finalize(raw, fallback=self.fallback, escalation=self.escalation, escalate_below=self.escalate_below, t0=t0)
 
-    async def decisions(self, xs: Sequence[RouteInput], *, concurrency: int = 8) -> list[Decision]:
-        """Many inputs, at most ``concurrency`` model calls at a time (results in input order)."""
-        sem = asyncio.Semaphore(max(1, concurrency))
+    async def decisions(self, xs: Sequence[RouteInput], *, concurrency: int | None = None) -> list[Decision]:
+        """Many inputs, at most ``concurrency`` (default ``self.concurrency``) decisions at a time
+        (results in input order)."""
+        sem = asyncio.Semaphore(max(1, concurrency or self.concurrency))
 
         async def one(x: RouteInput) -> Decision:
             async with sem:
@@ -190,5 +205,5 @@ class LLMRouter(Recorded):
 
         return list(await asyncio.gather(*(one(x) for x in xs)))
 
-    async def decide_many(self, xs: Sequence[RouteInput], *, concurrency: int = 8) -> list[Decision]:
+    async def decide_many(self, xs: Sequence[RouteInput], *, concurrency: int | None = None) -> list[Decision]:
         return logged_many(self, xs, await self.decisions(xs, concurrency=concurrency))
