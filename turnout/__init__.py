@@ -30,6 +30,7 @@ from .models import LocalEmbedder as LocalEmbedder
 from .models import LocalLLM as LocalLLM
 from .models import ModelSpec as ModelSpec
 from .models import OpenAICompatible as OpenAICompatible
+from .models import OpenAIEmbedder as OpenAIEmbedder
 from .policies import Budget as Budget
 from .policies import SpendControl as SpendControl
 from .policies.catalog import Catalog as Catalog
@@ -57,6 +58,7 @@ __all__ = [
     "ComplianceError",
     "ConfigError",
     "LocalEmbedder",
+    "OpenAIEmbedder",
     "LocalLLM",
     "Message",
     "ModelRouter",

@@ -17,6 +17,7 @@ from .base import collect_stream as collect_stream
 from .catalog import ModelSpec as ModelSpec
 from .catalog import PolicySpec as PolicySpec
 from .embedder import LocalEmbedder as LocalEmbedder
+from .http_embedder import OpenAIEmbedder as OpenAIEmbedder
 from .local import LocalLLM as LocalLLM
 from .openai import OpenAICompatible as OpenAICompatible
 
@@ -26,6 +27,7 @@ __all__ = [
     "Completion",
     "Embedder",
     "LocalEmbedder",
+    "OpenAIEmbedder",
     "LocalLLM",
     "LocalWeights",
     "Message",

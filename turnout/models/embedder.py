@@ -26,7 +26,8 @@ _TOKENIZER_REL = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
 
 
 class LocalEmbedder:
-    """384-dim sentence embeddings on the CPU. ``max_length`` tokens per text (longer text is cut)."""
+    """384-dim sentence embeddings on the CPU (another ONNX sentence-transformer: ``from_directory``).
+    ``max_length`` tokens per text (longer text is cut)."""
 
     dim = 384
 
@@ -92,7 +93,22 @@ class LocalEmbedder:
             except Exception as e:
                 raise ModelNotInstalled("the MiniLM int8 embedding model", _INSTALL, f"onnxruntime could not load {model}: {e}") from None
             self._input_names = {i.name for i in sess.get_inputs()}
+            width = sess.get_outputs()[0].shape[-1]
+            if isinstance(width, int) and width > 0:
+                self.dim = width  # another sentence-transformer's width (MiniLM: 384)
             self._tokenizer, self._session = tok, sess
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, *, name: str | None = None, **kw: Any) -> LocalEmbedder:
+        """A local ONNX sentence-transformer exported to a directory holding ``model.onnx`` and
+        ``tokenizer.json`` (mean pooling, L2 norm); its width is read from the model. Named after
+        the directory, so embedding caches never mix its vectors with another encoder's."""
+        d = Path(directory)
+        for f in ("model.onnx", "tokenizer.json"):
+            if not (d / f).is_file():
+                raise ModelNotInstalled(f"the ONNX encoder in {d}", "export it with optimum: optimum-cli export onnx --model <id> DIR",
+                                        f"{d / f} does not exist")
+        return cls(name=name or f"onnx:{d.resolve()}", model_path=d / "model.onnx", tokenizer_path=d / "tokenizer.json", **kw)
 
     def truncated(self, text: str) -> bool:
         """Whether ``text`` is longer than the encoder sees (it is cut to ``max_length`` tokens)."""

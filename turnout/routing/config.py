@@ -85,6 +85,22 @@ class _LLMIn(BaseModel):
     concurrency: int | None = Field(None, ge=1, le=256)  # decisions in flight (default: the model's slots)
 
 
+class _EmbedderIn(BaseModel):
+    """``embedder: {type: openai, model: text-embedding-3-small}`` (any OpenAI-compatible
+    ``/embeddings``: OpenAI, vLLM, TEI, Ollama) or ``{type: onnx, path: DIR}`` (model.onnx +
+    tokenizer.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["openai", "onnx"]
+    model: str = ""
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    dimensions: int | None = Field(None, ge=1)
+    batch_size: int = Field(128, ge=1, le=4096)
+    path: str = ""
+    name: str | None = None
+
+
 class _StageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     router: Literal["rule", "semantic", "llm"]
@@ -100,7 +116,7 @@ class RouterSpec(BaseModel):
     fallback: str | None = None
     escalation: str | None = None
     escalate_below: float = Field(0.0, ge=0, le=1)
-    embedder: str = "local-minilm"
+    embedder: str | _EmbedderIn = "local-minilm"
     model: str = "local"
     routes: dict[str, _RouteIn]
     semantic: _SemanticIn = _SemanticIn()
@@ -134,7 +150,20 @@ def register_embedder(name: str, factory: Callable[[], Embedder]) -> None:
     EMBEDDERS[name] = factory
 
 
-def _embedder(name: str) -> Embedder:
+def _embedder(name: str | _EmbedderIn) -> Embedder:
+    if isinstance(name, _EmbedderIn):
+        if name.type == "openai":
+            from ..models.http_embedder import OpenAIEmbedder
+
+            if not name.model:
+                raise ConfigError("embedder: an openai embedder needs model:")
+            return OpenAIEmbedder(name.model, base_url=name.base_url, api_key_env=name.api_key_env, dimensions=name.dimensions,
+                                  batch_size=name.batch_size, name=name.name)
+        from ..models.embedder import LocalEmbedder
+
+        if not name.path:
+            raise ConfigError("embedder: an onnx embedder needs path: (a directory with model.onnx and tokenizer.json)")
+        return LocalEmbedder.from_directory(name.path, name=name.name)
     factory = EMBEDDERS.get(name)
     if factory is None:
         raise ConfigError(f"unknown embedder {name!r}; known: {', '.join(sorted(EMBEDDERS))}")

@@ -27,6 +27,7 @@ several entries are parallel calls), else the tool ``tool_choice`` names (else t
 the smallest arguments its schema allows. A request whose last turn is a tool result, or with
 ``tool_choice: none``, gets text: ``tool said: <the result>``. Streams send the calls as deltas.
 
+Embeddings: ``POST /v1/embeddings`` answers the FakeEmbedder's vectors (``dimensions``, default 64).
 In-process: ``async with MockServer(latency=0.05) as srv: srv.url``. Separate process (benchmarks):
 ``python -m turnout.testing.mockserver --port 0 --latency 0.05`` prints ``READY <port>``; faults can
 then be queued with ``POST /_mock/faults {"kind": "429", "times": 2}``.
@@ -44,7 +45,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ._mock_embed import embeddings
 from ._mocktools import instance_of_schema, openai_choice, tool_input, tool_plan
+from ._mocktools import words as _words
 
 __all__ = ["FAULT_KINDS", "MockServer", "instance_of_schema"]
 
@@ -58,10 +61,6 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     at: float = field(default_factory=time.monotonic)
-
-
-def _words(s: str) -> int:
-    return max(1, len(s.split()))
 
 
 class MockServer:
@@ -165,6 +164,7 @@ class MockServer:
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/embeddings", embeddings(self))
         app.router.add_post("/_mock/faults", self._ctl_faults)
         app.router.add_post("/_mock/tool_calls", self._ctl_tools)
         app.router.add_get("/_mock/stats", self._ctl_stats)

@@ -78,3 +78,8 @@ def openai_choice(body: dict[str, Any], text: str, plan: list[tuple[str, str, st
         choice["logprobs"] = {"content": [{"token": w, "logprob": -0.1 * i, "top_logprobs": [
             {"token": w.upper() + str(j), "logprob": -0.1 * i - 1 - j} for j in range(k)]} for i, w in enumerate(text.split())]}
     return choice
+
+
+def words(s: str) -> int:
+    """A token count for the mock's usage figures: whitespace words, at least one."""
+    return max(1, len(s.split()))
