@@ -32,6 +32,33 @@ def test_metrics_known_confusion():
     assert rep.macro_f1 == pytest.approx((0.4 + 0.8 + 0.0) / 3, abs=1e-3)
 
 
+async def test_rows_sent_nowhere_or_to_the_fallback_are_abstentions_whatever_the_candidate():
+    """A cascade that no stage was sure of keeps its best candidate in `chosen` but sends the row to
+    the fallback (or nowhere): that is an abstention, not an answer."""
+    from turnout.routing import CascadeRouter, Route, SemanticRouter, Stage, evaluate
+    from turnout.routing.evaluate import LabeledRow
+    from turnout.testing import FakeEmbedder
+
+    routes = [Route("a", utterances=("apples and pears",)), Route("b", utterances=("bolts and nuts",)), Route("other")]
+    sem = SemanticRouter(routes, FakeEmbedder(), fallback="other", temperature=1.0)  # confidences near 0.5
+    for fallback in ("other", None):
+        cascade = CascadeRouter([Stage(sem, threshold=0.9)], fallback=fallback)  # never sure
+        rows = [LabeledRow("apples and pears please", "a"), LabeledRow("bolts and nuts", "b")]
+        rep = await evaluate(cascade, rows)
+        assert {d for d in rep.outcomes} == {"fallback" if fallback else "abstained"}
+        assert rep.abstain_rate == 1.0 and rep.answered_accuracy == 0.0
+    rep = await evaluate(SemanticRouter(routes, FakeEmbedder(), fallback="other"), rows)
+    assert rep.abstain_rate == 0.0 and rep.answered_accuracy == 1.0 and rep.latency_basis == "per decision"
+    assert rep.reliability and sum(b["n"] for b in rep.reliability) == 2
+    assert (await evaluate(sem, rows, batch=True)).latency_basis == "batch mean"
+
+
+def test_top_confusions_list_misroutes_most_first():
+    ds = [dec("b"), dec("b"), dec("c"), dec("a"), dec(None, None, 0.0)]
+    rep = metrics(ds, ["a", "a", "a", "a", "a"], ["a", "b", "c"])
+    assert rep.top_confusions == [{"label": "a", "routed": "b", "count": 2}, {"label": "a", "routed": "c", "count": 1}]
+
+
 def test_threshold_sweep_trades_coverage_for_fallback():
     ds = [dec("a", conf=0.9), dec("b", conf=0.3), dec("a", conf=0.6)]
     sw = threshold_sweep(ds, ["a", "g", "a"], fallback="g", steps=3)

@@ -93,3 +93,31 @@ async def test_batch_and_empty_input():
     m = ScriptedModel(default=answer("billing"))
     ds = await make(m).decide_many(["a", "", "b"])
     assert [d.route for d in ds] == ["billing", "general", "billing"] and m.calls == 2
+
+
+async def test_examples_in_the_prompt_and_concurrency_from_the_spec():
+    from turnout.routing import build_router
+
+    spec = {"router": "llm", "llm": {"examples": 2, "concurrency": 3},
+            "routes": {"billing": {"description": "invoices", "utterances": ["I was charged twice", "send my invoice", "VAT number"]},
+                       "general": {}}}
+    in_flight = peak = 0
+
+    async def fn(req):
+        nonlocal in_flight, peak
+        import asyncio
+
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0)  # let the others in: the cap, not the scheduling, bounds them
+        in_flight -= 1
+        return answer("billing")
+
+    m = FunctionModel(fn)
+    r = build_router(spec, model=m)
+    assert r.concurrency == 3 and r.examples == 2
+    system = r.system
+    assert '"I was charged twice"' in system and '"send my invoice"' in system and "VAT number" not in system
+    ds = await r.decide_many([f"message {i}" for i in range(12)])
+    assert all(d.route == "billing" for d in ds) and peak == 3
+    assert LLMRouter(ROUTES, ScriptedModel(default=answer("billing"))).concurrency == 8  # no slots known: 8
