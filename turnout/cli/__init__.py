@@ -10,6 +10,7 @@ from . import chat as _chat
 from . import demo as _demo
 from . import experiment as _experiment
 from . import feedback as _feedback
+from . import logs as _logs
 from . import models as _models
 from . import queue as _queue
 from . import report as _report
@@ -25,11 +26,45 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _flags_without_type() -> None:
+    """typer shows ``<bool>`` beside every on/off flag (``--json <bool>``), which reads as if the flag
+    took a value; a flag shows no type (the one presentation change, made here once)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag and not self.metavar else shown(self, ctx)  # type: ignore[arg-type]
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"turnout {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_version, help="Print the version and exit."),
+) -> None:
+    """Route and parallelize LLM workflows. Runs on an embedded local model with no key and no network."""
+
+
 app.command("demo")(_demo.demo)
 app.command("chat")(_chat.chat)
 app.add_typer(_models.app, name="models")
 app.command("feedback")(_feedback.feedback)
 app.command("report")(_report.report)
+app.command("logs")(_logs.logs)
 app.command("validate")(_workflow.validate)
 app.command("run")(_workflow.run)
 app.command("batch")(_workflow.batch)

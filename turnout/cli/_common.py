@@ -34,10 +34,12 @@ RedactOpt = typer.Option(
 )
 
 
-def load_catalog(path: Path | None) -> Catalog:
-    """Argument beats environment beats the built-in catalog."""
+def load_catalog(path: Path | None, *, providers: bool = True) -> Catalog:
+    """Argument beats environment beats the built-in catalog. ``providers``: ``openai/NAME``,
+    ``anthropic/NAME`` and ``ollama/NAME`` work without an entry (off for the gateway, which serves
+    only the models its operator described, priced, for its keys' budgets)."""
     p = path or (Path(os.environ["TURNOUT_CATALOG"]) if os.environ.get("TURNOUT_CATALOG") else None)
-    return Catalog.load(p) if p else Catalog()
+    return Catalog.load(p, providers=providers) if p else Catalog(providers=providers)
 
 
 def _first_turnout_error(group: BaseExceptionGroup) -> TurnoutError | None:

@@ -27,7 +27,7 @@ def report(
     from ..store.experiments import experiment_report
 
     with friendly_errors():
-        with open_store(db, strict=True) as store:
+        with open_store(db, strict=True, existing=True) as store:
             rows = store.outcomes(name)
         if not rows:
             raise ConfigError(f"no outcomes recorded for experiment {name!r}")

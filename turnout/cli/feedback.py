@@ -29,6 +29,6 @@ def feedback(
             labels[k.strip()] = v.strip()
         if score is None and not labels and not comment:
             raise ConfigError("give at least one of --score, --label, --comment")
-        with open_store(db, strict=True) as store:
+        with open_store(db, strict=True, existing=True) as store:
             store.add_feedback(run_id, score=score, labels=labels, comment=comment)
         Console().print(f"feedback recorded for run {escape(run_id)}")

@@ -55,7 +55,7 @@ def list_(
     """The items waiting for a person (oldest first), with what the system knew."""
     from ..store import open_store
 
-    with friendly_errors(), open_store(db, strict=True) as store:
+    with friendly_errors(), open_store(db, strict=True, existing=True) as store:
         items = store.queue_items(queue=queue, status=None if status == "all" else status, limit=limit)
     t = Table(title=f"escalations ({status})", show_lines=False)
     for col in ("item", "queue", "kind", "status", "input", "the system knew", "created", "who"):
@@ -73,7 +73,7 @@ def show(item_id: str = typer.Argument(..., help="The item id (from `turnout que
     """One item: the input, the router's top routes and scores or the vote's tally, the choices."""
     from ..store import open_store
 
-    with friendly_errors(), open_store(db, strict=True) as store:
+    with friendly_errors(), open_store(db, strict=True, existing=True) as store:
         it = store.queue_item(item_id)
         if it is None:
             raise QueueError(f"no escalation item {item_id!r} in {store.path}")
@@ -118,7 +118,7 @@ def claim(item_id: str = typer.Argument(...), by: str = typer.Option(..., "--by"
     """Take an item so nobody else works it (the claim lapses after --ttl seconds)."""
     from ..store import open_store
 
-    with friendly_errors(), open_store(db, strict=True) as store:
+    with friendly_errors(), open_store(db, strict=True, existing=True) as store:
         it = store.queue_claim(item_id, by, ttl_s=ttl)
     Console(highlight=False).print(f"claimed {escape(item_id)} for {escape(by)} until "
                                    f"{time.strftime('%H:%M:%S', time.localtime(it['claim_until']))}")
@@ -169,7 +169,7 @@ def resolve(
         if approve and reject:
             raise QueueError("give --approve or --reject, not both")
         res_in = {"route": route, "answer": answer, "approved": True if approve else False if reject else None, "note": note}
-        with open_store(db, strict=True) as store:
+        with open_store(db, strict=True, existing=True) as store:
             if no_resume:
                 store.queue_resolve(item_id, by, res_in)
                 Console().print(f"resolved {escape(item_id)} (the run waits: turnout queue resume)")
@@ -200,7 +200,7 @@ def resume(run_id: str = typer.Argument(..., help="A run waiting on a resolved i
     """Resume a run whose item was resolved with --no-resume (or whose resume was interrupted)."""
     from ..store import open_store
 
-    with friendly_errors(), open_store(db, strict=True) as store:
+    with friendly_errors(), open_store(db, strict=True, existing=True) as store:
         st = store.suspended(run_id)
         if st is None:
             raise QueueError(f"run {run_id!r} is not waiting (it has resumed already, or never waited on a person)")

@@ -88,7 +88,7 @@ def report(
             raise ConfigError(f"--by must be model, route, vote, workflow, audit or queue, not {by!r}")
         cat = load_catalog(catalog) if by == "model" else None
         t0 = parse_since(since)
-        with open_store(db, strict=True) as store:
+        with open_store(db, strict=True, existing=True) as store:
             if by == "model":
                 rows = by_model(store.calls(since=t0))
                 if cat is not None and cat.spend is not None:

@@ -235,7 +235,7 @@ def _fit_from_queue(r: Any, sem: Any, spec: Any, out: Path, queue: str | None, d
     from ..routing.learn import fit_from_queue
     from ..store import open_store
 
-    with open_store(db, strict=True) as store:
+    with open_store(db, strict=True, existing=True) as store:
         rep = asyncio.run(fit_from_queue(r, store, queue=queue))
     save_fitted(spec, sem, out)
     c.print(f"learnt {rep.examples} labelled items from the queue: " + escape(", ".join(f"{k} +{n}" for k, n in sorted(rep.added.items()))))
@@ -261,7 +261,7 @@ def misroutes(
     from ..store import open_store
 
     with friendly_errors():
-        with open_store(db, strict=True) as store:
+        with open_store(db, strict=True, existing=True) as store:
             wrong = store.misroutes(router=router_name)
             rows = store.labelled_decisions(router=router_name) if all_labelled else wrong
         pairs: dict[tuple[str, str], int] = {}

@@ -50,7 +50,7 @@ def _gateway(o: dict[str, Any]) -> tuple[Any, Any, Any]:
     from ..server import Gateway, create_app
     from ..store import open_store
 
-    cat = load_catalog(Path(o["catalog"]) if o["catalog"] else None)
+    cat = load_catalog(Path(o["catalog"]) if o["catalog"] else None, providers=False)
     store = open_store(o["db"], redact=o["redact"])
     wfs = _load_workflows([Path(p) for p in o["workflows"]], cat)
     gw = Gateway(cat, store, wfs, auth=o["auth"], redis_url=o["redis_url"], max_body=o["max_body"], dashboard=o["dashboard"],
@@ -108,7 +108,7 @@ def serve(
         banner = (f"auth {'off (loopback)' if no_auth else 'on'}, limits {'in Redis' if redis_url else 'in this process'}"
                   + (f", dashboard at http://{host}:{port}/" if dash else ""))
         if workers > 1:
-            cat = load_catalog(catalog)
+            cat = load_catalog(catalog, providers=False)
             wfs = _load_workflows(workflow, cat)  # a bad catalog or workflow is reported before any worker starts
             err_console.print(f"turnout gateway on http://{host}:{port} — {workers} workers, {len(cat.names())} models + turnout/auto, "
                               f"{len(wfs)} workflows, {banner}")
@@ -162,7 +162,7 @@ def list_(as_json: bool = typer.Option(False, "--json"), db: str | None = DbOpt)
     from ..server.keys import KeyRing
     from ..store import open_store
 
-    with friendly_errors(), open_store(db, strict=True) as store:
+    with friendly_errors(), open_store(db, strict=True, existing=True) as store:
         rows = []
         for k in KeyRing(store).list():
             spent = store.spend(since=period_start(k.period, time.time()) if k.period else None, key=k.key_id)
@@ -189,7 +189,7 @@ def revoke(key: str = typer.Argument(..., help="Key id or name."), db: str | Non
     from ..server.keys import KeyRing
     from ..store import open_store
 
-    with friendly_errors(), open_store(db, strict=True) as store:
+    with friendly_errors(), open_store(db, strict=True, existing=True) as store:
         if not KeyRing(store).revoke(key):
             raise ConfigError(f"no active key {key!r}")
         err_console.print(f"revoked {escape(key)}")

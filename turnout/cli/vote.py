@@ -47,7 +47,7 @@ def prior(
     from ..store import open_store
 
     with friendly_errors():
-        with open_store(db, strict=True) as store:
+        with open_store(db, strict=True, existing=True) as store:
             fitted = VotePrior.from_store(store, name=name, since=parse_since(since))
         uniform = VotePrior()
         doc = {"alpha": fitted.alpha, "beta": fitted.beta, "mean_share": round(fitted.mean, 4), "fitted_on": fitted.fitted_on,

@@ -134,7 +134,7 @@ def batch(
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the results (JSON Lines, input order).", dir_okay=False),
     concurrency: int = typer.Option(4, "--concurrency", "-n", help="Items at a time."),
     strict: bool = typer.Option(False, "--strict", help="Refuse the whole file if any line is invalid."),
-    backend: str = typer.Option("local", "--backend", help="local (this process) or ray (a Ray cluster: pip install 'turnout[ray]')."),
+    backend: str = typer.Option("local", "--backend", help="local (this process) or ray (a Ray cluster: pip install 'turnout\\[ray]')."),
     address: str | None = typer.Option(None, "--address", help="Ray: the cluster to join (auto, ray://host:10001); default: start a local one."),
     workers: int = typer.Option(2, "--workers", help="Ray: worker actors (each runs --concurrency items at a time)."),
     deadline: float | None = typer.Option(None, "--deadline", help="Seconds each item may run; past it the item is an error and the batch goes on."),

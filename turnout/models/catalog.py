@@ -20,7 +20,8 @@ from .._types import Price
 from .._yaml import line_of, load_yaml, located_error
 from .base import ChatModel
 
-__all__ = ["ADAPTERS", "EMBEDDED", "AdapterFactory", "ModelSpec", "PolicySpec", "read_catalog_file", "spec_from_yaml"]
+__all__ = ["ADAPTERS", "EMBEDDED", "PROVIDERS", "AdapterFactory", "ModelSpec", "PolicySpec", "provider_spec", "read_catalog_file",
+           "spec_from_yaml"]
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,9 @@ def _openai(spec: ModelSpec, trust_env: bool) -> ChatModel:
     kw: dict[str, Any] = dict(spec.options)
     if spec.policies.timeout:
         kw.setdefault("timeout", spec.policies.timeout)
+    base = spec.base_url or (os.environ.get("OPENAI_BASE_URL") if trust_env else None) or OPENAI_BASE_URL  # as the openai SDK reads it
     return OpenAICompatible(
-        spec.model or spec.name, base_url=spec.base_url or OPENAI_BASE_URL, api_key_env=spec.api_key_env or "OPENAI_API_KEY",
+        spec.model or spec.name, base_url=base, api_key_env=spec.api_key_env or "OPENAI_API_KEY",
         name=spec.name, price=spec.price, trust_env=trust_env, **kw,
     )
 
@@ -88,8 +90,9 @@ def _anthropic(spec: ModelSpec, trust_env: bool) -> ChatModel:
     kw: dict[str, Any] = dict(spec.options)
     if spec.policies.timeout:
         kw.setdefault("timeout", spec.policies.timeout)
+    base = spec.base_url or (os.environ.get("ANTHROPIC_BASE_URL") if trust_env else None) or ANTHROPIC_BASE_URL  # as its SDK reads it
     return AnthropicModel(
-        spec.model or spec.name, base_url=spec.base_url or ANTHROPIC_BASE_URL,
+        spec.model or spec.name, base_url=base,
         api_key_env=spec.api_key_env or "ANTHROPIC_API_KEY", name=spec.name, price=spec.price, trust_env=trust_env, **kw,
     )
 
@@ -121,6 +124,29 @@ EMBEDDED = (
         policies=PolicySpec(retry_attempts=1),
     ),
 )
+
+# ``-m openai/NAME`` with only the provider's usual key set: no catalog file needed for the common
+# providers. The endpoint is read when the model is built (OPENAI_BASE_URL, ANTHROPIC_BASE_URL as
+# their SDKs read them; OLLAMA_HOST as ollama does). No price is known: calls cost $0 until the
+# model is described in a catalog (said once, in the log).
+PROVIDERS: Mapping[str, str] = {"openai": "OpenAI (OPENAI_API_KEY; OPENAI_BASE_URL)",
+                                "anthropic": "Anthropic (ANTHROPIC_API_KEY; ANTHROPIC_BASE_URL)",
+                                "ollama": "a local ollama (OLLAMA_HOST, default 127.0.0.1:11434; no key)"}
+
+
+def provider_spec(name: str, *, trust_env: bool = True) -> ModelSpec | None:
+    """The spec of a provider-prefixed name (``openai/gpt-4o-mini``, ``anthropic/claude-…``,
+    ``ollama/llama3.2``), or None for any other name."""
+    provider, _, model = name.partition("/")
+    if provider not in PROVIDERS or not model:
+        return None
+    desc = f"{PROVIDERS[provider]} — built-in prefix, no price known (describe it in a catalog for costs and budgets)"
+    if provider == "ollama":
+        host = (os.environ.get("OLLAMA_HOST") if trust_env else None) or "127.0.0.1:11434"
+        base = (host if "://" in host else f"http://{host}").rstrip("/") + "/v1"
+        return ModelSpec(name, "openai", model, base_url=base, api_key_env="OLLAMA_API_KEY", options={"require_key": False},
+                         region="local", description=desc)
+    return ModelSpec(name, provider, model, description=desc)
 
 
 # -- YAML schema (pydantic at the edge) -----------------------------------------------------------

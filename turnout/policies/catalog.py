@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .._errors import ConfigError, UnknownModel
 from .._yaml import line_of, located_error
 from ..models.base import ChatModel
-from ..models.catalog import ADAPTERS, EMBEDDED, AdapterFactory, ModelRouterConfig, ModelSpec, read_catalog_file
+from ..models.catalog import ADAPTERS, EMBEDDED, PROVIDERS, AdapterFactory, ModelRouterConfig, ModelSpec, provider_spec, read_catalog_file
 from .base import NoTools
 from .budget import Budgeted
 from .cache import Cached, CacheSettings, ResponseCache
@@ -95,8 +95,10 @@ class Catalog:
         auto: ModelRouterConfig | Mapping[str, Any] | None = None,
         buckets: Any = None,
         cache: ResponseCache | None = None,
+        providers: bool = True,
     ) -> None:
         self._specs: dict[str, ModelSpec] = {}
+        self.providers = providers  # provider-prefixed names (openai/NAME, anthropic/NAME, ollama/NAME) need no entry
         if include_embedded:
             for s in EMBEDDED:
                 self._specs[s.name] = s
@@ -149,7 +151,7 @@ class Catalog:
             if s.adapter not in self.adapters:
                 raise ConfigError(f"model {s.name!r}: unknown adapter {s.adapter!r}; known: {', '.join(sorted(self.adapters))}")
             for fb in s.policies.fallback:
-                if fb not in self._specs:
+                if fb not in self:
                     raise ConfigError(f"model {s.name!r}: fallback {fb!r} is not in the catalog; known: {', '.join(sorted(self._specs))}")
                 if fb == s.name:
                     raise ConfigError(f"model {s.name!r}: a model cannot fall back to itself")
@@ -162,13 +164,21 @@ class Catalog:
         return list(self._specs.values())
 
     def spec(self, name: str) -> ModelSpec:
-        try:
-            return self._specs[name]
-        except KeyError:
-            raise UnknownModel(name, list(self._specs)) from None
+        sp = self._specs.get(name)
+        if sp is not None:
+            return sp
+        sp = provider_spec(name, trust_env=self.trust_env) if self.providers else None
+        if sp is None:
+            hint = [f"{p}/NAME" for p in PROVIDERS] if self.providers else []
+            raise UnknownModel(name, [*self._specs, *hint])
+        log.warning("model %s: no price known, its calls are counted at $0 (describe it in a catalog for costs and budgets)", name)
+        self._specs[name] = sp  # built once, like a catalog entry
+        return sp
 
     def __contains__(self, name: object) -> bool:
-        return name in self._specs
+        if name in self._specs:
+            return True
+        return self.providers and isinstance(name, str) and provider_spec(name) is not None
 
     def extend(self, specs: Iterable[ModelSpec]) -> Catalog:
         """A copy with more (or replaced) models that keeps every setting of this catalog: adapters,
@@ -176,7 +186,7 @@ class Catalog:
         copied (a workflow's own ``models:`` section extends its ``catalog:`` with this)."""
         cat = Catalog([*self._specs.values(), *specs], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env,
                        policy=self.policy, spend=self.spend, audit=self.audit_sink, auto=self.auto, buckets=self.buckets,
-                       cache=self.cache)
+                       cache=self.cache, providers=self.providers)
         cat._limiters = self._limiters
         return cat
 

@@ -51,8 +51,19 @@ __all__ = [
 def open_store(target: str | _os.PathLike[str] | None = None, **kw: _Any) -> SQLiteStore:
     """A PostgreSQL store for a ``postgresql://`` URL, else a SQLite file (default ``$TURNOUT_DB`` or
     ``./.turnout/turnout.db``; ``TURNOUT_DB`` may itself be a PostgreSQL URL). ``redact`` defaults to
-    ``$TURNOUT_REDACT``. Secrets are never stored either way (``turnout._secrets``)."""
+    ``$TURNOUT_REDACT``. Secrets are never stored either way (``turnout._secrets``).
+    ``existing=True`` (the read commands: report, logs, keys list, …): a SQLite file that does not exist
+    is a ``ConfigError`` naming it, never a new empty store that reports nothing."""
     t = str(target) if target is not None else _os.environ.get("TURNOUT_DB")
+    if kw.pop("existing", False) and not (t and t.startswith(("postgresql://", "postgres://"))):
+        from pathlib import Path
+
+        from .._errors import ConfigError
+
+        p = Path(t) if t else default_path()
+        if not p.exists():
+            where = "--db / $TURNOUT_DB" if t else "the default store (--db or $TURNOUT_DB to read another)"
+            raise ConfigError(f"{p}: no such trace store ({where}); nothing has been traced there yet")
     if "redact" not in kw:  # TURNOUT_REDACT=1: store sha256 digests instead of input and output texts
         kw["redact"] = _os.environ.get("TURNOUT_REDACT", "").lower() in ("1", "true", "yes", "on")
     if t and t.startswith(("postgresql://", "postgres://")):

@@ -216,7 +216,8 @@ async def run_item(wf: Workflow, store: Store, batch_id: str, it: BatchItem, *, 
     ok = res.status != "error"
     out = res.output if isinstance(res.output, (str, int, float, bool, list, dict)) or res.output is None else as_text(res.output)
     await asyncio.to_thread(store.ledger_record, batch_id, it.key, line=it.line, status="done" if ok else "error",
-                            run_id=res.run_id, output=json.dumps({"output": out, "status": res.status}), error=res.error,
+                            run_id=res.run_id, output=json.dumps({"output": out, "status": res.status, "routes": res.summary()["routes"]}),
+                            error=res.error,
                             cost_usd=res.cost_usd, latency_s=res.latency_s)
     return res
 
@@ -295,7 +296,7 @@ def write_output(store: BatchLedger, batch_id: str, items: list[BatchItem], path
                     continue
                 body = json.loads(r["output"]) if r["output"] else {"output": None, "status": r["status"]}
                 row = {"id": it.key, "line": it.line, "status": body.get("status", r["status"]), "output": body.get("output"),
-                       "run_id": r["run_id"], "cost_usd": round(r["cost_usd"], 8)}
+                       "routes": body.get("routes", []), "run_id": r["run_id"], "cost_usd": round(r["cost_usd"], 8)}
                 if r["error"]:
                     row["error"] = r["error"]
                 f.write(clean(json.dumps(row, ensure_ascii=False)) + "\n")  # always encodable; never a secret
