@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -38,10 +39,12 @@ def _connect_ex(self: socket.socket, addr: object) -> int:
 
 
 @pytest.fixture(autouse=True)
-def _no_network_and_clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_network_and_clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for k in list(os.environ):
         if k.startswith(_ENV_PREFIXES) and k != "TURNOUT_CACHE_DIR":
             monkeypatch.delenv(k, raising=False)
+    # the default store of a command run without --db (chat logs every turn): the test's, never the checkout's
+    monkeypatch.setenv("TURNOUT_DB", str(tmp_path / "default-store.db"))
     monkeypatch.setattr(socket.socket, "connect", _connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _connect_ex)
     yield

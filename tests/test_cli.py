@@ -38,7 +38,7 @@ def test_chat_streams_from_a_catalog_model(catalog):
 
 
 def test_chat_json_output(catalog):
-    r = runner.invoke(app, ["chat", "-m", "mock", "-c", str(catalog), "--json", "--system", "sys", "hi"])
+    r = runner.invoke(app, ["chat", "-m", "mock", "--catalog", str(catalog), "--json", "--system", "sys", "hi"])
     doc = json.loads(r.output)
     assert doc["text"] == "echo: hi" and doc["usage"]["input_tokens"] == 2 and doc["cost_usd"] > 0
 
@@ -46,7 +46,7 @@ def test_chat_json_output(catalog):
 def test_chat_with_schema_file(catalog, tmp_path):
     schema = tmp_path / "s.json"
     schema.write_text(json.dumps({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}))
-    r = runner.invoke(app, ["chat", "-m", "mock", "-c", str(catalog), "--json", "--schema", str(schema), "x"])
+    r = runner.invoke(app, ["chat", "-m", "mock", "--catalog", str(catalog), "--json", "--schema", str(schema), "x"])
     assert json.loads(json.loads(r.output)["text"]) == {"ok": True}
 
 
@@ -73,7 +73,7 @@ def test_errors_are_one_clear_line(args, code, text):
 def test_provider_failure_exits_1_with_the_reason(tmp_path):
     p = tmp_path / "m.yaml"
     p.write_text("models:\n  dead:\n    adapter: openai\n    base_url: http://127.0.0.1:9/v1\n    policies: {retry: {attempts: 1}}\n")
-    r = runner.invoke(app, ["chat", "-m", "dead", "-c", str(p), "hi"])
+    r = runner.invoke(app, ["chat", "-m", "dead", "--catalog", str(p), "hi"])
     assert r.exit_code == 1 and "ProviderUnavailable" in r.output
 
 
@@ -93,6 +93,6 @@ def test_turnout_chat_answers_from_the_embedded_model_with_no_key():
 def test_chat_can_trace_to_the_store_for_reports(catalog, tmp_path):
     db = tmp_path / "t.db"
     for q in ("one", "two"):
-        assert runner.invoke(app, ["chat", "-m", "mock", "-c", str(catalog), "--db", str(db), q]).exit_code == 0
+        assert runner.invoke(app, ["chat", "-m", "mock", "--catalog", str(catalog), "--db", str(db), q]).exit_code == 0
     rows = json.loads(runner.invoke(app, ["report", "--db", str(db), "--json"]).output)
     assert rows[0]["model"] == "mock" and rows[0]["calls"] == 2 and rows[0]["cost_usd"] > 0

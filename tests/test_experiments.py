@@ -64,5 +64,6 @@ def test_no_real_difference_is_not_yet_significant(tmp_path):
 
 
 def test_unknown_experiment_is_a_clear_error(tmp_path):
+    SQLiteStore(tmp_path / "e.db").close()
     r = runner.invoke(app, ["experiment", "report", "nope", "--db", str(tmp_path / "e.db")])
     assert r.exit_code == 2 and "no outcomes recorded for experiment 'nope'" in r.output

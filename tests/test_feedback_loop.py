@@ -65,6 +65,9 @@ def test_feedback_misroutes_fit_round_trip(tmp_path):
 def test_feedback_errors(tmp_path):
     db = tmp_path / "t.db"
     r = runner.invoke(app, ["feedback", "nope", "--score", "1", "--db", str(db)])
+    assert r.exit_code == 2 and "no such trace store" in r.output and not db.exists()
+    SQLiteStore(db).close()
+    r = runner.invoke(app, ["feedback", "nope", "--score", "1", "--db", str(db)])
     assert r.exit_code == 2 and "no run 'nope'" in r.output
     r = runner.invoke(app, ["feedback", "x", "--db", str(db)])
     assert r.exit_code == 2 and "at least one of" in r.output

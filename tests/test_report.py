@@ -148,4 +148,6 @@ def test_report_html_is_one_self_contained_page(runs_db, tmp_path):
 def test_report_on_an_unreachable_store_is_one_clear_line(tmp_path):
     (tmp_path / "f").write_text("x")
     r = runner.invoke(app, ["report", "--db", str(tmp_path / "f" / "t.db")])
+    assert r.exit_code == 2 and "no such trace store" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["report", "--db", str(tmp_path)])  # there, but a folder: it cannot be opened
     assert r.exit_code == 2 and "cannot open the trace store" in r.output and "Traceback" not in r.output

@@ -97,10 +97,11 @@ class QueueError(ConfigError):
 
 
 class UnknownModel(ConfigError, KeyError):
-    def __init__(self, name: str, known: list[str]) -> None:
+    def __init__(self, name: str, known: list[str], prefixes: list[str] | None = None) -> None:
         self.name = name
         self.known = sorted(known)
-        super().__init__(f"unknown model {name!r}; known models: {', '.join(self.known) or '(none)'}")
+        more = f"; or a provider's model: {', '.join(prefixes)}" if prefixes else ""
+        super().__init__(f"unknown model {name!r}; known models: {', '.join(self.known) or '(none)'}{more}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])

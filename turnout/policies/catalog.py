@@ -27,7 +27,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .._errors import ConfigError, UnknownModel
 from .._yaml import line_of, located_error
 from ..models.base import ChatModel
-from ..models.catalog import ADAPTERS, EMBEDDED, PROVIDERS, AdapterFactory, ModelRouterConfig, ModelSpec, provider_spec, read_catalog_file
+from ..models.catalog import (
+    ADAPTERS,
+    EMBEDDED,
+    PROVIDERS,
+    AdapterFactory,
+    ModelRouterConfig,
+    ModelSpec,
+    provider_spec,
+    read_catalog_file,
+)
 from .base import NoTools
 from .budget import Budgeted
 from .cache import Cached, CacheSettings, ResponseCache
@@ -169,8 +178,7 @@ class Catalog:
             return sp
         sp = provider_spec(name, trust_env=self.trust_env) if self.providers else None
         if sp is None:
-            hint = [f"{p}/NAME" for p in PROVIDERS] if self.providers else []
-            raise UnknownModel(name, [*self._specs, *hint])
+            raise UnknownModel(name, list(self._specs), [f"{p}/NAME" for p in PROVIDERS] if self.providers else None)
         log.warning("model %s: no price known, its calls are counted at $0 (describe it in a catalog for costs and budgets)", name)
         self._specs[name] = sp  # built once, like a catalog entry
         return sp
