@@ -28,6 +28,7 @@ from .._errors import (
     RateLimited,
     is_context_overflow,
 )
+from .._sync import register_session
 
 T = TypeVar("T")
 
@@ -171,6 +172,7 @@ class HTTPClient:
                 auto_decompress=True,
             )
             self._session, self._loop = s, loop
+            register_session(loop, s)  # closed with run_sync's loop at exit, if that is its loop
         return s
 
     async def aclose(self) -> None:
