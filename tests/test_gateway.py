@@ -29,15 +29,19 @@ def free_port() -> int:
 
 
 def start_server(tmp: Path, upstream: str, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``turnout serve`` as a user starts it; its stderr (banner, access log) goes to ``tmp/serve.log``
+    — a file, not a pipe nobody reads, which a long test's access log would fill and block."""
     port = free_port()
+    log = (tmp / "serve.log").open("a")
     proc = subprocess.Popen([sys.executable, "-m", "turnout", "serve", "--port", str(port), "--catalog", str(tmp / "models.yaml"),
                              "--db", str(tmp / "gw.db"), "--workflow", str(tmp / "wf.yaml"), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
+    log.close()  # the child holds its own copy
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120  # a bound, not a timing window: a loaded 2-core machine imports slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"turnout serve exited: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(f"turnout serve exited: {(tmp / 'serve.log').read_text()}")
         try:
             if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
                 return proc, base

@@ -53,8 +53,10 @@ def _gateway(o: dict[str, Any]) -> tuple[Any, Any, Any]:
     cat = load_catalog(Path(o["catalog"]) if o["catalog"] else None, providers=False)
     store = open_store(o["db"], redact=o["redact"])
     wfs = _load_workflows([Path(p) for p in o["workflows"]], cat)
+    from ..server.access import AccessLog
+
     gw = Gateway(cat, store, wfs, auth=o["auth"], redis_url=o["redis_url"], max_body=o["max_body"], dashboard=o["dashboard"],
-                 allowed_hosts=tuple(o["allowed_hosts"]))
+                 allowed_hosts=tuple(o["allowed_hosts"]), access_log=AccessLog(o["log_format"]) if o["access_log"] else None)
     return create_app(gw), gw, store
 
 
@@ -77,7 +79,11 @@ def serve(
     max_body: int = typer.Option(2_000_000, "--max-body", help="Largest request body in bytes."),
     dashboard: bool | None = typer.Option(None, "--dashboard/--no-dashboard",
                                           help="Serve the dashboard at / (default: on for a loopback address, off otherwise)."),
-    log_level: str = typer.Option("warning", "--log-level"),
+    log_level: str = typer.Option("warning", "--log-level", help="The server's own messages (uvicorn's): debug, info, warning, error."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log",
+                                    help="A line per request on stderr: method, path, status, key id (never the key), model, route, "
+                                         "cost, latency."),
+    log_format: str = typer.Option("text", "--log-format", help="The access log's format: text, or json (one object a line)."),
     allowed_host: list[str] = typer.Option([], "--allowed-host",
                                            help="A Host name clients use besides loopback (repeatable; '*' = any). Others get 421."),
     redact: bool = typer.Option(False, "--redact", envvar="TURNOUT_REDACT",
@@ -101,10 +107,13 @@ def serve(
         if workers > 1 and not redis_url:
             raise ConfigError(f"--workers {workers} needs --redis (or TURNOUT_REDIS_URL): each worker is a process, and rate limits, "
                               "budgets and the response cache must be shared by all of them")
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format must be text or json, not {log_format!r}")
         dash = dashboard if dashboard is not None else host in _LOOPBACK
         hosts = tuple(allowed_host) + (() if host in _LOOPBACK or host in ("0.0.0.0", "::") else (host,))
         opts = {"catalog": str(catalog) if catalog else None, "db": db, "redact": redact, "workflows": [str(w) for w in workflow],
-                "auth": not no_auth, "redis_url": redis_url, "max_body": max_body, "dashboard": dash, "allowed_hosts": list(hosts)}
+                "auth": not no_auth, "redis_url": redis_url, "max_body": max_body, "dashboard": dash, "allowed_hosts": list(hosts),
+                "access_log": access_log, "log_format": log_format}
         banner = (f"auth {'off (loopback)' if no_auth else 'on'}, limits {'in Redis' if redis_url else 'in this process'}"
                   + (f", dashboard at http://{host}:{port}/" if dash else ""))
         if workers > 1:

@@ -106,6 +106,12 @@ class MemoryBuckets:
     async def give(self, bucket: str, n: float, rate: float, capacity: float, now: float) -> None:
         self.give_now(bucket, n, rate, capacity, now)
 
+    async def level(self, bucket: str, rate: float, capacity: float, now: float) -> float:
+        """The tokens in the bucket now (refilled; nothing taken)."""
+        b = self._bucket(bucket, rate, capacity, now)
+        b.tokens = b._refill(now)
+        return b.tokens
+
 
 @runtime_checkable
 class Limiter(Protocol):
@@ -214,6 +220,19 @@ class RateLimiter:
                     await self.buckets.give(self._rk, 1, *self.requests, now)
                 return "tokens", wait
         return None
+
+    async def remaining(self) -> dict[str, tuple[float, float, float]]:
+        """``{"requests" | "tokens": (limit per minute, left now, seconds until full)}`` — what the
+        gateway's ``x-ratelimit-*`` headers say. Buckets without ``level`` report nothing."""
+        level = getattr(self.buckets, "level", None)
+        if level is None:
+            return {}
+        now, out = self.clock(), {}
+        for what, per_min, spec, bucket in (("requests", self.rpm, self.requests, self._rk), ("tokens", self.tpm, self.tokens, self._tk)):
+            if spec is not None and per_min is not None:
+                left = max(0.0, await level(bucket, *spec, now))
+                out[what] = (per_min, left, (spec[1] - left) / spec[0])
+        return out
 
     async def settle(self, est_tokens: int, actual_tokens: int) -> None:
         if self.tokens is not None and not self.settle_now(est_tokens, actual_tokens):

@@ -53,12 +53,13 @@ if ARGV[5] == 'take' then
   if t < 0 then wait = -t / rate end
 elseif ARGV[5] == 'try' then
   if t >= n then t = t - n else wait = (n - t) / rate end
-else
+elseif ARGV[5] == 'give' then
   t = t + n
   if t > cap then t = cap end
 end
 redis.call('HSET', KEYS[1], 't', tostring(t), 'last', tostring(last))
 redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 60)
+if ARGV[5] == 'level' then return tostring(t) end
 return tostring(wait)
 """
 
@@ -117,6 +118,11 @@ class RedisBuckets:
 
     async def give(self, bucket: str, n: float, rate: float, capacity: float, now: float) -> None:
         await self._bucket(keys=[f"{self.prefix}:{bucket}"], args=[repr(n), repr(rate), repr(capacity), repr(now), "give"])
+
+    async def level(self, bucket: str, rate: float, capacity: float, now: float) -> float:
+        """The tokens in the bucket now (refilled; nothing taken): one Lua call."""
+        res = await self._bucket(keys=[f"{self.prefix}:{bucket}"], args=["0", repr(rate), repr(capacity), repr(now), "level"])
+        return float(res)
 
     async def aclose(self) -> None:
         await self.r.aclose()

@@ -27,6 +27,7 @@ import base64
 import inspect
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -40,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .._errors import TurnoutError
 from .._types import Completion, Message, Request, Usage
 from .._yaml import json_line
+from .access import Observed, note
 from .errors import ApiError, api_error, safe_header
 from .gateway import EMBED_MODEL, Gateway, refusal, workflow_error
 from .wire import (
@@ -132,7 +134,8 @@ def create_app(gw: Gateway) -> Any:
         from .dashboard_queue import queue_pages
 
         queue_pages(app, gw)
-    return _FastPath(app, chat, error_response, ("localhost", "127.0.0.1", "::1", *gw.allowed_hosts))
+    fast = _FastPath(app, chat, error_response, ("localhost", "127.0.0.1", "::1", *gw.allowed_hosts))
+    return Observed(fast, access_log=gw.access_log, metrics=gw.metrics)  # every request: its log line, metrics, rate headers
 
 
 def _error_handlers(app: Any, error_response: Any) -> None:
@@ -166,6 +169,7 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
     """``POST /v1/chat/completions`` (returned: the fast path calls it directly)."""
     @app.post("/v1/chat/completions")
     async def chat_completions(request: HttpRequest) -> Any:
+        t0 = time.perf_counter()
         key = await gw.authenticate(request.headers.get("authorization"))
         chat = _parse(ChatIn, await _json_body(request, gw.max_body))
         try:
@@ -173,6 +177,7 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
         except WireError as e:
             raise ApiError(400, str(e), param=e.param) from None
         kind, target = gw.target(key, chat.model)
+        note(model=chat.model)  # resolved: a name the server knows (a bounded label)
         text = user_text(req)  # a workflow's input; the run stores the whole conversation
         async with gw.request_run(key, chat.model, conversation_text(req), tokens=_tokens(req), deadline=_deadline(request)) as run:
             headers = {"x-turnout-run-id": run.run_id}
@@ -193,6 +198,7 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
             if not chat.stream:
                 with run.scope():
                     c, *more = await _answers(target, req, chat.n or 1)
+                note(decisions=[(chat.model, x.decision) for x in (c, *more) if x.decision is not None])
                 run.output = c.text if not c.tool_calls else conversation_text(Request((Message.assistant(c.text, c.tool_calls),)))
                 return FastJSON(completion_body(c, run.run_id, chat.model, more), headers={**headers, **_served(c)})
             # streaming: the first chunk is awaited here, so a failure before any token is a proper HTTP error
@@ -202,8 +208,11 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
                     first = await agen.__anext__()
                 except StopAsyncIteration:
                     first = None
+                note(ttft_s=time.perf_counter() - t0)
             run.detach()  # from here the stream's body finishes the run
         served = first.decision if first is not None else None  # this request's own decision, never another's
+        if served is not None:
+            note(decisions=[(chat.model, served)])
         if served is not None:
             headers["x-turnout-route"] = safe_header(served.stage or "")
         headers["x-turnout-model"] = safe_header(first.model if first is not None and first.model else chat.model)
@@ -244,6 +253,7 @@ def _openai_routes(app: Any, gw: Gateway) -> None:
                            param="model")
         if not key.may_use_model(EMBED_MODEL):
             raise ApiError(403, f"key {key.name!r} may not use model {EMBED_MODEL!r}", type="permission_error", code="model_not_allowed")
+        note(model=EMBED_MODEL)
         if gw.embedder is None:
             from ..models import LocalEmbedder
 
@@ -276,6 +286,7 @@ def _run_routes(app: Any, gw: Gateway) -> None:
         if not isinstance(body, dict) or "input" not in body:
             raise ApiError(400, 'send {"input": ...} (text or an object), optionally "tags"', param="input")
         _, wf = gw.target(key, f"workflow/{name}")
+        note(model=f"workflow/{name}")
         text = body["input"] if isinstance(body["input"], str) else json.dumps(body["input"])
         async with gw.request_run(key, f"workflow/{name}", text, tokens=max(1, len(text) // 4), deadline=_deadline(request)) as run:
             res = await run.workflow(wf, body["input"])  # each of its calls charged to the key's budget
@@ -313,6 +324,7 @@ def _ops_routes(app: Any, gw: Gateway) -> None:
     async def metrics() -> Any:
         if gw.metrics is None:
             raise ApiError(404, "metrics need prometheus-client: pip install 'turnout[metrics]'", type="not_found_error")
+        gw.metrics.set_budgets(await gw.budgets())  # read at scrape time: what each budget has left now
         return Response(gw.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz")
@@ -444,6 +456,7 @@ async def _stream_body(run: Any, agen: Any, first: Any, chat: ChatIn) -> AsyncIt
                     yield enc.tool_calls(pending.tool_calls)
                 if pending.done:
                     status = "ok"
+                    note(cost_usd=pending.cost_usd)  # a stream's cost is known at its end (the access log line waits for it)
                     yield enc.delta({}, finish_reason(pending.finish_reason))
                     if chat.include_usage:
                         yield enc.usage(pending.usage or Usage())

@@ -23,6 +23,7 @@ from .._errors import BudgetExceeded, ComplianceError, DeadlineExceeded, LimitEx
 from .._scope import OpenRun, open_run
 from ..policies.cache import ResponseCache
 from ..policies.cache_backends import MemoryCache, RedisCache
+from .access import note
 from .errors import ApiError, api_error
 from .keys import ApiKey, KeyRing
 from .limits import open_limits
@@ -80,6 +81,8 @@ class RequestRun:
         with self.scope():
             res = await wf.run(input)
         self.status, self.output = res.status, res.text if res.output is not None else None
+        note(decisions=[(f"{wf.name}/{step}", d) for step, d in res.decisions], cost_usd=res.cost_usd,
+             escalations=[e["queue"] for e in res.escalations if e.get("queue")])
         return res
 
 
@@ -100,12 +103,12 @@ class Gateway:
     # so a web page cannot reach the gateway or its dashboard by DNS rebinding. Loopback names are
     # always allowed; add the names a reverse proxy or clients use (``turnout serve --allowed-host``).
     allowed_hosts: tuple[str, ...] = ()
+    access_log: Any = None  # an ``AccessLog`` (``turnout serve`` has one on by default), or None
 
     def __post_init__(self) -> None:
         self.keys = KeyRing(self.store)
         self.limits = open_limits(self.redis_url, self.store)
-        catalogs = {id(c): c for c in [self.catalog, *(getattr(w, "catalog", None) for w in self.workflows.values())]
-                    if c is not None}.values()
+        catalogs = self._catalogs()
         # one response cache for every catalog served (keys may opt in): in Redis with --redis, so every
         # replica answers from it; a catalog's own cache: section is kept
         self.cache = ResponseCache(RedisCache(client=self.limits.accounts.r) if self.limits.shared else MemoryCache())
@@ -179,7 +182,24 @@ class Gateway:
         key = await self.keys.aauthenticate(secret.strip()) if scheme.lower() == "bearer" else None
         if key is None:
             raise ApiError(401, "invalid API key (unknown or revoked)", type="invalid_request_error", code="invalid_api_key")
+        # the key by its id (never its secret): the access log's and the metrics' label; its rates for
+        # the x-ratelimit-* headers of a response that never reached admission (a 404, a 400)
+        note(key=key.key_id, team=key.team, rates=lambda: self.limits.remaining(key))
         return key
+
+    async def budgets(self) -> list[tuple[str, float, float]]:
+        """``(name, limit, spent + reserved)`` of every budget in its current window: the keys' seen by
+        this process and the catalogs' (``/metrics`` reads them when scraped)."""
+        controls = [*self.limits.meters(), *{id(c.spend): c.spend for c in self._catalogs() if c.spend is not None}.values()]
+        out = []
+        for ctl in controls:
+            for st in await ctl.status():
+                out.append((st.budget.name + (f" [{st.member}]" if st.member else ""), st.limit_usd, st.spent_usd + st.reserved_usd))
+        return out
+
+    def _catalogs(self) -> list[Any]:
+        return list({id(c): c for c in [self.catalog, *(getattr(w, "catalog", None) for w in self.workflows.values())]
+                     if c is not None}.values())
 
     # -- the request lifecycle -----------------------------------------------------------------------
     @asynccontextmanager
@@ -192,6 +212,7 @@ class Gateway:
         meter = self.limits.meter(key)
         with open_run(self.store, name, text, tags=tags, meters=(meter,) if meter is not None else (), deadline=deadline,
                       cache=key.cache) as run:
+            note(run_id=run.run_id)
             yield RequestRun(self, key, run)
 
 

@@ -25,6 +25,7 @@ from .._errors import LimitExceeded
 from ..policies.ledger import MemoryAccounts
 from ..policies.ratelimit import MemoryBuckets, RateLimiter
 from ..policies.spend import Budget, SpendControl
+from .access import note
 from .keys import ApiKey
 
 if TYPE_CHECKING:
@@ -46,18 +47,34 @@ class KeyLimits:
 
     async def admit(self, key: ApiKey, tokens: int) -> None:
         """Take one request and ``tokens`` from the key's rate, or raise ``LimitExceeded`` (taking nothing)."""
-        if key.rpm is None and key.tpm is None:
+        lim = self._limiter(key)
+        if lim is None:
             return
+        refused = await lim.admit(tokens)
+        note(ratelimit=await lim.remaining())  # the x-ratelimit-* headers of this response, refused or not
+        if refused is not None:
+            what, wait = refused
+            limit = key.rpm if what == "requests" else key.tpm
+            raise LimitExceeded(f"rate limit of {limit:g} {what}/min reached for key {key.name!r}", kind="rate", retry_after=wait)
+
+    def _limiter(self, key: ApiKey) -> RateLimiter | None:
+        if key.rpm is None and key.tpm is None:
+            return None
         k = (key.key_id, key.rpm, key.tpm)
         lim = self._limiters.get(k)
         if lim is None:
             lim = self._limiters[k] = RateLimiter(rpm=key.rpm, tpm=key.tpm, burst=key.rpm, token_burst=key.tpm,
                                                   buckets=self.buckets, clock=self.clock, name=f"rate:key:{key.key_id}")
-        refused = await lim.admit(tokens)
-        if refused is not None:
-            what, wait = refused
-            limit = key.rpm if what == "requests" else key.tpm
-            raise LimitExceeded(f"rate limit of {limit:g} {what}/min reached for key {key.name!r}", kind="rate", retry_after=wait)
+        return lim
+
+    async def remaining(self, key: ApiKey) -> dict[str, tuple[float, float, float]]:
+        """The key's rates now (``RateLimiter.remaining``); empty for a key without limits."""
+        lim = self._limiter(key)
+        return await lim.remaining() if lim is not None else {}
+
+    def meters(self) -> list[SpendControl]:
+        """The key budgets this process has used (their ledgers are in memory or in Redis)."""
+        return list(self._meters.values())
 
     def meter(self, key: ApiKey) -> SpendControl | None:
         """The key's budget as a ledger of the request's spend scope (None: the key has no budget)."""
