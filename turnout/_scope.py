@@ -22,8 +22,10 @@ import contextvars
 import secrets
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, NamedTuple
+
+from . import _telemetry
 
 __all__ = ["CallScope", "OpenRun", "RunScope", "active_run", "current_scope", "open_run", "spend_scope"]
 
@@ -80,7 +82,7 @@ class OpenRun:
     ``detach()`` hands the finish to whoever calls ``finish`` later; ``finish`` happens once."""
 
     __slots__ = ("cache", "deadline", "detached", "finished", "output", "owned", "run_id", "status", "store", "workflow", "key", "team",
-                 "meters")
+                 "meters", "span")
 
     def __init__(self, store: Any, run_id: str, workflow: str | None, key: str | None, team: str | None,
                  meters: tuple[Any, ...], owned: bool, deadline: float | None = None, cache: Any = None) -> None:
@@ -89,10 +91,14 @@ class OpenRun:
         self.owned = owned  # started here (else joined an enclosing run, which finishes itself)
         self.status, self.output = "ok", None
         self.detached = self.finished = False
+        self.span: Any = None  # the run's span context (tracing on), re-entered by ``scope``
 
-    def scope(self) -> Any:
-        return spend_scope(store=self.store, run=self.run_id, workflow=self.workflow, key=self.key, team=self.team, meters=self.meters,
-                           deadline=self.deadline, cache=self.cache)
+    @contextmanager
+    def scope(self) -> Iterator[RunScope]:
+        with _telemetry.attached(self.span), spend_scope(store=self.store, run=self.run_id, workflow=self.workflow, key=self.key,
+                                                         team=self.team, meters=self.meters, deadline=self.deadline,
+                                                         cache=self.cache) as sc:
+            yield sc
 
     def detach(self) -> None:
         self.detached = True
@@ -131,9 +137,13 @@ def open_run(store: Any = None, workflow: str = "run", input: str | None = None,
                       deadline=due, cache=cache)
     else:
         run = OpenRun(None, secrets.token_hex(16), workflow, t.get("key"), t.get("team"), meters, owned=False, deadline=due, cache=cache)
+    attrs = {"turnout.run_id": run.run_id, "turnout.workflow": workflow, "turnout.key": t.get("key"), "turnout.team": t.get("team")}
     try:
-        with run.scope():
-            yield run
+        with _telemetry.span(f"run {workflow}", attrs) if run.owned else nullcontext() as s:
+            run.span = _telemetry.current() if s is not None else None
+            with run.scope():
+                yield run
+            _telemetry.set_attributes(s, {"turnout.status": run.status})
     except BaseException:
         run.finish("error")
         raise

@@ -76,12 +76,29 @@ app.add_typer(_vote.app, name="vote")
 app.add_typer(_queue.app, name="queue")
 
 
+def _tracing() -> None:
+    """Spans exported by OTLP when the standard OTEL_* variables ask for it (turnout.store.otel.setup)."""
+    import os
+
+    if not any(os.environ.get(k) for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER")):
+        return
+    from .._errors import ConfigError
+    from ..store.otel import setup
+
+    try:
+        setup()
+    except ConfigError as e:
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+
+
 def main() -> None:
     """The ``turnout`` command. An error that escapes every command's own handling is still printed
     scrubbed of secrets (``turnout._secrets``), traceback included, with exit code 1."""
     from .._secrets import scrub_logs
 
     scrub_logs()
+    _tracing()
     try:
         app()
     except Exception as e:  # noqa: BLE001 - the last edge: never print a secret

@@ -60,13 +60,38 @@ def _gateway(o: dict[str, Any]) -> tuple[Any, Any, Any]:
     return create_app(gw), gw, store
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler it found:
+    with the default one the process dies there, before ``finally`` and ``atexit`` — the trace rows
+    still queued and the spans still batched were lost. A handler that exits lets both run."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def worker_app() -> Any:
     """The app of one ``turnout serve --workers N`` worker (uvicorn's factory, in each worker process)."""
     import atexit
 
+    _exit_cleanly_on_sigterm()
+    from . import _tracing
+
+    _tracing()  # each worker process exports its own spans (uvicorn starts it fresh)
     app, _, store = _gateway(json.loads(os.environ[_WORKER_ENV]))
     atexit.register(store.close)  # the rows still queued are written when the worker exits
     return app
+
+
+def _check(host: str, no_auth: bool, workers: int, redis_url: str | None, log_format: str) -> None:
+    if no_auth and host not in _LOOPBACK:
+        raise ConfigError(f"--no-auth is only allowed on a loopback address, not {host!r}: create keys with turnout keys create")
+    if workers > 1 and not redis_url:
+        raise ConfigError(f"--workers {workers} needs --redis (or TURNOUT_REDIS_URL): each worker is a process, and rate limits, "
+                          "budgets and the response cache must be shared by all of them")
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"--log-format must be text or json, not {log_format!r}")
 
 
 def serve(
@@ -102,13 +127,7 @@ def serve(
         except ImportError:
             raise ConfigError("turnout serve needs the server extra: pip install 'turnout[server]'") from None
 
-        if no_auth and host not in _LOOPBACK:
-            raise ConfigError(f"--no-auth is only allowed on a loopback address, not {host!r}: create keys with turnout keys create")
-        if workers > 1 and not redis_url:
-            raise ConfigError(f"--workers {workers} needs --redis (or TURNOUT_REDIS_URL): each worker is a process, and rate limits, "
-                              "budgets and the response cache must be shared by all of them")
-        if log_format not in ("text", "json"):
-            raise ConfigError(f"--log-format must be text or json, not {log_format!r}")
+        _check(host, no_auth, workers, redis_url, log_format)
         dash = dashboard if dashboard is not None else host in _LOOPBACK
         hosts = tuple(allowed_host) + (() if host in _LOOPBACK or host in ("0.0.0.0", "::") else (host,))
         opts = {"catalog": str(catalog) if catalog else None, "db": db, "redact": redact, "workflows": [str(w) for w in workflow],
@@ -125,6 +144,7 @@ def serve(
             uvicorn.run("turnout.cli.serve:worker_app", factory=True, workers=workers, host=host, port=port, log_level=log_level,
                         access_log=False, lifespan="on")
             return
+        _exit_cleanly_on_sigterm()
         app, gw, store = _gateway(opts)
         err_console.print(f"turnout gateway on http://{host}:{port} — {len(gw.catalog.names())} models + turnout/auto, "
                           f"{len(gw.workflows)} workflows, traces in {store.path}, {banner}")

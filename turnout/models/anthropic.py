@@ -105,6 +105,8 @@ def _tools(req: Request, body: dict[str, Any]) -> None:
 class AnthropicModel(HTTPAdapter):
     """Claude models through the Messages API. Key from ``api_key=`` or ``ANTHROPIC_API_KEY``."""
 
+    provider = "anthropic"  # gen_ai.system in traces
+
     def __init__(
         self,
         model: str,

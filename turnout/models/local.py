@@ -74,6 +74,8 @@ class LocalLLM:
     The model loads on first use (about 1–3 s), not at construction.
     """
 
+    provider = "llama.cpp"  # gen_ai.system in traces: the embedded runtime
+
     def __init__(
         self,
         *,

@@ -147,6 +147,8 @@ class OpenAICompatible(HTTPAdapter):
     ``require_key=`` to override.
     """
 
+    provider = "openai"  # gen_ai.system in traces: the API it speaks
+
     def __init__(
         self,
         model: str,

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
+from .. import _telemetry
 from .._errors import ConfigError, TurnoutError
 from .._scope import current_scope
 
@@ -190,11 +191,12 @@ class _Run(Generic[T]):
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
-            if self.timeout is not None:
-                async with asyncio.timeout(self.timeout):
+            with _telemetry.span(f"branch {i}", {"turnout.branch": i}):
+                if self.timeout is not None:
+                    async with asyncio.timeout(self.timeout):
+                        value = await self.branches[i]()
+                else:
                     value = await self.branches[i]()
-            else:
-                value = await self.branches[i]()
         except TimeoutError as e:
             self.after(Envelope(i, "timeout", None, e, time.perf_counter() - t0))
         except asyncio.CancelledError:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _telemetry
 from .._errors import ConfigError
 from .._scope import active_run
 from .._types import Completion, Request
@@ -278,7 +279,9 @@ async def run_sections(
         _check_fit(sections, count_tokens or token_counter(model), context_tokens, max_tokens, prompt, system)
     reqs = [Request.of(prompt.format(section=s.text, title=s.title, index=s.index, task=task, **(extra or {})), system=system,
                        max_tokens=max_tokens, metadata={"section": str(s.index)}) for s in sections]
-    res = await fan_out([lambda r=r: model.complete(r) for r in reqs], concurrency=concurrency, timeout=timeout, policy=policy)
+    with _telemetry.span(f"sections {name}", {"turnout.sections": len(sections)}) as s:
+        res = await fan_out([lambda r=r: model.complete(r) for r in reqs], concurrency=concurrency, timeout=timeout, policy=policy)
+        _telemetry.set_attributes(s, {"turnout.sections.failed": sum(1 for e in res.envelopes if e.status != "ok")})
     a = active_run()
     if a is not None:  # inside ``with store.run(...)``: one row per section envelope
         a[0].record_sections(name, res.envelopes, [s.title for s in sections], run_id=a[1])

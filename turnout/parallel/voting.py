@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from .. import _telemetry
 from .._errors import ConfigError
 from .._scope import active_run
 from .._types import Completion, Request
@@ -378,15 +379,18 @@ async def vote(
             return False
         return is_decided(done, n - failed, rule=rule, mode=early_stop, level=confidence_level, weights=weights, prior=prior)
 
-    res = await fan_out([_branch(sample, i, extract, sources) for i in range(n)], concurrency=max(1, wave), timeout=timeout,
-                        stop_when=stop_when)
-    cast = [e.value for e in res.envelopes if e.status == "ok"]
-    v = _with_run(tally(cast, rule=rule, tie=tie, weights=weights, source_order=list(dict.fromkeys(sources)) if sources else ()),  # type: ignore[arg-type]
-                  res, n, cast)
-    if v.outcome == "tie" and tie == "judge" and judge is not None:
-        v = await judge_tie(v, judge, question)
-    if escalate_below is not None and on_escalate is not None:
-        v = await escalate(v, escalate_below, on_escalate)
+    with _telemetry.span(f"vote {name}", {"turnout.vote.planned": n, "turnout.vote.rule": str(rule)}) as s:
+        res = await fan_out([_branch(sample, i, extract, sources) for i in range(n)], concurrency=max(1, wave), timeout=timeout,
+                            stop_when=stop_when)
+        cast = [e.value for e in res.envelopes if e.status == "ok"]
+        v = _with_run(tally(cast, rule=rule, tie=tie, weights=weights, source_order=list(dict.fromkeys(sources)) if sources else ()),  # type: ignore[arg-type]
+                      res, n, cast)
+        if v.outcome == "tie" and tie == "judge" and judge is not None:
+            v = await judge_tie(v, judge, question)
+        if escalate_below is not None and on_escalate is not None:
+            v = await escalate(v, escalate_below, on_escalate)
+        _telemetry.set_attributes(s, {"turnout.vote.answer": v.answer, "turnout.vote.outcome": v.outcome, "turnout.vote.agreement": v.agreement,
+                                      "turnout.vote.samples": v.samples_used, "turnout.vote.tally": json.dumps(v.counts)})
     a = active_run()
     if a is not None:
         a[0].record_verdict(v, name=name, run_id=a[1])

@@ -117,6 +117,28 @@ async def drive(opener: Any, request: Request) -> AsyncIterator[StreamChunk]:
         await close_ends(rest, ends, err)
 
 
+def providers_of(model: Any) -> dict[str, tuple[str, str]]:
+    """``{member name: (provider, the provider's model id)}`` for every adapter under a policy stack
+    (through wrappers' ``inner`` and failover's ``models``): what a call's span says answered it."""
+    out: dict[str, tuple[str, str]] = {}
+    stack, seen = [model], set()
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        inner, members = getattr(m, "inner", None), getattr(m, "models", None)
+        if inner is not None:
+            stack.append(inner)
+        elif isinstance(members, list):
+            stack.extend(members)
+        else:
+            weights = getattr(m, "weights", None)
+            model_id = getattr(m, "model", None) or getattr(weights, "name", None) or m.name
+            out.setdefault(m.name, (str(getattr(m, "provider", None) or type(m).__name__.lower()), str(model_id)))
+    return out
+
+
 class Wrapper:
     """Base for policies: forwards everything to ``inner``; subclasses override what they change. A
     subclass that overrides ``stream`` overrides ``open_stream`` too (``drive`` it, or return

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .. import _telemetry
 from .._errors import DeadlineExceeded
 from .._scope import active_run, current_scope
 from .._types import Completion, Request, StreamChunk, Usage
 from ..models.base import ChatModel
-from .base import _CALL_INFO, Opened, StreamEnd, Wrapper, drive, open_stream, open_via_stream
+from .base import _CALL_INFO, Opened, StreamEnd, Wrapper, drive, open_stream, open_via_stream, providers_of
 
 __all__ = ["CallEvent", "MemorySink", "TraceSink", "Traced"]
 
@@ -97,10 +98,20 @@ class Traced(Wrapper):
 
     def _emit(self, event: CallEvent) -> None:
         self.sink.record(event)
+        if self.attribute and _telemetry.enabled():  # attribute=False is a meter over a model traced already
+            self._span(event)
         if self.attribute:
             a = active_run()
             if a is not None and not any(s is a[0] for s in self._writes_to):
                 a[0].record(event)
+
+    def _span(self, event: CallEvent) -> None:
+        """The call's span (tracing on): the provider and model id of the member that answered."""
+        ids = self.__dict__.get("_ids")
+        if ids is None:
+            ids = self._ids = providers_of(self.inner)
+        provider, model_id = ids.get(event.fallback or event.model) or next(iter(ids.values()), ("turnout", event.model))
+        _telemetry.call(event, provider, model_id)
 
     def _event(self, request: Request, t0: float, wall: float, info: dict[str, Any], *, ok: bool, stream: bool,
                c: Completion | StreamChunk | None = None, err: BaseException | None = None, tools: tuple[str, ...] = ()) -> CallEvent:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
+from .. import _telemetry
 from .._errors import ConfigError
 from .._scope import active_run
 
@@ -173,8 +174,10 @@ def finalize(
 def logged(router: Any, x: RouteInput, d: Decision) -> Decision:
     """Record ``d`` into the active run's store (``with store.run(...)``), if any; return it."""
     a = active_run()
+    name = getattr(router, "name", "") or router.kind
     if a is not None:
-        a[0].record_decision(d, router=getattr(router, "name", "") or router.kind, input=input_text(x), run_id=a[1])
+        a[0].record_decision(d, router=name, input=input_text(x), run_id=a[1])
+    _telemetry.decision(name, d)  # a span under the step that routed (tracing on)
     return d
 
 

@@ -19,6 +19,9 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
+from .. import _telemetry
+from ..store.metrics import endpoint
+
 __all__ = ["AccessLog", "Observed", "note", "ratelimit_headers"]
 
 _REQUEST: ContextVar[dict[str, Any] | None] = ContextVar("turnout_request", default=None)
@@ -96,7 +99,7 @@ class Observed:
         return getattr(self.app, name)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or (self.access_log is None and self.metrics is None):
+        if scope["type"] != "http" or (self.access_log is None and self.metrics is None and not _telemetry.enabled()):
             await self.app(scope, receive, send)
             return
         rec: dict[str, Any] = {"status": 500}
@@ -117,7 +120,14 @@ class Observed:
             await send(msg)
 
         try:
-            await self.app(scope, receive, send_observed)
+            if _telemetry.enabled():  # the request's server span: the root of its run's tree (or the caller's child)
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+                with _telemetry.span(f"{scope['method']} {endpoint(scope['path'])}", {"http.request.method": scope["method"],
+                                     "url.path": scope["path"]}, headers=headers, server=True) as s:
+                    await self.app(scope, receive, send_observed)
+                    _telemetry.set_attributes(s, {"http.response.status_code": rec["status"], "turnout.key": rec.get("key")})
+            else:
+                await self.app(scope, receive, send_observed)
         finally:
             _REQUEST.reset(token)
             self._done(scope, rec, time.perf_counter() - t0)

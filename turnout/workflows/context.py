@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _telemetry
 from .._errors import TurnoutError
 from .._scope import active_run
 from .._secrets import describe
@@ -36,6 +37,8 @@ class Suspended(Exception):  # noqa: N818 - not an error: the run waits for a pe
     """A step asked a person (``escalate``, ``approve``): the run stops here and waits. Raised by the
     step, carried up through its parents (which record nothing: they have not finished), caught by
     ``Workflow.run``, which queues ``item`` and stores the run's journal to resume from."""
+
+    telemetry_status = "waiting"  # its span says so; it is not an error
 
     def __init__(self, key: str, item: dict[str, Any], message: str) -> None:
         super().__init__(f"waiting on queue {item.get('queue')!r}")
@@ -207,7 +210,10 @@ class Node:
         detail: dict[str, Any] = {}
         status = "ok"
         try:
-            out = await self._run(ctx, value, detail)
+            with _telemetry.span(f"step {self.kind}" + (f" {self.name}" if self.name else ""),
+                                 {"turnout.step.kind": self.kind, "turnout.step.name": self.name or self.kind}) as s:
+                out = await self._run(ctx, value, detail)
+                _telemetry.set_attributes(s, {"turnout.status": detail.get("_status", "ok")})
         except Suspended:
             raise  # not finished: recorded when the run resumes and this step ends
         except BaseException as e:

@@ -1,0 +1,78 @@
+"""Spans for the tracing backend, off until switched on (``turnout.store.otel.setup()`` — what
+``turnout serve|run|batch`` do when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set — or ``enable()`` with
+an application's own tracer provider).
+
+The lifecycle code calls these at the places a span belongs — a run (``open_run``), a workflow
+step (``Node.run``), a routing decision, a vote, a set of sections, a fan-out branch, a model call
+(``Traced``) — and each is one global read while tracing is off. The backend (``OTelTracing``
+in ``turnout.store.otel``) keeps the span tree: each span is the child of the one open in the
+calling context, so concurrent branches each nest under their own parent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["attached", "call", "current", "decision", "enabled", "install", "set_attributes", "span"]
+
+_BACKEND: Any = None  # an OTelTracing, or None: tracing off
+
+
+def install(backend: Any) -> None:
+    """Switch spans on (a backend with ``span``, ``set``, ``call``, ``decision``, ``current``,
+    ``attach``), or off with None."""
+    global _BACKEND
+    _BACKEND = backend
+
+
+def enabled() -> bool:
+    return _BACKEND is not None
+
+
+@contextmanager
+def span(name: str, attributes: Mapping[str, Any] | None = None, *, headers: Any = None, server: bool = False) -> Iterator[Any]:
+    """A span around the block, the child of the current one — or, with ``headers`` (an incoming
+    request's), of the caller's span they carry (``traceparent``); yields it (None while tracing is
+    off). An exception leaving the block marks it as an error."""
+    b = _BACKEND
+    if b is None:
+        yield None
+        return
+    with b.span(name, attributes or {}, headers=headers, server=server) as s:
+        yield s
+
+
+def set_attributes(s: Any, attributes: Mapping[str, Any]) -> None:
+    if s is not None and _BACKEND is not None:
+        _BACKEND.set(s, attributes)
+
+
+def current() -> Any:
+    """The calling context's span context, to re-enter later (``attached``); None while off."""
+    return _BACKEND.current() if _BACKEND is not None else None
+
+
+@contextmanager
+def attached(ctx: Any) -> Iterator[None]:
+    """Run the block in ``ctx`` (from ``current``): a stream's body, after its handler returned."""
+    if ctx is None or _BACKEND is None:
+        yield
+        return
+    with _BACKEND.attach(ctx):
+        yield
+
+
+def call(event: Any, provider: str, model_id: str) -> None:
+    """A finished model call (a ``CallEvent``), as a span of its own start and end times."""
+    b = _BACKEND
+    if b is not None:
+        b.call(event, provider, model_id)
+
+
+def decision(router: str, d: Any) -> None:
+    """A routing decision: on the open ``route`` span if the router opened one, else a span of its own."""
+    b = _BACKEND
+    if b is not None:
+        b.decision(router, d)
