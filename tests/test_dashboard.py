@@ -100,3 +100,87 @@ def test_dashboard_in_headless_chromium(served):
             assert errors == []
         finally:
             browser.close()
+
+
+@pytest.fixture
+def served_keys(tmp_path, mock_process):
+    """A gateway with auth: two keys (one of team search, with a daily budget), 56 runs of it, a
+    routed vote workflow, and one very long unbroken output."""
+    from turnout.server.keys import KeyRing
+
+    (tmp_path / "models.yaml").write_text(
+        f"models:\n  cheap: {{adapter: openai, base_url: '{mock_process}', price: {{input: 1, output: 2}}, policies: {{retry: {{attempts: 1}}}}}}\n")
+    (tmp_path / "wf.yaml").write_text(
+        "name: triage\nrouters:\n  r:\n    router: rule\n    fallback: general\n    routes:\n"
+        "      billing: {keywords: [invoice]}\n      general: {}\n"
+        "steps:\n  - name: answer\n    route:\n      router: r\n      routes:\n"
+        "        billing: {vote: {sample: {call: {model: cheap, prompt: 'Billing: {input}'}}, n: 3, early_stop: none}}\n"
+        "      default: {call: {model: cheap, prompt: '{input}'}}\n")
+    with SQLiteStore(tmp_path / "gw.db") as store:
+        ring = KeyRing(store)
+        secret, key = ring.create("search-app", models=["*"], workflows=["*"], budget_usd=1.0, period="day", team="search")
+        other, _ = ring.create("other-app", models=["*"], workflows=["*"])
+    proc, base = start_server(tmp_path, mock_process)
+    c = openai.OpenAI(base_url=base + "/v1", api_key=secret, max_retries=0, timeout=20)
+    for i in range(55):
+        c.chat.completions.create(model="cheap", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=5)
+    c.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "w" * 6000}], max_tokens=5)  # no space to break at
+    openai.OpenAI(base_url=base + "/v1", api_key=other, max_retries=0).chat.completions.create(
+        model="cheap", messages=[{"role": "user", "content": "from the other key"}])
+    voted = httpx.post(base + "/v1/workflows/triage/runs", json={"input": "my invoice"}, headers={"Authorization": f"Bearer {secret}"},
+                       timeout=20).json()["run_id"]
+    try:
+        yield base, key.key_id, voted
+    finally:
+        stop(proc)
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="no chromium (apt-get install chromium; .ci/run installs it)")
+def test_keys_search_paging_and_a_run_page_that_wraps_in_chromium(served_keys):
+    from playwright.sync_api import sync_playwright
+
+    base, kid, voted = served_keys
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            # keys and teams with spend against budget
+            assert page.goto(base + "/keys").ok
+            keys = page.locator("table").first.inner_text()
+            assert kid in keys and "search-app" in keys and "$1/day" in keys and "other-app" in keys and "search" in keys
+            assert "Teams" in page.content()
+            page.screenshot(path=str(ARTIFACTS / "keys.png"), full_page=True)
+            # from the key to its runs: 57 of them, 50 a page, then the older ones
+            page.click(f'a[href="/runs?key={kid}"]')
+            page.wait_for_url("**/runs?key=*")
+            first = page.locator("table tr td:first-child a").all_inner_texts()
+            assert len(first) == 50 and page.locator("input[name=key]").input_value() == kid
+            page.screenshot(path=str(ARTIFACTS / "runs-by-key.png"), full_page=True)
+            page.click("text=older")
+            page.wait_for_url("**before=*")
+            second = page.locator("table tr td:first-child a").all_inner_texts()
+            assert len(second) == 7 and not set(first) & set(second)  # 55 + the long one + the workflow run
+            assert "from the other key" not in page.content()
+            # the search form: a team and words of the input; a route
+            page.goto(base + "/runs")
+            page.fill("input[name=team]", "search")
+            page.fill("input[name=q]", "question 42")
+            page.click("button")
+            page.wait_for_url("**team=search**")
+            assert page.locator("table tr td:first-child a").count() == 1 and "question 42" in page.locator("table").inner_text()
+            page.goto(base + "/runs?route=billing&router=r")
+            assert page.locator("table tr td:first-child a").all_inner_texts() == [voted[:12]]
+            # a run page: the vote's tally, the steps nested, long text wrapped inside the viewport
+            assert page.goto(f"{base}/runs/{voted}").ok
+            text = page.content()
+            assert "Votes" in text and "3 of 3" in text and page.locator(".tree div div div").count() >= 1
+            page.screenshot(path=str(ARTIFACTS / "run-vote.png"), full_page=True)
+            page.goto(base + "/runs?q=" + "w" * 20)
+            page.click("table tr td:first-child a")
+            page.wait_for_url("**/runs/*")
+            assert "w" * 6000 in page.content()  # the whole message, not an excerpt
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # wrapped, not a 3,000 px wide page
+            page.screenshot(path=str(ARTIFACTS / "run-long.png"), full_page=True)
+        finally:
+            browser.close()

@@ -61,10 +61,10 @@ def _check_models(store, since):
 def _check_routes(store, since):
     rows, conf, n = store.route_summary(since)
     decisions = store.decisions(since=since)
-    want = {r["route"]: r for r in by_route(decisions)}
-    assert n == len(decisions) == sum(conf) and {r["route"] for r in rows} == set(want)
+    want = {(r["router"], r["route"]): r for r in by_route(decisions)}
+    assert n == len(decisions) == sum(conf) and {(r["router"], r["route"]) for r in rows} == set(want)
     for r in rows:
-        w = want[r["route"]]
+        w = want[(r["router"], r["route"])]
         assert (r["decisions"], r["low_confidence"], r["outcomes"]) == (w["decisions"], w["low_confidence"], w["outcomes"])
         assert r["mean_confidence"] == pytest.approx(w["mean_confidence"], abs=1e-4) and r["share"] == pytest.approx(w["share"])
 
@@ -151,12 +151,12 @@ def test_the_vote_summary_equals_the_verdicts(open_store):  # noqa: F811
 def test_a_run_started_and_finished_in_one_batch_is_one_row_with_its_end(open_store):  # noqa: F811
     from turnout.store import SQLiteStore
 
-    items = [("run", ("r1", "w", "running", 1.0, "in", "{}")), ("call", ("r1",)), ("finish", ("ok", 2.0, "out", "r1")),
-             ("run", ("r2", "w", "running", 1.0, "in", "{}")), ("finish", ("ok", 2.0, "a", "r2")), ("reopen", ("r2",)),
+    items = [("run", ("r1", "w", "running", 1.0, "in", "{}", "k1", None)), ("call", ("r1",)), ("finish", ("ok", 2.0, "out", "r1")),
+             ("run", ("r2", "w", "running", 1.0, "in", "{}", None, None)), ("finish", ("ok", 2.0, "a", "r2")), ("reopen", ("r2",)),
              ("finish", ("ok", 3.0, "b", "r2")), ("finish", ("error", 4.0, None, "r0"))]
     assert SQLiteStore._grouped(items) == [  # r1 folded into one insert; r2 (reopened) and r0 (older) stay updates
-        ("run", [("r2", "w", "running", 1.0, "in", "{}")]), ("call", [("r1",)]),
-        ("run_done", [("r1", "w", "ok", 1.0, "in", "{}", 2.0, "out")]),
+        ("run", [("r2", "w", "running", 1.0, "in", "{}", None, None)]), ("call", [("r1",)]),
+        ("run_done", [("r1", "w", "ok", 1.0, "in", "{}", "k1", None, 2.0, "out")]),
         ("finish", [("ok", 2.0, "a", "r2")]), ("reopen", [("r2",)]), ("finish", [("ok", 3.0, "b", "r2"), ("error", 4.0, None, "r0")])]
     store = open_store()
     a = store.start_run("w", "in a")

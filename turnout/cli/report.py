@@ -47,7 +47,7 @@ def render_table(by: str, rows: list[dict[str, Any]], since: str | None = None) 
                 ("errors", "error_rate")]
     else:
         t = Table(title=f"routing decisions{' since ' + since if since else ''}", title_justify="left")
-        cols = [("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
+        cols = [("router", "router"), ("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
                 ("low conf.", "low_confidence"), ("outcomes", "outcomes"), ("p50 ms", "latency_p50_ms")]
     for head, _ in cols:
         t.add_column(head, justify="left" if head in ("model", "route", "name", "outcomes", "workflow", "status", "data class", "queue", "router") else "right")

@@ -60,17 +60,18 @@ def by_model(calls: Sequence[CallRow]) -> list[dict[str, Any]]:
 
 
 def by_route(decisions: Sequence[DecisionRow], *, low_confidence: float = 0.5) -> list[dict[str, Any]]:
-    groups: dict[str, list[DecisionRow]] = {}
+    """Decisions by router and route (two routers' ``billing`` are two rows)."""
+    groups: dict[tuple[str, str], list[DecisionRow]] = {}
     for d in decisions:
-        groups.setdefault(str(d.route), []).append(d)
+        groups.setdefault((d.router or "", str(d.route)), []).append(d)
     n = max(1, len(decisions))
     out = []
-    for route, ds in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+    for (router, route), ds in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         outcomes: dict[str, int] = {}
         for d in ds:
             outcomes[d.outcome] = outcomes.get(d.outcome, 0) + 1
         out.append({
-            "route": route, "decisions": len(ds), "share": round(len(ds) / n, 4),
+            "router": router, "route": route, "decisions": len(ds), "share": round(len(ds) / n, 4),
             "mean_confidence": round(float(np.mean([d.confidence for d in ds])), 4),
             "low_confidence": sum(d.confidence < low_confidence for d in ds), "outcomes": outcomes,
             "latency_p50_ms": round(_pct([d.latency_s * 1000 for d in ds], 50), 3),

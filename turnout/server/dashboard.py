@@ -31,13 +31,15 @@ if TYPE_CHECKING:
 
 __all__ = ["page"]
 
-PAGES = [("/", "Overview"), ("/runs", "Runs"), ("/routes", "Routes"), ("/models", "Models"), ("/voting", "Voting"), ("/experiments", "Experiments"),
-         ("/queue", "Queue")]
+PAGES = [("/", "Overview"), ("/runs", "Runs"), ("/routes", "Routes"), ("/models", "Models"), ("/keys", "Keys"), ("/voting", "Voting"),
+         ("/experiments", "Experiments"), ("/queue", "Queue")]
 _EXTRA_CSS = """
 nav{display:flex;gap:1rem;align-items:baseline;border-bottom:1px solid #dde1e8;padding-bottom:.6rem;margin-bottom:1rem}
 nav a{color:#3b6fd8;text-decoration:none}nav a.on{font-weight:700;color:#1d2330}nav .brand{font-weight:700;margin-right:1rem}
 .pill{display:inline-block;border-radius:9px;padding:0 .5rem;background:#eef1f6}.bad{background:#fbe3e1}.ok{background:#e3f4e8}
 .tree{font-family:ui-monospace,monospace;font-size:13px}.since a{margin-right:.6rem}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f7f8fb;padding:.6rem;border-radius:6px}td{overflow-wrap:anywhere}
+.tree div{margin-left:1.2rem}.tree>div{margin-left:0}form input{margin:.1rem}
 """
 
 
@@ -72,8 +74,8 @@ def overview(store: Store, since: str | None) -> str:
     if total["cached"]:  # the response cache: share of calls it answered, and what those answers cost when made
         tiles += [("cache hits", f"{total['cached'] / n:.1%}"), ("saved by cache $", f"{total['saved_usd']:.6f}")]
     counts, costs, labels = _slot_timeline(slots)
-    recent = [{"run": f'<a href="/runs/{esc(r.run_id)}">{esc(r.run_id[:12])}</a>', "workflow": r.workflow, "status": r.status,
-               "cost_usd": r.cost_usd, "latency_ms": round(r.latency_s * 1000, 1),
+    recent = [{"run": f'<a href="/runs/{esc(r.run_id)}">{esc(r.run_id[:12])}</a>', "workflow": _what(r), "status": r.status,
+               "key": r.tags.get("key", ""), "cost_usd": r.cost_usd, "latency_ms": round(r.latency_s * 1000, 1),
                "when": time.strftime("%H:%M:%S", time.localtime(r.started_at))} for r in store.runs(limit=25, since=t0)]
     body = (_tiles([*tiles, ("latency p50 ms", f"{total['latency_p50_ms']:.1f}"), ("latency p95 ms", f"{total['latency_p95_ms']:.1f}")])
             + "<div class=grid>"
@@ -82,9 +84,15 @@ def overview(store: Store, since: str | None) -> str:
             + _fig("Tokens by model", render_hbars([(m["model"], m["input_tokens"] + m["output_tokens"],
                                                f"{m['input_tokens'] + m['output_tokens']:,}") for m in models]))
             + _fig("Latency by model", render_pairs([(m["model"], m["latency_p50_ms"], m["latency_p95_ms"]) for m in models], ("p50", "p95"), "ms"))
-            + "</div><h2>Recent runs</h2>" + _raw_table(recent, ["run", "workflow", "status", "cost_usd", "latency_ms", "when"])
+            + "</div><h2>Recent runs</h2>" + _raw_table(recent, ["run", "workflow", "status", "key", "cost_usd", "latency_ms", "when"])
             + '<p><a href="/runs">search runs</a></p>')
     return _shell("Overview", "/", body, since)
+
+
+def _what(r: Any) -> str:
+    """What a run was: its workflow, and for a gateway or chat run the model it asked for."""
+    model = r.tags.get("model")
+    return f"{r.workflow} · {model}" if model and r.workflow in ("gateway", "chat") else r.workflow
 
 
 def _slot_timeline(slots: list[tuple[float, float, float]], bins: int = 30) -> tuple[list[float], list[float], list[str]]:
@@ -126,10 +134,11 @@ def routes(store: Store, since: str | None) -> str:
     mis = store.misroutes()[-30:]
     body = (_tiles([("decisions", total), ("routes", len(rows)), ("low confidence", sum(r["low_confidence"] for r in rows)),
                     ("misrouted (feedback)", len(mis))]) + "<div class=grid>"
-            + _fig("Route distribution", render_hbars([(r["route"], r["decisions"], f"{r['decisions']} ({r['share']:.0%})") for r in rows], ORANGE))
+            + _fig("Route distribution", render_hbars([(f"{r['router']}: {r['route']}" if r["router"] else r["route"], r["decisions"],
+                                                        f"{r['decisions']} ({r['share']:.0%})") for r in rows], ORANGE))
             + _fig("Confidence histogram", render_columns(conf_counts, [f"{i / 10:.1f}" for i in range(10)], ORANGE, title="confidence"))
             + "</div><h2>Routes</h2>"
-            + render_table(rows, [("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
+            + render_table(rows, [("router", "router"), ("route", "route"), ("decisions", "decisions"), ("share", "share"), ("mean conf.", "mean_confidence"),
                             ("low conf.", "low_confidence"), ("outcomes", "outcomes"), ("p50 ms", "latency_p50_ms")])
             + "<h2>Low-confidence decisions</h2>"
             + _raw_table([{"run": f'<a href="/runs/{esc(d.run_id)}">{esc((d.run_id or "")[:12])}</a>', "router": d.router, "route": d.route,
@@ -205,23 +214,53 @@ def experiments(store: Store, since: str | None) -> str:
     return _shell("Experiments", "/experiments", body, since)
 
 
+_TEXT_CAP = 200_000  # characters of a run's input or output shown (a whole conversation fits; past it, said)
+
+
+def _text(t: str | None) -> str:
+    t = t or ""
+    return esc(t[:_TEXT_CAP]) + (f"\n… ({len(t):,} characters; the first {_TEXT_CAP:,} shown)" if len(t) > _TEXT_CAP else "")
+
+
+def _step_tree(steps: list[dict[str, Any]]) -> str:
+    """The run's steps nested as they ran (each step's ``node`` and ``parent``), children in order."""
+    nodes = {s["detail"].get("node"): s for s in steps if s["detail"].get("node")}
+    kids: dict[Any, list[dict[str, Any]]] = {}
+    for s in steps:
+        parent = s["detail"].get("parent")
+        kids.setdefault(parent if parent in nodes else None, []).append(s)
+
+    def line(s: dict[str, Any]) -> str:
+        detail = {k: v for k, v in s["detail"].items() if k not in ("node", "parent")}
+        sub = "".join(line(c) for c in kids.get(s["detail"].get("node"), ()) if s["detail"].get("node"))
+        return (f'<div>└ <b>{esc(s["name"])}</b> <span class=muted>{esc(s["kind"])}</span> '
+                f'<span class="pill {"ok" if s["status"] == "ok" else "bad"}">{esc(s["status"])}</span> '
+                f'{s["latency_s"] * 1000:.1f} ms · ${s["cost_usd"]:.6f} <span class=muted>{esc(json.dumps(detail)[:300])}</span>{sub}</div>')
+
+    return "".join(line(s) for s in kids.get(None, ()))
+
+
 def run_detail(store: Store, run_id: str) -> str | None:
     d = store.run_detail(run_id)
     if d is None:
         return None
     r = d["run"]
     status_cls = "ok" if r["status"] in ("ok", "escalated", "waiting") else "bad"
+    tags = r.get("tags") or {}
     head = _tiles([("workflow", r["workflow"]), ("status", r["status"]), ("cost $", f"{r['cost_usd']:.6f}"),
-                   ("tokens", r["input_tokens"] + r["output_tokens"]), ("latency ms", round(r["latency_s"] * 1000, 1))])
-    steps = "".join(
-        f'<div>{"&nbsp;" * 2}└ <b>{esc(s["name"])}</b> <span class=muted>{esc(s["kind"])}</span> '
-        f'<span class="pill {"ok" if s["status"] == "ok" else "bad"}">{esc(s["status"])}</span> '
-        f'{s["latency_s"] * 1000:.1f} ms · ${s["cost_usd"]:.6f} <span class=muted>{esc(json.dumps(s["detail"])[:160])}</span></div>'
-        for s in d["steps"])
+                   ("tokens", r["input_tokens"] + r["output_tokens"]), ("latency ms", round(r["latency_s"] * 1000, 1)),
+                   *((k, tags[k]) for k in ("key", "team", "model") if tags.get(k))])
     decisions = render_table([{"router": x["router"], "route": x["route"], "confidence": round(x["confidence"], 3), "outcome": x["outcome"],
-                         "reason": (x["reason"] or "")[:140]} for x in d["decisions"]],
-                       [("router", "router"), ("route taken", "route"), ("confidence", "confidence"), ("outcome", "outcome"),
-                        ("reason", "reason")])
+                               "scores": ", ".join(f"{k} {v:.3f}" for k, v in sorted((x.get("scores") or {}).items(), key=lambda kv: -kv[1])[:6]),
+                               "reason": (x["reason"] or "")[:300]} for x in d["decisions"]],
+                             [("router", "router"), ("route taken", "route"), ("confidence", "confidence"), ("outcome", "outcome"),
+                              ("scores", "scores"), ("reason", "reason")])
+    votes = render_table([{"name": v["name"], "answer": v["answer"], "outcome": v["outcome"], "agreement": round(v["agreement"], 3),
+                           "samples": f"{v['samples_used']} of {v['samples_planned']}", "abstained": v["abstained"],
+                           "tally": ", ".join(f"{k}: {n:g}" for k, n in sorted(v["counts"].items(), key=lambda kv: -kv[1]))}
+                          for v in d.get("verdicts") or []],
+                         [("vote", "name"), ("answer", "answer"), ("outcome", "outcome"), ("agreement", "agreement"), ("samples", "samples"),
+                          ("abstained", "abstained"), ("tally", "tally")])
     calls = render_table([{"model": c["model"], "ok": "yes" if c["ok"] else "no", "in": c["input_tokens"], "out": c["output_tokens"],
                      "cost_usd": c["cost_usd"], "ms": round(c["latency_s"] * 1000, 1), "fallback": c["fallback"] or "",
                      "error": c["error_type"] or ""} for c in d["calls"]],
@@ -230,11 +269,13 @@ def run_detail(store: Store, run_id: str) -> str | None:
     audit = render_table([{"model": a["model"], "action": a["action"], "data classes": ", ".join(a["data_classes"]) or "-",
                      "sha256": a["digest"][:16]} for a in d["audit"]],
                    [("model", "model"), ("action", "action"), ("data classes", "data classes"), ("sha256", "sha256")])
+    steps = _step_tree(d["steps"])
     body = (f'<p><span class="pill {status_cls}">{esc(r["status"])}</span> <span class=muted>{esc(run_id)} · '
             f'{esc(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"])))}</span></p>{head}'
-            f"<h2>Input</h2><pre>{esc((r['input'] or '')[:2000])}</pre><h2>Output</h2><pre>{esc((r['output'] or '')[:4000])}</pre>"
+            f"<h2>Input (the messages)</h2><pre>{_text(r['input'])}</pre><h2>Output</h2><pre>{_text(r['output'])}</pre>"
             f"<h2>Steps</h2><div class=tree><div><b>{esc(r['workflow'])}</b></div>{steps or '<p class=muted>no steps</p>'}</div>"
-            f"<h2>Decisions</h2>{decisions}<h2>Model calls</h2>{calls}<h2>Compliance audit</h2>{audit}{_people(d.get('escalations') or [])}")
+            f"<h2>Decisions</h2>{decisions}<h2>Votes</h2>{votes}<h2>Model calls</h2>{calls}<h2>Compliance audit</h2>{audit}"
+            f"{_people(d.get('escalations') or [])}")
     return _shell(f"Run {run_id[:12]}", "", body, None)
 
 
@@ -263,23 +304,56 @@ def page(name: str, store: Store, since: str | None, catalog: Any = None) -> str
     return overview(store, since)
 
 
+RUN_FILTERS = ("q", "workflow", "status", "key", "team", "route", "router", "since", "before")
+
+
 def runs_page(store: Store, params: dict[str, str]) -> str:
     """``/runs``: the runs search — ``q`` (a run id prefix, or words of the input among the newest
-    5,000 matching runs), ``workflow``, ``status``, ``since``; 50 a page, newest first, ``before`` the
-    cursor of the next page. Every query on an index (store ``search_runs``)."""
+    5,000 matching runs), ``workflow``, ``status``, ``key``, ``team``, ``route`` (and ``router``),
+    ``since``; 50 a page, newest first, ``before`` the cursor of the next page. Every query on an
+    index (store ``search_runs``)."""
     since = params.get("since") or None
     before = float(params["before"]) if params.get("before") else None
-    q, wf, status = params.get("q", ""), params.get("workflow") or None, params.get("status") or None
-    runs = store.search_runs(q, workflow=wf, status=status, since=parse_since(since), before=before, limit=50)
-    rows = [{"run": f'<a href="/runs/{esc(r.run_id)}">{esc(r.run_id[:12])}</a>', "workflow": r.workflow, "status": r.status,
-             "cost_usd": r.cost_usd, "latency_ms": round(r.latency_s * 1000, 1), "input": (r.input or "")[:90],
-             "when": time.strftime("%m-%d %H:%M:%S", time.localtime(r.started_at))} for r in runs]
-    form = (f'<form method=get action="/runs"><input name=q value="{esc(q)}" placeholder="run id or words of the input"> '
-            f'<input name=workflow value="{esc(wf or "")}" placeholder="workflow"> '
-            f'<input name=status value="{esc(status or "")}" placeholder="status"> <button>search</button></form>')
+    f = {k: params.get(k) or None for k in ("workflow", "status", "key", "team", "route", "router")}
+    q = params.get("q", "")
+    runs = store.search_runs(q, since=parse_since(since), before=before, limit=50, **f)  # type: ignore[arg-type]
+    rows = [{"run": f'<a href="/runs/{esc(r.run_id)}">{esc(r.run_id[:12])}</a>', "workflow": _what(r), "status": r.status,
+             "key": r.tags.get("key", ""), "team": r.tags.get("team", ""), "cost_usd": r.cost_usd, "latency_ms": round(r.latency_s * 1000, 1),
+             "input": (r.input or "")[:120], "when": time.strftime("%m-%d %H:%M:%S", time.localtime(r.started_at))} for r in runs]
+    fields = "".join(f'<input name={k} value="{esc(f.get(k) or "")}" placeholder="{k}" size=12> ' for k in f)
+    form = (f'<form method=get action="/runs"><input name=q value="{esc(q)}" placeholder="run id or words of the input" size=28> '
+            f'{fields}<input name=since value="{esc(since or "")}" placeholder="since (1h, 7d)" size=10> <button>search</button></form>')
     more = ""
     if len(runs) == 50:
-        keep = {k: v for k, v in (("q", q), ("workflow", wf or ""), ("status", status or ""), ("since", since or "")) if v}
+        keep = {k: v for k, v in (("q", q), *f.items(), ("since", since or "")) if v}
         more = f'<p><a href="/runs?{esc(urlencode({**keep, "before": repr(runs[-1].started_at)}))}">older</a></p>'
-    body = form + _raw_table(rows, ["run", "workflow", "status", "cost_usd", "latency_ms", "input", "when"]) + more
+    body = form + _raw_table(rows, ["run", "workflow", "status", "key", "team", "cost_usd", "latency_ms", "input", "when"]) + more
     return _shell("Runs", "/runs", body, since)
+
+
+def keys_page(store: Store) -> str:
+    """``/keys``: every gateway key with its scope and limits, its spend in its budget's current
+    window against that budget, and the teams' totals — each key's spend one indexed read of its
+    runs (``runs_key_time``)."""
+    from .._types import period_start
+
+    now, rows, teams = time.time(), [], {}
+    for k in store.api_keys():
+        since = period_start(k["period"], now) if k.get("period") else None
+        spent = store.spend(key=k["key_id"], since=since)
+        budget = k.get("budget_usd")
+        rows.append({"run": f'<a href="/runs?key={esc(k["key_id"])}">{esc(k["key_id"])}</a>', "name": k["name"], "team": k.get("team") or "",
+                     "models": ",".join(json.loads(k["models"]) if isinstance(k["models"], str) else k["models"]) or "-",
+                     "rpm": k.get("rpm") or "-", "budget": f"${budget:g}" + (f"/{k['period']}" if k.get("period") else "") if budget else "-",
+                     "cost_usd": spent, "used": f"{spent / budget:.0%}" if budget else "-",
+                     "left $": f"{max(0.0, budget - spent):.6f}" if budget else "-", "state": "revoked" if k.get("revoked_at") else "active"})
+        if k.get("team"):
+            t = teams.setdefault(k["team"], {"keys": 0, "spent": 0.0})
+            t["keys"] += 1
+            t["spent"] += spent
+    team_rows = [{"run": f'<a href="/runs?team={esc(n)}">{esc(n)}</a>', "keys": t["keys"], "cost_usd": t["spent"]} for n, t in sorted(teams.items())]
+    body = (_tiles([("keys", len(rows)), ("active", sum(r["state"] == "active" for r in rows)), ("teams", len(teams)),
+                    ("spent $ (current windows)", f"{sum(r['cost_usd'] for r in rows):.6f}")])
+            + _raw_table(rows, ["run", "name", "team", "models", "rpm", "budget", "cost_usd", "used", "left $", "state"])
+            + "<h2>Teams</h2>" + _raw_table(team_rows, ["run", "keys", "cost_usd"]))
+    return _shell("Keys and teams", "/keys", body.replace("<th>run</th>", "<th>id</th>", 2), None)

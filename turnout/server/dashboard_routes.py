@@ -43,12 +43,16 @@ def dashboard_routes(app: Any, gw: Gateway) -> None:
 
     @app.get("/runs", include_in_schema=False)
     async def dash_runs(request: HttpRequest) -> Any:
-        params = {k: v for k, v in request.query_params.items() if k in ("q", "workflow", "status", "since", "before")}
+        params = {k: v for k, v in request.query_params.items() if k in dashboard.RUN_FILTERS}
         try:
             html = await asyncio.to_thread(dashboard.runs_page, gw.store, params)
         except (ConfigError, ValueError) as e:
             return HTMLResponse(f"<!doctype html><title>bad request</title><p>{_esc(str(e))}</p>", status_code=400)
         return HTMLResponse(html)
+
+    @app.get("/keys", include_in_schema=False)
+    async def dash_keys() -> Any:
+        return HTMLResponse(await asyncio.to_thread(dashboard.keys_page, gw.store))
 
     @app.get("/runs/{run_id}", include_in_schema=False)
     async def dash_run(run_id: str) -> Any:

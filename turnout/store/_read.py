@@ -40,13 +40,15 @@ class Readers:
 
     def runs(self, *, limit: int | None = 100, since: float | None = None, workflow: str | None = None,
              run_id: str | None = None, status: str | None = None, before: float | None = None,
-             id_prefix: str | None = None) -> Sequence[RunRow]:
+             id_prefix: str | None = None, key: str | None = None, team: str | None = None) -> Sequence[RunRow]:
         """Newest first, with cost and tokens summed over the run's calls. With a ``limit`` the page
-        of runs is read first (the ``runs_time`` / ``runs_workflow_time`` / ``runs_status_time``
-        indexes; ``before`` is the cursor of the next page) and only its calls are summed, by run id."""
+        of runs is read first (the ``runs_time`` / ``runs_workflow_time`` / ``runs_status_time`` /
+        ``runs_key_time`` / ``runs_team_time`` indexes; ``before`` is the cursor of the next page)
+        and only its calls are summed, by run id."""
         hi = id_prefix + "\U0010ffff" if id_prefix else None
         w, args = where(("r.started_at >=", since), ("r.workflow =", workflow), ("r.run_id =", run_id), ("r.status =", status),
-                        ("r.started_at <", before), ("r.run_id >=", id_prefix), ("r.run_id <", hi))
+                        ("r.started_at <", before), ("r.run_id >=", id_prefix), ("r.run_id <", hi), ("r.key_id =", key),
+                        ("r.team =", team))
         if limit is not None:
             return self._run_page(f"SELECT {self._RUN_COLS} FROM runs r{w} ORDER BY r.started_at DESC LIMIT ?", [*args, limit])
         rows = self._reading().execute(
@@ -69,19 +71,41 @@ class Readers:
         return [self._run_row((*r, *costs.get(r[0], (0.0, 0, 0)))) for r in page]
 
     def search_runs(self, q: str = "", *, workflow: str | None = None, status: str | None = None, since: float | None = None,
-                    before: float | None = None, limit: int = 50, scan: int = 5000) -> Sequence[RunRow]:
+                    before: float | None = None, limit: int = 50, scan: int = 5000, key: str | None = None, team: str | None = None,
+                    route: str | None = None, router: str | None = None) -> Sequence[RunRow]:
         """The dashboard's runs search, newest first, every query on an index: ``q`` a run id prefix
         (4+ hex digits) or words found in the run's input among the newest ``scan`` runs that match
-        the filters (a bounded read, never the whole table)."""
+        the filters (a bounded read, never the whole table); ``key``, ``team`` on their indexes;
+        ``route`` (of ``router``, if given) through the decisions' route-and-time index."""
         q = q.strip()
+        if route:
+            return self._runs_by_route(route, router, q, workflow=workflow, status=status, since=since, before=before, limit=limit,
+                                       scan=scan, key=key, team=team)
         if re.fullmatch(r"[0-9a-f]{4,32}", q):
-            return self.runs(limit=limit, since=since, workflow=workflow, status=status, before=before, id_prefix=q)
+            return self.runs(limit=limit, since=since, workflow=workflow, status=status, before=before, id_prefix=q, key=key, team=team)
         if not q:
-            return self.runs(limit=limit, since=since, workflow=workflow, status=status, before=before)
-        w, args = where(("started_at >=", since), ("workflow =", workflow), ("status =", status), ("started_at <", before))
+            return self.runs(limit=limit, since=since, workflow=workflow, status=status, before=before, key=key, team=team)
+        w, args = where(("started_at >=", since), ("workflow =", workflow), ("status =", status), ("started_at <", before),
+                        ("key_id =", key), ("team =", team))
         pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         return self._run_page(f"SELECT {self._RUN_COLS} FROM (SELECT * FROM runs{w} ORDER BY started_at DESC LIMIT ?) r "
                               "WHERE LOWER(r.input) LIKE ? ESCAPE '\\' ORDER BY r.started_at DESC LIMIT ?", [*args, scan, pattern, limit])
+
+    def _runs_by_route(self, route: str, router: str | None, q: str, *, limit: int, scan: int, **filters: Any) -> list[RunRow]:
+        """The newest runs that took ``route``: the decisions' (route, at) index gives run ids in time
+        order (at most ``scan``), their runs are read by key and filtered; a page of ``limit``."""
+        w, args = where(("route =", route), ("router =", router), ("at >=", filters["since"]), ("at <", filters["before"]))
+        ids = [r[0] for r in self._reading().execute(f"SELECT run_id FROM decisions{w} ORDER BY at DESC LIMIT ?", [*args, scan]) if r[0]]
+        want = {k: v for k, v in (("workflow", filters["workflow"]), ("status", filters["status"]), ("key", filters["key"]),
+                                  ("team", filters["team"])) if v}
+        out: list[RunRow] = []
+        for rid in dict.fromkeys(ids):
+            for r in self.runs(limit=1, run_id=rid, **want):
+                if not q or (q in r.run_id if re.fullmatch(r"[0-9a-f]{4,32}", q) else q.lower() in (r.input or "").lower()):
+                    out.append(r)
+            if len(out) == limit:
+                break
+        return out
 
     def calls(self, *, run_id: str | None = None, model: str | None = None, since: float | None = None) -> Sequence[CallRow]:
         cols = ("run_id", "model", "started_at", "latency_s", "ok", "input_tokens", "output_tokens", "cost_usd", "error_type", "retries",
@@ -153,16 +177,13 @@ class Readers:
               key: str | None = None, team: str | None = None) -> float:
         """USD recorded for calls since ``since`` (unix time), narrowed to a model, a workflow, or the
         runs tagged with an API key / team (``tags={"key": ..., "team": ...}``)."""
-        w, args = where(("c.started_at >=", since), ("c.model =", model), ("r.workflow =", workflow))
-        total = 0.0
-        for cost, tags in self._reading().execute(f"SELECT c.cost_usd, r.tags FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id{w}",
-                                                  args):
-            if key is not None or team is not None:
-                t = json.loads(tags or "{}")
-                if (key is not None and t.get("key") != key) or (team is not None and t.get("team") != team):
-                    continue
-            total += cost or 0.0
-        return total
+        w, args = where(("c.started_at >=", since), ("c.model =", model), ("r.workflow =", workflow), ("r.key_id =", key),
+                        ("r.team =", team))
+        if key is not None or team is not None:  # the key's (team's) runs on their index, then their calls by run id
+            sql = f"SELECT COALESCE(SUM(c.cost_usd), 0) FROM runs r JOIN calls c ON c.run_id = r.run_id{w}"
+        else:
+            sql = f"SELECT COALESCE(SUM(c.cost_usd), 0) FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id{w}"
+        return float(next(iter(self._reading().execute(sql, args)))[0] or 0.0)
 
     def experiments(self) -> list[str]:
         """The names of the experiments with recorded outcomes."""

@@ -178,28 +178,28 @@ class Rollups:
         db = self._reading()
         full, part_end = self._window(since)
         w, args = ("WHERE slot >= ?", [full]) if full is not None else ("", [])
-        per: dict[str, dict[str, Any]] = {}
+        per: dict[tuple[str, str], dict[str, Any]] = {}
         conf = [0] * 20
 
-        def entry(route: str) -> dict[str, Any]:
-            return per.setdefault(route, {"n": 0, "conf": 0.0, "low": 0, "outcomes": defaultdict(int), "lat": defaultdict(int)})
+        def entry(router: str, route: str) -> dict[str, Any]:
+            return per.setdefault((router or "", route), {"n": 0, "conf": 0.0, "low": 0, "outcomes": defaultdict(int), "lat": defaultdict(int)})
 
-        for route, outcome, n, cs, low in db.execute(f"SELECT route, outcome, n, conf_sum, low FROM decision_rollups {w}",
-                                                     args):
-            e = entry(route)
+        for router, route, outcome, n, cs, low in db.execute(f"SELECT router, route, outcome, n, conf_sum, low FROM decision_rollups {w}",
+                                                             args):
+            e = entry(router, route)
             e["n"] += n
             e["conf"] += cs
             e["low"] += low
             e["outcomes"][outcome] += n
-        for route, kind, b, n in db.execute(f"SELECT route, kind, bucket, n FROM decision_hist {w}", args):
+        for router, route, kind, b, n in db.execute(f"SELECT router, route, kind, bucket, n FROM decision_hist {w}", args):
             if kind == "conf":
                 conf[b] += n
             else:
-                entry(route)["lat"][b] += n
+                entry(router, route)["lat"][b] += n
         if part_end is not None:
-            for route, c, outcome, lat in db.execute("SELECT route, confidence, outcome, latency_s FROM decisions WHERE at >= ? AND at < ?",
-                                                     (since, part_end)):
-                e = entry(route or "")
+            for router, route, c, outcome, lat in db.execute(
+                    "SELECT router, route, confidence, outcome, latency_s FROM decisions WHERE at >= ? AND at < ?", (since, part_end)):
+                e = entry(router, route or "")
                 e["n"] += 1
                 e["conf"] += c
                 e["low"] += int(c < 0.5)
@@ -207,9 +207,9 @@ class Rollups:
                 e["lat"][lat_bucket(lat)] += 1
                 conf[conf_bucket(c)] += 1
         total = sum(e["n"] for e in per.values())
-        rows = [{"route": r or "None", "decisions": e["n"], "share": round(e["n"] / max(1, total), 4),
+        rows = [{"router": k[0], "route": k[1] or "None", "decisions": e["n"], "share": round(e["n"] / max(1, total), 4),
                  "mean_confidence": round(e["conf"] / max(1, e["n"]), 4), "low_confidence": e["low"], "outcomes": dict(e["outcomes"]),
-                 "latency_p50_ms": round(percentile(e["lat"], 50) * 1000, 3)} for r, e in per.items() if e["n"]]
+                 "latency_p50_ms": round(percentile(e["lat"], 50) * 1000, 3)} for k, e in per.items() if e["n"]]
         return sorted(rows, key=lambda r: -r["decisions"]), conf, total
 
     def low_confidence(self, since: float | None = None, *, below: float = 0.5, limit: int = 30) -> list[Any]:

@@ -213,7 +213,8 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
 
     def start_run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> str:
         run_id = secrets.token_hex(16)  # 32 hex digits, as uuid4().hex gave, without building a UUID
-        self._put("run", (run_id, workflow, "running", time.time(), text_or_hash(input, self.redact), json.dumps(dict(tags or {}))))
+        t = dict(tags or {})
+        self._put("run", (run_id, workflow, "running", time.time(), text_or_hash(input, self.redact), json.dumps(t), t.get("key"), t.get("team")))
         return run_id
 
     def reopen_run(self, run_id: str) -> None:
@@ -292,9 +293,9 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
 
     # -- the flusher -----------------------------------------------------------------------------------
     _SQL = {
-        "run": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags) VALUES (?, ?, ?, ?, ?, ?)",
-        "run_done": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags, finished_at, output) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "run": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags, key_id, team) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "run_done": "INSERT INTO runs (run_id, workflow, status, started_at, input, tags, key_id, team, finished_at, output) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "reopen": "UPDATE runs SET status = 'running' WHERE run_id = ?",
         "finish": "UPDATE runs SET status = ?, finished_at = ?, output = COALESCE(?, output) WHERE run_id = ?",
         "call": "INSERT INTO calls (run_id, model, started_at, latency_s, ok, input_tokens, output_tokens, cost_usd, error_type, "
@@ -392,8 +393,8 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
                     f = finish.get(r[0])
                     if f is None:
                         keep.append(r)
-                    else:  # (run_id, workflow, status, started_at, input, tags) + the finish's status, time, output
-                        done.append((r[0], r[1], f[0], r[3], r[4], r[5], f[1], f[2]))
+                    else:  # (run_id, workflow, status, started_at, input, tags, key_id, team) + the finish's status, time, output
+                        done.append((r[0], r[1], f[0], r[3], r[4], r[5], r[6], r[7], f[1], f[2]))
                 inserts["run"] = keep
                 inserts["run_done"] = done
                 updates = [(k, r) for k, r in updates if not (k == "finish" and r[-1] in finish)]

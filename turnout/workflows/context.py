@@ -182,6 +182,9 @@ class RunContext:
 
 def record_step(ctx: RunContext, name: str, kind: str, status: str, t0: float, cost0: float, detail: dict[str, Any]) -> StepRecord:
     """One step of the run (a node, or a tool call inside an agent): in the context and the active store."""
+    n = _NODE.get()
+    if n is not None and "parent" not in detail and n[0] != detail.get("node"):  # a tool call inside an agent: under the agent
+        detail["parent"] = n[0]
     rec = StepRecord(name, kind, status, time.perf_counter() - t0, ctx.meter.cost_usd - cost0, detail)
     ctx.steps.append(rec)
     a = active_run()
@@ -205,9 +208,11 @@ class Node:
             done = ctx.replay.get(key)
             if done is not None:
                 return self._replayed(ctx, key, done)
+        outer = _NODE.get()
         token = _NODE.set([key, 0])
         t0, cost0 = time.perf_counter(), ctx.meter.cost_usd
-        detail: dict[str, Any] = {}
+        # its place in the run's tree: the dashboard and GET /v1/runs/{id} nest the steps by these
+        detail: dict[str, Any] = {"node": key, **({"parent": outer[0]} if outer is not None else {})}
         status = "ok"
         try:
             with _telemetry.span(f"step {self.kind}" + (f" {self.name}" if self.name else ""),
