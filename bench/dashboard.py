@@ -3,8 +3,9 @@
 **Pages.** The store is filled with N runs spread over the last 7 days. Each run has a model call,
 a routing decision and a step, and every 10th run a voting verdict. Then each dashboard page is
 rendered ``--reps`` times, the way the gateway renders it: overview, models, routes, voting, a
-random run's page, and the runs search (a workflow filter, a status filter, a run-id prefix and
-text). The bench prints p50/p95 per page at ``--small`` and ``--large`` runs, and their ratio
+random run's page, the runs search (a workflow filter, a status filter, a run-id prefix, text, a
+key, a team over a day, a route, a key's second page) and the keys page (7 keys, spend against
+their budgets). The bench prints p50/p95 per page at ``--small`` and ``--large`` runs, and their ratio
 (target: p95 ≤ 200 ms at 100k runs, every query on an index).
 
 **Write rate.** Rows per second the store's writer commits (a run with a call, a decision and a
@@ -32,7 +33,7 @@ from turnout._scope import open_run  # noqa: E402
 from turnout.models import Usage  # noqa: E402
 from turnout.policies.trace import CallEvent  # noqa: E402
 from turnout.routing.base import Decision  # noqa: E402
-from turnout.server.dashboard import page, run_detail, runs_page  # noqa: E402
+from turnout.server.dashboard import keys_page, page, run_detail, runs_page  # noqa: E402
 from turnout.store import SQLiteStore, open_store  # noqa: E402
 
 WORKFLOWS = ("support-triage", "summarise", "gateway")
@@ -45,7 +46,8 @@ def fill(store: SQLiteStore, n: int, seed: int = 0) -> list[str]:
     for i in range(n):
         at = now - rng.random() * 7 * 86400
         wf = WORKFLOWS[i % 3]
-        with open_run(store, wf, f"ticket {i}: my invoice {rng.randint(1, 9999)} was charged twice", tags={"key": f"k{i % 7}"}) as run:
+        tags = {"key": f"k{i % 7}", "team": f"team{i % 3}"}
+        with open_run(store, wf, f"ticket {i}: my invoice {rng.randint(1, 9999)} was charged twice", tags=tags) as run:
             store.record(CallEvent(model=("cheap", "strong")[i % 2], started_at=at, latency_s=rng.random() * 0.5, ok=i % 50 != 0,
                                    usage=Usage(100, 20), cost_usd=1e-5 * (1 + i % 2),
                                    error_type=None if i % 50 else "ProviderTimeout"))
@@ -90,6 +92,15 @@ def pages(n: int, reps: int) -> dict[str, dict[str, float]]:
         out["search: status"] = _times(lambda: runs_page(store, {"status": "error"}), reps)
         out["search: run id"] = _times(lambda: runs_page(store, {"q": rng.choice(ids)[:6]}), reps)
         out["search: text"] = _times(lambda: runs_page(store, {"q": "charged twice"}), reps)
+        out["search: key"] = _times(lambda: runs_page(store, {"key": f"k{rng.randrange(7)}"}), reps)
+        out["search: team, 1 day"] = _times(lambda: runs_page(store, {"team": "team1", "since": "1d"}), reps)
+        out["search: route"] = _times(lambda: runs_page(store, {"route": "tech", "router": "triage"}), reps)
+        out["search: key, page 2"] = _times(lambda: runs_page(store, {"key": "k3", "before": repr(time.time() - 86400)}), reps)
+        for i in range(7):  # the gateway's keys (k0..k6, as the runs are tagged), half with a daily budget
+            store.key_insert({"key_id": f"k{i}", "name": f"app-{i}", "hash": f"h{i}", "models": ["*"], "workflows": ["*"], "rpm": None,
+                              "tpm": None, "budget_usd": 5.0 if i % 2 else None, "period": "day" if i % 2 else None,
+                              "team": f"team{i % 3}", "created_at": time.time(), "revoked_at": None, "cache": None})
+        out["keys page"] = _times(lambda: keys_page(store), reps)
         store.close()
     return out
 

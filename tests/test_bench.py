@@ -80,7 +80,7 @@ def test_dashboard_benchmark_reports_every_page_and_the_write_rate():
     out = subprocess.run([sys.executable, str(BENCH.parent / "dashboard.py"), "--small", "100", "--large", "600", "--reps", "2",
                           "--writes", "300", "--json"], capture_output=True, text=True, timeout=300, check=True)
     doc = json.loads(out.stdout)
-    assert set(doc["large"]) == set(doc["small"]) >= {"overview", "models", "routes", "voting", "run page", "search: text"}
+    assert set(doc["large"]) == set(doc["small"]) >= {"overview", "models", "routes", "voting", "run page", "search: text", "search: key", "search: route", "keys page"}
     assert all(v["p95_ms"] > 0 for v in doc["large"].values())
     w = doc["write_sqlite"]
     assert w["rows"] > 300 * 4 and w["store_rows_per_s"] > 0 and w["bare_rows_per_s"] > 0

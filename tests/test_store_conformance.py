@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from turnout import ConfigError, Request
+from turnout import ConfigError, Price, Request
 from turnout.policies import Traced
 from turnout.routing import Route, RuleRouter
 from turnout.store import MIGRATIONS, SQLiteStore
@@ -230,3 +230,33 @@ def test_the_escalation_queue_and_waiting_runs_behave_alike_on_every_backend(ope
     assert other.suspended(rid) is None
     s.record_fit("triage", source="queue", examples=3, detail={"accuracy": 0.9})
     assert [(f["router"], f["examples"]) for f in other.fits()] == [("triage", 3)]
+
+
+async def test_runs_by_key_team_and_route_and_a_keys_spend(open_store):
+    """The dashboard's and `turnout logs`' filters and a key's spend, on their indexes, alike on both
+    backends; a store from before the key and team columns is backfilled from the runs' tags."""
+    s = open_store()
+    m = Traced(ScriptedModel(default="answer", name="m", price=Price(1.0, 1.0)), s)
+    r = RuleRouter([Route("billing", keywords=("invoice",)), Route("general")], fallback="general", name="triage")
+    ids = {}
+    for i, (key, team, text) in enumerate([("k1", "search", "my invoice"), ("k1", "search", "hello"), ("k2", "ads", "an invoice"),
+                                           ("k2", None, "bye")]):
+        tags = {"key": key, **({"team": team} if team else {})}
+        with s.run("gateway", text, tags=tags) as run_id:
+            await m.complete(Request.of(text))
+            await r.decide(text)
+        ids[i] = run_id
+    assert [x.run_id for x in s.search_runs(key="k1")] == [ids[1], ids[0]]
+    assert [x.run_id for x in s.search_runs(team="search", q="invoice")] == [ids[0]]
+    assert [x.run_id for x in s.search_runs(route="billing", router="triage")] == [ids[2], ids[0]]
+    assert [x.run_id for x in s.search_runs(route="billing", key="k2")] == [ids[2]]
+    assert s.search_runs(route="billing", router="another") == []
+    each = s.spend()
+    assert each > 0 and s.spend(key="k1") + s.spend(key="k2") == pytest.approx(each) and s.spend(team="ads") == pytest.approx(s.calls(run_id=ids[2])[0].cost_usd)
+    # an older store: the columns empty, the tags there — migration 15's backfill fills them
+    from turnout.store._migrations import RUN_KEYS_FROM_TAGS
+
+    s._now("UPDATE runs SET key_id = NULL, team = NULL", ())
+    assert s.search_runs(key="k2") == []
+    s._now(s.dialect.ddl(RUN_KEYS_FROM_TAGS), ())
+    assert [x.run_id for x in s.search_runs(key="k2")] == [ids[3], ids[2]] and [x.run_id for x in s.search_runs(team="ads")] == [ids[2]]

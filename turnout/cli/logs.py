@@ -21,7 +21,7 @@ from rich.markup import escape
 from ._common import DbOpt, friendly_errors
 
 _CUT = 300
-_SCAN = 5000  # runs read at most to satisfy tag filters (key, team, conversation, model): a bounded read
+_SCAN = 5000  # runs read at most to satisfy the conversation and model filters: a bounded read
 
 
 def logs(
@@ -43,9 +43,10 @@ def logs(
     from ..store import open_store
 
     with friendly_errors(), open_store(db, strict=True, existing=True) as store:
-        want = {k: v for k, v in (("key", key), ("team", team), ("conversation", conversation)) if v}
-        scan = _SCAN if want or model else count
-        rows = store.search_runs(search, workflow=workflow, status=status, since=parse_since(since), limit=scan, scan=_SCAN)
+        want = {"conversation": conversation} if conversation else {}
+        scan = _SCAN if want or model else count  # key and team are indexed columns: only these two read further
+        rows = store.search_runs(search, workflow=workflow, status=status, since=parse_since(since), limit=scan, scan=_SCAN, key=key,
+                                 team=team)
         picked: list[dict[str, Any]] = []
         for r in rows:
             if any(r.tags.get(k) != v for k, v in want.items()):

@@ -242,15 +242,18 @@ def _m14() -> str:
     """
 
 
+RUN_KEYS_FROM_TAGS = "UPDATE runs SET key_id = $tag_key, team = $tag_team WHERE tags <> '{}'"  # migration 15's backfill
+
+
 @migration(15)
 def _m15() -> str:
     # the runs' key and team as columns (from their tags), indexed with time: the dashboard's and
     # `turnout logs`' filters, the keys page and a key's spend read an index, not every run's JSON;
     # decisions by route and time: the runs search's route filter
-    return """
+    return f"""
     ALTER TABLE runs ADD COLUMN key_id TEXT;
     ALTER TABLE runs ADD COLUMN team TEXT;
-    UPDATE runs SET key_id = $tag_key, team = $tag_team WHERE tags <> '{}';
+    {RUN_KEYS_FROM_TAGS};
     CREATE INDEX runs_key_time ON runs(key_id, started_at);
     CREATE INDEX runs_team_time ON runs(team, started_at);
     CREATE INDEX decisions_route_time ON decisions(route, at)
