@@ -327,3 +327,25 @@ def test_step_nodes_take_their_settings_by_keyword_only():
         cls(*[None] * n)  # the leading fields may be positional ...
         with pytest.raises(TypeError):
             cls(*[None] * (n + 1))  # ... no more
+
+
+async def test_each_parallel_branch_counts_its_own_calls(tmp_path):
+    """A vote's samples and a section's parts each meter their own calls (a model resolved once per
+    run is wrapped per branch): every call step costs what its call cost, and they add up to the step."""
+    from turnout import Price
+    from turnout.testing import ScriptedModel
+
+    p = write(tmp_path, """
+name: costs
+steps:
+  - name: v
+    vote: {sample: {call: {prompt: "Q: {input}"}}, n: 3, early_stop: none}
+  - name: parts
+    section: {split: lines, map: {call: {prompt: "{section}"}}}
+""")
+    wf = Workflow.load(p, models={"local": ScriptedModel(default="same answer\nand a second line", price=Price(1.0, 1.0))})
+    res = await wf.run("a question")
+    calls = [s for s in res.steps if s.kind == "call"]
+    assert len(calls) >= 4 and all(s.cost_usd > 0 for s in calls), [(s.name, s.cost_usd) for s in calls]
+    vote = next(s for s in res.steps if s.kind == "vote")
+    assert sum(s.cost_usd for s in calls[:3]) == pytest.approx(vote.cost_usd) and res.cost_usd == pytest.approx(sum(s.cost_usd for s in calls))

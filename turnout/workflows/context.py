@@ -150,6 +150,7 @@ class RunContext:
     resolutions: dict[str, Any] = field(default_factory=dict)
     key: str = ""  # this branch's key; its steps are key/1, key/2, ... in the order they start
     _n: list[int] = field(default_factory=lambda: [0])
+    _metered: dict[str, ChatModel] = field(default_factory=dict)  # this context's own: its meter over the run's models
 
     def next_key(self) -> str:
         self._n[0] += 1
@@ -157,10 +158,14 @@ class RunContext:
 
     def model(self, name: str | None) -> ChatModel:
         n = name or self.default_model
-        m = self._models.get(n)
+        m = self._metered.get(n)
         if m is None:
-            # the meter only: the model's own ``Traced`` (catalog, or Workflow's models=) writes the store
-            m = self._models[n] = Traced(self.resolve(n), self.meter, attribute=False)
+            inner = self._models.get(n)
+            if inner is None:
+                inner = self._models[n] = self.resolve(n)  # resolved once per run, shared by its branches
+            # the meter only (each branch counts its own calls, into its parent's): the model's own
+            # ``Traced`` (catalog, or Workflow's models=) writes the store
+            m = self._metered[n] = Traced(inner, self.meter, attribute=False)
         return m
 
     def branch(self, tag: str | None = None, **vars: Any) -> RunContext:
