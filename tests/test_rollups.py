@@ -23,7 +23,8 @@ NOW = time.time()
 def _fill(store, n: int = 400, seed: int = 3) -> None:
     rng = random.Random(seed)
     for i in range(n):
-        with store.run(("a", "b")[i % 2], f"ticket {i}: {'refund' if i % 3 else 'password'} please"):
+        tags = {"key": f"k{i % 3}", **({"team": "t1"} if i % 2 else {})} if i % 5 else {}  # some runs have no key
+        with store.run(("a", "b")[i % 2], f"ticket {i}: {'refund' if i % 3 else 'password'} please", tags=tags):
             at = NOW - rng.random() * 6 * 3600  # over the last six hours, so windows cut hours
             store.record(CallEvent(model=("cheap", "strong", "local")[i % 3], started_at=at, latency_s=rng.lognormvariate(-2, 1),
                                    ok=i % 7 != 0, usage=Usage(rng.randint(1, 500), rng.randint(1, 200)), cost_usd=rng.random() / 1000,
@@ -58,6 +59,16 @@ def _check_models(store, since):
     assert sum(cost for _, _, cost in slots) == pytest.approx(sum(w["cost_usd"] for w in want.values()), abs=1e-6)
 
 
+def _check_keys(store, since):
+    """A key's and a team's spend from the hourly key rollups equals the sum over their runs' calls."""
+    runs = {r.run_id: r.tags for r in store.runs(limit=None)}
+    calls = store.calls(since=since)
+    for key, team in (("k0", None), ("k1", None), ("k2", None), (None, "t1"), ("k1", "t1"), ("nobody", None)):
+        want = sum(c.cost_usd for c in calls if (key is None or runs[c.run_id].get("key") == key)
+                   and (team is None or runs[c.run_id].get("team") == team))
+        assert store.spend(key=key, team=team, since=since) == pytest.approx(want, abs=1e-9), (key, team, since)
+
+
 def _check_routes(store, since):
     rows, conf, n = store.route_summary(since)
     decisions = store.decisions(since=since)
@@ -76,6 +87,7 @@ def test_rollups_equal_the_raw_rows_for_any_window(open_store, hours):  # noqa: 
     since = None if hours is None else NOW - hours * 3600  # starts inside an hour: that part is read raw
     _check_models(store, since)
     _check_routes(store, since)
+    _check_keys(store, since)
     assert store.count_runs(since) == len(store.runs(limit=None, since=since))
 
 
@@ -93,6 +105,18 @@ def test_migration_14_builds_the_rollups_of_rows_stored_before_it(open_store):  
     _check_models(again, None)
     _check_routes(again, None)
     _check_models(again, NOW - 1.5 * 3600)
+
+
+def test_migration_16_builds_the_key_rollups_of_calls_stored_before_it(open_store):  # noqa: F811
+    store = open_store()
+    _fill(store, 200)
+    db = store._reading()
+    db.execute("DROP TABLE key_rollups")  # as a store before migration 16 was
+    db.execute("DELETE FROM schema_migrations WHERE version = 16")
+    store.close()
+    again = open_store()
+    _check_keys(again, None)
+    _check_keys(again, NOW - 2.5 * 3600)
 
 
 def test_the_runs_search_filters_pages_and_finds_words(open_store):  # noqa: F811

@@ -33,9 +33,11 @@ SQLITE = Dialect("sqlite", "BEGIN IMMEDIATE", "?", {
     "id": "INTEGER PRIMARY KEY", "real": "REAL", "slot_of_started": "(CAST(started_at / 3600 AS INTEGER) * 3600.0)",
     "slot_of_at": "(CAST(at / 3600 AS INTEGER) * 3600.0)", "bucket_of_latency": "turnout_lat_bucket(latency_s)",
     "bucket_of_confidence": "MIN(19, MAX(0, CAST(confidence * 20 AS INTEGER)))",
-    "tag_key": "json_extract(tags, '$.key')", "tag_team": "json_extract(tags, '$.team')"})
+    "tag_key": "json_extract(tags, '$.key')", "tag_team": "json_extract(tags, '$.team')",
+    "slot_of_call": "(CAST(c.started_at / 3600 AS INTEGER) * 3600.0)"})
 POSTGRES = Dialect("postgresql", "BEGIN", "%s", {
     "id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "slot_of_started": "(FLOOR(started_at / 3600) * 3600.0)",
     "slot_of_at": "(FLOOR(at / 3600) * 3600.0)", "bucket_of_latency": "CAST(FLOOR(LN(GREATEST(latency_s, 0.0001)) / LN(1.1)) AS INTEGER)",
     "bucket_of_confidence": "LEAST(19, GREATEST(0, CAST(FLOOR(confidence * 20) AS INTEGER)))",
-    "tag_key": "(CAST(tags AS JSON) ->> 'key')", "tag_team": "(CAST(tags AS JSON) ->> 'team')"})
+    "tag_key": "(CAST(tags AS JSON) ->> 'key')", "tag_team": "(CAST(tags AS JSON) ->> 'team')",
+    "slot_of_call": "(FLOOR(c.started_at / 3600) * 3600.0)"})

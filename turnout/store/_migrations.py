@@ -258,3 +258,21 @@ def _m15() -> str:
     CREATE INDEX runs_team_time ON runs(team, started_at);
     CREATE INDEX decisions_route_time ON decisions(route, at)
     """
+
+
+@migration(16)
+def _m16() -> str:
+    # hourly spend per gateway key and team (store/_rollups.py key_rollups), kept by the writer; built
+    # here from the calls already stored
+    return """
+    CREATE TABLE key_rollups (
+        key_id TEXT NOT NULL, team TEXT NOT NULL, slot $real NOT NULL, calls INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL, cost_usd $real NOT NULL, PRIMARY KEY (key_id, team, slot)
+    );
+    CREATE INDEX key_rollups_team ON key_rollups(team, slot);
+    INSERT INTO key_rollups (key_id, team, slot, calls, input_tokens, output_tokens, cost_usd)
+        SELECT r.key_id, COALESCE(r.team, ''), $slot_of_call, COUNT(*), SUM(c.input_tokens),
+               SUM(c.output_tokens), SUM(c.cost_usd)
+        FROM calls c JOIN runs r ON r.run_id = c.run_id WHERE r.key_id IS NOT NULL
+        GROUP BY r.key_id, COALESCE(r.team, ''), $slot_of_call
+    """

@@ -177,6 +177,8 @@ class Readers:
               key: str | None = None, team: str | None = None) -> float:
         """USD recorded for calls since ``since`` (unix time), narrowed to a model, a workflow, or the
         runs tagged with an API key / team (``tags={"key": ..., "team": ...}``)."""
+        if (key is not None or team is not None) and model is None and workflow is None:
+            return self.key_spend(since, key, team)  # type: ignore[attr-defined, no-any-return]  # the hourly key rollups (Rollups)
         w, args = where(("c.started_at >=", since), ("c.model =", model), ("r.workflow =", workflow), ("r.key_id =", key),
                         ("r.team =", team))
         if key is not None or team is not None:  # the key's (team's) runs on their index, then their calls by run id

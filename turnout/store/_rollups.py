@@ -9,6 +9,9 @@ so several processes writing one store keep them exact. Two kinds of totals are 
   10% wide, which gives percentiles within 5%.
 - ``decision_rollups``: per router, route and outcome — count, confidence sum, low-confidence
   count. ``decision_hist`` holds confidence (20 buckets) and latency histograms.
+- ``key_rollups`` (migration 16): per gateway key, team and hour — calls, tokens, cost; the key of
+  a batch's calls is read from their runs (one indexed lookup per batch), so a key's or a team's
+  spend (``spend(key=|team=)``, the keys page, a budget's seed) reads hours, not its runs.
 
 Migration 14 builds these totals from the rows already stored. A window that starts inside an
 hour reads the full hours from the rollups and the part of the first hour from the raw rows
@@ -23,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["SLOT", "Rollups", "conf_bucket", "lat_bucket", "percentile", "rollup_statements"]
+__all__ = ["SLOT", "Rollups", "conf_bucket", "key_rollup_statement", "lat_bucket", "percentile", "rollup_statements"]
 
 SLOT = 3600.0  # seconds per rollup slot
 _LOG_STEP = math.log(1.1)
@@ -71,7 +74,25 @@ _UPSERTS = {
                 "conf_sum = decision_rollups.conf_sum + excluded.conf_sum, low = decision_rollups.low + excluded.low",
     "decision_hist": "INSERT INTO decision_hist (router, route, slot, kind, bucket, n) VALUES (?, ?, ?, ?, ?, ?) "
                      "ON CONFLICT (router, route, slot, kind, bucket) DO UPDATE SET n = decision_hist.n + excluded.n",
+    "key": "INSERT INTO key_rollups (key_id, team, slot, calls, input_tokens, output_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?) "
+           "ON CONFLICT (key_id, team, slot) DO UPDATE SET calls = key_rollups.calls + excluded.calls, "
+           "input_tokens = key_rollups.input_tokens + excluded.input_tokens, output_tokens = key_rollups.output_tokens + excluded.output_tokens, "
+           "cost_usd = key_rollups.cost_usd + excluded.cost_usd",
 }
+
+
+def key_rollup_statement(calls: Sequence[tuple[Any, ...]], keys: dict[str, tuple[str, str]]) -> tuple[str, list[tuple[Any, ...]]]:
+    """The upsert that adds a batch's calls of runs with a key (``keys``: run id -> (key, team)) to ``key_rollups``."""
+    tot: dict[tuple[str, str, float], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
+    for r in calls:
+        k = keys.get(r[0])
+        if k is not None:
+            t = tot[(k[0], k[1], _slot(r[2]))]
+            t[0] += 1
+            t[1] += r[5] or 0
+            t[2] += r[6] or 0
+            t[3] += r[7] or 0.0
+    return _UPSERTS["key"], [(*k, *v) for k, v in tot.items()]
 
 
 def rollup_statements(kind: str, rows: Sequence[tuple[Any, ...]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
@@ -131,6 +152,23 @@ class Rollups:
             return None, None
         full = math.ceil(since / SLOT) * SLOT
         return full, (full if full > since else None)
+
+    def key_spend(self, since: float | None, key: str | None, team: str | None) -> float:
+        """USD spent by a key (and/or team) since ``since``: the full hours from ``key_rollups``, the
+        first partial hour from its raw calls (by time, joined to their runs)."""
+        db = self._reading()
+        full, part_end = self._window(since)
+        conds = [("key_id =", key), ("team =", team if team is not None else None), ("slot >=", full)]
+        parts = [(f"{c} ?", v) for c, v in conds if v is not None]
+        w = (" WHERE " + " AND ".join(p for p, _ in parts)) if parts else ""
+        total = float(next(iter(db.execute(f"SELECT COALESCE(SUM(cost_usd), 0) FROM key_rollups{w}", [v for _, v in parts])))[0] or 0.0)
+        if part_end is not None:
+            raw = [("r.key_id =", key), ("r.team =", team)]
+            extra = "".join(f" AND {c} ?" for c, v in raw if v is not None)
+            total += float(next(iter(db.execute(
+                f"SELECT COALESCE(SUM(c.cost_usd), 0) FROM calls c JOIN runs r ON r.run_id = c.run_id WHERE c.started_at >= ? "
+                f"AND c.started_at < ?{extra}", [since, part_end, *(v for _, v in raw if v is not None)])))[0] or 0.0)
+        return total
 
     def model_summary(self, since: float | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[float, float, float]]]:
         """``by_model`` rows for the window (calls, tokens, cost, latency p50/p95 within 5%, error,

@@ -31,7 +31,7 @@ from ._dialect import SQLITE, Dialect
 from ._migrations import MIGRATIONS
 from ._queue import Queue, QueueTables
 from ._read import Readers
-from ._rollups import Rollups, lat_bucket, rollup_statements
+from ._rollups import Rollups, key_rollup_statement, lat_bucket, rollup_statements
 from ._sync import SyncTables
 from .base import text_or_hash
 
@@ -351,10 +351,15 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
         """One transaction; rolled back (never left open) on any failure."""
         self._db.execute(self.dialect.begin_write)
         try:
+            calls: list[tuple[Any, ...]] = []
             for kind, rows in self._grouped(items):
                 self._db.executemany(self._SQL[kind], rows)
                 for sql, upserts in rollup_statements(kind, rows):  # the dashboard's hourly totals, in the same transaction
                     self._db.executemany(sql, upserts)
+                if kind == "call":
+                    calls += rows
+            if calls:
+                self._key_rollups(calls)
             self._db.execute("COMMIT")
         except BaseException:
             try:
@@ -362,6 +367,20 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
             except self._db_errors:
                 pass
             raise
+
+    def _key_rollups(self, calls: list[tuple[Any, ...]]) -> None:
+        """Add a batch's calls to their keys' hourly spend: the runs' keys read by run id (inserted
+        already, in this transaction), 500 ids a query."""
+        ids = list({r[0] for r in calls if r[0]})
+        keys: dict[str, tuple[str, str]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            q = f"SELECT run_id, key_id, team FROM runs WHERE key_id IS NOT NULL AND run_id IN ({', '.join('?' * len(chunk))})"
+            for rid, key, team in self._db.execute(q, chunk):
+                keys[rid] = (key, team or "")
+        if keys:
+            sql, rows = key_rollup_statement(calls, keys)
+            self._db.executemany(sql, rows)
 
     _RUN_UPDATES = ("reopen", "finish")
 
