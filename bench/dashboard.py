@@ -95,7 +95,8 @@ def pages(n: int, reps: int) -> dict[str, dict[str, float]]:
         out["search: key"] = _times(lambda: runs_page(store, {"key": f"k{rng.randrange(7)}"}), reps)
         out["search: team, 1 day"] = _times(lambda: runs_page(store, {"team": "team1", "since": "1d"}), reps)
         out["search: route"] = _times(lambda: runs_page(store, {"route": "tech", "router": "triage"}), reps)
-        out["search: key, page 2"] = _times(lambda: runs_page(store, {"key": "k3", "before": repr(time.time() - 86400)}), reps)
+        cursor = repr(store.search_runs(key="k3", limit=50)[-1].started_at)  # the "older" link of the key's first page
+        out["search: key, page 2"] = _times(lambda: runs_page(store, {"key": "k3", "before": cursor}), reps)
         for i in range(7):  # the gateway's keys (k0..k6, as the runs are tagged), half with a daily budget
             store.key_insert({"key_id": f"k{i}", "name": f"app-{i}", "hash": f"h{i}", "models": ["*"], "workflows": ["*"], "rpm": None,
                               "tpm": None, "budget_usd": 5.0 if i % 2 else None, "period": "day" if i % 2 else None,

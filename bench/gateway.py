@@ -192,6 +192,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     mock, upstream = start_mock(args.latency)
     tmp = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
     gw, base, secret = start_gateway(upstream, tmp, args.auth)
+    # the same gateway without its access log (on by default): what the log line per request costs
+    quiet_tmp = Path(tempfile.mkdtemp(prefix="turnout-bench-quiet-"))
+    gq, qbase, qsecret = start_gateway(upstream, quiet_tmp, args.auth, ("--no-access-log",))
     px, pbase = start_minimal_proxy(upstream)
     try:
         hdr = {"Content-Type": "application/json"}
@@ -199,6 +202,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             "direct": (upstream + "/v1/chat/completions", hdr),
             "minimal-proxy": (pbase + "/v1/chat/completions", hdr),
             "gateway": (base + "/v1/chat/completions", {**hdr, **({"Authorization": f"Bearer {secret}"} if secret else {})}),
+            "gateway-no-log": (qbase + "/v1/chat/completions", {**hdr, **({"Authorization": f"Bearer {qsecret}"} if qsecret else {})}),
         }
         res: dict[str, object] = {"rate": args.rate, "seconds": args.seconds, "latency_s": args.latency, "auth": args.auth,
                                   "stream": args.stream}
@@ -211,19 +215,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             return statistics.median(r[f] for r in reps[k])
 
         res["open_loop"] = {k: {f: round(med(k, f), 3) for f in reps[k][0]} for k in targets}
-        for k in ("minimal-proxy", "gateway"):
+        for k in ("minimal-proxy", "gateway", "gateway-no-log"):
             res[f"added_p50_ms_{k}"] = round(med(k, "p50_ms") - med("direct", "p50_ms"), 3)
             res[f"added_p99_ms_{k}"] = round(med(k, "p99_ms") - med("direct", "p99_ms"), 3)
         res["added_p50_ms"], res["added_p99_ms"] = res["added_p50_ms_gateway"], res["added_p99_ms_gateway"]
         rps = {k: (await closed_loop(url, h, args.n, args.cap))["rps"] for k, (url, h) in targets.items()}
         res["closed_loop"] = {"direct_rps": round(rps["direct"], 1), "minimal_proxy_rps": round(rps["minimal-proxy"], 1),
                               "gateway_rps": round(rps["gateway"], 1), "gateway_vs_direct": round(rps["gateway"] / rps["direct"], 3),
-                              "gateway_vs_minimal_proxy": round(rps["gateway"] / rps["minimal-proxy"], 3)}
+                              "gateway_vs_minimal_proxy": round(rps["gateway"] / rps["minimal-proxy"], 3),
+                              "gateway_no_log_rps": round(rps["gateway-no-log"], 1),
+                              "access_log_cost": round(1 - rps["gateway"] / rps["gateway-no-log"], 3)}
         if args.workers_redis:  # 1 worker vs 2 (both on Redis, so only the process count differs), interleaved
             res["workers"] = await _workers(upstream, args)
         return res
     finally:
-        for p in (gw, px, mock):
+        for p in (gw, gq, px, mock):
             p.terminate()
             p.wait(timeout=10)
 
@@ -281,7 +287,8 @@ def main() -> None:
     cl = res["closed_loop"]
     print(f"closed loop, {args.n} requests at concurrency {args.cap}: direct {cl['direct_rps']} req/s, "  # type: ignore[index]
           f"minimal proxy {cl['minimal_proxy_rps']}, gateway {cl['gateway_rps']} "  # type: ignore[index]
-          f"({cl['gateway_vs_minimal_proxy']}x the minimal proxy)")  # type: ignore[index]
+          f"({cl['gateway_vs_minimal_proxy']}x the minimal proxy); without the access log {cl['gateway_no_log_rps']} req/s "  # type: ignore[index]
+          f"(the log costs {cl['access_log_cost']:.1%} of throughput)")  # type: ignore[index]
     if "workers" in res:
         w = res["workers"]
         print(f"workers (closed loop, on Redis): 1 worker {w['rps_1_worker']} req/s, 2 workers {w['rps_2_workers']} req/s "  # type: ignore[index]
