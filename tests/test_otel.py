@@ -31,6 +31,7 @@ async def test_spans_follow_the_genai_conventions():
     ok, failed, decision = spans
     assert ok.name == "chat local" and ok.attributes["gen_ai.operation.name"] == "chat"
     assert ok.attributes["gen_ai.request.model"] == "local" and ok.attributes["gen_ai.usage.output_tokens"] > 0
+    assert ok.attributes["gen_ai.system"] == "turnout.testing"  # the provider that answered, not "turnout"
     assert ok.end_time >= ok.start_time
     assert failed.attributes["error.type"] == "ProviderUnavailable" and not failed.status.is_ok
     assert decision.name == "route support" and decision.attributes["turnout.route"] == "billing"

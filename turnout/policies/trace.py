@@ -41,6 +41,8 @@ class CallEvent:
     tools: tuple[str, ...] = ()  # the tools the answer called, by name (never their arguments)
     cached: bool = False  # answered from the response cache: no tokens spent, cost 0
     saved_usd: float = 0.0  # what the cached answer cost when it was made
+    provider: str = ""  # who answered: the API it speaks (openai, anthropic, llama.cpp; gen_ai.system in traces)
+    provider_model: str = ""  # ... and its model id there (gen_ai.request.model), besides ``model``, the catalog name
 
 
 _NO_USAGE = Usage()
@@ -97,21 +99,17 @@ class Traced(Wrapper):
         self._writes_to = (self.sink, *getattr(self.sink, "sinks", ()))
 
     def _emit(self, event: CallEvent) -> None:
+        ids = self.__dict__.get("_ids")
+        if ids is None:
+            ids = self._ids = providers_of(self.inner)
+        event.provider, event.provider_model = ids.get(event.fallback or event.model) or next(iter(ids.values()), ("turnout", event.model))
         self.sink.record(event)
         if self.attribute and _telemetry.enabled():  # attribute=False is a meter over a model traced already
-            self._span(event)
+            _telemetry.call(event, event.provider, event.provider_model)
         if self.attribute:
             a = active_run()
             if a is not None and not any(s is a[0] for s in self._writes_to):
                 a[0].record(event)
-
-    def _span(self, event: CallEvent) -> None:
-        """The call's span (tracing on): the provider and model id of the member that answered."""
-        ids = self.__dict__.get("_ids")
-        if ids is None:
-            ids = self._ids = providers_of(self.inner)
-        provider, model_id = ids.get(event.fallback or event.model) or next(iter(ids.values()), ("turnout", event.model))
-        _telemetry.call(event, provider, model_id)
 
     def _event(self, request: Request, t0: float, wall: float, info: dict[str, Any], *, ok: bool, stream: bool,
                c: Completion | StreamChunk | None = None, err: BaseException | None = None, tools: tuple[str, ...] = ()) -> CallEvent:

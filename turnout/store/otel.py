@@ -193,7 +193,7 @@ class OTelSink:
     """A sink for ``Traced`` and for decisions: one span per call and per decision, recorded after
     the fact with the call's own start and end times (no parent; ``setup``/``enable`` give the tree)."""
 
-    def __init__(self, tracer_provider: Any = None, *, system: str = "turnout") -> None:
+    def __init__(self, tracer_provider: Any = None, *, system: str | None = None) -> None:
         trace, _ = _otel()
         self._trace = trace
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("turnout")
@@ -201,8 +201,10 @@ class OTelSink:
 
     def record(self, event: Any) -> None:
         start = int(event.started_at * 1e9)
-        span = self.tracer.start_span(f"chat {event.model}", start_time=start, kind=self._trace.SpanKind.CLIENT,
-                                      attributes=_clean(call_attributes(event, self.system, event.model)))
+        provider = self.system or getattr(event, "provider", "") or "turnout"  # the provider that answered (Traced sets it)
+        model_id = getattr(event, "provider_model", "") or event.model
+        span = self.tracer.start_span(f"chat {model_id}", start_time=start, kind=self._trace.SpanKind.CLIENT,
+                                      attributes=_clean(call_attributes(event, provider, model_id)))
         if not event.ok:
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, event.error or ""))
         span.end(end_time=start + int(event.latency_s * 1e9))

@@ -32,6 +32,7 @@ class _FakeBase:
     name: str
     price: Price
     latency: float
+    provider = "turnout.testing"  # gen_ai.system of a fake's calls in traces
 
     @staticmethod
     def count_tokens(text: str) -> int:
