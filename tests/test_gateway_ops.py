@@ -118,12 +118,16 @@ def test_the_default_access_log_is_a_readable_line_and_can_be_switched_off(tmp_p
     try:
         r = httpx.post(base + "/v1/chat/completions?api_key=leak", headers={"Authorization": f"Bearer {secret}"}, timeout=60,
                        json={"model": "cheap", "messages": [{"role": "user", "content": "hi"}]})
+        pasted = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv"  # a key pasted into a path by mistake
+        assert httpx.get(f"{base}/v1/runs/{pasted}", headers={"Authorization": f"Bearer {secret}"}, timeout=60).status_code == 404
     finally:
         stop(proc)
     assert r.status_code == 200
     line = next(x for x in (tmp_path / "serve.log").read_text().splitlines() if "/v1/chat/completions" in x)
     assert '"POST /v1/chat/completions" 200 ' in line and f"key={kid}" in line and "model=cheap" in line and "team=search" in line
     assert "$0.0" in line and "ms" in line and "leak" not in line and secret not in line  # the path without its query string
+    log = (tmp_path / "serve.log").read_text()
+    assert '"GET /v1/runs/' in log and pasted not in log  # a path a client chose is scrubbed
     (tmp_path / "serve.log").unlink()
     proc, base = start_server(tmp_path, mock_process, "--no-access-log")
     try:
