@@ -219,7 +219,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             res[f"added_p50_ms_{k}"] = round(med(k, "p50_ms") - med("direct", "p50_ms"), 3)
             res[f"added_p99_ms_{k}"] = round(med(k, "p99_ms") - med("direct", "p99_ms"), 3)
         res["added_p50_ms"], res["added_p99_ms"] = res["added_p50_ms_gateway"], res["added_p99_ms_gateway"]
-        rps = {k: (await closed_loop(url, h, args.n, args.cap))["rps"] for k, (url, h) in targets.items()}
+        runs: dict[str, list[float]] = {k: [] for k in targets}
+        for rep in range(args.reps):  # interleaved, the order turned each time: drift hits every target alike
+            for k, (url, h) in (list(targets.items()) if rep % 2 == 0 else list(targets.items())[::-1]):
+                runs[k].append((await closed_loop(url, h, args.n, args.cap))["rps"])
+        rps = {k: statistics.median(v) for k, v in runs.items()}
         res["closed_loop"] = {"direct_rps": round(rps["direct"], 1), "minimal_proxy_rps": round(rps["minimal-proxy"], 1),
                               "gateway_rps": round(rps["gateway"], 1), "gateway_vs_direct": round(rps["gateway"] / rps["direct"], 3),
                               "gateway_vs_minimal_proxy": round(rps["gateway"] / rps["minimal-proxy"], 3),
