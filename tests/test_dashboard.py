@@ -5,6 +5,7 @@ run's detail page shows the route taken. Screenshots go to ``.artifacts/dashboar
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -116,15 +117,20 @@ def served_keys(tmp_path, mock_process):
         "steps:\n  - name: answer\n    route:\n      router: r\n      routes:\n"
         "        billing: {vote: {sample: {call: {model: cheap, prompt: 'Billing: {input}'}}, n: 3, early_stop: none}}\n"
         "      default: {call: {model: cheap, prompt: '{input}'}}\n")
+    from turnout._scope import open_run
+    from turnout.models import Usage
+    from turnout.policies.trace import CallEvent
+
     with SQLiteStore(tmp_path / "gw.db") as store:
         ring = KeyRing(store)
         secret, key = ring.create("search-app", models=["*"], workflows=["*"], budget_usd=1.0, period="day", team="search")
         other, _ = ring.create("other-app", models=["*"], workflows=["*"])
+        # the key's earlier traffic, as the gateway records it (a run tagged with key and team, one call each)
+        for text in [*(f"question {i}" for i in range(55)), "w" * 6000]:  # the last: no space to break at
+            with open_run(store, "gateway", text, tags={"key": key.key_id, "team": "search", "model": "cheap"}) as run:
+                store.record(CallEvent("cheap", time.time(), 0.01, True, usage=Usage(3, 4), cost_usd=0.000011))
+                run.output = f"echo: {text}"
     proc, base = start_server(tmp_path, mock_process)
-    c = openai.OpenAI(base_url=base + "/v1", api_key=secret, max_retries=0, timeout=20)
-    for i in range(55):
-        c.chat.completions.create(model="cheap", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=5)
-    c.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "w" * 6000}], max_tokens=5)  # no space to break at
     openai.OpenAI(base_url=base + "/v1", api_key=other, max_retries=0).chat.completions.create(
         model="cheap", messages=[{"role": "user", "content": "from the other key"}])
     voted = httpx.post(base + "/v1/workflows/triage/runs", json={"input": "my invoice"}, headers={"Authorization": f"Bearer {secret}"},

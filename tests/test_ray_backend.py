@@ -9,6 +9,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -49,14 +51,57 @@ def job(tmp_path, slow_mock):
     return tmp_path, root
 
 
+class _Collector(ThreadingHTTPServer):
+    """A loopback OTLP/HTTP traces endpoint in a thread: the names and parents of the spans received."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        spans: list[tuple[str, str, str]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                msg = ExportTraceServiceRequest()
+                msg.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+                spans.extend((s.name, s.span_id.hex(), s.parent_span_id.hex())
+                             for rs in msg.resource_spans for ss in rs.scope_spans for s in ss.spans)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.spans = spans
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
 def test_cli_backend_ray_and_resume(job):
     tmp, _ = job
     cmd = [sys.executable, "-m", "turnout", "batch", str(tmp / "wf.yaml"), str(tmp / "in.jsonl"), "-o", str(tmp / "out.jsonl"),
            "--backend", "ray", "--workers", "2", "-n", "4", "--catalog", str(tmp / "models.yaml"), "--db", str(tmp / "cli.db")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    col = _Collector()  # the workers export their runs' spans by the OTEL_* variables, as a local batch does
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.server_address[1]}"}
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    finally:
+        col.shutdown()
     assert r.returncode == 0, r.stderr
     out = [json.loads(x) for x in (tmp / "out.jsonl").read_text().splitlines()]
     assert len(out) == 24 and all(o["status"] == "ok" for o in out)
+    by_id = {i: (name, parent) for name, i, parent in col.spans}
+
+    def path(i: str) -> list[str]:
+        names = []
+        while i in by_id:
+            names.append(by_id[i][0])
+            i = by_id[i][1]
+        return names[::-1]
+
+    calls = [path(i) for i, (name, _) in by_id.items() if name.startswith("chat ")]
+    assert sum(name == "run upper" for name, _ in by_id.values()) == 24 and len(calls) == 24  # flushed before each worker ended
+    assert all(p[0] == "run upper" and p[-2:] == ["step call", "chat m"] for p in calls), calls[:3]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)  # everything done: nothing runs again
     assert r.returncode == 0 and "24 of 24 items already done" in r.stderr
     bad = subprocess.run(cmd[:-4] + ["--backend", "spark"], capture_output=True, text=True, timeout=60)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["attached", "call", "current", "decision", "enabled", "install", "set_attributes", "span"]
+__all__ = ["attached", "call", "current", "decision", "enabled", "flush", "install", "set_attributes", "span"]
 
 _BACKEND: Any = None  # an OTelTracing, or None: tracing off
 
@@ -69,6 +69,14 @@ def call(event: Any, provider: str, model_id: str) -> None:
     b = _BACKEND
     if b is not None:
         b.call(event, provider, model_id)
+
+
+def flush() -> None:
+    """Send what the backend still holds (blocking: call it in a thread, or at the end of a process
+    whose ``atexit`` may not run, such as a Ray worker)."""
+    b = _BACKEND
+    if b is not None and hasattr(b, "flush"):
+        b.flush()
 
 
 def decision(router: str, d: Any) -> None:

@@ -88,7 +88,13 @@ class OTelTracing:
         from .. import __version__
 
         self.trace, self.context = _otel()
-        self.tracer = (provider or self.trace.get_tracer_provider()).get_tracer("turnout", __version__)
+        self.provider = provider or self.trace.get_tracer_provider()
+        self.tracer = self.provider.get_tracer("turnout", __version__)
+
+    def flush(self) -> None:
+        force = getattr(self.provider, "force_flush", None)
+        if force is not None:
+            force(10_000)
 
     @contextmanager
     def span(self, name: str, attributes: Mapping[str, Any], *, headers: Any = None, server: bool = False) -> Iterator[Any]:

@@ -209,8 +209,10 @@ class _Worker:
 
         from ..policies.catalog import Catalog
         from ..store import open_store
+        from ..store.otel import setup
         from .runner import Workflow
 
+        setup()  # spans by the worker's OTEL_* variables (Ray passes the driver's environment to local workers)
         self.owner = uuid.uuid4().hex
         cat = Catalog.load(catalog_path) if catalog_path else Catalog()
         shared = (RayAccounts(gate, self.owner), RayBuckets(gate))  # budgets and rates: one balance for the cluster
@@ -235,9 +237,15 @@ class _Worker:
         return self.owner  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        """Flush the queued trace rows and close the models (before the driver ends the actor)."""
+        """Flush the queued trace rows and spans and close the models (before the driver ends the
+        actor, whose ``atexit`` hooks may never run)."""
+        import asyncio
+
+        from .. import _telemetry
+
         await self.wf.aclose()
         self.store.close()
+        await asyncio.to_thread(_telemetry.flush)
 
 
 def run_batch_ray(
