@@ -1,5 +1,7 @@
-"""A type checker finds turnout after the README's install (`pip install -e '.[test]'`) and reads
-its annotations (py.typed): a user's code that imports it is checked against them."""
+"""A type checker finds turnout after the README's install (`pip install -e '.[test]'`) and sees
+its ``py.typed``: mypy resolves the package (no ``import-not-found``) and treats it as typed (no
+``import-untyped``). Imports are not followed (``--follow-imports=skip``): resolving the package
+is what the editable install decides, and following them costs ~8 s for nothing more about it."""
 
 from __future__ import annotations
 
@@ -7,12 +9,12 @@ import subprocess
 import sys
 
 
-def test_mypy_finds_the_package_and_its_types(tmp_path):
+def test_mypy_finds_the_package_as_typed(tmp_path):
     user = tmp_path / "user.py"
-    user.write_text("from turnout import Request, run_sync\n\nok: Request = Request.of('x')\nreveal_type(run_sync)\nwrong: int = Request.of('x')\n")
-    p = subprocess.run([sys.executable, "-m", "mypy", "--follow-imports=silent", "--no-incremental", str(user)],
+    user.write_text("import turnout\nimport turnout.store.otel\nimport turnout_is_not_installed\n")
+    p = subprocess.run([sys.executable, "-m", "mypy", "--follow-imports=skip", "--no-incremental", str(user)],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     out = p.stdout + p.stderr
-    assert "import-not-found" not in out and "missing library stubs" not in out, out
-    assert "user.py:4: note: Revealed type is \"def [T] (coro: typing.Coroutine[Any, Any, T]) -> T\"" in out, out  # the annotations, not Any
-    assert p.returncode == 1 and "user.py:5: error: Incompatible types in assignment" in out and "Found 1 error" in out, out
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and "user.py:3:" in errors[0] and "import-not-found" in errors[0], out  # only the control fails
+    assert "import-untyped" not in out and "py.typed" not in out, out
