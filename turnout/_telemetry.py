@@ -80,7 +80,7 @@ def flush() -> None:
 
 
 def decision(router: str, d: Any) -> None:
-    """A routing decision: on the open ``route`` span if the router opened one, else a span of its own."""
+    """A routing decision, as a span of its own under the current one (its start: its latency ago)."""
     b = _BACKEND
     if b is not None:
         b.decision(router, d)

@@ -111,11 +111,12 @@ def _slot_timeline(slots: list[tuple[float, float, float]], bins: int = 30) -> t
     return counts, costs, [time.strftime("%m-%d %H:00", time.localtime(lo + i * per * 3600)) for i in range(cols)]
 
 
-def _raw_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
-    """A table whose "run" cells are trusted links built here; every other cell is escaped."""
+def _raw_table(rows: list[dict[str, Any]], cols: list[str], *, link_head: str = "run") -> str:
+    """A table whose "run" cells are trusted links built here (headed ``link_head``); every other
+    cell is escaped."""
     if not rows:
         return '<p class="muted">no rows</p>'
-    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    head = "".join(f"<th>{esc(link_head if c == 'run' else c)}</th>" for c in cols)
     body = []
     for r in rows:
         cells = []
@@ -333,8 +334,8 @@ def runs_page(store: Store, params: dict[str, str]) -> str:
 
 def keys_page(store: Store) -> str:
     """``/keys``: every gateway key with its scope and limits, its spend in its budget's current
-    window against that budget, and the teams' totals — each key's spend one indexed read of its
-    runs (``runs_key_time``)."""
+    window against that budget, and the teams' totals — each key's spend read from the hourly
+    ``key_rollups``."""
     from .._types import period_start
 
     now, rows, teams = time.time(), [], {}
@@ -343,7 +344,7 @@ def keys_page(store: Store) -> str:
         spent = store.spend(key=k["key_id"], since=since)
         budget = k.get("budget_usd")
         rows.append({"run": f'<a href="/runs?key={esc(k["key_id"])}">{esc(k["key_id"])}</a>', "name": k["name"], "team": k.get("team") or "",
-                     "models": ",".join(json.loads(k["models"]) if isinstance(k["models"], str) else k["models"]) or "-",
+                     "models": ",".join(k["models"]) or "-",
                      "rpm": k.get("rpm") or "-", "budget": f"${budget:g}" + (f"/{k['period']}" if k.get("period") else "") if budget else "-",
                      "cost_usd": spent, "used": f"{spent / budget:.0%}" if budget else "-",
                      "left $": f"{max(0.0, budget - spent):.6f}" if budget else "-", "state": "revoked" if k.get("revoked_at") else "active"})
@@ -354,6 +355,6 @@ def keys_page(store: Store) -> str:
     team_rows = [{"run": f'<a href="/runs?team={esc(n)}">{esc(n)}</a>', "keys": t["keys"], "cost_usd": t["spent"]} for n, t in sorted(teams.items())]
     body = (_tiles([("keys", len(rows)), ("active", sum(r["state"] == "active" for r in rows)), ("teams", len(teams)),
                     ("spent $ (current windows)", f"{sum(r['cost_usd'] for r in rows):.6f}")])
-            + _raw_table(rows, ["run", "name", "team", "models", "rpm", "budget", "cost_usd", "used", "left $", "state"])
-            + "<h2>Teams</h2>" + _raw_table(team_rows, ["run", "keys", "cost_usd"]))
-    return _shell("Keys and teams", "/keys", body.replace("<th>run</th>", "<th>id</th>", 2), None)
+            + _raw_table(rows, ["run", "name", "team", "models", "rpm", "budget", "cost_usd", "used", "left $", "state"], link_head="id")
+            + "<h2>Teams</h2>" + _raw_table(team_rows, ["run", "keys", "cost_usd"], link_head="team"))
+    return _shell("Keys and teams", "/keys", body, None)

@@ -181,10 +181,7 @@ class Readers:
             return self.key_spend(since, key, team)  # type: ignore[attr-defined, no-any-return]  # the hourly key rollups (Rollups)
         w, args = where(("c.started_at >=", since), ("c.model =", model), ("r.workflow =", workflow), ("r.key_id =", key),
                         ("r.team =", team))
-        if key is not None or team is not None:  # the key's (team's) runs on their index, then their calls by run id
-            sql = f"SELECT COALESCE(SUM(c.cost_usd), 0) FROM runs r JOIN calls c ON c.run_id = r.run_id{w}"
-        else:
-            sql = f"SELECT COALESCE(SUM(c.cost_usd), 0) FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id{w}"
+        sql = f"SELECT COALESCE(SUM(c.cost_usd), 0) FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id{w}"
         return float(next(iter(self._reading().execute(sql, args)))[0] or 0.0)
 
     def experiments(self) -> list[str]:

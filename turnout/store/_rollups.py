@@ -26,6 +26,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ._read import where
+
 __all__ = ["SLOT", "Rollups", "conf_bucket", "key_rollup_statement", "lat_bucket", "percentile", "rollup_statements"]
 
 SLOT = 3600.0  # seconds per rollup slot
@@ -158,16 +160,12 @@ class Rollups:
         first partial hour from its raw calls (by time, joined to their runs)."""
         db = self._reading()
         full, part_end = self._window(since)
-        conds = [("key_id =", key), ("team =", team if team is not None else None), ("slot >=", full)]
-        parts = [(f"{c} ?", v) for c, v in conds if v is not None]
-        w = (" WHERE " + " AND ".join(p for p, _ in parts)) if parts else ""
-        total = float(next(iter(db.execute(f"SELECT COALESCE(SUM(cost_usd), 0) FROM key_rollups{w}", [v for _, v in parts])))[0] or 0.0)
+        w, args = where(("key_id =", key), ("team =", team), ("slot >=", full))
+        total = float(next(iter(db.execute(f"SELECT COALESCE(SUM(cost_usd), 0) FROM key_rollups{w}", args)))[0] or 0.0)
         if part_end is not None:
-            raw = [("r.key_id =", key), ("r.team =", team)]
-            extra = "".join(f" AND {c} ?" for c, v in raw if v is not None)
-            total += float(next(iter(db.execute(
-                f"SELECT COALESCE(SUM(c.cost_usd), 0) FROM calls c JOIN runs r ON r.run_id = c.run_id WHERE c.started_at >= ? "
-                f"AND c.started_at < ?{extra}", [since, part_end, *(v for _, v in raw if v is not None)])))[0] or 0.0)
+            w, args = where(("c.started_at >=", since), ("c.started_at <", part_end), ("r.key_id =", key), ("r.team =", team))
+            total += float(next(iter(db.execute(f"SELECT COALESCE(SUM(c.cost_usd), 0) FROM calls c JOIN runs r ON r.run_id = c.run_id{w}",
+                                                args)))[0] or 0.0)
         return total
 
     def model_summary(self, since: float | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[float, float, float]]]:
