@@ -281,7 +281,8 @@ async def run_sections(
                        max_tokens=max_tokens, metadata={"section": str(s.index)}) for s in sections]
     with _telemetry.span(f"sections {name}", {"turnout.sections": len(sections)}) as s:
         res = await fan_out([lambda r=r: model.complete(r) for r in reqs], concurrency=concurrency, timeout=timeout, policy=policy)
-        _telemetry.set_attributes(s, {"turnout.sections.failed": sum(1 for e in res.envelopes if e.status != "ok")})
+        if s is not None:
+            _telemetry.set_attributes(s, {"turnout.sections.failed": sum(1 for e in res.envelopes if e.status != "ok")})
     a = active_run()
     if a is not None:  # inside ``with store.run(...)``: one row per section envelope
         a[0].record_sections(name, res.envelopes, [s.title for s in sections], run_id=a[1])

@@ -389,8 +389,10 @@ async def vote(
             v = await judge_tie(v, judge, question)
         if escalate_below is not None and on_escalate is not None:
             v = await escalate(v, escalate_below, on_escalate)
-        _telemetry.set_attributes(s, {"turnout.vote.answer": v.answer, "turnout.vote.outcome": v.outcome, "turnout.vote.agreement": v.agreement,
-                                      "turnout.vote.samples": v.samples_used, "turnout.vote.tally": json.dumps(v.counts)})
+        if s is not None:  # tracing on: the tally is only serialised for a span
+            _telemetry.set_attributes(s, {"turnout.vote.answer": v.answer, "turnout.vote.outcome": v.outcome,
+                                          "turnout.vote.agreement": v.agreement, "turnout.vote.samples": v.samples_used,
+                                          "turnout.vote.tally": json.dumps(v.counts)})
     a = active_run()
     if a is not None:
         a[0].record_verdict(v, name=name, run_id=a[1])
