@@ -389,14 +389,19 @@ async def vote(
             v = await judge_tie(v, judge, question)
         if escalate_below is not None and on_escalate is not None:
             v = await escalate(v, escalate_below, on_escalate)
-        if s is not None:  # tracing on: the tally is only serialised for a span
-            _telemetry.set_attributes(s, {"turnout.vote.answer": v.answer, "turnout.vote.outcome": v.outcome,
-                                          "turnout.vote.agreement": v.agreement, "turnout.vote.samples": v.samples_used,
-                                          "turnout.vote.tally": json.dumps(v.counts)})
+        _trace_verdict(s, v)
     a = active_run()
     if a is not None:
         a[0].record_verdict(v, name=name, run_id=a[1])
     return v
+
+
+def _trace_verdict(span: Any, v: Verdict) -> None:
+    """The verdict on the vote's span; with tracing off there is no span and the tally is never serialised."""
+    if span is not None:
+        _telemetry.set_attributes(span, {"turnout.vote.answer": v.answer, "turnout.vote.outcome": v.outcome,
+                                         "turnout.vote.agreement": v.agreement, "turnout.vote.samples": v.samples_used,
+                                         "turnout.vote.tally": json.dumps(v.counts)})
 
 
 def _check_vote(n: int, tie: str, judge: ChatModel | None, early_stop: str | None) -> None:
