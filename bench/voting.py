@@ -152,10 +152,16 @@ async def record(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[s
     store.close()
     tmp.cleanup()
     calibration = {"problems": args.calibrate, "samples": sum(cal_used), "prior": {"alpha": prior.alpha, "beta": prior.beta,
-                   "mean": round(prior.mean, 4)}}
+                   "mean": round(prior.mean, 4)}, "model": args.model, "temperature": args.temperature, "problems_kind": args.problems,
+                   "max_tokens": args.max_tokens, "target": args.target}
+    saved = open(args.save, "w") if args.save else None  # noqa: SIM115 -- rows are appended as problems finish
+    if saved:  # a run cut short keeps every problem it finished: --replay scores the rows written so far
+        saved.write(json.dumps({"calibration": calibration}) + "\n")
+        saved.flush()
 
     # 2. the test problems
-    rules = [(label, mode, level, prior if fitted else None) for label, mode, level, fitted in LIVE]
+    live_labels = {"all": [x[0] for x in LIVE], "none": [], "default": [LIVE[-1][0]]}[args.live]
+    rules = [(label, mode, level, prior if fitted else None) for label, mode, level, fitted in LIVE if label in live_labels]
     rows: list[dict[str, Any]] = []
 
     async def one(i: int, question: str, answer: int) -> None:
@@ -175,9 +181,14 @@ async def record(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[s
                 live[label] = {"answer": v.answer, "used": v.samples_used}
         votes = sorted(fixed.votes, key=lambda vt: vt.index)
         rows.append({"i": i, "question": question, "answer": str(answer), "greedy": greedy,
-                     "votes": [vt.key for vt in votes], "live": live})
+                     "votes": [vt.key for vt in votes], "texts": [vt.raw for vt in votes], "live": live})
+        if saved:
+            saved.write(json.dumps(rows[-1]) + "\n")
+            saved.flush()
 
     await asyncio.gather(*(one(i, q, a) for i, (q, a) in enumerate(problem_set(args, args.n))))
+    if saved:
+        saved.close()
     return sorted(rows, key=lambda r: r["i"]), calibration
 
 
@@ -231,6 +242,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=None, help="room for the working (default: 40 simple, 200 grade)")
     ap.add_argument("--target", type=float, default=None,
                     help="adaptive samples / fixed N to meet (default 0.5 simple — the parallelization issue —, 0.6 grade — issue 19)")
+    ap.add_argument("--live", choices=["all", "default", "none"], default="all",
+                    help="which adaptive rules also run live (the rest are replayed on the fixed-N votes, the same samples)")
     ap.add_argument("--save", help="write the recorded votes (JSONL) for --replay")
     ap.add_argument("--replay", help="re-score recorded votes; no model is loaded")
     ap.add_argument("--json", action="store_true")
@@ -248,12 +261,6 @@ def main() -> None:
         args.target = calibration.get("target", args.target)
     else:
         rows, calibration = asyncio.run(record(args))
-        calibration.update(model=args.model, temperature=args.temperature, problems=args.problems, max_tokens=args.max_tokens,
-                           target=args.target)
-        if args.save:
-            with open(args.save, "w") as f:
-                f.write(json.dumps({"calibration": calibration}) + "\n")
-                f.writelines(json.dumps(r) + "\n" for r in rows)
     prior = VotePrior(calibration["prior"]["alpha"], calibration["prior"]["beta"])
     r = score(rows, args.samples, prior, args.target)
     r.update(model=args.model, temperature=args.temperature, calibration=calibration, wall_s=round(time.perf_counter() - t0, 1))

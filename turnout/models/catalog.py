@@ -261,7 +261,7 @@ def _spec_from(name: str, m: _ModelIn) -> ModelSpec:
     )
 
 
-SECTIONS = ("models", "compliance", "budgets", "auto", "cache")
+SECTIONS = ("models", "embedders", "compliance", "budgets", "auto", "cache")
 
 
 def read_catalog_file(path: str | os.PathLike[str], *, auto: bool = True) -> tuple[Path, Any, Any, list[ModelSpec], Any]:
@@ -271,12 +271,12 @@ def read_catalog_file(path: str | os.PathLike[str], *, auto: bool = True) -> tup
     ``auto:`` section (None without one, or when ``auto=False``)."""
     p = Path(path)
     doc, root = load_yaml(p, what="catalog")
-    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
-        raise ConfigError(f"{p}:1: a catalog file needs a top-level 'models:' mapping of name -> settings")
+    if not isinstance(doc, dict) or not isinstance(doc.get("models", {}), dict) or not (doc.get("models") or doc.get("embedders")):
+        raise ConfigError(f"{p}:1: a catalog file needs a top-level 'models:' mapping of name -> settings (or 'embedders:')")
     unknown = sorted(set(doc) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{p}:{line_of(root, (unknown[0],))}: {unknown[0]}: unknown section; "
-                          "a catalog has models, compliance, budgets, auto, cache")
+                          f"a catalog has {', '.join(SECTIONS)}")
     auto_doc = None
     if doc.get("auto") is not None and auto:
         try:
@@ -289,10 +289,10 @@ def read_catalog_file(path: str | os.PathLike[str], *, auto: bool = True) -> tup
                                   "name; declare this model router in a workflow's model_routers:")
         for t, ms in (auto_doc.tiers or {}).items():
             for m in ms:
-                if m not in doc["models"] and m not in {e.name for e in EMBEDDED}:
+                if m not in (doc.get("models") or {}) and m not in {e.name for e in EMBEDDED}:
                     raise ConfigError(f"{p}:{line_of(root, ('auto', 'tiers', t))}: auto.tiers.{t}: unknown model {m!r}")
     specs = []
-    for name, body in doc["models"].items():
+    for name, body in (doc.get("models") or {}).items():
         try:
             specs.append(spec_from_yaml(str(name), body))
         except ValidationError as e:

@@ -57,7 +57,7 @@ class OpenAIEmbedder(HTTPAdapter):
         self.cost_usd = 0.0
 
     def _parse(self, n: int) -> Any:
-        def parse(doc: Any, latency_s: float) -> np.ndarray:
+        def parse(doc: Any, latency_s: float) -> tuple[np.ndarray, int]:
             data = doc.get("data") if isinstance(doc, dict) else None
             if not isinstance(data, list) or len(data) != n:
                 raise BadResponse(f"expected {n} embeddings, got {len(data) if isinstance(data, list) else 'none'}", model=self.name)
@@ -72,9 +72,20 @@ class OpenAIEmbedder(HTTPAdapter):
             tokens = int(u.get("prompt_tokens") or u.get("total_tokens") or 0)
             self.tokens += tokens
             self.cost_usd += self.price.input_per_m * tokens / 1e6
-            return m
+            return m, tokens
 
         return parse
+
+    async def embed_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """One request: the rows (L2-normalised, input order) and the prompt tokens the endpoint
+        reported. What the embedding policies (``turnout.policies.embedding``) call per batch."""
+        body: dict[str, Any] = {"model": self.model, "input": [t or " " for t in texts], "encoding_format": "float"}
+        if self.dimensions:
+            body["dimensions"] = self.dimensions
+        m, tokens = await self._post(body, self.request_timeout, self._parse(len(texts)))
+        self.dim = m.shape[1]
+        m /= np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)
+        return m, tokens
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
@@ -83,15 +94,9 @@ class OpenAIEmbedder(HTTPAdapter):
             return np.zeros((0, self.dim), dtype=np.float32)
         sem = asyncio.Semaphore(self.concurrency)
 
-        async def batch(part: list[str]) -> np.ndarray:
-            body: dict[str, Any] = {"model": self.model, "input": part, "encoding_format": "float"}
-            if self.dimensions:
-                body["dimensions"] = self.dimensions
+        async def batch(part: Sequence[str]) -> np.ndarray:
             async with sem:
-                return await self._post(body, self.request_timeout, self._parse(len(part)))
+                return (await self.embed_batch(part))[0]
 
-        parts = [[t or " " for t in texts[i : i + self.batch_size]] for i in range(0, len(texts), self.batch_size)]
-        out = np.concatenate(await asyncio.gather(*(batch(p) for p in parts)))
-        self.dim = out.shape[1]
-        out /= np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
-        return out
+        parts = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        return np.concatenate(await asyncio.gather(*(batch(p) for p in parts)))

@@ -37,11 +37,13 @@ from ..models.catalog import (
     provider_spec,
     read_catalog_file,
 )
+from ..models.embedder_spec import EMBEDDED_EMBEDDER, EmbedderSpec, build_embedder
 from .base import NoTools
 from .budget import Budgeted
 from .cache import Cached, CacheSettings, ResponseCache
 from .cache_backends import open_backend
 from .compliance import ComplianceGate, Compliant, DataPolicy, Detector, expand
+from .embedding import PolicyEmbedder
 from .fallback import Fallback
 from .ratelimit import Capped, Limited, MemoryBuckets, RateLimiter
 from .retry import Retrying, RetryPolicy, stop_after_attempt, wait_exponential
@@ -76,6 +78,16 @@ class _CacheSectionIn(BaseModel):
         return ResponseCache(open_backend(self.backend, max_entries=self.max_entries), index_limit=self.max_entries)
 
 
+def _embedders_section(p: Any, root: Any, doc: Any) -> dict[str, EmbedderSpec]:
+    out = {}
+    for name, body in (doc.get("embedders") or {}).items():
+        try:
+            out[str(name)] = EmbedderSpec.model_validate(body or {})
+        except ValidationError as e:
+            raise located_error(p, root, e, ("embedders", name)) from None
+    return out
+
+
 def _section(p: Any, root: Any, doc: Any, name: str, schema: Any) -> Any:
     """A catalog section validated and built; every error as ``file:line: section: message``."""
     try:
@@ -105,8 +117,14 @@ class Catalog:
         buckets: Any = None,
         cache: ResponseCache | None = None,
         providers: bool = True,
+        embedders: Mapping[str, EmbedderSpec] | None = None,
+        base_dir: Any = None,
     ) -> None:
         self._specs: dict[str, ModelSpec] = {}
+        # encoders by name (the embedded MiniLM always); built once each, with their policies (embedder())
+        self._embedders: dict[str, EmbedderSpec] = {EMBEDDED_EMBEDDER: EmbedderSpec(type="local"), **(embedders or {})}
+        self._built_embedders: dict[str, Any] = {}
+        self.base_dir = base_dir  # where an onnx embedder's relative path: is read from (the catalog file's folder)
         self.providers = providers  # provider-prefixed names (openai/NAME, anthropic/NAME, ollama/NAME) need no entry
         if include_embedded:
             for s in EMBEDDED:
@@ -150,6 +168,8 @@ class Catalog:
                 kw[arg] = _section(p, root, doc, section, schema)
         if doc.get("budgets") is not None and "spend" not in kw:
             kw["spend"] = load_budgets(doc["budgets"], p, root)
+        kw.setdefault("embedders", _embedders_section(p, root, doc))
+        kw.setdefault("base_dir", p.parent)
         try:
             return cls(specs, **kw)
         except ConfigError as e:
@@ -194,7 +214,7 @@ class Catalog:
         copied (a workflow's own ``models:`` section extends its ``catalog:`` with this)."""
         cat = Catalog([*self._specs.values(), *specs], include_embedded=False, adapters=self.adapters, trust_env=self.trust_env,
                        policy=self.policy, spend=self.spend, audit=self.audit_sink, auto=self.auto, buckets=self.buckets,
-                       cache=self.cache, providers=self.providers)
+                       cache=self.cache, providers=self.providers, embedders=self._embedders, base_dir=self.base_dir)
         cat._limiters = self._limiters
         return cat
 
@@ -299,9 +319,55 @@ class Catalog:
             m = Budgeted(m, ledger)
         return Traced(m, sink) if trace else m  # no sink: still recorded into the active run's store, if any
 
+    # -- embedders --------------------------------------------------------------------------------
+    def embedder_names(self) -> list[str]:
+        return list(self._embedders)
+
+    def has_embedder(self, name: str) -> bool:
+        return name in self._embedders
+
+    def embedder(self, name: str | EmbedderSpec) -> Any:
+        """The named encoder (or one described inline, as a router spec may) under the catalog's
+        policies: its compliance (``data_classes``/``region``), the budgets, its rate limit and
+        retries. Built once per name and shared, like a model."""
+        if isinstance(name, EmbedderSpec):
+            key, spec = f"inline:{name.model_dump_json()}", name
+        else:
+            spec = self._embedders.get(name)  # type: ignore[assignment]
+            if spec is None:
+                raise ConfigError(f"unknown embedder {name!r}; the catalog has {', '.join(sorted(self._embedders))}")
+            key = name
+        e = self._built_embedders.get(key)
+        if e is None:
+            e = self._built_embedders[key] = self._with_embedder_policies(spec, name if isinstance(name, str) else None)
+        return e
+
+    def _with_embedder_policies(self, spec: EmbedderSpec, name: str | None) -> Any:
+        inner = build_embedder(spec, trust_env=self.trust_env, base_dir=self.base_dir)
+        if not spec.remote and self.policy is None:
+            return inner  # an in-process encoder, nothing to charge, limit or refuse
+        pol = spec.policies
+        lim = None
+        if pol.rate_limit is not None and (pol.rate_limit.rpm or pol.rate_limit.tpm):
+            key = ("embed-rate", name or inner.name, pol.rate_limit.rpm, pol.rate_limit.tpm)  # shared with every copy (extend)
+            lim = self._limiters.get(key)
+            if lim is None:
+                lim = self._limiters[key] = RateLimiter(rpm=pol.rate_limit.rpm, tpm=pol.rate_limit.tpm, buckets=self.buckets,
+                                                        name=f"rate:embedder:{name or inner.name}")
+        retry = RetryPolicy(stop=stop_after_attempt(pol.retry.attempts), wait=wait_exponential(max=pol.retry.max_delay)) \
+            if pol.retry.attempts > 1 else None
+        return PolicyEmbedder(inner, retry=retry, limiter=lim, spend=self.spend, policy=self.policy, data_classes=spec.data_classes,
+                              region=spec.region, audit_sink=self.audit_sink, provider="openai" if spec.remote else "onnx",
+                              concurrency=pol.max_concurrency)
+
     async def aclose(self) -> None:
         built, self._built = self._built, {}
         for m in built.values():
             await m.aclose()
+        embedders, self._built_embedders = dict(self._built_embedders), {}
+        for e in embedders.values():
+            close = getattr(e, "aclose", None)
+            if close is not None:
+                await close()
 
 

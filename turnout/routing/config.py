@@ -8,7 +8,7 @@ Python API. ``save_fitted`` writes a fitted semantic router's knobs back into th
     router: cascade            # rule | semantic | llm | cascade
     fallback: general
     escalation: human
-    embedder: local-minilm     # or "fake" (tests)
+    embedder: local-minilm     # a catalog's embedders: name, {type: openai, model: ...}, {type: onnx, path: DIR}
     model: local               # a catalog name, for the LLM stage
     routes:
       billing:
@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .._errors import ConfigError
 from .._yaml import line_of, load_model
 from ..models.base import ChatModel, Embedder
+from ..models.embedder_spec import EmbedderSpec, build_embedder
 from .base import Route, Router
 from .cascade import CascadeRouter, Stage
 from .llm import LLMRouter
@@ -85,22 +86,6 @@ class _LLMIn(BaseModel):
     concurrency: int | None = Field(None, ge=1, le=256)  # decisions in flight (default: the model's slots)
 
 
-class _EmbedderIn(BaseModel):
-    """``embedder: {type: openai, model: text-embedding-3-small}`` (any OpenAI-compatible
-    ``/embeddings``: OpenAI, vLLM, TEI, Ollama) or ``{type: onnx, path: DIR}`` (model.onnx +
-    tokenizer.json)."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["openai", "onnx"]
-    model: str = ""
-    base_url: str = "https://api.openai.com/v1"
-    api_key_env: str | None = "OPENAI_API_KEY"
-    dimensions: int | None = Field(None, ge=1)
-    batch_size: int = Field(128, ge=1, le=4096)
-    path: str = ""
-    name: str | None = None
-
-
 class _StageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     router: Literal["rule", "semantic", "llm"]
@@ -116,12 +101,25 @@ class RouterSpec(BaseModel):
     fallback: str | None = None
     escalation: str | None = None
     escalate_below: float = Field(0.0, ge=0, le=1)
-    embedder: str | _EmbedderIn = "local-minilm"
+    embedder: str | EmbedderSpec = "local-minilm"  # a catalog embedders: name, or one described here
     model: str = "local"
     routes: dict[str, _RouteIn]
     semantic: _SemanticIn = _SemanticIn()
     llm: _LLMIn = _LLMIn()
     stages: list[_StageIn] | None = None
+
+    @field_validator("embedder", mode="before")
+    @classmethod
+    def _one_embedder(cls, v: Any) -> Any:
+        """A mapping is an ``EmbedderSpec``; its own error, not the union's "should be a string"."""
+        if not isinstance(v, dict):
+            return v
+        try:
+            return EmbedderSpec.model_validate(v)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise ValueError(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}") from None
 
 
 def _routes(spec: RouterSpec) -> list[Route]:
@@ -150,23 +148,18 @@ def register_embedder(name: str, factory: Callable[[], Embedder]) -> None:
     EMBEDDERS[name] = factory
 
 
-def _embedder(name: str | _EmbedderIn) -> Embedder:
-    if isinstance(name, _EmbedderIn):
-        if name.type == "openai":
-            from ..models.http_embedder import OpenAIEmbedder
-
-            if not name.model:
-                raise ConfigError("embedder: an openai embedder needs model:")
-            return OpenAIEmbedder(name.model, base_url=name.base_url, api_key_env=name.api_key_env, dimensions=name.dimensions,
-                                  batch_size=name.batch_size, name=name.name)
-        from ..models.embedder import LocalEmbedder
-
-        if not name.path:
-            raise ConfigError("embedder: an onnx embedder needs path: (a directory with model.onnx and tokenizer.json)")
-        return LocalEmbedder.from_directory(name.path, name=name.name)
+def _embedder(name: str | EmbedderSpec, catalog: Any = None) -> Embedder:
+    """A spec's ``embedder:``: a name the catalog declares (under its policies), a registered one, or
+    one described inline (under the catalog's policies when there is a catalog)."""
+    if isinstance(name, EmbedderSpec):
+        return catalog.embedder(name) if catalog is not None else build_embedder(name)  # type: ignore[no-any-return]
+    if catalog is not None and catalog.has_embedder(name):
+        return catalog.embedder(name)  # type: ignore[no-any-return]
     factory = EMBEDDERS.get(name)
     if factory is None:
-        raise ConfigError(f"unknown embedder {name!r}; known: {', '.join(sorted(EMBEDDERS))}")
+        known = set(EMBEDDERS) | set(catalog.embedder_names() if catalog is not None else ())
+        raise ConfigError(f"embedder: unknown embedder {name!r}; known: {', '.join(sorted(known))}"
+                          + ("" if catalog is not None else " (a catalog's embedders: are known when the router is built with catalog=)"))
     return factory()
 
 
@@ -198,7 +191,7 @@ def build_router(
 
     def semantic() -> SemanticRouter:
         s = spec.semantic
-        return SemanticRouter(routes, embedder or _embedder(spec.embedder), scoring=s.scoring, temperature=s.temperature,
+        return SemanticRouter(routes, embedder or _embedder(spec.embedder, catalog), scoring=s.scoring, temperature=s.temperature,
                               hybrid_weight=s.hybrid_weight, description_weight=s.description_weight, probe_l2=s.probe_l2,
                               default_threshold=s.default_threshold,
                               escalate_below=spec.escalate_below, name="semantic", **pol)

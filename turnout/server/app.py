@@ -43,7 +43,7 @@ from .._types import Completion, Message, Request, Usage
 from .._yaml import json_line
 from .access import Observed, note
 from .errors import ApiError, api_error, safe_header
-from .gateway import EMBED_MODEL, Gateway, refusal, workflow_error
+from .gateway import Gateway, refusal, workflow_error
 from .wire import (
     SSE_DONE,
     ChatIn,
@@ -230,14 +230,13 @@ def _openai_routes(app: Any, gw: Gateway) -> None:
     async def list_models(request: HttpRequest) -> Any:
         key = await gw.authenticate(request.headers.get("authorization"))
         names = [n for n in gw.model_names() if (key.may_run_workflow(n[9:]) if n.startswith("workflow/") else key.may_use_model(n))]
-        if key.may_use_model(EMBED_MODEL):
-            names.append(EMBED_MODEL)
+        names += [n for n in gw.embedder_names() if key.may_use_model(n)]
         return {"object": "list", "data": [_model_entry(n) for n in names]}
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str, request: HttpRequest) -> Any:
         key = await gw.authenticate(request.headers.get("authorization"))
-        known = model_id in gw.model_names() or model_id == EMBED_MODEL
+        known = model_id in gw.model_names() or model_id in gw.embedder_names()
         allowed = key.may_run_workflow(model_id[9:]) if model_id.startswith("workflow/") else key.may_use_model(model_id)
         if not (known and allowed):  # one answer for both: a key cannot probe what others may use
             raise ApiError(404, f"the model {model_id!r} does not exist or this key may not use it", code="model_not_found", param="model")
@@ -248,33 +247,39 @@ def _openai_routes(app: Any, gw: Gateway) -> None:
         key = await gw.authenticate(request.headers.get("authorization"))
         body = await _json_body(request, gw.max_body)
         e = _parse(EmbeddingsIn, body)
-        if e.model != EMBED_MODEL:
-            raise ApiError(404, f"unknown embedding model {e.model!r}; this gateway serves {EMBED_MODEL!r}", code="model_not_found",
-                           param="model")
-        if not key.may_use_model(EMBED_MODEL):
-            raise ApiError(403, f"key {key.name!r} may not use model {EMBED_MODEL!r}", type="permission_error", code="model_not_allowed")
-        note(model=EMBED_MODEL)
-        if gw.embedder is None:
-            from ..models import LocalEmbedder
-
-            gw.embedder = LocalEmbedder()
-        dim = getattr(gw.embedder, "dim", None)
-        if e.dimensions is not None and e.dimensions != dim:
-            raise ApiError(400, f"dimensions: {EMBED_MODEL} gives {dim}-dimensional vectors and cannot shorten them; omit dimensions "
-                                f"or pass {dim}", param="dimensions")
         try:
-            vecs = await gw.embedder.embed(e.inputs)
-        except TurnoutError as err:
-            raise api_error(err) from None
+            enc = gw.embedding_model(e.model)
+        except KeyError:
+            raise ApiError(404, f"unknown embedding model {e.model!r}; this gateway serves {', '.join(gw.embedder_names())}",
+                           code="model_not_found", param="model") from None
+        if not key.may_use_model(e.model):
+            raise ApiError(403, f"key {key.name!r} may not use model {e.model!r}", type="permission_error", code="model_not_allowed")
+        note(model=e.model)
+        dim = getattr(enc, "dim", None)
+        if e.dimensions is not None and dim and e.dimensions != dim:
+            raise ApiError(400, f"dimensions: {e.model} gives {dim}-dimensional vectors and cannot shorten them; omit dimensions "
+                                f"or pass {dim}", param="dimensions")
+        bound = sum(len(t.encode("utf-8", "surrogatepass")) for t in e.inputs)
+        # a run like any request: the key's rate admits it, its budget (a scope meter) is charged per batch
+        async with gw.request_run(key, e.model, "\n".join(e.inputs)[:2000], tokens=bound, deadline=_deadline(request)) as run:
+            try:
+                with run.scope():
+                    counted = getattr(enc, "embed_counted", None)
+                    vecs, tokens = await counted(e.inputs) if counted is not None else (await enc.embed(e.inputs), 0)
+            except TurnoutError as err:
+                raise api_error(err) from None
+            run.status, run.output = "ok", f"{len(vecs)} embeddings"
+        if e.dimensions is not None and len(vecs) and vecs.shape[1] != e.dimensions:
+            raise ApiError(400, f"dimensions: {e.model} gave {vecs.shape[1]}-dimensional vectors, not {e.dimensions}", param="dimensions")
+        import numpy as np
+
         data = []
         for i, v in enumerate(vecs):
-            import numpy as np
-
             arr = np.asarray(v, dtype="<f4")
             emb: Any = base64.b64encode(arr.tobytes()).decode() if e.encoding_format == "base64" else [float(x) for x in arr]
             data.append({"object": "embedding", "index": i, "embedding": emb})
-        n = sum(max(1, len(t) // 4) for t in e.inputs)
-        return {"object": "list", "data": data, "model": EMBED_MODEL, "usage": {"prompt_tokens": n, "total_tokens": n}}
+        n = tokens or sum(max(1, len(t) // 4) for t in e.inputs)
+        return {"object": "list", "data": data, "model": e.model, "usage": {"prompt_tokens": n, "total_tokens": n}}
 
 
 def _run_routes(app: Any, gw: Gateway) -> None:

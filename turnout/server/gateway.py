@@ -133,6 +133,20 @@ class Gateway:
             names.append(AUTO)
         return names + [f"workflow/{w}" for w in self.workflows]
 
+    def embedder_names(self) -> list[str]:
+        """The embedding models served: the embedded MiniLM as ``local-embed``, and the catalog's ``embedders:``."""
+        return [EMBED_MODEL, *(n for n in self.catalog.embedder_names() if n != "local-minilm")]
+
+    def embedding_model(self, name: str) -> Any:
+        """The encoder behind an embedding model name (KeyError when there is none)."""
+        if name == EMBED_MODEL:
+            if self.embedder is None:
+                self.embedder = self.catalog.embedder("local-minilm")
+            return self.embedder
+        if name not in self.embedder_names():
+            raise KeyError(name)
+        return self.catalog.embedder(name)  # under the catalog's policies: compliance, budgets, its limits
+
     def model(self, name: str) -> Any:
         m = self._models.get(name)
         if m is None:

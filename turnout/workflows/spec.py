@@ -338,7 +338,8 @@ class _Compiler:
         if rspec.router in ("llm", "cascade"):
             self.check_model(rspec.model, (*rloc, "model"))
         try:
-            r = build_router(rspec, embedder=self.embedder, model=self.models.resolve(rspec.model) if rspec.router in ("llm", "cascade") else None)
+            r = build_router(rspec, embedder=self.embedder, catalog=self.models.catalog,
+                             model=self.models.resolve(rspec.model) if rspec.router in ("llm", "cascade") else None)
         except ConfigError as e:
             raise self.err(rloc, str(e)) from None
         if r.name in ("rule", "semantic", "llm"):  # a single-kind router is named after its kind: name it as the workflow does
