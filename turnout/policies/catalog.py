@@ -358,7 +358,7 @@ class Catalog:
             if pol.retry.attempts > 1 else None
         return PolicyEmbedder(inner, retry=retry, limiter=lim, spend=self.spend, policy=self.policy, data_classes=spec.data_classes,
                               region=spec.region, audit_sink=self.audit_sink, provider="openai" if spec.remote else "onnx",
-                              concurrency=pol.max_concurrency)
+                              concurrency=pol.max_concurrency, label=name)
 
     async def aclose(self) -> None:
         built, self._built = self._built, {}

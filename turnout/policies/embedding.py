@@ -41,7 +41,7 @@ class PolicyEmbedder:
     def __init__(self, inner: Any, *, name: str | None = None, price: Price | None = None, retry: RetryPolicy | None = None,
                  limiter: Any = None, spend: Any = None, policy: DataPolicy | None = None, data_classes: Sequence[str] = ("*",),
                  region: str = "", audit_sink: Callable[[AuditRecord], None] | None = None, batch_size: int | None = None,
-                 concurrency: int | None = None, provider: str = "", sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 concurrency: int | None = None, provider: str = "", label: str | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.name = name or inner.name  # embedding caches are keyed by it: the encoder's own name by default
@@ -51,6 +51,7 @@ class PolicyEmbedder:
         self.batch_size = batch_size or getattr(inner, "batch_size", 128)
         self.concurrency = concurrency or getattr(inner, "concurrency", 4)
         self.provider = provider
+        self.label = label or self.name  # the name its calls are recorded (and budgets charged) under: the catalog's
         self.sleep, self.clock = sleep, clock
 
     def __repr__(self) -> str:
@@ -142,7 +143,7 @@ class PolicyEmbedder:
         holds: list[tuple[Any, Any]] = []
         try:
             for led in ledgers:
-                holds.append((led, await led.reserve(amount, model=self.name)))
+                holds.append((led, await led.reserve(amount, model=self.label)))
         except BaseException:
             for led, h in holds:
                 await led.release(h)
@@ -171,7 +172,7 @@ class PolicyEmbedder:
         a = active_run()
         if a is None:
             return
-        ev = CallEvent(self.name, wall, time.perf_counter() - t0, err is None, False, Usage(tokens, 0), cost,
+        ev = CallEvent(self.label, wall, time.perf_counter() - t0, err is None, False, Usage(tokens, 0), cost,
                        "embedding" if err is None else None, type(err).__name__ if err is not None else None,
                        str(err)[:300] if err is not None else None, retries)
         ev.provider, ev.provider_model = self.provider, getattr(self.inner, "model", self.name)
