@@ -135,13 +135,19 @@ class Gateway:
 
     def embedder_names(self) -> list[str]:
         """The embedding models served: the embedded MiniLM as ``local-embed``, and the catalog's ``embedders:``."""
-        return [EMBED_MODEL, *(n for n in self.catalog.embedder_names() if n != "local-minilm")]
+        names = getattr(self.catalog, "embedder_names", None)  # a catalog-like object without embedders serves local-embed
+        return [EMBED_MODEL, *(n for n in (names() if names is not None else ()) if n != "local-minilm")]
 
     def embedding_model(self, name: str) -> Any:
         """The encoder behind an embedding model name (KeyError when there is none)."""
         if name == EMBED_MODEL:
             if self.embedder is None:
-                self.embedder = self.catalog.embedder("local-minilm")
+                if hasattr(self.catalog, "embedder"):
+                    self.embedder = self.catalog.embedder("local-minilm")
+                else:
+                    from ..models import LocalEmbedder
+
+                    self.embedder = LocalEmbedder()
             return self.embedder
         if name not in self.embedder_names():
             raise KeyError(name)
