@@ -265,3 +265,19 @@ def test_sweep_and_fit_pick_the_cheapest_threshold_that_meets_the_target():
     assert best["threshold"] in (0.51, 1.0) or 0.5 < best["threshold"] <= 1.0
     assert best["accuracy"] == 0.9 and best["cost_usd"] == pytest.approx(4.0)
     assert fit_threshold(recs, 0.99)["accuracy"] == 0.9  # unreachable target: the most accurate
+
+
+def test_fit_threshold_reports_cross_validated_figures_scored_on_held_out_rows():
+    """Agreement says nothing about correctness here (a coin per row): the in-sample fit finds a cut
+    that looks good on its own rows, and the cross-validated accuracy shows it does not carry over."""
+    import random
+
+    r = random.Random(3)
+    recs = [CascadeRecord(round(r.random(), 4), r.random() < 0.6, 1, r.random() < 0.6, 10) for _ in range(200)]
+    best = fit_threshold(recs, 0.99)  # unreachable: the most accurate cut on these rows
+    assert set(best) >= {"cv_accuracy", "cv_cost_usd", "cv_escalation_rate"}
+    assert best["cv_accuracy"] < best["accuracy"]  # the optimism of scoring on the rows it chose on
+    informative = [CascadeRecord(a, a >= 0.5, 1, True, 10) for a in (i / 100 for i in range(100))]
+    fit = fit_threshold(informative, 0.99)
+    assert fit["cv_accuracy"] >= 0.97  # a real signal survives cross-validation
+    assert "cv_accuracy" not in fit_threshold(informative[:6], 0.99)  # too few rows for 5 folds: no estimate claimed

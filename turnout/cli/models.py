@@ -160,7 +160,10 @@ def _print_eval(cfg: Any, result: dict[str, Any]) -> None:
     if "fitted" in result:
         f = result["fitted"]
         con.print(f"fitted threshold {f['threshold']:g}: accuracy {f['accuracy']:.3f} (target {f['target_accuracy']:.3f}), "
-                  f"cost ${f['cost_usd']:.8f}/item, escalation rate {f['escalation_rate']:.0%}")
+                  f"cost ${f['cost_usd']:.8f}/item, escalation rate {f['escalation_rate']:.0%} (on the rows it was fitted on)")
+        if "cv_accuracy" in f:  # what to expect on new items: each fold scored at the cut chosen without it
+            con.print(f"cross-validated ({f['cv_folds']:.0f} folds): accuracy {f['cv_accuracy']:.3f}, cost ${f['cv_cost_usd']:.8f}/item, "
+                      f"escalation rate {f['cv_escalation_rate']:.0%}")
     best = [p for p in result["curve"]]
     strong = next(s for s in result["strategies"] if s["strategy"] == "always-strong")
     goal = [p for p in best if strong["accuracy"] and p["accuracy"] >= 0.95 * strong["accuracy"]
