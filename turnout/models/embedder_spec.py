@@ -19,30 +19,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .._constants import OPENAI_BASE_URL
 from .._errors import ConfigError
 from .._types import Price
+from .catalog import _RateIn, _RetryIn  # a model's retry and rate-limit settings, the same for an encoder
 
 __all__ = ["EMBEDDED_EMBEDDER", "EmbedderPolicies", "EmbedderSpec", "build_embedder"]
 
 EMBEDDED_EMBEDDER = "local-minilm"
 
 
-class _EmbedRetryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    attempts: int = Field(3, ge=1)
-    max_delay: float = Field(30.0, gt=0)
-
-
-class _EmbedRateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rpm: float | None = Field(None, gt=0, description="requests (batches) per minute")
-    tpm: float | None = Field(None, gt=0, description="input tokens per minute")
-
-
 class EmbedderPolicies(BaseModel):
     """The policies a catalog embedder runs under, per request it sends (one batch)."""
 
     model_config = ConfigDict(extra="forbid")
-    retry: _EmbedRetryIn = _EmbedRetryIn()
-    rate_limit: _EmbedRateIn | None = None
+    retry: _RetryIn = _RetryIn()
+    rate_limit: _RateIn | None = None  # rpm counts requests (batches), tpm input tokens
     max_concurrency: int = Field(4, ge=1, description="batches in flight at once")
 
 
