@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from turnout import Message, Request
-from turnout.parallel import Vote, VotePrior, extract_number, is_decided, sampler, tally, vote
+from turnout.parallel import SAMPLE_SEED, SAMPLE_TEMPERATURE, Vote, VotePrior, extract_number, is_decided, sampler, tally, vote
 
 NAMES = ["Tom", "Ana", "Li", "Sara", "Omar", "Kim", "Ravi", "Eva"]
 THINGS = ["apples", "stickers", "marbles", "books", "coins", "pencils"]
@@ -141,7 +141,7 @@ async def record(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[s
     async def calibrate(question: str) -> int:
         async with slots:
             with store.run("calibration", question):
-                v = await vote(sampler(llm, request(question, args.problems, args.max_tokens), temperature=args.temperature, seed=100),
+                v = await vote(sampler(llm, request(question, args.problems, args.max_tokens), temperature=args.temperature, seed=SAMPLE_SEED),
                                args.samples,
                                extract=extract_number, early_stop="predictive", wave=1, name="word-problem")
         return v.samples_used
@@ -168,11 +168,11 @@ async def record(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[s
         req = request(question, args.problems, args.max_tokens)
         async with slots:
             greedy = extract_number((await llm.complete(req.with_(temperature=0.0))).text)
-            fixed = await vote(sampler(llm, req, temperature=args.temperature, seed=100), args.samples, extract=extract_number,
+            fixed = await vote(sampler(llm, req, temperature=args.temperature, seed=SAMPLE_SEED), args.samples, extract=extract_number,
                                early_stop=None, wave=1)
             live = {}
             for label, mode, level, pr in rules:
-                s = sampler(llm, req, temperature=args.temperature, seed=100)
+                s = sampler(llm, req, temperature=args.temperature, seed=SAMPLE_SEED)
                 if mode == "default":  # vote() with the library's defaults, nothing but the extractor given
                     v = await vote(s, args.samples, extract=extract_number)
                 else:
@@ -233,7 +233,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=40, help="problems")
     ap.add_argument("--samples", type=int, default=8, help="N for the fixed vote (and the adaptive cap)")
-    ap.add_argument("--temperature", type=float, default=0.4, help="sampling temperature for the votes")
+    ap.add_argument("--temperature", type=float, default=SAMPLE_TEMPERATURE, help="sampling temperature for the votes (the library default)")
     ap.add_argument("--model", choices=["local", "local-strong"], default="local",
                     help="the embedded 0.5B model, or the 1.5B one (pip install 'turnout[local-strong]')")
     ap.add_argument("--calibrate", type=int, default=40, help="other problems voted first, to fit the stopping prior")

@@ -9,6 +9,7 @@ import pytest
 from turnout import ConfigError, Request
 from turnout.errors import ProviderUnavailable
 from turnout.parallel import (
+    SAMPLE_TEMPERATURE,
     Vote,
     VotePrior,
     beta_confidence,
@@ -241,7 +242,7 @@ async def test_split_votes_run_to_the_end_and_seeds_differ():
     m = ScriptedModel(queue=["1", "2"] * 4)
     v = await vote(sampler(m, Request.of("q")), 8, extract=extract_number, wave=2)
     assert m.calls == 8 and v.outcome == "tie"
-    assert len({r.seed for r in m.history}) == 8 and all(r.temperature == 0.7 for r in m.history)
+    assert len({r.seed for r in m.history}) == 8 and all(r.temperature == SAMPLE_TEMPERATURE for r in m.history)
 
 
 async def test_unparseable_and_failed_samples_are_reported():

@@ -10,9 +10,10 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from turnout import ConfigError
+from turnout import ConfigError, Request
 from turnout.cli import app
 from turnout.errors import ProviderUnavailable
+from turnout.parallel import SAMPLE_SEED, SAMPLE_TEMPERATURE, extract_number, sampler, vote
 from turnout.store import SQLiteStore
 from turnout.testing import FakeEmbedder, FunctionModel, ScriptedModel
 from turnout.workflows import Workflow
@@ -185,12 +186,32 @@ steps:
     wf = Workflow.load(p, models={"local": always, "local-strong": echo("strong")})
     res = await wf.run("6*7?")
     assert res.output == "42" and len(always.history) == 5 and res.calls == 5  # decided after 5 of 8 agreeing votes
-    assert {r.seed for r in always.history} == {1000, 1001, 1002, 1003, 1004} and all(r.temperature == 0.7 for r in always.history)
+    # the library's sampling defaults, one set for vote(), sampler() and this step
+    assert {r.seed for r in always.history} == {SAMPLE_SEED + i for i in range(5)} and all(r.temperature == SAMPLE_TEMPERATURE for r in always.history)
     answers = iter(["1", "2", "3", "4", "5", "6", "7", "8"])
     wf = Workflow.load(p, models={"local": FunctionModel(lambda r: next(answers)), "local-strong": echo("strong")})
     res = await wf.run("hard")
-    assert res.output == "strong: Strong: hard (weak said 1 at 0.125)"
+    assert res.output == "strong: Strong: hard (weak said  at 0.125)"  # an 8-way tie is no answer (tie: escalate, the default)
     assert next(s for s in res.steps if s.kind == "vote").detail["escalated"] is True
+
+
+async def test_a_tied_vote_step_is_no_answer_as_in_the_library_unless_told(tmp_path):
+    """The YAML vote step and vote() share one tie default: a 2-2 split is no answer, never a silent pick."""
+    async def run(extra: str) -> tuple:
+        p = write(tmp_path, f"""
+name: vote
+steps:
+  - name: v
+    vote: {{sample: {{call: {{prompt: "{{input}}"}}}}, n: 4, extract: number, early_stop: none{extra}}}
+""")
+        votes = iter(["7", "9", "9", "7"])
+        res = await Workflow.load(p, models={"local": FunctionModel(lambda r: next(votes))}).run("q")
+        return res.output, res.status, next(s for s in res.steps if s.kind == "vote").detail["outcome"]
+
+    library = await vote(sampler(ScriptedModel(queue=["7", "9", "9", "7"]), Request.of("q")), 4, extract=extract_number, early_stop=None)
+    assert (library.answer, library.outcome) == (None, "tie")
+    assert await run("") == (None, "no_answer", "tie")
+    assert await run(", tie: first_seen") == ("7", "ok", "decided")
 
 
 async def test_vote_with_a_fitted_prior_stops_after_two_agreeing_samples(tmp_path):

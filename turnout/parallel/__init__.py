@@ -20,6 +20,9 @@ from .sectioning import split_items as split_items
 from .sectioning import split_paragraphs as split_paragraphs
 from .sectioning import split_tokens as split_tokens
 from .sectioning import token_counter as token_counter
+from .voting import DEFAULT_TIE as DEFAULT_TIE
+from .voting import SAMPLE_SEED as SAMPLE_SEED
+from .voting import SAMPLE_TEMPERATURE as SAMPLE_TEMPERATURE
 from .voting import Verdict as Verdict
 from .voting import Vote as Vote
 from .voting import VotePrior as VotePrior
@@ -33,18 +36,22 @@ from .voting import fit_prior as fit_prior
 from .voting import is_decided as is_decided
 from .voting import keep_probability as keep_probability
 from .voting import panel as panel
+from .voting import sample_params as sample_params
 from .voting import sampler as sampler
 from .voting import tally as tally
 from .voting import threshold as threshold
 from .voting import vote as vote
 
 __all__ = [
+    "DEFAULT_TIE",
     "Envelope",
     "FanoutError",
     "FanoutResult",
     "GuardResult",
     "ModelScreen",
     "Quorum",
+    "SAMPLE_SEED",
+    "SAMPLE_TEMPERATURE",
     "Section",
     "SectionedResult",
     "Synthesize",
@@ -67,6 +74,7 @@ __all__ = [
     "panel",
     "rule_screen",
     "run_sections",
+    "sample_params",
     "sampler",
     "split_headings",
     "split_items",

@@ -23,7 +23,7 @@ from .._types import Completion, Request, ResponseFormat
 from ..parallel.engine import fan_out
 from ..parallel.guard import ModelScreen, guarded, rule_screen
 from ..parallel.sectioning import Section, Synthesize, concatenate, json_outputs, merge_json, token_counter
-from ..parallel.voting import Extractor, VotePrior, low_agreement, vote
+from ..parallel.voting import DEFAULT_TIE, Extractor, VotePrior, low_agreement, sample_params, vote
 from ..routing.base import Decision, Router
 from .context import Node, RunContext, Suspended, WorkflowError, as_text, current_key, last_escalated, render
 from .people import Escalate
@@ -52,7 +52,7 @@ class Call(Node):
         where = f"step {self.name!r}: " if self.name else ""
         temp, seed = self.temperature, None
         if ctx.sample is not None:  # a vote sample: vary the seed, and sample (not greedy) unless told
-            seed, temp = 1000 + ctx.sample, (temp if temp not in (None, 0.0) else 0.7)
+            temp, seed = sample_params(ctx.sample, temp)
         return Request.of(
             render(self.prompt, scope, where=where), system=render(self.system, scope, where=where) if self.system else None,
             max_tokens=self.max_tokens, temperature=temp, seed=seed,
@@ -209,7 +209,7 @@ class VoteStep(Node):
     _: KW_ONLY
     extract: Extractor | None = None
     rule: str = "plurality"
-    tie: str = "first_seen"
+    tie: str = DEFAULT_TIE
     early_stop: str | None = "decided"
     confidence_level: float = 0.95
     wave: int = 2

@@ -118,7 +118,7 @@ class VoteIn(_Base):
     field: str | None = None
     pattern: str | None = None
     rule: Literal["plurality", "majority", "unanimity"] | float = "plurality"
-    tie: Literal["escalate", "first_seen", "weight_order"] = "first_seen"
+    tie: Literal["escalate", "first_seen", "weight_order"] = vt.DEFAULT_TIE
     early_stop: Literal["decided", "beta", "predictive", "none"] = "decided"
     confidence: float = Field(0.95, gt=0, lt=1)
     wave: int = Field(2, ge=1)
