@@ -93,6 +93,9 @@ async def test_cli_replays_saved_answers_with_plot_and_json(records, tmp_path):
     r = CliRunner().invoke(app, ["models", "eval", str(cfg), "--replay", str(saved), "--target", "1.0", "--relative", "--json"])
     fitted = json.loads(r.stdout)["fitted"]
     assert fitted["accuracy"] == 1.0 and fitted["escalation_rate"] == 0.4  # the cheapest threshold that keeps every answer right
+    assert fitted["default_threshold"] == 0.6  # the config's: what a fit must beat on held-out items
+    r = CliRunner().invoke(app, ["models", "eval", str(cfg), "--replay", str(saved), "--target", "1.0", "--relative", "--threshold", "1.01"])
+    assert r.exit_code == 0 and "fitted threshold" in r.stdout and "cross-validated" in r.stdout, r.stdout  # cheaper than always-strong (1.01) held out
 
 
 @pytest.mark.parametrize(

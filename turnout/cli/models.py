@@ -102,7 +102,8 @@ def eval_(
 
             strong_acc = next(s["accuracy"] for s in result["strategies"] if s["strategy"] == "always-strong")
             goal = target * strong_acc if relative else target
-            result["fitted"] = {"target_accuracy": goal, **fit_threshold(outcomes(cfg, records, prices), goal)}
+            default = threshold if threshold is not None else cfg.threshold
+            result["fitted"] = {"target_accuracy": goal, **fit_threshold(outcomes(cfg, records, prices), goal, default=default)}
         if plot_to is not None:
             plot(result, plot_to)
             err_console.print(f"wrote {plot_to}")
@@ -159,11 +160,16 @@ def _print_eval(cfg: Any, result: dict[str, Any]) -> None:
     con.print(t)
     if "fitted" in result:
         f = result["fitted"]
-        con.print(f"fitted threshold {f['threshold']:g}: accuracy {f['accuracy']:.3f} (target {f['target_accuracy']:.3f}), "
-                  f"cost ${f['cost_usd']:.8f}/item, escalation rate {f['escalation_rate']:.0%} (on the rows it was fitted on)")
-        if "cv_accuracy" in f:  # what to expect on new items: each fold scored at the cut chosen without it
-            con.print(f"cross-validated ({f['cv_folds']:.0f} folds): accuracy {f['cv_accuracy']:.3f}, cost ${f['cv_cost_usd']:.8f}/item, "
-                      f"escalation rate {f['cv_escalation_rate']:.0%}")
+        if f.get("kept_default"):  # the fitted cut did worse on held-out items than the configured one
+            con.print(f"kept threshold {f['threshold']:g}: accuracy {f['accuracy']:.3f} (target {f['target_accuracy']:.3f}), "
+                      f"cost ${f['cost_usd']:.8f}/item, escalation rate {f['escalation_rate']:.0%} — a fitted cut scored "
+                      f"{f['cv_fit_accuracy']:.3f} at ${f['cv_fit_cost_usd']:.8f}/item on held-out items ({f['cv_folds']:.0f} folds)")
+        else:
+            con.print(f"fitted threshold {f['threshold']:g}: accuracy {f['accuracy']:.3f} (target {f['target_accuracy']:.3f}), "
+                      f"cost ${f['cost_usd']:.8f}/item, escalation rate {f['escalation_rate']:.0%} (on the rows it was fitted on)")
+            if "cv_accuracy" in f:  # what to expect on new items: each fold scored at the cut chosen without it
+                con.print(f"cross-validated ({f['cv_folds']:.0f} folds): accuracy {f['cv_accuracy']:.3f}, cost ${f['cv_cost_usd']:.8f}/item, "
+                          f"escalation rate {f['cv_escalation_rate']:.0%}")
     best = [p for p in result["curve"]]
     strong = next(s for s in result["strategies"] if s["strategy"] == "always-strong")
     goal = [p for p in best if strong["accuracy"] and p["accuracy"] >= 0.95 * strong["accuracy"]

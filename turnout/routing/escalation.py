@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,8 @@ from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel
 from ..parallel.voting import Extractor, Verdict, extract_text, low_agreement, vote
 from .base import Decision, logged
+
+DEFAULT_THRESHOLD = 0.6  # a tier answers when at least this share of its votes agree
 
 __all__ = ["CascadeAnswer", "CascadeRecord", "EscalationCascade", "Tier", "fit_threshold", "sweep"]
 
@@ -38,7 +40,7 @@ class Tier:
 
     model: str | ChatModel
     samples: int = 3
-    threshold: float = 0.6
+    threshold: float = DEFAULT_THRESHOLD
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -221,19 +223,29 @@ def sweep(records: Sequence[CascadeRecord], thresholds: Sequence[float] | None =
     return out
 
 
+def _rank(p: Mapping[str, float], target: float) -> tuple[float, float, float]:
+    """How good a point is: reaching ``target`` first, then cheaper (then more accurate); short of
+    it, more accurate (then cheaper). The one order ``fit_threshold`` chooses and compares by."""
+    if p["accuracy"] >= target - 1e-12:
+        return (1.0, -p["cost_usd"], p["accuracy"])
+    return (0.0, p["accuracy"], -p["cost_usd"])
+
+
 def _pick(pts: list[dict[str, float]], target_accuracy: float) -> dict[str, float]:
-    ok = [p for p in pts if p["accuracy"] >= target_accuracy - 1e-12]
-    if ok:
-        return min(ok, key=lambda p: (p["cost_usd"], -p["accuracy"]))
-    return max(pts, key=lambda p: (p["accuracy"], -p["cost_usd"]))
+    return max(pts, key=lambda p: _rank(p, target_accuracy))
 
 
-def fit_threshold(records: Sequence[CascadeRecord], target_accuracy: float, *, folds: int = 5, seed: int = 0) -> dict[str, float]:
+def fit_threshold(records: Sequence[CascadeRecord], target_accuracy: float, *, default: float = DEFAULT_THRESHOLD,
+                  folds: int = 5, seed: int = 0) -> dict[str, float]:
     """The cheapest threshold whose accuracy reaches ``target_accuracy`` (else the most accurate),
-    chosen on all ``records``. With at least ``2 * folds`` records it also reports what to expect
-    on new traffic: ``cv_accuracy``, ``cv_cost_usd`` and ``cv_escalation_rate``, each fold scored at
-    the threshold chosen on the other folds (never on the rows it was chosen on; the in-sample
-    figures are optimistic, by how much these say)."""
+    chosen on all ``records`` — unless the choice does worse on held-out rows than ``default``.
+
+    With at least ``2 * folds`` records it reports what to expect on new traffic: ``cv_accuracy``,
+    ``cv_cost_usd`` and ``cv_escalation_rate``, each fold scored at the threshold chosen on the other
+    folds (never on the rows it was chosen on; the in-sample figures are optimistic, by how much these
+    say). The default is not learnt, so its figures on all rows are already held-out ones; when they
+    beat the cross-validated fit (``_rank``: the target met, then cost), the default is
+    returned with ``kept_default = 1`` (``cv_fit_*`` keep what fitting scored), so a fit never makes the cascade worse than leaving it alone."""
     out = dict(_pick(sweep(records), target_accuracy))
     n = len(records)
     if folds < 2 or n < 2 * folds:
@@ -246,5 +258,11 @@ def fit_threshold(records: Sequence[CascadeRecord], target_accuracy: float, *, f
         t = _pick(sweep([records[i] for i in range(n) if i not in held]), target_accuracy)["threshold"]
         p = sweep([records[i] for i in held], [t])[0]
         acc, cost, esc = acc + p["accuracy"] * len(held), cost + p["cost_usd"] * len(held), esc + p["escalation_rate"] * len(held)
-    out.update(cv_accuracy=acc / n, cv_cost_usd=cost / n, cv_escalation_rate=esc / n, cv_folds=float(folds))
+    cv = {"accuracy": acc / n, "cost_usd": cost / n, "escalation_rate": esc / n}
+    base = sweep(records, [default])[0]
+    out.update(cv_accuracy=cv["accuracy"], cv_cost_usd=cv["cost_usd"], cv_escalation_rate=cv["escalation_rate"], cv_folds=float(folds),
+               cv_fit_accuracy=cv["accuracy"], cv_fit_cost_usd=cv["cost_usd"], default_threshold=default, default_accuracy=base["accuracy"], default_cost_usd=base["cost_usd"], kept_default=0.0)
+    if _rank(base, target_accuracy) > _rank(cv, target_accuracy):
+        out.update(threshold=default, accuracy=base["accuracy"], cost_usd=base["cost_usd"], escalation_rate=base["escalation_rate"],
+                   cv_accuracy=base["accuracy"], cv_cost_usd=base["cost_usd"], cv_escalation_rate=base["escalation_rate"], kept_default=1.0)
     return out
