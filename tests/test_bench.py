@@ -60,6 +60,21 @@ def test_voting_benchmark_replays_recorded_embedded_model_votes():
     assert doc["replayed"]["decided (exact)"]["samples"] > 5  # ...and cannot stop before 5 of 8
 
 
+def test_voting_benchmark_replays_the_recorded_grade_school_run_on_the_1_5b_model():
+    """Issue 19's run (bench/data/votes-local-strong-grade.jsonl, 40 grade-school problems, N = 8):
+    eight votes beat one sample, and the predictive rule with the prior fitted on other problems
+    casts at most 0.6x the samples of fixed N within a point of its accuracy."""
+    data = BENCH.parent / "data" / "votes-local-strong-grade.jsonl"
+    out = subprocess.run([sys.executable, str(BENCH.parent / "voting.py"), "--replay", str(data), "--json"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    doc = json.loads(out.stdout)
+    assert doc["problems"] == 40 and doc["model"] == "local-strong" and doc["target_samples_vs_fixed"] == 0.6
+    assert doc["fixed_beats_single"] and doc["fixed"]["accuracy"] > doc["single"]["accuracy"]
+    pred = doc["replayed"]["predictive 0.95, fitted prior"]
+    assert pred["samples_vs_fixed"] <= 0.6 and pred["points_vs_fixed"] >= -1.0 and pred["meets_target"]
+    assert doc["replayed"]["decided (exact)"]["accuracy"] == doc["fixed"]["accuracy"]
+
+
 def test_store_benchmark_runs_and_reports_the_ratio():
     out = subprocess.run([sys.executable, str(BENCH.parent / "store.py"), "--small", "50", "--large", "500", "--lookups", "5", "--json"],
                          capture_output=True, text=True, timeout=120, check=True)
