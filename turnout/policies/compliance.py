@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, NoReturn
 
 from .._errors import ComplianceError, ConfigError, DataClassNotAllowed
 from .._scope import active_run
@@ -284,6 +284,24 @@ class AuditRecord:
     at: float = 0.0
 
 
+def refuse(policy: DataPolicy, name: str, model_classes: Sequence[str], region: str, classes: frozenset[str], blocked: frozenset[str],
+           sha256: str, sink: AuditSink | None = None) -> NoReturn:
+    """Audit the refusal and raise ``DataClassNotAllowed``: what ``name`` may not receive, and why —
+    the one refusal of a chat model (``Compliant``) and of an encoder (``PolicyEmbedder``)."""
+    why = policy.explain(name, model_classes, region, classes)
+    audit(AuditRecord(name, "refused", tuple(sorted(classes)), sha256, why, time.time()), sink)
+    raise DataClassNotAllowed(f"may not receive {', '.join(sorted(blocked))} ({why})", model=name, data_classes=sorted(blocked))
+
+
+def digest_texts(texts: Iterable[str]) -> str:
+    """The sha256 an audit row keeps of texts (never the texts)."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 def digest(request: Request) -> str:
     h = hashlib.sha256()
     for m in request.messages:
@@ -331,10 +349,7 @@ class Compliant(Wrapper):
         classes = self.policy.detector.classes(request)
         blocked = self.policy.blocked(self.data_classes, self.region, classes)
         if blocked:
-            why = self.policy.explain(self.name, self.data_classes, self.region, classes)
-            audit(AuditRecord(self.name, "refused", tuple(sorted(classes)), digest(request), why, time.time()), self.sink)
-            raise DataClassNotAllowed(f"may not receive {', '.join(sorted(blocked))} ({why})", model=self.name,
-                                      data_classes=sorted(blocked))
+            refuse(self.policy, self.name, self.data_classes, self.region, classes, blocked, digest(request), self.sink)
         if classes:  # a request with no sensitive data leaves no row: absence of a row = nothing was found
             audit(AuditRecord(self.name, "sent", tuple(sorted(classes)), digest(request), "", time.time()), self.sink)
         return classes

@@ -17,18 +17,16 @@ the reservation is settled with the tokens the endpoint reported (released on fa
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .._errors import DataClassNotAllowed
 from .._scope import active_run, current_scope
 from .._types import FREE, Price, Usage
-from .compliance import AuditRecord, DataPolicy, audit
-from .retry import RetryPolicy, RetryState
+from .compliance import AuditRecord, DataPolicy, audit, digest_texts, refuse
+from .retry import RetryPolicy, retry_after_failure
 from .trace import CallEvent
 
 __all__ = ["PolicyEmbedder"]
@@ -83,15 +81,12 @@ class PolicyEmbedder:
             if blocked and blocked <= self.policy.redact:
                 t = det.redact(t, blocked)
             elif blocked:
-                why = self.policy.explain(self.name, self.data_classes, self.region, classes)
-                audit(AuditRecord(self.name, "refused", tuple(sorted(classes)), _digest(texts), why, time.time()), self.audit_sink)
-                raise DataClassNotAllowed(f"may not receive {', '.join(sorted(blocked))} ({why})", model=self.name,
-                                          data_classes=sorted(blocked))
+                refuse(self.policy, self.name, self.data_classes, self.region, classes, blocked, digest_texts(texts), self.audit_sink)
             found |= classes
             out.append(t)
         if found:
             redacted = out != list(texts)
-            audit(AuditRecord(self.name, "redacted" if redacted else "sent", tuple(sorted(found)), _digest(out), "", time.time()),
+            audit(AuditRecord(self.name, "redacted" if redacted else "sent", tuple(sorted(found)), digest_texts(out), "", time.time()),
                   self.audit_sink)
         return out
 
@@ -152,21 +147,26 @@ class PolicyEmbedder:
 
     async def _send(self, part: list[str]) -> tuple[np.ndarray, int, int]:
         """(rows, reported tokens, retries): the request, retried as the policy allows."""
-        t0, attempt = self.clock(), 1
         batch = getattr(self.inner, "embed_batch", None)
-        while True:
-            try:
-                if batch is not None:
-                    rows, tokens = await batch(part)
-                else:
-                    rows, tokens = await self.inner.embed(part), 0
-                return rows, tokens, attempt - 1
-            except Exception as e:
-                d = self.retry.delay(RetryState(attempt, self.clock() - t0, e)) if self.retry is not None else None
-                if d is None:
-                    raise
-            await self.sleep(d)
-            attempt += 1
+
+        async def once() -> tuple[np.ndarray, int]:
+            return await batch(part) if batch is not None else (await self.inner.embed(part), 0)
+
+        t0 = self.clock()
+        try:
+            return (*await once(), 0)
+        except Exception as e:
+            if self.retry is None:
+                raise
+            err: Exception = e
+        retries = 0
+
+        def count() -> None:
+            nonlocal retries
+            retries += 1
+
+        rows, tokens = await retry_after_failure(once, err, self.retry, sleep=self.sleep, clock=self.clock, t0=t0, on_retry=count)
+        return rows, tokens, retries
 
     def _record(self, wall: float, t0: float, tokens: int, retries: int, err: BaseException | None, cost: float = 0.0) -> None:
         a = active_run()
@@ -178,10 +178,3 @@ class PolicyEmbedder:
         ev.provider, ev.provider_model = self.provider, getattr(self.inner, "model", self.name)
         a[0].record(ev)
 
-
-def _digest(texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
-    return h.hexdigest()

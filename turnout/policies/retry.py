@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .._types import Completion, Request, StreamChunk
 from ..models.base import ChatModel
@@ -23,6 +24,7 @@ __all__ = [
     "RetryPolicy",
     "RetryState",
     "Retrying",
+    "retry_after_failure",
     "stop_after_attempt",
     "stop_after_delay",
     "wait_exponential",
@@ -145,6 +147,39 @@ class RetryPolicy:
         return d
 
 
+T = TypeVar("T")
+
+
+async def retry_after_failure(fn: Callable[[], Awaitable[T]], err: BaseException, policy: RetryPolicy, *,
+                              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, clock: Callable[[], float] = time.monotonic,
+                              t0: float | None = None, on_retry: Callable[[], None] | None = None) -> T:
+    """The retry loop, after a first attempt failed with ``err``: wait as ``policy`` says and call
+    ``fn()`` again until it succeeds, or raise the last error when the policy gives up. ``t0`` is
+    when the attempts started (default: now); ``on_retry`` is told of each retry. The first attempt
+    stays with the caller, so a success costs one ``await`` and nothing else. Used by ``Retrying``
+    (chat calls and stream opens) and by ``PolicyEmbedder`` (each batch)."""
+    start = clock() if t0 is None else t0
+    attempt = 1
+    while True:
+        d = policy.delay(RetryState(attempt, clock() - start, err))
+        if d is None:
+            raise err
+        if on_retry is not None:
+            on_retry()
+        await sleep(d)
+        attempt += 1
+        try:
+            return await fn()
+        except Exception as e:
+            err = e
+
+
+def _count_retry() -> None:
+    info = call_info()
+    if info is not None:
+        info["retries"] = info.get("retries", 0) + 1
+
+
 class Retrying(Wrapper):
     """Retry transient failures of ``inner``. ``sleep`` and ``clock`` are injectable for tests."""
 
@@ -161,29 +196,13 @@ class Retrying(Wrapper):
         self.sleep = sleep
         self.clock = clock
 
-    async def _next(self, err: BaseException, attempt: int, t0: float) -> None:
-        d = self.policy.delay(RetryState(attempt, self.clock() - t0, err))
-        if d is None:
-            raise err
-        info = call_info()
-        if info is not None:
-            info["retries"] = info.get("retries", 0) + 1
-        await self.sleep(d)
-
     async def complete(self, request: Request) -> Completion:
         try:
             return await self.inner.complete(request)  # the fast path: no bookkeeping at all
         except Exception as e:
             err: Exception = e
-        t0 = self.clock()
-        attempt = 1
-        while True:
-            await self._next(err, attempt, t0)
-            attempt += 1
-            try:
-                return await self.inner.complete(request)
-            except Exception as e:
-                err = e
+        return await retry_after_failure(lambda: self.inner.complete(request), err, self.policy, sleep=self.sleep, clock=self.clock,
+                                         on_retry=_count_retry)
 
     def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
         return drive(self.open_stream, request)
@@ -191,10 +210,9 @@ class Retrying(Wrapper):
     async def open_stream(self, request: Request) -> Opened:
         """Retries only until the first chunk; after that an error reaches the caller."""
         t0 = self.clock()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await open_stream(self.inner, request)
-            except Exception as e:
-                await self._next(e, attempt, t0)
+        try:
+            return await open_stream(self.inner, request)
+        except Exception as e:
+            err: Exception = e
+        return await retry_after_failure(lambda: open_stream(self.inner, request), err, self.policy, sleep=self.sleep, clock=self.clock,
+                                         t0=t0, on_retry=_count_retry)
