@@ -88,6 +88,11 @@ def _embedders_section(p: Any, root: Any, doc: Any) -> dict[str, EmbedderSpec]:
     return out
 
 
+def _retry_policy(attempts: int, max_delay: float) -> RetryPolicy | None:
+    """A model's or an encoder's ``retry:`` settings as a policy (None: one attempt, no retries)."""
+    return RetryPolicy(stop=stop_after_attempt(attempts), wait=wait_exponential(max=max_delay)) if attempts > 1 else None
+
+
 def _section(p: Any, root: Any, doc: Any, name: str, schema: Any) -> Any:
     """A catalog section validated and built; every error as ``file:line: section: message``."""
     try:
@@ -134,7 +139,7 @@ class Catalog:
         self.adapters: dict[str, AdapterFactory] = {**ADAPTERS, **(adapters or {})}
         self.trust_env = trust_env
         self._built: dict[str, ChatModel] = {}
-        # ("rate", name, rpm, tpm): its RateLimiter; ("cap", name, n): its semaphore — shared with every
+        # ("rate", kind, name, rpm, tpm): its RateLimiter; ("cap", name, n): its semaphore — shared with every
         # copy (extend), so a model has one limit and one cap however many workflows extend the catalog
         self._limiters: dict[Any, Any] = {}
         # the rate limits' token buckets: shared with every copy (extend), so a model has one limit
@@ -283,14 +288,12 @@ class Catalog:
             if sem is None:
                 sem = self._limiters[key] = asyncio.Semaphore(pol.max_concurrency)
             m = Capped(m, sem)
-        if pol.rpm or pol.tpm:
-            key = ("rate", name, pol.rpm, pol.tpm)
-            lim = self._limiters.get(key)
-            if lim is None:
-                lim = self._limiters[key] = RateLimiter(rpm=pol.rpm, tpm=pol.tpm, buckets=self.buckets, name=f"rate:model:{name}")
+        lim = self._rate_limiter("model", name, pol.rpm, pol.tpm)
+        if lim is not None:
             m = Limited(m, lim)
-        if pol.retry_attempts > 1:
-            m = Retrying(m, RetryPolicy(stop=stop_after_attempt(pol.retry_attempts), wait=wait_exponential(max=pol.retry_max_delay)))
+        retry = _retry_policy(pol.retry_attempts, pol.retry_max_delay)
+        if retry is not None:
+            m = Retrying(m, retry)
         # per member, so a fallback is charged at its own price: the catalog's budgets (if any) and the
         # meters of the call's scope (a gateway key's budget) — without either it passes calls through
         m = Budgeted(m, self.spend)
@@ -347,18 +350,22 @@ class Catalog:
         if not spec.remote and self.policy is None:
             return inner  # an in-process encoder, nothing to charge, limit or refuse
         pol = spec.policies
-        lim = None
-        if pol.rate_limit is not None and (pol.rate_limit.rpm or pol.rate_limit.tpm):
-            key = ("embed-rate", name or inner.name, pol.rate_limit.rpm, pol.rate_limit.tpm)  # shared with every copy (extend)
-            lim = self._limiters.get(key)
-            if lim is None:
-                lim = self._limiters[key] = RateLimiter(rpm=pol.rate_limit.rpm, tpm=pol.rate_limit.tpm, buckets=self.buckets,
-                                                        name=f"rate:embedder:{name or inner.name}")
-        retry = RetryPolicy(stop=stop_after_attempt(pol.retry.attempts), wait=wait_exponential(max=pol.retry.max_delay)) \
-            if pol.retry.attempts > 1 else None
+        rate = pol.rate_limit
+        lim = self._rate_limiter("embedder", name or inner.name, rate.rpm, rate.tpm) if rate is not None else None
+        retry = _retry_policy(pol.retry.attempts, pol.retry.max_delay)
         return PolicyEmbedder(inner, retry=retry, limiter=lim, spend=self.spend, policy=self.policy, data_classes=spec.data_classes,
                               region=spec.region, audit_sink=self.audit_sink, provider="openai" if spec.remote else "onnx",
                               concurrency=pol.max_concurrency, label=name)
+
+    def _rate_limiter(self, kind: str, name: str, rpm: float | None, tpm: float | None) -> RateLimiter | None:
+        """The one ``RateLimiter`` of a model or encoder (None without a limit), shared with every copy (extend)."""
+        if not (rpm or tpm):
+            return None
+        key = ("rate", kind, name, rpm, tpm)
+        lim = self._limiters.get(key)
+        if lim is None:
+            lim = self._limiters[key] = RateLimiter(rpm=rpm, tpm=tpm, buckets=self.buckets, name=f"rate:{kind}:{name}")
+        return lim  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         built, self._built = self._built, {}

@@ -29,7 +29,12 @@ from .compliance import AuditRecord, DataPolicy, audit, digest_texts, refuse
 from .retry import RetryPolicy, retry_after_failure
 from .trace import CallEvent
 
-__all__ = ["PolicyEmbedder"]
+__all__ = ["PolicyEmbedder", "token_bound"]
+
+
+def token_bound(texts: Sequence[str]) -> int:
+    """An upper bound on the input tokens of ``texts``: their UTF-8 bytes (a token covers at least one)."""
+    return sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
 
 
 class PolicyEmbedder:
@@ -112,7 +117,7 @@ class PolicyEmbedder:
         return np.concatenate([rows for rows, _ in done]), sum(n for _, n in done)
 
     async def _batch(self, part: list[str]) -> tuple[np.ndarray, int]:
-        bound = sum(len(t.encode("utf-8", "surrogatepass")) for t in part)  # a token covers at least one byte
+        bound = token_bound(part)
         holds = await self._reserve(self.price.input_per_m * bound / 1e6)
         t0, wall = time.perf_counter(), time.time()
         retries = 0

@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .._errors import TurnoutError
 from .._types import Completion, Message, Request, Usage
 from .._yaml import json_line
+from ..policies.embedding import token_bound
 from .access import Observed, note
 from .errors import ApiError, api_error, safe_header
 from .gateway import Gateway, refusal, workflow_error
@@ -259,7 +260,7 @@ def _openai_routes(app: Any, gw: Gateway) -> None:
         if e.dimensions is not None and dim and e.dimensions != dim:
             raise ApiError(400, f"dimensions: {e.model} gives {dim}-dimensional vectors and cannot shorten them; omit dimensions "
                                 f"or pass {dim}", param="dimensions")
-        bound = sum(len(t.encode("utf-8", "surrogatepass")) for t in e.inputs)
+        bound = token_bound(e.inputs)
         # a run like any request: the key's rate admits it, its budget (a scope meter) is charged per batch
         async with gw.request_run(key, e.model, "\n".join(e.inputs)[:2000], tokens=bound, deadline=_deadline(request)) as run:
             try:
