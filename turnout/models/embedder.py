@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._constants import DEFAULT_EMBEDDER
 from .._errors import ModelNotInstalled
 from ._weights import find_package_file, sha256_file
 
@@ -34,7 +35,7 @@ class LocalEmbedder:
     def __init__(
         self,
         *,
-        name: str = "local-minilm",
+        name: str = DEFAULT_EMBEDDER,
         model_path: str | Path | None = None,
         tokenizer_path: str | Path | None = None,
         max_length: int = 256,

@@ -16,14 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .._constants import OPENAI_BASE_URL
+from .._constants import DEFAULT_EMBEDDER, OPENAI_BASE_URL
 from .._errors import ConfigError
 from .._types import Price
 from .catalog import _RateIn, _RetryIn  # a model's retry and rate-limit settings, the same for an encoder
 
-__all__ = ["EMBEDDED_EMBEDDER", "EmbedderPolicies", "EmbedderSpec", "build_embedder"]
-
-EMBEDDED_EMBEDDER = "local-minilm"
+__all__ = ["EmbedderPolicies", "EmbedderSpec", "build_embedder"]
 
 
 class EmbedderPolicies(BaseModel):
@@ -84,7 +82,7 @@ def build_embedder(spec: EmbedderSpec, *, trust_env: bool = True, base_dir: Any 
     from .embedder import LocalEmbedder
 
     if spec.type == "local":
-        return LocalEmbedder(name=spec.name or EMBEDDED_EMBEDDER)
+        return LocalEmbedder(name=spec.name or DEFAULT_EMBEDDER)
     from pathlib import Path
 
     d = Path(spec.path)

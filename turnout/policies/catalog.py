@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .._constants import DEFAULT_EMBEDDER
 from .._errors import ConfigError, UnknownModel
 from .._yaml import line_of, located_error
 from ..models.base import ChatModel
@@ -37,7 +38,7 @@ from ..models.catalog import (
     provider_spec,
     read_catalog_file,
 )
-from ..models.embedder_spec import EMBEDDED_EMBEDDER, EmbedderSpec, build_embedder
+from ..models.embedder_spec import EmbedderSpec, build_embedder
 from .base import NoTools
 from .budget import Budgeted
 from .cache import Cached, CacheSettings, ResponseCache
@@ -127,7 +128,7 @@ class Catalog:
     ) -> None:
         self._specs: dict[str, ModelSpec] = {}
         # encoders by name (the embedded MiniLM always); built once each, with their policies (embedder())
-        self._embedders: dict[str, EmbedderSpec] = {EMBEDDED_EMBEDDER: EmbedderSpec(type="local"), **(embedders or {})}
+        self._embedders: dict[str, EmbedderSpec] = {DEFAULT_EMBEDDER: EmbedderSpec(type="local"), **(embedders or {})}
         self._built_embedders: dict[str, Any] = {}
         self.base_dir = base_dir  # where an onnx embedder's relative path: is read from (the catalog file's folder)
         self.providers = providers  # provider-prefixed names (openai/NAME, anthropic/NAME, ollama/NAME) need no entry

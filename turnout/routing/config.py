@@ -33,6 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .._constants import DEFAULT_EMBEDDER
 from .._errors import ConfigError
 from .._yaml import line_of, load_model
 from ..models.base import ChatModel, Embedder
@@ -101,7 +102,7 @@ class RouterSpec(BaseModel):
     fallback: str | None = None
     escalation: str | None = None
     escalate_below: float = Field(0.0, ge=0, le=1)
-    embedder: str | EmbedderSpec = "local-minilm"  # a catalog embedders: name, or one described here
+    embedder: str | EmbedderSpec = DEFAULT_EMBEDDER  # a catalog embedders: name, or one described here
     model: str = "local"
     routes: dict[str, _RouteIn]
     semantic: _SemanticIn = _SemanticIn()
@@ -140,7 +141,7 @@ def _local_minilm() -> Embedder:
 
 # the embedders a router spec's ``embedder:`` may name; ``turnout.testing`` adds "fake" when a test,
 # bench or doc imports it (production code never imports the test kit)
-EMBEDDERS: dict[str, Callable[[], Embedder]] = {"local-minilm": _local_minilm}
+EMBEDDERS: dict[str, Callable[[], Embedder]] = {DEFAULT_EMBEDDER: _local_minilm}
 
 
 def register_embedder(name: str, factory: Callable[[], Embedder]) -> None:

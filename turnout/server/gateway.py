@@ -19,9 +19,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._constants import DEFAULT_EMBEDDER
 from .._errors import BudgetExceeded, ComplianceError, DeadlineExceeded, LimitExceeded
 from .._scope import OpenRun, open_run
-from ..models.embedder_spec import EMBEDDED_EMBEDDER
 from ..policies.cache import ResponseCache
 from ..policies.cache_backends import MemoryCache, RedisCache
 from .access import note
@@ -137,14 +137,14 @@ class Gateway:
     def embedder_names(self) -> list[str]:
         """The embedding models served: the embedded MiniLM as ``local-embed``, and the catalog's ``embedders:``."""
         names = getattr(self.catalog, "embedder_names", None)  # a catalog-like object without embedders serves local-embed
-        return [EMBED_MODEL, *(n for n in (names() if names is not None else ()) if n != EMBEDDED_EMBEDDER)]
+        return [EMBED_MODEL, *(n for n in (names() if names is not None else ()) if n != DEFAULT_EMBEDDER)]
 
     def embedding_model(self, name: str) -> Any:
         """The encoder behind an embedding model name (KeyError when there is none)."""
         if name == EMBED_MODEL:
             if self.embedder is None:
                 if hasattr(self.catalog, "embedder"):
-                    self.embedder = self.catalog.embedder(EMBEDDED_EMBEDDER)
+                    self.embedder = self.catalog.embedder(DEFAULT_EMBEDDER)
                 else:
                     from ..models import LocalEmbedder
 
