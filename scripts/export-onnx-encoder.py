@@ -5,11 +5,12 @@ normalises) and ``tokenizer.json``. Optionally int8 (dynamic quantisation, ~4× 
 
 A build-time tool, run once in its own venv; turnout never needs torch at run time:
 
-    python -m venv /tmp/export && /tmp/export/bin/pip install torch transformers onnx onnxscript onnxruntime
+    python -m venv /tmp/export && /tmp/export/bin/pip install torch transformers onnx onnxscript onnxruntime tokenizers -e .
     /tmp/export/bin/python scripts/export-onnx-encoder.py SRC_DIR OUT_DIR [--int8]
 
-It checks the exported model against torch on a few texts of different lengths, padded as turnout
-pads them: a full-precision export that differs (cosine < 0.999) is an error; an int8 one prints
+It checks the exported model, loaded by turnout's own ``LocalEmbedder``, against torch on a few
+texts of different lengths: a full-precision export that differs (cosine < 0.999) is an error; an
+int8 one prints
 its cosines (quantisation moves the vectors; judge it by ``turnout route eval``).
 """
 
@@ -65,22 +66,11 @@ def reference(src: Path) -> list[list[float]]:
 
 
 def exported(out: Path) -> list[list[float]]:
-    """The same texts through the exported model, batched and padded the way ``LocalEmbedder`` does."""
-    import numpy as np
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
+    """The same texts through turnout's own loader (``LocalEmbedder.from_directory``: batched,
+    padded and pooled exactly as a router will embed them)."""
+    from turnout.models.embedder import LocalEmbedder
 
-    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
-    tok.no_padding()
-    encs = [tok.encode(t).ids for t in TEXTS]
-    width = max(map(len, encs))
-    ids = np.zeros((len(encs), width), dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for i, e in enumerate(encs):
-        ids[i, : len(e)], mask[i, : len(e)] = e, 1
-    hidden = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input_ids": ids, "attention_mask": mask})[0]
-    pooled = (hidden * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
-    return (pooled / np.linalg.norm(pooled, axis=1, keepdims=True)).tolist()
+    return LocalEmbedder.from_directory(out).embed_sync(TEXTS).tolist()
 
 
 def main() -> int:

