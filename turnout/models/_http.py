@@ -6,7 +6,6 @@ import asyncio
 import contextvars
 import email.utils
 import functools
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -28,6 +27,7 @@ from .._errors import (
     RateLimited,
     is_context_overflow,
 )
+from .._json import dumps, loads
 from .._sync import register_session
 
 T = TypeVar("T")
@@ -102,7 +102,7 @@ def error_for_status(status: int, body: bytes, headers: Mapping[str, str], model
     """Translate an HTTP error status into the turnout error tree (never echoing the key)."""
     detail = excerpt(body, secret)
     try:  # prefer the provider's own message when it sends one
-        doc = json.loads(body)
+        doc = loads(body)
         err = doc.get("error") if isinstance(doc, dict) else None
         if isinstance(err, dict) and err.get("message"):
             detail = excerpt(str(err["message"]), secret)
@@ -230,7 +230,7 @@ class HTTPClient:
         except (TimeoutError, aiohttp.ClientError) as e:
             raise translate_transport(e, model, timeout if timeout is not None else self.timeout) from None
         try:
-            doc = json.loads(raw)
+            doc = loads(raw)
         except ValueError:
             raise BadResponse(f"response is not JSON: {excerpt(raw, secret)!r}", model=model, status=resp.status) from None
         return parse(doc, time.perf_counter() - t0)
@@ -242,7 +242,7 @@ class HTTPClient:
         """Yield (event name, JSON data) for each event of a server-sent-event stream; ``timeout`` bounds
         each read. A data line equal to ``end`` (OpenAI's ``[DONE]``) yields ``(None, None)``; data that
         is not JSON is a ``BadResponse`` naming an excerpt (the key scrubbed). Lines are handled as bytes
-        (``json.loads`` reads them as they are): one generator from the socket to the adapter."""
+        (the JSON codec reads bytes as they are): one generator from the socket to the adapter."""
         t = timeout if timeout is not None else self.timeout
         kw: dict[str, Any] = {"timeout": _read_timeout(t)}
         if self.proxy:
@@ -271,7 +271,7 @@ class HTTPClient:
                             yield None, None
                             continue
                         try:
-                            doc = json.loads(data.decode())  # bytes → str in C: json's own detection is Python
+                            doc = loads(data)
                         except ValueError:
                             text = data.strip().decode("utf-8", "replace")
                             raise BadResponse(f"stream event is not JSON: {excerpt(text, secret)!r}", model=model) from None
@@ -324,14 +324,14 @@ class HTTPAdapter:
     def _post(self, body: Mapping[str, Any], timeout: float | None, parse: Callable[[Any, float], T]) -> Coroutine[Any, Any, T]:
         """POST ``body`` as JSON; ``parse(doc, latency_s)`` builds the answer. A plain def handing back
         the HTTP coroutine: one coroutine frame per call, not two."""
-        return self._http.post_json(self._url, json.dumps(body).encode(), self._headers, model=self.name, timeout=timeout,
+        return self._http.post_json(self._url, dumps(body), self._headers, model=self.name, timeout=timeout,
                                     secret=self._key, parse=parse)
 
     def _events(self, body: Mapping[str, Any], timeout: float | None, *, end: str | None = None) -> AsyncIterator[tuple[str | None, Any]]:
         """POST ``body`` for a stream: each server-sent event as (event name, its JSON data); a data
         line equal to ``end`` yields ``(None, None)`` (see ``HTTPClient.post_sse``). A plain def
         handing back the client's generator: no layer of its own on every chunk."""
-        return self._http.post_sse(self._url, json.dumps(body).encode(), self._headers, model=self.name, timeout=timeout,
+        return self._http.post_sse(self._url, dumps(body), self._headers, model=self.name, timeout=timeout,
                                    secret=self._key, end=end.encode() if end is not None else None)
 
     async def aclose(self) -> None:

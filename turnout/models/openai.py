@@ -15,6 +15,7 @@ from typing import Any
 
 from .._constants import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT_S, OPENAI_BASE_URL
 from .._errors import BadResponse
+from .._json import Fragment
 from .._secrets import register_headers
 from .._types import (
     FREE,
@@ -52,7 +53,8 @@ def openai_message(m: Message) -> dict[str, Any]:
 def openai_tools(req: Request, body: dict[str, Any]) -> None:
     """``tools``, ``tool_choice`` and ``parallel_tool_calls`` of ``req`` into ``body``."""
     if req.tools:
-        body["tools"] = [{"type": "function", "function": t.function} for t in req.tools]
+        # each tool's schema was encoded once, when the Tool was made: spliced, not encoded again
+        body["tools"] = [{"type": "function", "function": Fragment(t.text)} for t in req.tools]
     tc = req.tool_choice
     if tc is not None:
         body["tool_choice"] = tc if tc in TOOL_CHOICES else {"type": "function", "function": {"name": tc}}
@@ -61,6 +63,8 @@ def openai_tools(req: Request, body: dict[str, Any]) -> None:
 
 
 def openai_body(req: Request, model: str, stream: bool) -> dict[str, Any]:
+    """The chat-completions body of ``req``, for ``turnout._json.dumps``: tool schemas in it are
+    ``Fragment``s (JSON encoded once, with the ``Tool``), which the stdlib ``json`` cannot encode."""
     msgs = [openai_message(m) if m.tool_calls or m.role == "tool" else {"role": m.role, "content": m.content} for m in req.messages]
     body: dict[str, Any] = {"model": model, "messages": msgs}
     if req.tools or req.tool_choice is not None:

@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._errors import TurnoutError
+from .._json import loads
 from .._types import Completion, Message, Request, Usage
 from .._yaml import json_line
 from ..policies.embedding import token_bound
@@ -79,7 +80,7 @@ async def _json_body(request: Any, limit: int) -> Any:
     if not raw.strip():
         raise ApiError(400, "empty request body: send a JSON object", code="invalid_json")
     try:
-        return json_line(raw.decode("utf-8"))  # also refuses bodies nested too deeply (never a RecursionError)
+        return json_line(raw.decode("utf-8"), loads)  # also refuses bodies nested too deeply (never a RecursionError)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
 
