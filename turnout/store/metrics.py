@@ -40,6 +40,7 @@ class Metrics:
         except ImportError:
             raise ConfigError("metrics need prometheus-client: pip install 'turnout[metrics]'") from None
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r, ns = self.registry, namespace
         self.requests = Counter("model_requests", "Model calls", ["model", "outcome"], namespace=ns, registry=r)
         self.tokens = Counter("model_tokens", "Tokens by direction", ["model", "direction"], namespace=ns, registry=r)
@@ -70,38 +71,47 @@ class Metrics:
         self.budget_remaining = Gauge("budget_remaining_usd", "What a budget has left in its current window", ["budget"],
                                       namespace=ns, registry=r)
 
+    def _at(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set: prometheus_client's ``labels``
+        validates and locks on every call, several times a request on the gateway's hot path."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def record(self, event: Any) -> None:
         """A ``CallEvent`` (this makes Metrics a sink for ``Traced``)."""
-        m = event.model
-        self.requests.labels(m, "ok" if event.ok else (event.error_type or "error")).inc()
-        self.tokens.labels(m, "input").inc(event.usage.input_tokens)
-        self.tokens.labels(m, "output").inc(event.usage.output_tokens)
+        m, at = event.model, self._at
+        at(self.requests, m, "ok" if event.ok else (event.error_type or "error")).inc()
+        at(self.tokens, m, "input").inc(event.usage.input_tokens)
+        at(self.tokens, m, "output").inc(event.usage.output_tokens)
         if event.cost_usd:
-            self.cost.labels(m).inc(event.cost_usd)
-        self.latency.labels(m).observe(event.latency_s)
+            at(self.cost, m).inc(event.cost_usd)
+        at(self.latency, m).observe(event.latency_s)
         if event.retries:
-            self.retries.labels(m).inc(event.retries)
+            at(self.retries, m).inc(event.retries)
         if event.fallback:
-            self.fallbacks.labels(m, event.fallback).inc()
+            at(self.fallbacks, m, event.fallback).inc()
         if event.cached:
-            self.cache_hits.labels(m).inc()
-            self.cache_saved.labels(m).inc(event.saved_usd)
+            at(self.cache_hits, m).inc()
+            at(self.cache_saved, m).inc(event.saved_usd)
         sc = current_scope()
         if sc.key is not None:
             team = sc.team or ""
-            self.key_tokens.labels(sc.key, team, m, "input").inc(event.usage.input_tokens)
-            self.key_tokens.labels(sc.key, team, m, "output").inc(event.usage.output_tokens)
-            self.key_cost.labels(sc.key, team, m).inc(event.cost_usd)
+            at(self.key_tokens, sc.key, team, m, "input").inc(event.usage.input_tokens)
+            at(self.key_tokens, sc.key, team, m, "output").inc(event.usage.output_tokens)
+            at(self.key_cost, sc.key, team, m).inc(event.cost_usd)
 
     def record_request(self, path: str, rec: dict[str, Any]) -> None:
         """One gateway request's record (``turnout.server.access``): its counts and latencies, the
         routing decisions and escalations it made."""
         ep = endpoint(path)
         model = rec.get("model") or ""
-        self.http_requests.labels(ep, rec.get("key") or "", rec.get("team") or "", model, str(rec["status"])).inc()
-        self.http_latency.labels(ep, model).observe(rec.get("latency_s", 0.0))
+        self._at(self.http_requests, ep, rec.get("key") or "", rec.get("team") or "", model, str(rec["status"])).inc()
+        self._at(self.http_latency, ep, model).observe(rec.get("latency_s", 0.0))
         if rec.get("ttft_s") is not None:
-            self.ttft.labels(model).observe(rec["ttft_s"])
+            self._at(self.ttft, model).observe(rec["ttft_s"])
         for router, d in rec.get("decisions", ()):
             self.record_decision(d, router=router)
         for queue in rec.get("escalations", ()):
@@ -115,8 +125,8 @@ class Metrics:
 
     def record_decision(self, decision: Any, *, router: str = "", **_: Any) -> None:
         name = router or decision.stage or decision.kind
-        self.decisions.labels(name, str(decision.route), decision.outcome).inc()
-        self.decision_latency.labels(name).observe(decision.latency_s)
+        self._at(self.decisions, name, str(decision.route), decision.outcome).inc()
+        self._at(self.decision_latency, name).observe(decision.latency_s)
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
