@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -384,6 +385,34 @@ def test_a_stream_the_client_cuts_keeps_its_reservation_on_the_key(tmp_path, slo
         assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded", r.text
         statuses = {httpx.get(base + f"/v1/runs/{rid}", headers=h, timeout=20).json()["run"]["status"] for rid in run_ids}
         assert "ok" not in statuses  # a cut stream is never recorded as a finished one
+    finally:
+        stop(proc)
+
+
+def test_a_client_that_leaves_mid_stream_stops_the_upstream_stream_and_cancels_the_run(tmp_path, slow_stream_upstream):
+    """The gateway notices the client going away while it waits on the upstream (5 s between
+    chunks): it closes the upstream stream instead of reading it to its end, and the run is
+    recorded as cancelled — not left running, not finished as ok."""
+    from tests.test_gateway import start_server, stop
+
+    _secret_setup(tmp_path, slow_stream_upstream)
+    proc, base = start_server(tmp_path, slow_stream_upstream, "--no-auth", env={**os.environ, "UPSTREAM_KEY": KEY})
+    stats = slow_stream_upstream.removesuffix("/v1") + "/_mock/stats"
+    try:
+        before = httpx.get(stats, timeout=10).json()["disconnects"]
+        body = {"model": "up", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=60) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            rid = r.headers["x-turnout-run-id"]
+            next(r.iter_bytes())  # the first chunk, then the client goes away
+        status = "running"
+        for _ in range(120):  # the upstream's next chunk is 5 s away: the gateway must cut it before then or soon after
+            status = httpx.get(base + f"/v1/runs/{rid}", timeout=10).json()["run"]["status"]
+            if status != "running" and httpx.get(stats, timeout=10).json()["disconnects"] > before:
+                break
+            time.sleep(0.25)
+        assert status == "cancelled"
+        assert httpx.get(stats, timeout=10).json()["disconnects"] > before  # the upstream stream was closed, not read on
     finally:
         stop(proc)
 

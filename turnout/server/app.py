@@ -35,7 +35,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._errors import TurnoutError
@@ -46,6 +46,7 @@ from ..policies.embedding import token_bound
 from .access import Observed, note
 from .errors import ApiError, api_error, safe_header
 from .gateway import Gateway, refusal, workflow_error
+from .stream import EventStream
 from .wire import (
     SSE_DONE,
     ChatIn,
@@ -194,8 +195,7 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
                     raise workflow_error(chat.model[9:], res, headers)
                 c = Completion(res.text, chat.model, "stop", Usage(res.input_tokens, res.output_tokens), res.cost_usd, res.latency_s)
                 if chat.stream:
-                    return StreamingResponse(iter(ChunkEncoder(run.run_id, chat.model).whole(c.text)), media_type="text/event-stream",
-                                             headers=headers)
+                    return EventStream(ChunkEncoder(run.run_id, chat.model).whole(c.text), headers)
                 return FastJSON(completion_body(c, run.run_id, chat.model), headers=headers)
             if not chat.stream:
                 with run.scope():
@@ -220,8 +220,7 @@ def _chat_route(app: Any, gw: Gateway) -> Any:
         headers["x-turnout-model"] = safe_header(first.model if first is not None and first.model else chat.model)
         if first is not None and first.cached:
             headers["x-turnout-cache"] = "hit"
-        return StreamingResponse(_stream_body(run, agen, first, chat), media_type="text/event-stream",
-                                 headers={**headers, "Cache-Control": "no-cache"})
+        return EventStream(_stream_body(run, agen, first, chat), {**headers, "Cache-Control": "no-cache"})
 
     return chat_completions
 

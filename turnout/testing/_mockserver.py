@@ -204,7 +204,7 @@ class MockServer:
 
     async def _ctl_stats(self, request: web.Request) -> web.Response:
         return web.json_response({"count": self.count, "max_active": self.max_active, "faults": list(self.faults),
-                                  "connections": self.connections, "stale_drops": self.stale_drops})
+                                  "connections": self.connections, "stale_drops": self.stale_drops, "disconnects": self.disconnects})
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "mock", "object": "model"}]})
