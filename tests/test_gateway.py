@@ -192,7 +192,12 @@ def test_oversized_bodies_and_header_injection(setup):
 def test_workflows_runs_and_feedback(setup):
     cl = client(setup)
     raw = cl.chat.completions.with_raw_response.create(model="workflow/shout", messages=[{"role": "user", "content": "hi"}])
-    assert raw.parse().choices[0].message.content and raw.headers["x-turnout-model"] == "workflow/shout"
+    answer = raw.parse().choices[0].message.content
+    assert answer and raw.headers["x-turnout-model"] == "workflow/shout"
+    # streamed, a workflow's finished answer is replayed as chunks the official client reads back
+    chunks = list(cl.chat.completions.create(model="workflow/shout", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
+    assert chunks[-1].choices[0].finish_reason == "stop"
     h = {"Authorization": "Bearer " + setup["keys"]["all"]}
     r = httpx.post(setup["base"] + "/v1/workflows/shout/runs", json={"input": "hello"}, headers=h, timeout=20)
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["calls"] == 1

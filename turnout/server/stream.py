@@ -2,10 +2,12 @@
 
 Starlette's ``StreamingResponse`` watches for the client going away with an anyio task group and a
 second task per response (uvicorn speaks ASGI 2.3, whose ``send`` does not raise once the client
-has gone). That costs more per stream than the rest of the response. ``EventStream`` keeps the
-same behaviour with one future: ``receive()`` is awaited beside the body, and when it says
-``http.disconnect`` the task sending the body is cancelled at once — wherever the body is waiting
-(on the upstream's next chunk, on a slow workflow) — and its generator is closed, so the body's own
+has gone), and it writes every chunk to the socket on its own. ``EventStream`` runs the body in one
+task and writes from the request's task: everything the body made while the writer waited goes
+out in one write (the events of an upstream read arrive together; one system call and one pass
+through the ASGI layers instead of one per event), the first event as soon as it exists. A
+future awaits ``receive()`` beside them; when it says ``http.disconnect`` the body is cancelled at
+once — wherever it is waiting (the upstream's next chunk, a slow workflow) — so its own
 ``finally`` (the run recorded as cancelled, the key billed its reservation) runs as before.
 """
 
@@ -34,39 +36,52 @@ class EventStream(Response):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        task = asyncio.current_task()
-        state = {"gone": False, "over": False}
+        body = self.body_iterator
+        if not isinstance(body, AsyncIterator):  # a finished answer replayed: nothing to wait for
+            await send({"type": "http.response.body", "body": b"".join(body), "more_body": False})
+            return
+        pending: list[bytes] = []
+        wake = asyncio.Event()
+        state = {"gone": False, "ended": False}
+
+        async def produce() -> None:
+            try:
+                async for chunk in body:
+                    pending.append(chunk)
+                    wake.set()
+            finally:
+                state["ended"] = True
+                wake.set()
 
         def client_gone(f: asyncio.Future[Any]) -> None:
-            if state["over"] or f.cancelled() or f.exception() is not None:
-                return
-            state["gone"] = True
-            if task is not None:
-                task.cancel()
+            if not f.cancelled() and f.exception() is None:
+                state["gone"] = True
+                wake.set()
 
+        producer = asyncio.ensure_future(produce())
         watch = asyncio.ensure_future(_disconnected(receive))
         watch.add_done_callback(client_gone)
         try:
-            await self._send_body(send)
-        except asyncio.CancelledError:
-            if not state["gone"] or task is None:
-                raise  # cancelled from outside (the server shutting down): not ours to swallow
-            task.uncancel()  # the client went away: the body was stopped; nothing more to send
+            while True:
+                await wake.wait()
+                wake.clear()
+                if state["gone"]:
+                    return  # the body is stopped below; nothing more to send
+                if pending:  # every event the body made since the last write, in one write
+                    data = b"".join(pending)
+                    pending.clear()
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                if state["ended"] and not pending:
+                    break
+            producer.result()  # what the body raised, raised here (as a streamed body's error always was)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            state["over"] = True
             watch.cancel()
-            aclose = getattr(self.body_iterator, "aclose", None)
+            producer.cancel()  # a no-op once it ended; the client gone or the server stopping: the body stops now
+            await asyncio.gather(producer, return_exceptions=True)
+            aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()  # an abandoned body runs its own finally now, not at garbage collection
-
-    async def _send_body(self, send: Any) -> None:
-        if isinstance(self.body_iterator, AsyncIterator):
-            async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        else:
-            for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _disconnected(receive: Any) -> None:
