@@ -17,7 +17,7 @@ from turnout.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from turnout.testing import MockServer
+from turnout.testing import MockServer, serve_app
 
 KEY = "sk-test-SECRET-0123456789"
 
@@ -183,3 +183,33 @@ def test_body_is_json_serialisable_for_all_options():
     json.dumps(body)
     assert body["stop"] == ["END"] and body["response_format"] == {"type": "json_object"}
     assert body["stream_options"] == {"include_usage": True}
+
+
+async def test_a_stream_split_anywhere_by_the_network_reads_back_whole():
+    """Events cut mid-line and mid-JSON across writes (each its own read), CRLF line ends, an `event:` field and a last line without its newline: the same answer."""
+    from aiohttp import web
+
+    doc = json.dumps({"choices": [{"index": 0, "delta": {"content": "héllo wörld"}, "finish_reason": None}]}).encode()
+    fin = json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                      "usage": {"prompt_tokens": 3, "completion_tokens": 2}}).encode()
+    body = b"data: " + doc + b"\r\n\r\n" + b"event: message\ndata: " + fin + b"\n\n" + b"data: [DONE]"
+    cuts = [0, 3, 7, 20, len(doc) // 2, len(doc) + 6, len(doc) + 9, len(body) - 4, len(body)]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            await resp.write(body[a:b])  # drained before it returns
+            await asyncio.sleep(0)  # the next piece after this one has gone out on its own
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    async with serve_app(app) as url:
+        m = OpenAICompatible("m", base_url=url + "/v1", require_key=False)
+        try:
+            chunks = [c async for c in m.stream(Request.of("hi"))]
+        finally:
+            await m.aclose()
+    assert "".join(c.delta for c in chunks) == "héllo wörld"
+    assert chunks[-1].done and chunks[-1].finish_reason == "stop" and chunks[-1].usage.output_tokens == 2

@@ -251,24 +251,19 @@ async def test_a_new_item_is_posted_to_the_webhook(tmp_path):
         arrived.set()
         return web.json_response({"ok": True})
 
+    from turnout.testing import serve_app
+
     webapp = web.Application()
     webapp.router.add_post("/hook", hook)
-    run = web.AppRunner(webapp)
-    await run.setup()
-    site = web.TCPSite(run, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
+    async with serve_app(webapp) as url:
         wf = Workflow.load(write(tmp_path, TRIAGE.replace("{escalate: {queue: support,",
-                                                          f"{{escalate: {{queue: support, webhook: 'http://127.0.0.1:{port}/hook',")),
+                                                          f"{{escalate: {{queue: support, webhook: '{url}/hook',")),
                            models={"local": FunctionModel(lambda r: "hm")})
         with SQLiteStore(tmp_path / "t.db") as store:
             res = await wf.run("late order", store=store)
         await asyncio.wait_for(arrived.wait(), 10)
         assert got[0]["event"] == "escalation.created" and got[0]["item"]["item_id"] == res.waiting
         assert got[0]["item"]["queue"] == "support" and got[0]["item"]["choices"] == ["billing", "tech"]
-    finally:
-        await run.cleanup()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 import aiohttp
@@ -259,28 +260,30 @@ class HTTPClient:
                     raise error_for_status(resp.status, await resp.read(), resp.headers, model, secret)
                 event: str | None = None
                 finished = False  # after ``end``, the rest of the body is read and dropped
-                async for line in resp.content:
-                    if len(line) <= 2:  # b"\n" or b"\r\n": the end of an event (the most common line but one)
-                        event = None
-                    elif line.startswith(b"data:"):
-                        if finished:
-                            continue
-                        data = line[5:]
-                        if len(data) < 24 and data.strip() == end:  # [DONE] is short; no JSON event is stripped for it
-                            finished = True
-                            yield None, None
-                            continue
-                        try:
-                            doc = loads(data)
-                        except ValueError:
-                            text = data.strip().decode("utf-8", "replace")
-                            raise BadResponse(f"stream event is not JSON: {excerpt(text, secret)!r}", model=model) from None
-                        yield event, doc
-                    elif line.startswith(b"event:"):
-                        event = line[6:].decode("utf-8", "replace").strip()
-                    elif not line.strip():
-                        event = None
-                    # comments (":") and other fields are ignored per the SSE spec
+                async with aclosing(_sse_lines(resp.content)) as reads:  # closed with this generator
+                    async for lines in reads:
+                        for line in lines:
+                            if len(line) <= 1:  # b"" or b"\r": the end of an event (the most common line but one)
+                                event = None
+                            elif line.startswith(b"data:"):
+                                if finished:
+                                    continue
+                                data = line[5:]
+                                if len(data) < 24 and data.strip() == end:  # [DONE] is short; no JSON event is stripped for it
+                                    finished = True
+                                    yield None, None
+                                    continue
+                                try:
+                                    doc = loads(data)
+                                except ValueError:
+                                    text = data.strip().decode("utf-8", "replace")
+                                    raise BadResponse(f"stream event is not JSON: {excerpt(text, secret)!r}", model=model) from None
+                                yield event, doc
+                            elif line.startswith(b"event:"):
+                                event = line[6:].decode("utf-8", "replace").strip()
+                            elif not line.strip():
+                                event = None
+                            # comments (":") and other fields are ignored per the SSE spec
                 ended = True
             finally:
                 if ended:
@@ -297,6 +300,19 @@ class HTTPClient:
 def _read_timeout(t: float) -> aiohttp.ClientTimeout:
     """A stream's timeout (each read, and the connect, bounded by ``t``): immutable, made once per value."""
     return aiohttp.ClientTimeout(total=None, sock_read=t, sock_connect=t)
+
+
+async def _sse_lines(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
+    """The body's lines (without their newline), in lists of what each network read brought: one
+    await per read instead of one per line (an event is two lines; a read brings several events)."""
+    tail = b""
+    async for piece in content.iter_any():
+        lines = (tail + piece if tail else piece).split(b"\n")
+        tail = lines.pop()  # after the last newline: the start of a line still coming
+        if lines:
+            yield lines
+    if tail:
+        yield [tail]  # a last line the server did not end
 
 
 class HTTPAdapter:

@@ -13,6 +13,7 @@ from ._fakes import ScriptedModel as ScriptedModel
 from ._mockserver import FAULT_KINDS as FAULT_KINDS
 from ._mockserver import MockServer as MockServer
 from ._mockserver import instance_of_schema as instance_of_schema
+from ._serve import serve_app as serve_app
 
 _register_embedder("fake", FakeEmbedder)
 
@@ -23,4 +24,5 @@ __all__ = [
     "MockServer",
     "ScriptedModel",
     "instance_of_schema",
+    "serve_app",
 ]
