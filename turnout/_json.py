@@ -2,7 +2,7 @@
 
 orjson encodes the bodies turnout sends about 4x faster than ``json.dumps`` and parses answers
 about 2x faster; that is most of the client CPU a call costs beyond the socket. One module so that
-the adapters, the gateway and the stores agree on it. What orjson refuses and ``json`` accepts
+the adapters and the gateway agree on it (stored rows and user files keep the stdlib's ``json``). What orjson refuses and ``json`` accepts
 (integers past 64 bits, non-string keys, subclasses it does not know) falls back to ``json``, so a
 body that encoded before still encodes; ``loads`` errors are ``ValueError`` as with ``json``.
 

@@ -31,7 +31,7 @@ class EventStream(Response):
     def __init__(self, body: AsyncIterator[bytes] | Iterable[bytes], headers: Mapping[str, str] | None = None) -> None:
         self.body_iterator = body
         self.status_code, self.background = 200, None
-        hs = {**(headers or {}), "content-type": "text/event-stream; charset=utf-8"}
+        hs = {**(headers or {}), "content-type": f"{self.media_type}; charset=utf-8"}
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in hs.items()]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
