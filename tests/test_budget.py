@@ -85,3 +85,27 @@ async def test_stream_settles_on_completion():
     m = Budgeted(ScriptedModel(default="a b c", price=PRICE), ledger)
     chunks = [c async for c in m.stream(Request.of("x", max_tokens=10))]
     assert ledger.spent == pytest.approx(chunks[-1].cost_usd) and ledger.reserved == 0
+
+
+async def test_a_refusal_by_any_budget_leaves_nothing_held_on_the_others_for_calls_streams_and_encoders():
+    """One reservation over every budget a call is charged to (``reserve_all``): the model door, the
+    stream door and the encoder door each take it, and a later budget's refusal frees the earlier ones."""
+    from turnout._scope import spend_scope
+    from turnout.policies.embedding import PolicyEmbedder
+    from turnout.testing import FakeEmbedder
+
+    roomy, tight = BudgetLedger(10.0), BudgetLedger(1e-9)
+    emb = PolicyEmbedder(FakeEmbedder(), price=Price(1000.0, 0.0), spend=roomy)
+    doors = {
+        "call": lambda: Budgeted(ScriptedModel(default="ok", price=PRICE), roomy).complete(Request.of("hello")),
+        "stream": lambda: Budgeted(ScriptedModel(default="ok", price=PRICE), roomy).open_stream(Request.of("hello")),
+        "encoder": lambda: emb.embed(["hello"]),
+    }
+    for door, call in doors.items():
+        with spend_scope(meters=(tight,)), pytest.raises(BudgetExceeded):
+            await call()
+        assert (roomy.reserved, roomy.spent, tight.reserved) == (0, 0, 0), door
+    with spend_scope(meters=(BudgetLedger(10.0),)):  # both roomy: each door is charged to both
+        await doors["call"]()
+        await emb.embed(["hello"])
+    assert roomy.spent > 0 and roomy.reserved == 0

@@ -10,7 +10,6 @@ request has none — bounds the answer.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from .._constants import DEFAULT_MAX_TOKENS
@@ -18,7 +17,7 @@ from .._scope import current_scope
 from .._types import Completion, Price, Request, StreamChunk
 from ..models.base import ChatModel, own_token_counter
 from .base import Opened, StreamEnd, Wrapper, drive, open_stream
-from .ledger import BudgetLedger
+from .ledger import BudgetLedger, Hold, reserve_all, settle_all
 
 __all__ = ["BudgetLedger", "Budgeted", "budgeted", "worst_case"]
 
@@ -51,24 +50,10 @@ class Budgeted(Wrapper):
     def price(self) -> Price:
         return self._price or self.inner.price
 
-    async def _reserve(self, request: Request, meters: tuple[Any, ...]) -> tuple[Request, _Holds]:
+    async def _reserve(self, request: Request, meters: tuple[Any, ...]) -> tuple[Request, Hold]:
         request, amount = worst_case(request, self.price, self._count, self.default_max_tokens)
-        holds = _Holds(amount)
         ledgers = meters if self.ledger is None else (self.ledger, *meters)
-        try:
-            for led in ledgers:
-                holds.parts.append((led, await led.reserve(amount, model=self.inner.name)))
-        except BaseException:
-            await self._settle(holds, 0.0, release=True)
-            raise
-        return request, holds
-
-    async def _settle(self, holds: _Holds, actual: float, *, release: bool = False) -> None:
-        if holds.done:
-            return
-        holds.done = True
-        for led, h in holds.parts:
-            await (led.release(h) if release else led.settle(h, actual))
+        return request, await reserve_all(ledgers, amount, model=self.inner.name)
 
     async def complete(self, request: Request) -> Completion:
         meters = current_scope().meters
@@ -78,9 +63,9 @@ class Budgeted(Wrapper):
         try:
             c = await self.inner.complete(request)
         except BaseException:
-            await self._settle(holds, 0.0, release=True)  # a failed HTTP call is not billed by providers
+            await settle_all(holds, None)  # a failed HTTP call is not billed by providers
             raise
-        await self._settle(holds, c.cost_usd)
+        await settle_all(holds, c.cost_usd)
         return c
 
     def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
@@ -94,9 +79,9 @@ class Budgeted(Wrapper):
         try:
             first, rest, ends = await open_stream(self.inner, request)
         except BaseException:
-            await self._settle(holds, 0.0, release=True)  # failed before any token: not billed
+            await settle_all(holds, None)  # failed before any token: not billed
             raise
-        ends.append(_Bill(self, holds))
+        ends.append(_Bill(holds))
         return first, rest, ends
 
 
@@ -104,24 +89,16 @@ class _Bill(StreamEnd):
     """A stream's bill: its cost at the final chunk (before it is handed on); cut short or failed
     after its first token, the estimate reserved (the provider may have generated it)."""
 
-    __slots__ = ("holds", "owner")
+    __slots__ = ("holds",)
 
-    def __init__(self, owner: Budgeted, holds: _Holds) -> None:
-        self.owner, self.holds = owner, holds
+    def __init__(self, holds: Hold) -> None:
+        self.holds = holds
 
     async def done(self, chunk: StreamChunk) -> None:
-        await self.owner._settle(self.holds, chunk.cost_usd)
+        await settle_all(self.holds, chunk.cost_usd)
 
     async def close(self, error: BaseException | None) -> None:
-        if not self.holds.done:
-            await self.owner._settle(self.holds, self.holds.amount)
-
-
-@dataclass(slots=True)
-class _Holds:
-    amount: float
-    parts: list[tuple[Any, Any]] = field(default_factory=list)  # (ledger, its hold)
-    done: bool = False
+        await settle_all(self.holds, self.holds.amount)  # (nothing when the final chunk settled it)
 
 
 def budgeted(model: ChatModel) -> ChatModel:

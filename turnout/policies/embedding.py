@@ -26,6 +26,7 @@ import numpy as np
 from .._scope import active_run, current_scope
 from .._types import FREE, Price, Usage
 from .compliance import AuditRecord, DataPolicy, audit, digest_texts, refuse
+from .ledger import Hold, reserve_all, settle_all
 from .retry import RetryPolicy, retry_after_failure
 from .trace import CallEvent
 
@@ -126,29 +127,19 @@ class PolicyEmbedder:
                 await self.limiter.acquire(bound)
             rows, tokens, retries = await self._send(part)
         except BaseException as e:
-            for led, h in holds:
-                await led.release(h)
+            await settle_all(holds, None)
             self._record(wall, t0, 0, retries, e)
             raise
         cost = self.price.input_per_m * tokens / 1e6
-        for led, h in holds:
-            await led.settle(h, cost)
+        await settle_all(holds, cost)
         if self.limiter is not None:
             await self.limiter.settle(bound, tokens or bound)
         self._record(wall, t0, tokens, retries, None, cost)
         return rows, tokens
 
-    async def _reserve(self, amount: float) -> list[tuple[Any, Any]]:
+    async def _reserve(self, amount: float) -> Hold:
         ledgers = (*((self.spend,) if self.spend is not None else ()), *current_scope().meters)
-        holds: list[tuple[Any, Any]] = []
-        try:
-            for led in ledgers:
-                holds.append((led, await led.reserve(amount, model=self.label)))
-        except BaseException:
-            for led, h in holds:
-                await led.release(h)
-            raise
-        return holds
+        return await reserve_all(ledgers, amount, model=self.label)
 
     async def _send(self, part: list[str]) -> tuple[np.ndarray, int, int]:
         """(rows, reported tokens, retries): the request, retried as the policy allows."""

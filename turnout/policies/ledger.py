@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .._errors import BudgetExceeded, ConfigError
 
-__all__ = ["Accounts", "BudgetLedger", "Hold", "Ledger", "MemoryAccounts"]
+__all__ = ["Accounts", "BudgetLedger", "Hold", "Ledger", "MemoryAccounts", "reserve_all", "settle_all"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,31 @@ class Ledger(Protocol):
     async def settle(self, hold: Hold, actual: float) -> None: ...
 
     async def release(self, hold: Hold) -> None: ...
+
+
+async def reserve_all(ledgers: Iterable[Ledger], amount: float, *, model: str = "") -> Hold:
+    """One hold over several ledgers (every budget a call is charged to): each reserves ``amount``;
+    when one refuses, those already taken are released and its ``BudgetExceeded`` raised, so a
+    refused call holds nothing anywhere. Settle it with ``settle_all``."""
+    parts: list[tuple[Ledger, Hold]] = []
+    try:
+        for led in ledgers:
+            parts.append((led, await led.reserve(amount, model=model)))
+    except BaseException:
+        for led, h in parts:
+            await led.release(h)
+        raise
+    return Hold(amount, parts)
+
+
+async def settle_all(hold: Hold, actual: float | None) -> None:
+    """Book ``actual`` on every ledger of a ``reserve_all`` hold, or release them all (``None``: the
+    call cost nothing); once — a second call does nothing."""
+    if hold.done:
+        return
+    hold.done = True
+    for led, h in hold.token:
+        await (led.release(h) if actual is None else led.settle(h, actual))
 
 
 class Accounts(Protocol):

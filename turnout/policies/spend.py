@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._errors import ConfigError
 from .._scope import current_scope, spend_scope
 from .._types import PERIODS, period_start
-from .ledger import BudgetLedger, Hold, MemoryAccounts
+from .ledger import BudgetLedger, Hold, MemoryAccounts, reserve_all, settle_all
 
 if TYPE_CHECKING:
     from ..store.base import RunReader
@@ -199,28 +199,13 @@ class SpendControl:
     async def reserve(self, amount: float, *, model: str = "") -> Hold:
         """Reserve on every budget that applies; if one refuses, release the others and raise."""
         now = self.clock()
-        parts: list[tuple[BudgetLedger, Hold]] = []
-        try:
-            for i, member in self.applicable(model):
-                led = await self._ledger(i, member, now)
-                parts.append((led, await led.reserve(amount)))
-        except BaseException:
-            for led, h in parts:
-                await led.release(h)
-            raise
-        return Hold(amount, parts)
+        return await reserve_all([await self._ledger(i, member, now) for i, member in self.applicable(model)], amount)
 
     async def settle(self, hold: Hold, actual: float) -> None:
-        if not hold.done:
-            hold.done = True
-            for led, h in hold.token:
-                await led.settle(h, actual)
+        await settle_all(hold, actual)
 
     async def release(self, hold: Hold) -> None:
-        if not hold.done:
-            hold.done = True
-            for led, h in hold.token:
-                await led.release(h)
+        await settle_all(hold, None)
 
     # -- reading ----------------------------------------------------------------------------------------
     async def status(self) -> list[BudgetStatus]:

@@ -24,6 +24,10 @@ class Stage:
     router: Router
     threshold: float = 0.5  # the least confidence at which this stage's choice is accepted
     name: str = ""
+    # > 0: this stage chooses only among the top ``shortlist`` routes of the last earlier stage that
+    # scored them (an LLM that reads a few routes' examples instead of all of them); its router
+    # must take ``among=`` (LLMRouter does)
+    shortlist: int = 0
 
     @property
     def label(self) -> str:
@@ -53,6 +57,10 @@ class CascadeRouter(Recorded):
         for label, r in (("fallback", fallback), ("escalation", escalation)):
             if r is not None and r not in names:
                 raise ConfigError(f"CascadeRouter {name!r}: {label} route {r!r} is not a route of any stage")
+        for st in stages:
+            if st.shortlist < 0 or (st.shortlist and not hasattr(st.router, "shortlist")):
+                raise ConfigError(f"CascadeRouter {name!r}: stage {st.label!r} cannot take a shortlist "
+                                  "(shortlist must be >= 0, on a router that chooses among given routes: llm)")
         self.stages = list(stages)
         self.fallback, self.escalation = fallback, escalation
         self.escalate_below = 0.0
@@ -88,11 +96,29 @@ class CascadeRouter(Recorded):
             route, outcome = None, "abstained"
         return Decision(route, conf, scores, "cascade", reason, time.perf_counter() - t0, outcome, chosen, stage, cost)  # type: ignore[arg-type]
 
+    @staticmethod
+    def _among(st: Stage, trail: list[tuple[Stage, Decision]]) -> tuple[str, ...] | None:
+        """A shortlisting stage's candidates: the best-scored routes of the last stage that scored
+        more than one (None — every route — when no earlier stage did)."""
+        for _, d in reversed(trail):
+            if len(d.scores) > 1:
+                ranked = sorted(d.scores, key=d.scores.__getitem__, reverse=True)
+                return st.router.shortlist(ranked, st.shortlist) or None  # type: ignore[attr-defined, no-any-return]
+        return None
+
+    async def _ask(self, st: Stage, xs: Sequence[RouteInput], trails: Sequence[list[tuple[Stage, Decision]]]) -> list[Decision]:
+        if not st.shortlist:
+            return await unrecorded_many(st.router, xs)
+        return await st.router.decisions(xs, among=[self._among(st, tr) for tr in trails])  # type: ignore[attr-defined, no-any-return]
+
     async def decision(self, x: RouteInput) -> Decision:
         t0 = time.perf_counter()
         trail: list[tuple[Stage, Decision]] = []
         for st in self.stages:  # the stages' own decisions are in the cascade's reason, not recorded apart
-            d = await unrecorded(st.router, x)
+            if st.shortlist:
+                d = await st.router.decision(x, self._among(st, trail))  # type: ignore[attr-defined]
+            else:
+                d = await unrecorded(st.router, x)
             trail.append((st, d))
             if self._accept(st, d):
                 break
@@ -105,7 +131,7 @@ class CascadeRouter(Recorded):
         for st in self.stages:
             if not pending:
                 break
-            ds = await unrecorded_many(st.router, [xs[i] for i in pending])
+            ds = await self._ask(st, [xs[i] for i in pending], [trails[i] for i in pending])
             still = []
             for i, d in zip(pending, ds, strict=True):
                 trails[i].append((st, d))

@@ -21,7 +21,7 @@ Python API. ``save_fitted`` writes a fitted semantic router's knobs back into th
     stages:                    # cascade only; default rule -> semantic -> llm where each has material
       - {router: rule, threshold: 1.0}
       - {router: semantic, threshold: 0.6}
-      - {router: llm, threshold: 0.5}
+      - {router: llm, threshold: 0.5, shortlist: 5}   # the LLM picks among semantic's top 5
 """
 
 from __future__ import annotations
@@ -91,6 +91,15 @@ class _StageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     router: Literal["rule", "semantic", "llm"]
     threshold: float = Field(0.5, ge=0, le=1)
+    # llm only: choose among the earlier stage's top N routes (their examples only), not all of them
+    shortlist: int = Field(0, ge=0, le=64)
+
+    @field_validator("shortlist")
+    @classmethod
+    def _llm_only(cls, v: int, info: Any) -> int:
+        if v and info.data.get("router") != "llm":
+            raise ValueError("shortlist is for an llm stage (it narrows the LLM's choice to an earlier stage's best routes)")
+        return v
 
 
 class RouterSpec(BaseModel):
@@ -212,7 +221,7 @@ def build_router(
     makers = {"rule": rule, "semantic": semantic, "llm": llm}
     if spec.router != "cascade":
         return makers[spec.router]()
-    stages = [Stage(makers[s.router](), s.threshold, s.router) for s in default_stages(spec)]
+    stages = [Stage(makers[s.router](), s.threshold, s.router, s.shortlist) for s in default_stages(spec)]
     return CascadeRouter(stages, name=spec.name, **pol)
 
 

@@ -17,6 +17,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from .._errors import ConfigError, TurnoutError
 from .._secrets import describe
@@ -27,6 +28,8 @@ from .base import Decision, Recorded, Route, RouteInput, check_policy_routes, ch
 __all__ = ["LLMRouter", "normalise_label"]
 
 NONE_LABEL = "none"
+_PROMPT_CACHE = 4096  # shortlists' prompts kept (a cascade's earlier stage ranks few distinct sets)
+_Prompt = tuple[str, dict[str, Any], dict[str, str]]
 
 
 def _norm(s: str) -> str:
@@ -110,59 +113,85 @@ class LLMRouter(Recorded):
         # ``parallel``), else 8; more only queue at the model
         self.concurrency = concurrency or getattr(model, "parallel", None) or 8
         self.name = name
-        self.table: dict[str, str] = {}
-        for r in self.choices:
+        self._prompts: dict[tuple[str, ...], _Prompt] = {}
+        self.system, self.schema, self.table = self._prompt(tuple(r.name for r in self.choices))
+
+    def _prompt(self, names: tuple[str, ...]) -> _Prompt:
+        """The system prompt, the answer schema and the label table for choosing among ``names``
+        (the whole route set, or a shortlist a cascade's earlier stage ranked), built once per set."""
+        got = self._prompts.get(names)
+        if got is not None:
+            return got
+        unknown = [n for n in names if n not in self.routes or n == self.escalation]
+        if unknown:
+            raise ConfigError(f"LLMRouter {self.name!r}: cannot choose {', '.join(map(repr, unknown))} (not among its routes)")
+        choices = [self.routes[n] for n in names]
+        table: dict[str, str] = {}
+        for r in choices:
             for alias in (r.name, *r.synonyms):
-                self.table[_norm(alias)] = r.name
-        enum = [r.name for r in self.choices] + [NONE_LABEL]
-        self.schema = {"type": "object", "properties": {"route": {"type": "string", "enum": enum}}, "required": ["route"]}
-        lines = [f"- {r.name}: {r.description or r.name}" + _shots(r, examples) for r in self.choices]
-        self.system = (
+                table[_norm(alias)] = r.name
+        enum = [r.name for r in choices] + [NONE_LABEL]
+        schema = {"type": "object", "properties": {"route": {"type": "string", "enum": enum}}, "required": ["route"]}
+        lines = [f"- {r.name}: {r.description or r.name}" + _shots(r, self.examples) for r in choices]
+        system = (
             "You are a router. Read the user's message and choose the single best route for it.\n"
             "Routes:\n" + "\n".join(lines) + f"\n- {NONE_LABEL}: none of the routes fits.\n"
             + (self.instructions + "\n" if self.instructions else "")
             + 'Answer with JSON only: {"route": "<route name>"}.'
         )
+        if len(self._prompts) >= _PROMPT_CACHE:
+            self._prompts.clear()
+        got = self._prompts[names] = (system, schema, table)
+        return got
+
+    def shortlist(self, ranked: Sequence[str], k: int) -> tuple[str, ...]:
+        """The first ``k`` of ``ranked`` (best first) that this router may choose, in that order."""
+        mine = {r.name for r in self.choices}
+        return tuple([n for n in ranked if n in mine][:k])
 
     @property
     def route_names(self) -> list[str]:
         return list(self.routes)
 
-    def request(self, text: str, seed: int | None = None) -> Request:
+    def request(self, text: str, seed: int | None = None, among: Sequence[str] | None = None) -> Request:
+        system, schema, _ = self._prompt(tuple(among)) if among else (self.system, self.schema, self.table)
         return Request.of(
-            text[: self.max_chars], system=self.system, temperature=self.temperature, max_tokens=24, seed=seed,
-            response_format=ResponseFormat.json_schema(self.schema, "route"),
+            text[: self.max_chars], system=system, temperature=self.temperature, max_tokens=24, seed=seed,
+            response_format=ResponseFormat.json_schema(schema, "route"),
             logprobs=3 if (self.use_logprobs and self.samples == 1) else None, timeout=self.timeout,
             metadata={"router": self.name},
         )
 
-    def _parse(self, c: Completion) -> tuple[str | None, str]:
+    def _parse(self, c: Completion, table: dict[str, str]) -> tuple[str | None, str]:
         try:
             doc = json.loads(c.text)
         except ValueError:
             return None, f"unparseable answer {c.text[:60]!r}"
         label = doc.get("route") if isinstance(doc, dict) else None
-        route = normalise_label(label, self.table)
+        route = normalise_label(label, table)
         if route is None:
             return None, f"label {str(label)[:40]!r} is not a route" if label != NONE_LABEL else "model said none fits"
         return route, f"model chose {route}"
 
-    async def _one(self, text: str, seed: int | None) -> tuple[Completion | None, str | None]:
+    async def _one(self, text: str, seed: int | None, among: Sequence[str] | None) -> tuple[Completion | None, str | None]:
         try:
-            return await self.model.complete(self.request(text, seed)), None
+            return await self.model.complete(self.request(text, seed, among)), None
         except ConfigError:
             raise
         except (TimeoutError, TurnoutError) as e:
             return None, f"LLM error: {describe(e)[:160]}"
 
-    async def decision(self, x: RouteInput) -> Decision:
+    async def decision(self, x: RouteInput, among: Sequence[str] | None = None) -> Decision:
+        """Route ``x``; ``among`` narrows the choice to those routes (a shortlist, best first)."""
         t0 = time.perf_counter()
         text = input_text(x)
         note = f"; input cut to {self.max_chars} characters" if len(text) > self.max_chars else ""
         if not text.strip():
             raw = Decision(None, 0.0, {}, "llm", "empty input", 0.0, "abstained", None, self.name)
             return finalize(raw, fallback=self.fallback, escalation=None, escalate_below=0.0, t0=t0)
-        results = await asyncio.gather(*(self._one(text, None if self.samples == 1 else 1000 + i) for i in range(self.samples)))
+        among = tuple(among) if among else None
+        table = self._prompt(among)[2] if among else self.table
+        results = await asyncio.gather(*(self._one(text, None if self.samples == 1 else 1000 + i, among) for i in range(self.samples)))
         cost = sum(c.cost_usd for c, _ in results if c is not None)
         labels: list[str | None] = []
         reasons: list[str] = []
@@ -171,7 +200,7 @@ class LLMRouter(Recorded):
                 labels.append(None)
                 reasons.append(err or "error")
             else:
-                r, why = self._parse(c)
+                r, why = self._parse(c, table)
                 labels.append(r)
                 reasons.append(why)
         if self.samples == 1:
@@ -191,19 +220,24 @@ class LLMRouter(Recorded):
             conf = n / self.samples
             scores = {k: round(v / self.samples, 4) for k, v in votes.items()}
             reason = f"{n}/{self.samples} samples chose {route}" if route else "; ".join(dict.fromkeys(reasons))
+        if among:
+            note += f"; among {len(among)} shortlisted"
         raw = Decision(route, conf, scores, "llm", reason + note, 0.0, "matched" if route else "abstained", route, self.name, cost)
         return finalize(raw, fallback=self.fallback, escalation=self.escalation, escalate_below=self.escalate_below, t0=t0)
 
-    async def decisions(self, xs: Sequence[RouteInput], *, concurrency: int | None = None) -> list[Decision]:
+    async def decisions(self, xs: Sequence[RouteInput], *, concurrency: int | None = None,
+                        among: Sequence[Sequence[str] | None] | None = None) -> list[Decision]:
         """Many inputs, at most ``concurrency`` (default ``self.concurrency``) decisions at a time
-        (results in input order)."""
+        (results in input order); ``among[i]`` is input i's shortlist (None: every route)."""
+        if among is not None and len(among) != len(xs):
+            raise ValueError(f"LLMRouter {self.name!r}: {len(among)} shortlists for {len(xs)} inputs")
         sem = asyncio.Semaphore(max(1, concurrency or self.concurrency))
 
-        async def one(x: RouteInput) -> Decision:
+        async def one(i: int) -> Decision:
             async with sem:
-                return await self.decision(x)
+                return await self.decision(xs[i], among[i] if among is not None else None)
 
-        return list(await asyncio.gather(*(one(x) for x in xs)))
+        return list(await asyncio.gather(*(one(i) for i in range(len(xs)))))
 
     async def decide_many(self, xs: Sequence[RouteInput], *, concurrency: int | None = None) -> list[Decision]:
         return logged_many(self, xs, await self.decisions(xs, concurrency=concurrency))
