@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .. import _telemetry
+from .._constants import SAMPLE_SEED, SAMPLE_TEMPERATURE, VOTE_TIE
 from .._errors import ConfigError
 from .._scope import active_run
 from .._types import Completion, Request
@@ -184,13 +185,9 @@ class Verdict:
 Rule = Literal["plurality", "majority", "unanimity"] | float  # a float q: the winner needs a share >= q
 TiePolicy = Literal["escalate", "weight_order", "first_seen", "judge"]
 
-# The one set of voting defaults: ``vote``/``tally``, ``sampler``, the workflow vote step and
-# bench/voting.py all take these. A tie is no answer (``escalate``: a judge, an ``escalate_below``
-# step or the caller decides), never a silent pick. Temperature 0.4 voted better than 0.7 on the
-# embedded model (docs/parallel.md: fixed-8 0.760 vs 0.740, and more agreement, so earlier stops).
-DEFAULT_TIE: TiePolicy = "escalate"
-SAMPLE_TEMPERATURE = 0.4
-SAMPLE_SEED = 100
+# The one set of voting defaults lives in _constants (vote/tally, sampler, the workflow vote step and
+# bench/voting.py all take them from there).
+DEFAULT_TIE: TiePolicy = VOTE_TIE
 
 
 def threshold(q: float) -> float:
