@@ -193,3 +193,19 @@ def test_cli_errors_are_one_line(files, tmp_path):
     assert r.exit_code == 2 and "cannot read" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["route", "fit", str(files[0]), str(files[1]), "-o", str(tmp_path / "x.yaml"), "--objective", "vibes"])
     assert r.exit_code == 2 and "--objective" in r.output
+
+
+def test_cli_fit_as_a_cascade_puts_the_learnt_cut_on_its_semantic_stage(files, tmp_path):
+    spec, data = files
+    doc = yaml.safe_load(spec.read_text())
+    doc["stages"] = [{"router": "semantic", "threshold": 0.9}, {"router": "llm", "threshold": 0.0, "shortlist": 2}]
+    spec.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "fitted.yaml"
+    r = runner.invoke(app, ["route", "fit", str(spec), str(data), "-o", str(out), "--router", "cascade",
+                            "--objective", "precision", "--target-precision", "0.9"])
+    assert r.exit_code == 0, r.output
+    cut = float(r.output.split("answers at confidence >= ")[1].split(":")[0])
+    fitted = yaml.safe_load(out.read_text())
+    assert fitted["router"] == "cascade" and fitted["escalate_below"] == 0.0  # not a cut on every stage
+    sem, llm = fitted["stages"]
+    assert sem["threshold"] == pytest.approx(cut, abs=1e-3) and (llm["router"], llm["shortlist"]) == ("llm", 2)

@@ -187,6 +187,7 @@ def fit(
     target_precision: float = typer.Option(0.9, "--target-precision", min=0.0, max=1.0),
     from_queue: bool = typer.Option(False, "--from-queue", help="Learn from the escalation queue's resolved routing items."),
     queue: str | None = typer.Option(None, "--queue", help="With --from-queue: only this queue."),
+    kind: str | None = typer.Option(None, "--router", help="Fit the spec as this router kind (cascade: the confidence cut goes to its semantic stage), and write it so."),
     db: str | None = DbOpt,
     catalog: Path | None = CatalogOpt,
 ) -> None:
@@ -200,7 +201,7 @@ def fit(
             raise ConfigError(f"--objective must be accuracy or precision, not {objective!r}")
         if (train is None) == (not from_queue):
             raise ConfigError("give a TRAIN file or --from-queue (one of them)")
-        spec, r = _router(router, None, catalog)
+        spec, r = _router(router, kind, catalog)
         sem = semantic_of(r)
         if sem is None:
             raise ConfigError(f"{router}: fit needs a semantic router or a cascade with a semantic stage")
