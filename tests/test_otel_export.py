@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from turnout.testing import MockServer
+from turnout.testing import MockServer, serve_app
 
 pb = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
 
@@ -71,16 +71,12 @@ def _value(v: Any) -> Any:
     return getattr(v, kind) if kind else None
 
 
-async def _collector() -> tuple[Collector, web.AppRunner, str]:
+def _collector() -> tuple[Collector, web.Application]:
+    """An OTLP/HTTP collector (serve it with ``serve_app``)."""
     c = Collector()
     app = web.Application()
     app.router.add_post("/v1/traces", c.traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return c, runner, f"http://127.0.0.1:{port}"
+    return c, app
 
 
 def _tree(spans: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -91,20 +87,17 @@ def _tree(spans: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 async def test_turnout_run_exports_the_span_tree_by_the_otel_variables(tmp_path: Path):
-    col, runner, endpoint = await _collector()
-    try:
-        async with MockServer() as srv:
-            (tmp_path / "wf.yaml").write_text(WF)
-            (tmp_path / "models.yaml").write_text(f"models:\n  local: {{adapter: openai, base_url: '{srv.url}', model: gpt-4o-mini}}\n")
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("TURNOUT_", "OTEL_"))}
-            env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SERVICE_NAME="support-bot", TURNOUT_DB=str(tmp_path / "t.db"))
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "turnout", "run", str(tmp_path / "wf.yaml"), "--catalog", str(tmp_path / "models.yaml"),
-                "--input", "my invoice is wrong\nplease fix it", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            out, err = await asyncio.wait_for(proc.communicate(), 120)  # the exporter flushes before the process exits
-            assert proc.returncode == 0, err.decode()
-    finally:
-        await runner.cleanup()
+    col, app = _collector()
+    async with serve_app(app) as endpoint, MockServer() as srv:
+        (tmp_path / "wf.yaml").write_text(WF)
+        (tmp_path / "models.yaml").write_text(f"models:\n  local: {{adapter: openai, base_url: '{srv.url}', model: gpt-4o-mini}}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TURNOUT_", "OTEL_"))}
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SERVICE_NAME="support-bot", TURNOUT_DB=str(tmp_path / "t.db"))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "turnout", "run", str(tmp_path / "wf.yaml"), "--catalog", str(tmp_path / "models.yaml"),
+            "--input", "my invoice is wrong\nplease fix it", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)  # the exporter flushes before the process exits
+        assert proc.returncode == 0, err.decode()
     spans = col.spans
     assert col.services == {"support-bot"} and len({s["trace"] for s in spans}) == 1  # one trace, named as the variable says
     kids, by_id = _tree(spans), {s["id"]: s for s in spans}
@@ -155,34 +148,31 @@ async def test_turnout_serve_exports_a_request_span_that_joins_the_callers_trace
     import aiohttp
     from test_gateway import free_port
 
-    col, runner, endpoint = await _collector()
+    col, app = _collector()
     caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    try:
-        async with MockServer() as srv:
-            (tmp_path / "models.yaml").write_text(f"models:\n  cheap: {{adapter: openai, base_url: '{srv.url}', model: gpt-4o-mini}}\n")
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("TURNOUT_", "OTEL_"))}
-            env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SERVICE_NAME="gateway")
-            port = free_port()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "turnout", "serve", "--port", str(port), "--no-auth", "--catalog", str(tmp_path / "models.yaml"),
-                "--db", str(tmp_path / "gw.db"), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-            base = f"http://127.0.0.1:{port}"
-            async with aiohttp.ClientSession() as s:
-                for _ in range(1200):  # a bound on start-up, polled: not a timing window
-                    try:
-                        async with s.get(base + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        await asyncio.sleep(0.1)
-                body = {"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-                async with s.post(base + "/v1/chat/completions", json=body,
-                                  headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"}) as r:
-                    assert r.status == 200 and b"[DONE]" in await r.read()
-            proc.terminate()  # a graceful stop: the exporter flushes before the process exits
-            _, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as endpoint, MockServer() as srv:
+        (tmp_path / "models.yaml").write_text(f"models:\n  cheap: {{adapter: openai, base_url: '{srv.url}', model: gpt-4o-mini}}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TURNOUT_", "OTEL_"))}
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SERVICE_NAME="gateway")
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "turnout", "serve", "--port", str(port), "--no-auth", "--catalog", str(tmp_path / "models.yaml"),
+            "--db", str(tmp_path / "gw.db"), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as s:
+            for _ in range(1200):  # a bound on start-up, polled: not a timing window
+                try:
+                    async with s.get(base + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            body = {"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            async with s.post(base + "/v1/chat/completions", json=body,
+                              headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"}) as r:
+                assert r.status == 200 and b"[DONE]" in await r.read()
+        proc.terminate()  # a graceful stop: the exporter flushes before the process exits
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
     by_name = {s["name"]: s for s in col.spans}
     assert by_name, err.decode()[-3000:]
     http, run, call = by_name["POST /v1/chat/completions"], by_name["run gateway"], by_name["chat gpt-4o-mini"]
