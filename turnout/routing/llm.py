@@ -144,6 +144,10 @@ class LLMRouter(Recorded):
         got = self._prompts[names] = (system, schema, table)
         return got
 
+    def _prompt_for(self, among: Sequence[str] | None) -> _Prompt:
+        """The prompt for a shortlist, or for every route when there is none."""
+        return self._prompt(tuple(among)) if among else (self.system, self.schema, self.table)
+
     def shortlist(self, ranked: Sequence[str], k: int) -> tuple[str, ...]:
         """The first ``k`` of ``ranked`` (best first) that this router may choose, in that order."""
         mine = {r.name for r in self.choices}
@@ -154,7 +158,7 @@ class LLMRouter(Recorded):
         return list(self.routes)
 
     def request(self, text: str, seed: int | None = None, among: Sequence[str] | None = None) -> Request:
-        system, schema, _ = self._prompt(tuple(among)) if among else (self.system, self.schema, self.table)
+        system, schema, _ = self._prompt_for(among)
         return Request.of(
             text[: self.max_chars], system=system, temperature=self.temperature, max_tokens=24, seed=seed,
             response_format=ResponseFormat.json_schema(schema, "route"),
@@ -190,7 +194,7 @@ class LLMRouter(Recorded):
             raw = Decision(None, 0.0, {}, "llm", "empty input", 0.0, "abstained", None, self.name)
             return finalize(raw, fallback=self.fallback, escalation=None, escalate_below=0.0, t0=t0)
         among = tuple(among) if among else None
-        table = self._prompt(among)[2] if among else self.table
+        table = self._prompt_for(among)[2]
         results = await asyncio.gather(*(self._one(text, None if self.samples == 1 else 1000 + i, among) for i in range(self.samples)))
         cost = sum(c.cost_usd for c, _ in results if c is not None)
         labels: list[str | None] = []
