@@ -14,7 +14,7 @@ A third target, measured in the same run, is the floor for any Python proxy on t
 Prints the added latency (target − direct, p50 and p99) and the throughput ratios. Target: ≤ 1 ms
 added p50 at 500 req/s (LiteLLM's docs report 12 ms median overhead for their proxy).
 
-    python bench/gateway.py [--rate 500 --seconds 5 --n 2000 --cap 64 --latency 0.02] [--json]
+    python bench/gateway.py [--rate 500 --seconds 5 --n 2000 --cap 64 --latency 0.02] [--stream] [--prompt-chars 8000] [--json]
 """
 
 from __future__ import annotations
@@ -272,10 +272,16 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true", help="Streaming requests (SSE) instead of JSON ones.")
     ap.add_argument("--workers-redis", default=None, metavar="URL",
                     help="Also measure closed-loop throughput with 1 and 2 gateway workers (turnout serve --workers, on this Redis).")
+    ap.add_argument("--prompt-chars", type=int, default=0, metavar="N",
+                    help="Pad the user message with ordinary prose to N characters (a realistic prompt: the gateway "
+                         "traces and scrubs it).")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    global BODY
+    if args.prompt_chars:
+        prose = "Please read the following notes carefully and answer the question at the end. " * (args.prompt_chars // 80 + 1)
+        BODY = json.dumps({**json.loads(BODY), "messages": [{"role": "user", "content": prose[:args.prompt_chars]}]})
     if args.stream:
-        global BODY
         BODY = json.dumps({**json.loads(BODY), "stream": True})
     res = asyncio.run(main_async(args))
     if args.json:
