@@ -35,7 +35,8 @@ def test_every_shape_is_scrubbed_in_any_surroundings(shape: str) -> None:
 
 def test_ordinary_text_is_unchanged() -> None:
     texts = ["hello gateway, please answer", "0123456789abcdef0123456789abcdef",
-             "The quick brown fox thought it through, roughly. " * 40, "naïve café — déjà vu", "sk- is a prefix", ""]
+             "The quick brown fox thought it through, roughly. " * 40, "naïve café — déjà vu", "sk- is a prefix", "",
+             "A well-known snake_case name: x = 1, and the bearer of news; an API; tokens"]
     for t in texts:
         assert scrub(t) == t
     assert scrub_row(("run", 1, None, texts[2])) == ("run", 1, None, texts[2])
