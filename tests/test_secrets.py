@@ -51,3 +51,43 @@ def test_non_ascii_case_folding_still_caught() -> None:
 
 def test_clean_replaces_lone_surrogates() -> None:
     assert clean("a\ud800b") == "a\ufffdb"
+
+
+# -- gates: the cheap pre-checks before each regex never change what is found ------------------
+FINDABLE = [
+    "4111 1111 1111 1111", "5500005555555559", "GB82 WEST 1234 5698 7654 32", "DE89370400440532013000",
+    "jane.doe@example.co.uk", "+44 20 7946 0958", "(212) 555-0199", "212.555.0199", "020 7946 0958", "123-45-6789",
+    "AB 12 34 56 C", "4111 1111 1111 111", "4111 1111 1117", "012 345 678", "+12 345 678", "+1 800 5", "12-34-5678", "0123 45", *SHAPES,
+]
+
+
+def _corpus() -> list[str]:
+    out = []
+    for s in FINDABLE:
+        out += [s, f"see {s}.", f"{s}{s}", f"x{s}y", s.lower(), s.upper(), f"«{s}»", f"١٢٣ {s}", s.replace(" ", "")]
+    return out + [" ".join(FINDABLE), "".join(FINDABLE)]
+
+
+def test_detector_gates_never_change_a_finding() -> None:
+    from dataclasses import replace
+
+    from turnout.policies import Detector
+
+    gated = Detector()
+    ungated = Detector()
+    ungated.patterns = tuple(replace(p, gate=None) for p in ungated.patterns)
+    assert any(p.gate is not None for p in gated.patterns)
+    found = 0
+    for text in _corpus():
+        want = ungated.scan(text)
+        assert gated.scan(text) == want, text
+        found += bool(want)
+    assert found > len(FINDABLE) * 5  # the corpus is mostly findable text, so the comparison means something
+
+
+def test_scrub_gates_never_change_the_scrubbed_text() -> None:
+    from turnout import _secrets
+
+    for text in _corpus():
+        assert scrub(text) == _secrets._SHAPED.sub("[SECRET]", _secrets._registered.sub("***", text)
+                                                   if _secrets._registered else text), text

@@ -33,7 +33,7 @@ from typing import Literal, NamedTuple, NoReturn
 
 from .._errors import ComplianceError, ConfigError, DataClassNotAllowed
 from .._scope import active_run
-from .._secrets import SECRET_PATTERNS
+from .._secrets import SECRET_PATTERNS, Gate, GateText
 from .._types import Completion, Message, Request, StreamChunk
 from ..models.base import ChatModel
 from .base import Opened, Wrapper, drive, open_stream
@@ -116,20 +116,25 @@ class _Pattern:
     kind: str
     regex: re.Pattern[str]
     check: Callable[[str], bool] | None = None
+    gate: Gate | None = None  # a cheap necessary condition, checked before the regex (see Gate)
 
 
-_BUILTIN: tuple[_Pattern, ...] = (
-    *(_Pattern("secret", kind, re.compile(rx)) for kind, rx in SECRET_PATTERNS),  # one definition, shared with scrub()
-    _Pattern("email", "email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
-    _Pattern("iban", "iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban_ok),
+_BUILTIN: tuple[_Pattern, ...] = (  # each gate: what any match of its pattern must contain
+    *(_Pattern("secret", kind, re.compile(rx), gate=g) for kind, rx, g in SECRET_PATTERNS),  # one definition, shared with scrub()
+    _Pattern("email", "email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
+             gate=Gate("@")),
+    _Pattern("iban", "iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban_ok, Gate(digits=2)),
     _Pattern("card", "card", re.compile(r"(?<![\d-])(?:\d[ -]?){11,18}\d(?![\d-])"),
-             lambda s: luhn_ok(re.sub(r"[ -]", "", s))),
-    _Pattern("national_id", "us ssn", re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), _ssn_ok),
-    _Pattern("national_id", "uk nino", re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")),
+             lambda s: luhn_ok(re.sub(r"[ -]", "", s)), Gate(digits=12)),
+    _Pattern("national_id", "us ssn", re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), _ssn_ok, Gate("-", digits=9)),
+    _Pattern("national_id", "uk nino", re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
+             gate=Gate(digits=6)),
     _Pattern("phone", "international phone", re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"),
-             lambda s: 8 <= sum(c.isdigit() for c in s) <= 15),
-    _Pattern("phone", "nanp phone", re.compile(r"(?<![\w-])(?:\(\d{3}\) ?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w-])")),
-    _Pattern("phone", "national phone", re.compile(r"(?<![\w-])0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}(?![\w-])")),
+             lambda s: 8 <= sum(c.isdigit() for c in s) <= 15, Gate("+", digits=8)),
+    _Pattern("phone", "nanp phone", re.compile(r"(?<![\w-])(?:\(\d{3}\) ?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w-])"),
+             gate=Gate(digits=10)),
+    _Pattern("phone", "national phone", re.compile(r"(?<![\w-])0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}(?![\w-])"),
+             gate=Gate("0", digits=9)),
 )
 
 
@@ -179,7 +184,10 @@ class Detector:
         """Findings in ``text``, in order; a span claimed by an earlier pattern is not re-claimed."""
         out: list[Finding] = []
         taken: list[tuple[int, int]] = []
+        gated = GateText(text)
         for p in self.patterns:
+            if p.gate is not None and not p.gate.open(gated):
+                continue  # no match possible: the regex is not run
             for m in p.regex.finditer(text):
                 s, e = m.span()
                 if any(s < te and ts < e for ts, te in taken):
