@@ -27,7 +27,9 @@ SHAPES = [
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_every_shape_is_scrubbed_in_any_surroundings(shape: str) -> None:
-    for text in (shape, f"the config says {shape} so use it", f"{shape}\nnext line", f"«{shape}» in non-ASCII text"):
+    long = "ordinary words before it, long enough for the gated path " * 2  # past _GATED_FROM
+    for text in (shape, f"the config says {shape} so use it", f"{shape}\nnext line", f"«{shape}» in non-ASCII text",
+                 f"{long}{shape}", f"{shape} {long}"):
         out = scrub(text)
         assert "[SECRET]" in out, (shape, text, out)
         assert shape not in out
@@ -64,7 +66,7 @@ FINDABLE = [
 def _corpus() -> list[str]:
     out = []
     for s in FINDABLE:
-        out += [s, f"see {s}.", f"{s}{s}", f"x{s}y", s.lower(), s.upper(), f"«{s}»", f"١٢٣ {s}", s.replace(" ", "")]
+        out += [s, f"see {s}.", f"{'filler words ' * 5}{s}", f"{s}{s}", f"x{s}y", s.lower(), s.upper(), f"«{s}»", f"١٢٣ {s}", s.replace(" ", "")]
     return out + [" ".join(FINDABLE), "".join(FINDABLE)]
 
 

@@ -92,6 +92,7 @@ _EXTRA = ((r"(?i:\bbearer\s+[A-Za-z0-9._~+/=-]{8,})", Gate("", ("bearer",), fold
 _SHAPES = [(rx, gate) for _, rx, gate in SECRET_PATTERNS] + list(_EXTRA)
 _SHAPED = re.compile("|".join(f"(?:{rx})" for rx, _ in _SHAPES))
 _GATES = tuple(dict.fromkeys(g for _, g in _SHAPES))  # ASCII text no gate opens for cannot match: spared the regex
+_GATED_FROM = 48  # characters: below, the regex runs at once (both cost ~5 µs at ~45 characters that open most gates)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MIN_LEN = 6  # shorter values would scrub ordinary words
@@ -131,6 +132,8 @@ def scrub(text: str) -> str:
 
 
 def _may_be_shaped(text: str) -> bool:
+    if len(text) < _GATED_FROM:
+        return True  # on short text the regex costs less than asking the gates
     t = GateText(text)
     return any(g.open(t) for g in _GATES)
 
