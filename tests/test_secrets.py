@@ -59,7 +59,7 @@ def test_clean_replaces_lone_surrogates() -> None:
 FINDABLE = [
     "4111 1111 1111 1111", "5500005555555559", "GB82 WEST 1234 5698 7654 32", "DE89370400440532013000",
     "jane.doe@example.co.uk", "+44 20 7946 0958", "(212) 555-0199", "212.555.0199", "020 7946 0958", "123-45-6789",
-    "AB 12 34 56 C", "4111 1111 1111 111", "4111 1111 1117", "012 345 678", "+12 345 678", "+1 800 5", "12-34-5678", "0123 45", *SHAPES,
+    "AB 12 34 56 C", "ZZ 12 34 56 C", "BG123456A", "TN 12 34 56 D", "GB82WEST12345698765432", "4111 1111 1111 111", "4111 1111 1117", "012 345 678", "+12 345 678", "+1 800 5", "12-34-5678", "0123 45", *SHAPES,
 ]
 
 
@@ -93,3 +93,30 @@ def test_scrub_gates_never_change_the_scrubbed_text() -> None:
     for text in _corpus():
         assert scrub(text) == _secrets._SHAPED.sub("[SECRET]", _secrets._registered.sub("***", text)
                                                    if _secrets._registered else text), text
+
+
+def test_number_patterns_find_what_their_plain_forms_find() -> None:
+    """The Detector's number and ID patterns are written to start with a digit, ``+``, ``0`` or a
+    capital (fast in sre); their plain forms (the boundary checked first) are the specification."""
+    import random
+    import re
+
+    from turnout.policies import Detector
+
+    plain = {
+        "card": r"(?<![\d-])(?:\d[ -]?){11,18}\d(?![\d-])",
+        "us ssn": r"\b\d{3}-\d{2}-\d{4}\b",
+        "international phone": r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)",
+        "national phone": r"(?<![\w-])0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}(?![\w-])",
+        "iban": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b",
+        "uk nino": r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
+    }
+    rng = random.Random(7)
+    alphabet = "0123456789" * 3 + " -.()+_é٣" + "ABGKNTZDWQ" * 2 + "ab"
+    texts = [*_corpus(), *("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(6000))]
+    ours = {p.kind: p.regex for p in Detector().patterns}
+    for kind, rx in plain.items():
+        spec = re.compile(rx)
+        assert ours[kind].pattern != rx  # the fast form is the one in use
+        for t in texts:
+            assert [m.span() for m in ours[kind].finditer(t)] == [m.span() for m in spec.finditer(t)], (kind, t)

@@ -119,21 +119,25 @@ class _Pattern:
     gate: Gate | None = None  # a cheap necessary condition, checked before the regex (see Gate)
 
 
-_BUILTIN: tuple[_Pattern, ...] = (  # each gate: what any match of its pattern must contain
+# Each gate: what any match of its pattern must contain. The number patterns begin with what they
+# match first (a digit, ``+``, ``0``) and check the character before it by a lookbehind after it,
+# so sre jumps from candidate to candidate instead of trying every position (card: 4x faster on a
+# ticket); tests/test_secrets.py holds their plain forms and checks both find the same spans.
+_BUILTIN: tuple[_Pattern, ...] = (
     *(_Pattern("secret", kind, re.compile(rx), gate=g) for kind, rx, g in SECRET_PATTERNS),  # one definition, shared with scrub()
     _Pattern("email", "email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
              gate=Gate("@")),
-    _Pattern("iban", "iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban_ok, Gate(digits=2)),
-    _Pattern("card", "card", re.compile(r"(?<![\d-])(?:\d[ -]?){11,18}\d(?![\d-])"),
+    _Pattern("iban", "iban", re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban_ok, Gate(digits=2)),
+    _Pattern("card", "card", re.compile(r"\d(?<![\d-]\d)(?:[ -]?\d){11,18}(?![\d-])"),
              lambda s: luhn_ok(re.sub(r"[ -]", "", s)), Gate(digits=12)),
-    _Pattern("national_id", "us ssn", re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), _ssn_ok, Gate("-", digits=9)),
-    _Pattern("national_id", "uk nino", re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
+    _Pattern("national_id", "us ssn", re.compile(r"\d(?<!\w\d)\d\d-\d{2}-\d{4}\b"), _ssn_ok, Gate("-", digits=9)),
+    _Pattern("national_id", "uk nino", re.compile(r"[A-CEGHJ-PR-TW-Z](?<!\w[A-CEGHJ-PR-TW-Z])[A-CEGHJ-PR-TW-Z](?<!BG|GB|NK|KN|TN|NT|ZZ) ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
              gate=Gate(digits=6)),
-    _Pattern("phone", "international phone", re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"),
+    _Pattern("phone", "international phone", re.compile(r"\+(?<![\w+]\+)\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"),
              lambda s: 8 <= sum(c.isdigit() for c in s) <= 15, Gate("+", digits=8)),
     _Pattern("phone", "nanp phone", re.compile(r"(?<![\w-])(?:\(\d{3}\) ?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w-])"),
              gate=Gate(digits=10)),
-    _Pattern("phone", "national phone", re.compile(r"(?<![\w-])0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}(?![\w-])"),
+    _Pattern("phone", "national phone", re.compile(r"0(?<![\w-]0)\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}(?![\w-])"),
              gate=Gate("0", digits=9)),
 )
 
