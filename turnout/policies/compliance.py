@@ -119,10 +119,11 @@ class _Pattern:
     gate: Gate | None = None  # a cheap necessary condition, checked before the regex (see Gate)
 
 
-# Each gate: what any match of its pattern must contain. The number patterns begin with what they
-# match first (a digit, ``+``, ``0``) and check the character before it by a lookbehind after it,
-# so sre jumps from candidate to candidate instead of trying every position (card: 4x faster on a
-# ticket); tests/test_secrets.py holds their plain forms and checks both find the same spans.
+# Each gate: what any match of its pattern must contain. The number and ID patterns begin with what
+# they match first (a digit, ``+``, ``0``, a capital) and check the character before it by a
+# lookbehind after it, so sre jumps from candidate to candidate instead of trying every position
+# (card: 4x faster on a ticket); tests/test_secrets.py holds their plain forms and checks that both
+# find the same spans.
 _BUILTIN: tuple[_Pattern, ...] = (
     *(_Pattern("secret", kind, re.compile(rx), gate=g) for kind, rx, g in SECRET_PATTERNS),  # one definition, shared with scrub()
     _Pattern("email", "email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
