@@ -12,6 +12,12 @@ from turnout.errors import ModelNotInstalled
 from turnout.models._weights import LocalWeights, ensure_gguf
 
 
+# Greedy, the 0.5B model writes this essay to its 500-token limit (~9 s here). Sampled, it refuses
+# ("I'm sorry, but I can't assist with that", 14 tokens) about 1 time in 25: a test that needs a
+# long generation must not sample.
+LONG = "Write a very long essay about networks."
+
+
 @pytest.fixture(scope="module")
 def llm():
     m = LocalLLM(context=2048, parallel=2)
@@ -62,7 +68,7 @@ async def test_cancelling_a_local_call_stops_generation(llm):
     import asyncio
 
     stopped = llm.stopped
-    task = asyncio.ensure_future(llm.complete(Request.of("Write a very long essay about networks.", max_tokens=500)))
+    task = asyncio.ensure_future(llm.complete(Request.of(LONG, max_tokens=500, temperature=0)))
     for _ in range(3000):  # until llama.cpp is generating (a bound for a loaded machine, not a timing window)
         await asyncio.sleep(0.02)
         if llm.active:
@@ -83,7 +89,7 @@ async def test_local_call_timeout_is_a_provider_timeout(llm):
 
     stopped = llm.stopped
     with pytest.raises(ProviderTimeout):
-        await llm.complete(Request.of("Write a very long essay about networks.", max_tokens=500, timeout=0.3))
+        await llm.complete(Request.of(LONG, max_tokens=500, temperature=0, timeout=0.3))
     await asyncio.wait_for(llm.wait_idle(), 300)  # event-driven: llama.cpp has stopped
     assert llm.stopped == stopped + 1  # the timeout stopped the generation, not only the caller
 
