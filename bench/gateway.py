@@ -36,6 +36,13 @@ import aiohttp
 BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "hello gateway, please answer"}], "max_tokens": 8})
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -220,10 +227,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             res[f"added_p99_ms_{k}"] = round(med(k, "p99_ms") - med("direct", "p99_ms"), 3)
         res["added_p50_ms"], res["added_p99_ms"] = res["added_p50_ms_gateway"], res["added_p99_ms_gateway"]
         runs: dict[str, list[float]] = {k: [] for k in targets}
+        # the CPU each proxy process spends per request in the closed loop (its threads included: the
+        # gateway's trace writer is part of its cost); the mock upstream's is the same work for every target
+        pids = {"direct": mock.pid, "minimal-proxy": px.pid, "gateway": gw.pid, "gateway-no-log": gq.pid}
+        cpu: dict[str, list[float]] = {k: [] for k in targets}
         for rep in range(args.reps):  # interleaved, the order turned each time: drift hits every target alike
             for k, (url, h) in (list(targets.items()) if rep % 2 == 0 else list(targets.items())[::-1]):
+                c0 = cpu_s(pids[k])
                 runs[k].append((await closed_loop(url, h, args.n, args.cap))["rps"])
+                cpu[k].append((cpu_s(pids[k]) - c0) / (args.n + 1) * 1e6)
         rps = {k: statistics.median(v) for k, v in runs.items()}
+        res["cpu_us_per_request"] = {k: round(statistics.median(v), 1) for k, v in cpu.items()}
+        res["cpu_gateway_vs_minimal_proxy"] = round(statistics.median(
+            g / m for g, m in zip(cpu["gateway"], cpu["minimal-proxy"], strict=True)), 3)
         res["closed_loop"] = {"direct_rps": round(rps["direct"], 1), "minimal_proxy_rps": round(rps["minimal-proxy"], 1),
                               "gateway_rps": round(rps["gateway"], 1), "gateway_vs_direct": round(rps["gateway"] / rps["direct"], 3),
                               "gateway_vs_minimal_proxy": round(rps["gateway"] / rps["minimal-proxy"], 3),
@@ -299,6 +315,10 @@ def main() -> None:
           f"minimal proxy {cl['minimal_proxy_rps']}, gateway {cl['gateway_rps']} "  # type: ignore[index]
           f"({cl['gateway_vs_minimal_proxy']}x the minimal proxy); without the access log {cl['gateway_no_log_rps']} req/s "  # type: ignore[index]
           f"(the log costs {cl['access_log_cost']:.1%} of throughput)")  # type: ignore[index]
+    c = res["cpu_us_per_request"]
+    print(f"server CPU per request in the closed loop: mock upstream (direct) {c['direct']} µs, "  # type: ignore[index]
+          f"minimal proxy {c['minimal-proxy']} µs, gateway {c['gateway']} µs "  # type: ignore[index]
+          f"({res['cpu_gateway_vs_minimal_proxy']}x the minimal proxy, paired), without the access log {c['gateway-no-log']} µs")  # type: ignore[index]
     if "workers" in res:
         w = res["workers"]
         print(f"workers (closed loop, on Redis): 1 worker {w['rps_1_worker']} req/s, 2 workers {w['rps_2_workers']} req/s "  # type: ignore[index]
