@@ -42,6 +42,8 @@ def test_gateway_benchmark_runs_and_reports_both_paths():
     for k in ("direct", "gateway"):
         assert doc["open_loop"][k]["p50_ms"] > 0 and doc["open_loop"][k]["errors"] == 0
     assert doc["closed_loop"]["gateway_rps"] > 0 and "added_p50_ms" in doc
+    cpu = doc["cpu_us_per_request"]  # read from /proc per process: every server did some work per request
+    assert set(cpu) == {"direct", "minimal-proxy", "gateway", "gateway-no-log"} and cpu["gateway"] > 0
 
 
 def test_voting_benchmark_replays_recorded_embedded_model_votes():
