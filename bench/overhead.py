@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -227,15 +228,74 @@ class TurnoutStreamClient(TurnoutClient):
         await super().close()
 
 
+VOTES = 5  # samples per question in the voting pair
+
+
+class RawVoteClient(RawClient):
+    """The voting baseline: each question sampled VOTES times at once with raw aiohttp (a seed each,
+    the temperature turnout's ``sampler`` uses), the plurality taken with a ``Counter``; cap // VOTES
+    questions at a time, so as many calls are in flight as in the other clients."""
+
+    async def sample(self, q: int, s: int) -> str:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.cap))
+        body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": f"question {q}"}], "max_tokens": 64,
+                           "temperature": 0.4, "seed": 100 + s}).encode()
+        async with self.session.post(self.url, data=body, headers={"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}) as r:
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}")
+            doc = json.loads(await r.read())
+        return doc["choices"][0]["message"]["content"]
+
+    async def batch(self, n: int, cap: int) -> None:
+        sem = asyncio.Semaphore(max(1, cap // VOTES))
+
+        async def question(q: int) -> str:
+            async with sem:
+                answers = await asyncio.gather(*(self.sample(q, s) for s in range(VOTES)))
+            return Counter(answers).most_common(1)[0][0]
+
+        out = await asyncio.gather(*(question(q) for q in range(n // VOTES)))
+        assert len(out) == n // VOTES and out[0], "every question must have an answer"
+
+
+class SQLiteVoteClient(SQLiteTracedClient):
+    """turnout's ``vote`` over the stack traced to SQLite: VOTES samples per question (fixed N, all
+    at once: the same calls as the baseline), each question a run in the store with its verdict."""
+
+    async def batch(self, n: int, cap: int) -> None:
+        from turnout.parallel import sampler, vote
+
+        sem = asyncio.Semaphore(max(1, cap // VOTES))
+
+        async def question(q: int) -> str | None:
+            async with sem:
+                with self.store.run("vote", f"question {q}"):
+                    v = await vote(sampler(self.model, Request.of(f"question {q}", max_tokens=64)), VOTES, early_stop=None, wave=VOTES)
+            assert v.samples_used == VOTES
+            return v.answer
+
+        out = await asyncio.gather(*(question(q) for q in range(n // VOTES)))
+        assert len(out) == n // VOTES and out[0], "every question must have an answer"
+
+
+class SQLiteSectioningClient(SQLiteTracedClient):
+    """Sectioning through the fan-out engine, the stack traced to SQLite."""
+
+    batch = SectioningClient.batch
+
+
 CLIENTS = {"aiohttp": RawClient, "turnout": TurnoutClient, "adapter-only": BareAdapterClient, "sectioning": SectioningClient,
            "sqlite-trace": SQLiteTracedClient, "aiohttp-tools": RawToolsClient, "turnout-tools": TurnoutToolsClient,
-           "aiohttp-stream": RawStreamClient, "turnout-stream": TurnoutStreamClient}
+           "aiohttp-stream": RawStreamClient, "turnout-stream": TurnoutStreamClient, "sectioning-sqlite": SQLiteSectioningClient,
+           "aiohttp-vote": RawVoteClient, "vote-sqlite": SQLiteVoteClient}
 
 
 # headline ratio -> (client, its baseline): each against the raw client doing the same work
 RATIOS = {"ratio_cpu": ("turnout", "aiohttp"), "ratio_cpu_adapter_only": ("adapter-only", "aiohttp"),
           "ratio_cpu_sectioning": ("sectioning", "aiohttp"), "ratio_cpu_sqlite_trace": ("sqlite-trace", "aiohttp"),
-          "ratio_cpu_tools": ("turnout-tools", "aiohttp-tools"), "ratio_cpu_stream": ("turnout-stream", "aiohttp-stream")}
+          "ratio_cpu_tools": ("turnout-tools", "aiohttp-tools"), "ratio_cpu_stream": ("turnout-stream", "aiohttp-stream"),
+          "ratio_cpu_sectioning_sqlite": ("sectioning-sqlite", "aiohttp"), "ratio_cpu_vote_sqlite": ("vote-sqlite", "aiohttp-vote")}
 
 
 async def server_stats(url: str) -> dict[str, int]:
@@ -368,7 +428,10 @@ def main() -> None:
               "turnout": "turnout trace+retry+limit", "sectioning": "same stack via fan-out engine + sectioning",
               "sqlite-trace": "same stack, traced to SQLite", "aiohttp-tools": "raw aiohttp, 5 tools (baseline of the next)",
               "turnout-tools": "turnout stack, 5 tools (vs raw with tools)", "aiohttp-stream": "raw aiohttp, streaming (baseline of the next)",
-              "turnout-stream": "turnout stack, streaming (vs raw streaming)"}
+              "turnout-stream": "turnout stack, streaming (vs raw streaming)",
+              "sectioning-sqlite": "fan-out engine + sectioning, traced to SQLite",
+              "aiohttp-vote": f"raw aiohttp, {VOTES} samples a question + Counter (baseline of the next)",
+              "vote-sqlite": f"turnout vote() of {VOTES}, traced to SQLite (runs + verdicts)"}
     ratio_of = {kind: key for key, (kind, _) in RATIOS.items()}
     for kind in (k for k in labels if k in s):
         r = s[kind]  # type: ignore[index]
@@ -378,7 +441,8 @@ def main() -> None:
                   f"{r['connections_median']:.0f}", f"{r['retries_total'] + r['stale_retries_total']:.0f}")
     Console().print(t)
     names = {"ratio_cpu": "turnout stack", "ratio_cpu_adapter_only": "adapter alone", "ratio_cpu_sectioning": "fan-out engine + sectioning",
-             "ratio_cpu_sqlite_trace": "traced to SQLite", "ratio_cpu_tools": "with 5 tools", "ratio_cpu_stream": "streaming"}
+             "ratio_cpu_sqlite_trace": "traced to SQLite", "ratio_cpu_tools": "with 5 tools", "ratio_cpu_stream": "streaming",
+             "ratio_cpu_sectioning_sqlite": "fan-out + sectioning traced to SQLite", "ratio_cpu_vote_sqlite": "vote traced to SQLite"}
     print("CPU per call against raw aiohttp doing the same (target ≤ 1.2×): "
           + "; ".join(f"{names[k]} {s[k]:.3f}×{'' if s[k] <= 1.2 else ' (MISSES)'}" for k in RATIOS if k in s)  # type: ignore[operator]
           + f"; peak RSS {s['peak_rss_mb']:.0f} MB")

@@ -11,8 +11,8 @@ calling context, so concurrent branches each nest under their own parent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 __all__ = ["attached", "call", "current", "decision", "enabled", "flush", "install", "set_attributes", "span"]
@@ -31,17 +31,30 @@ def enabled() -> bool:
     return _BACKEND is not None
 
 
-@contextmanager
-def span(name: str, attributes: Mapping[str, Any] | None = None, *, headers: Any = None, server: bool = False) -> Iterator[Any]:
+class _Off:
+    """The block's context while tracing is off: enters to None, and costs no generator."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_OFF = _Off()
+
+
+def span(name: str, attributes: Mapping[str, Any] | None = None, *, headers: Any = None,
+         server: bool = False) -> AbstractContextManager[Any]:
     """A span around the block, the child of the current one — or, with ``headers`` (an incoming
     request's), of the caller's span they carry (``traceparent``); yields it (None while tracing is
     off). An exception leaving the block marks it as an error."""
     b = _BACKEND
     if b is None:
-        yield None
-        return
-    with b.span(name, attributes or {}, headers=headers, server=server) as s:
-        yield s
+        return _OFF  # the default: every fan-out branch, vote and run enters one of these
+    return b.span(name, attributes or {}, headers=headers, server=server)  # type: ignore[no-any-return]
 
 
 def set_attributes(s: Any, attributes: Mapping[str, Any]) -> None:
@@ -54,14 +67,11 @@ def current() -> Any:
     return _BACKEND.current() if _BACKEND is not None else None
 
 
-@contextmanager
-def attached(ctx: Any) -> Iterator[None]:
+def attached(ctx: Any) -> AbstractContextManager[Any]:
     """Run the block in ``ctx`` (from ``current``): a stream's body, after its handler returned."""
     if ctx is None or _BACKEND is None:
-        yield
-        return
-    with _BACKEND.attach(ctx):
-        yield
+        return _OFF
+    return _BACKEND.attach(ctx)  # type: ignore[no-any-return]
 
 
 def call(event: Any, provider: str, model_id: str) -> None:

@@ -193,8 +193,10 @@ class SQLiteStore(SyncTables, QueueTables, CacheTables, Rollups, Readers):
             self._q.popleft()
             self.dropped += 1
         self._q.append((kind, row))
-        if len(self._q) >= self.batch:
-            self._kick.set()  # a full batch: the flusher writes now instead of at its next tick
+        if len(self._q) >= self.batch and not self._kick.is_set():
+            # a full batch: the flusher writes now instead of at its next tick (set once: while the
+            # writer is behind, every row would otherwise take the event's lock and notify again)
+            self._kick.set()
 
     @contextmanager
     def run(self, workflow: str, input: str | None = None, *, tags: Mapping[str, str] | None = None) -> Iterator[str]:
