@@ -208,6 +208,9 @@ class _RequestFields(NamedTuple):
     parallel_tool_calls: bool | None = None  # False: at most one call per turn
 
 
+_CHECKED = frozenset({"messages", "stop", "tools", "tool_choice"})  # the fields Request.__new__ normalises and checks
+
+
 class Request(_RequestFields):
     """One chat request, immutable. Build it with :meth:`Request.of` for the common single-prompt case.
 
@@ -238,6 +241,8 @@ class Request(_RequestFields):
         return Request((Message("user", prompt),), **kw)
 
     def with_(self, **changes: Any) -> Request:
+        if _CHECKED.isdisjoint(changes):  # sampling settings, timeout, metadata: nothing __new__ checks changed
+            return self._replace(**changes)
         return Request(*self._replace(**changes))
 
     @property

@@ -62,6 +62,7 @@ __all__ = [
 Extractor = Callable[[str], "str | None"]
 
 # -- extraction ---------------------------------------------------------------------------------
+_SPACES = re.compile(r"\s+")
 _NUM = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
@@ -85,7 +86,7 @@ def extract_number(text: str) -> str | None:
 
 def extract_text(text: str) -> str | None:
     """The whole answer, case- and whitespace-normalised, trailing punctuation dropped."""
-    s = re.sub(r"\s+", " ", (text or "").strip().lower()).rstrip(".!")
+    s = _SPACES.sub(" ", (text or "").strip().lower()).rstrip(".!")
     return s or None
 
 
