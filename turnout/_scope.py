@@ -22,7 +22,7 @@ import contextvars
 import secrets
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, NamedTuple
 
 from . import _telemetry
@@ -57,23 +57,43 @@ def active_run() -> tuple[Any, str] | None:
     return (sc.store, sc.run) if sc is not None and sc.store is not None and sc.run is not None else None
 
 
-@contextmanager
-def spend_scope(*, store: Any = None, run: str | None = None, workflow: str | None = None, key: str | None = None,
-                team: str | None = None, meters: tuple[Any, ...] = (), deadline: float | None = None,
-                cache: Any = None) -> Iterator[RunScope]:
+class spend_scope:  # noqa: N801 - a context manager, named and used like the function it was
     """``with spend_scope(key="k-42", team="search"):`` — calls inside are charged to those budgets too.
     Fields left ``None`` keep the enclosing scope's value; ``meters`` are added to the enclosing ones;
-    ``deadline`` (a ``time.monotonic()`` value) can only come sooner than the enclosing one."""
-    cur = current_scope()
-    due = cur.deadline if deadline is None else (deadline if cur.deadline is None else min(deadline, cur.deadline))
-    new = RunScope(store if store is not None else cur.store, run or cur.run, workflow or cur.workflow, key or cur.key,
-                   team or cur.team, cur.meters + tuple(m for m in meters if m not in cur.meters) if meters else cur.meters, due,
-                   cache if cache is not None else cur.cache)
-    token = _SCOPE.set(new)
-    try:
-        yield new
-    finally:
-        _SCOPE.reset(token)
+    ``deadline`` (a ``time.monotonic()`` value) can only come sooner than the enclosing one. The
+    enclosing scope is the one in force when the block is entered. (A class, not a generator: every
+    run and every streamed answer enters one.)"""
+
+    __slots__ = ("_args", "_token")
+
+    def __init__(self, *, store: Any = None, run: str | None = None, workflow: str | None = None, key: str | None = None,
+                 team: str | None = None, meters: tuple[Any, ...] = (), deadline: float | None = None, cache: Any = None) -> None:
+        self._args = (store, run, workflow, key, team, meters, deadline, cache)
+        self._token: contextvars.Token[RunScope | None] | None = None
+
+    def __enter__(self) -> RunScope:
+        if self._token is not None:
+            raise RuntimeError("a spend_scope is entered once at a time")
+        store, run, workflow, key, team, meters, deadline, cache = self._args
+        cur = current_scope()
+        due = cur.deadline if deadline is None else (deadline if cur.deadline is None else min(deadline, cur.deadline))
+        new = RunScope(store if store is not None else cur.store, run or cur.run, workflow or cur.workflow, key or cur.key,
+                       team or cur.team, cur.meters + tuple(m for m in meters if m not in cur.meters) if meters else cur.meters, due,
+                       cache if cache is not None else cur.cache)
+        self._token = _SCOPE.set(new)
+        return new
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            token, self._token = self._token, None
+            _SCOPE.reset(token)
+
+
+@contextmanager
+def _attached(span: Any, inner: spend_scope) -> Iterator[RunScope]:
+    """The run's span re-entered around its scope (tracing on)."""
+    with _telemetry.attached(span), inner as sc:
+        yield sc
 
 
 class OpenRun:
@@ -93,12 +113,12 @@ class OpenRun:
         self.detached = self.finished = False
         self.span: Any = None  # the run's span context (tracing on), re-entered by ``scope``
 
-    @contextmanager
-    def scope(self) -> Iterator[RunScope]:
-        with _telemetry.attached(self.span), spend_scope(store=self.store, run=self.run_id, workflow=self.workflow, key=self.key,
-                                                         team=self.team, meters=self.meters, deadline=self.deadline,
-                                                         cache=self.cache) as sc:
-            yield sc
+    def scope(self) -> AbstractContextManager[RunScope]:
+        inner = spend_scope(store=self.store, run=self.run_id, workflow=self.workflow, key=self.key, team=self.team,
+                            meters=self.meters, deadline=self.deadline, cache=self.cache)
+        if self.span is None or not _telemetry.enabled():
+            return inner  # tracing off (the default): the scope alone
+        return _attached(self.span, inner)
 
     def detach(self) -> None:
         self.detached = True
