@@ -157,13 +157,15 @@ def open_run(store: Any = None, workflow: str = "run", input: str | None = None,
                       deadline=due, cache=cache)
     else:
         run = OpenRun(None, secrets.token_hex(16), workflow, t.get("key"), t.get("team"), meters, owned=False, deadline=due, cache=cache)
-    attrs = {"turnout.run_id": run.run_id, "turnout.workflow": workflow, "turnout.key": t.get("key"), "turnout.team": t.get("team")}
+    traced = run.owned and _telemetry.enabled()  # the span's attributes are only built for a span
     try:
-        with _telemetry.span(f"run {workflow}", attrs) if run.owned else nullcontext() as s:
+        with _telemetry.span(f"run {workflow}", {"turnout.run_id": run.run_id, "turnout.workflow": workflow, "turnout.key": t.get("key"),
+                                                  "turnout.team": t.get("team")}) if traced else nullcontext() as s:
             run.span = _telemetry.current() if s is not None else None
             with run.scope():
                 yield run
-            _telemetry.set_attributes(s, {"turnout.status": run.status})
+            if s is not None:
+                _telemetry.set_attributes(s, {"turnout.status": run.status})
     except BaseException:
         run.finish("error")
         raise
