@@ -66,3 +66,16 @@ async def test_structured_fuzz_never_500(app, body):
 @given(raw=st.binary(max_size=200))
 async def test_byte_fuzz_never_500(app, raw):
     _check(await _post(app, raw))
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=40), model=st.text(max_size=20), run_id=st.text(alphabet="0123456789abcdef", min_size=1, max_size=32))
+def test_a_content_event_is_the_general_encoding_byte_for_byte(text, model, run_id):
+    """The stream's content events are framed once and only the text is encoded per event: the same
+    bytes as the general encoder, whatever the text or the model's name (quotes, `"content":""`)."""
+    from turnout.server.wire import ChunkEncoder
+
+    for name in (model, '"content":""'):  # a name holding the frame's own marker is escaped in it
+        enc = ChunkEncoder(run_id, name)
+        assert enc.content(text) == enc.delta({"content": text})
+    assert json.loads(enc.content(text)[6:])["choices"][0]["delta"] == {"content": text}

@@ -456,7 +456,7 @@ async def _stream_body(run: Any, agen: Any, first: Any, chat: ChatIn) -> AsyncIt
             while pending is not None:
                 if pending.delta:
                     out.append(pending.delta)
-                    yield enc.delta({"content": pending.delta})
+                    yield enc.content(pending.delta)
                 if pending.tool_calls:
                     out += [f"[{d.name}]" for d in pending.tool_calls if d.name]
                     yield enc.tool_calls(pending.tool_calls)

@@ -294,6 +294,13 @@ class ChunkEncoder:
 
     def __init__(self, run_id: str, model: str) -> None:
         self.id, self.created, self.model = f"chatcmpl-{run_id}", int(time.time()), model
+        # a content delta is most of a stream's events: its frame around the text, encoded once
+        head, tail = self.delta({"content": ""}).split(b'"content":""', 1)
+        self._head, self._tail = head + b'"content":', tail
+
+    def content(self, text: str) -> bytes:
+        """``delta({"content": text})``, byte for byte, with only the text encoded."""
+        return self._head + dumps(text) + self._tail
 
     def delta(self, delta: dict[str, Any], fin: str | None = None) -> bytes:
         return sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
@@ -317,4 +324,4 @@ class ChunkEncoder:
 
     def whole(self, text: str, fin: str = "stop") -> list[bytes]:
         """A finished answer replayed as a stream (a workflow's output)."""
-        return [self.delta({"role": "assistant", "content": ""}), self.delta({"content": text}), self.delta({}, fin), SSE_DONE]
+        return [self.delta({"role": "assistant", "content": ""}), self.content(text), self.delta({}, fin), SSE_DONE]
