@@ -11,7 +11,6 @@ from turnout import LocalEmbedder, LocalLLM, Request, ResponseFormat
 from turnout.errors import ModelNotInstalled
 from turnout.models._weights import LocalWeights, ensure_gguf
 
-
 # Greedy, the 0.5B model writes this essay to its 500-token limit (~9 s here). Sampled, it refuses
 # ("I'm sorry, but I can't assist with that", 14 tokens) about 1 time in 25: a test that needs a
 # long generation must not sample.
