@@ -208,4 +208,11 @@ def test_cli_fit_as_a_cascade_puts_the_learnt_cut_on_its_semantic_stage(files, t
     fitted = yaml.safe_load(out.read_text())
     assert fitted["router"] == "cascade" and fitted["escalate_below"] == 0.0  # not a cut on every stage
     sem, llm = fitted["stages"]
-    assert sem["threshold"] == pytest.approx(cut, abs=1e-3) and (llm["router"], llm["shortlist"]) == ("llm", 2)
+    k = int(r.output.split("shown the best ")[1].split(" routes")[0])  # sized by held-out coverage, not kept as written
+    assert sem["threshold"] == pytest.approx(cut, abs=1e-3) and (llm["router"], llm["shortlist"]) == ("llm", k) and 1 <= k <= 3
+    doc["stages"][1].pop("shortlist")  # a cascade that does not shortlist is never given one
+    spec.write_text(yaml.safe_dump(doc))
+    r = runner.invoke(app, ["route", "fit", str(spec), str(data), "-o", str(out), "--router", "cascade",
+                            "--objective", "precision", "--target-precision", "0.9"])
+    assert r.exit_code == 0, r.output
+    assert "shown the best" not in r.output and yaml.safe_load(out.read_text())["stages"][1]["shortlist"] == 0

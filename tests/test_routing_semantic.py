@@ -102,6 +102,49 @@ async def test_fit_for_precision_sets_a_confidence_cut_meeting_the_target_held_o
     assert rep.expected_abstain_rate == pytest.approx(1 - sum(d.outcome == "matched" for d in ds if d.chosen) / 6, abs=0.01)
 
 
+def test_a_shortlist_is_the_fewest_routes_holding_the_right_one_for_the_target_share():
+    import numpy as np
+
+    from turnout.routing.fitting import shortlist_size
+
+    ranks = [1] * 20 + [2] * 6 + [3] * 3 + [5]  # of the right route, among 6, for 30 rows under the cut
+    held = np.zeros((len(ranks) + 5, 6))
+    for i, rk in enumerate(ranks):
+        held[i] = np.linspace(0.9, 0.4, 6)  # route j scores 0.9 - 0.1 j: the right route at rank rk is route rk - 1
+    y = np.array([rk - 1 for rk in ranks] + [0] * 4 + [-1])  # 4 more rows above the cut, one unlabelled
+    below = np.array([True] * len(ranks) + [False] * 4 + [True])
+    assert shortlist_size(held, y, below, 0.95) == {"k": 3, "coverage": round(29 / 30, 4), "rows": 30, "scope": "under the cut"}
+    assert shortlist_size(held, y, below, 1.0)["k"] == 5
+    assert shortlist_size(held, y, below, 0.6)["k"] == 1
+    few = shortlist_size(held, y, below, 0.95, min_rows=31)  # too few rows under the cut: every labelled row counts
+    assert few["scope"] == "all labelled rows" and few["rows"] == 34
+    assert shortlist_size(held, np.full(len(y), -1), below, 0.9) is None
+
+
+async def test_fit_sizes_a_later_stages_shortlist_on_held_out_ranks():
+    """Fitted on the router's own examples, where in sample the right route always ranks first: the
+    shortlist comes from the held-out ranks, and is the least k reaching the target under the cut."""
+    import numpy as np
+
+    from turnout.routing.fitting import HeldOut, candidates
+
+    rows = [(u, rt.name) for rt in ROUTES for u in rt.utterances]
+    r = router()
+    rep = await r.fit(rows, objective="precision", target_precision=0.9)
+    s = rep.shortlist
+    assert s is not None and s["rows"] == len(rows) and s["scope"] == "all labelled rows"  # 9 rows: under min_rows
+    texts = [t for t, _ in rows]
+    q = await r.cache.get_many(r.embedder, texts)
+    chosen = next(c for c in candidates(r) if c.label == rep.scoring)
+    held = HeldOut(r, q, texts, await r.description_vectors()).scores(chosen)
+    names = list(r._names)
+    y = np.array([names.index(lab) for _, lab in rows])
+    rank = (held > held[np.arange(len(y)), y][:, None]).sum(axis=1) + 1
+    cover = [float((rank <= k).mean()) for k in range(1, held.shape[1] + 1)]
+    assert cover[s["k"] - 1] >= 0.9 and (s["k"] == 1 or cover[s["k"] - 2] < 0.9)
+    assert s["k"] > 1  # held out, not in sample: in sample every example is its own best match (k = 1)
+
+
 async def test_held_out_scores_are_those_of_a_router_without_the_row():
     """Leave-one-out is exact: a training row that is one of the examples is scored as the router
     built without that example scores it (centroid and nearest), never against itself."""

@@ -193,7 +193,7 @@ def fit(
 ) -> None:
     """Fit the semantic stage's scoring, thresholds and temperature (or, --from-queue, add the
     queue's labelled items as examples and refit thresholds on a held-out share); write the spec."""
-    from ..routing.config import save_fitted, semantic_of
+    from ..routing.config import default_stages, save_fitted, semantic_of
     from ..routing.evaluate import load_jsonl
 
     with friendly_errors():
@@ -212,7 +212,8 @@ def fit(
         assert train is not None
         rows = load_jsonl(train, routes=list(spec.routes))
         rep = asyncio.run(sem.fit([(x.input, x.label) for x in rows], objective=objective, target_precision=target_precision))  # type: ignore[arg-type]
-        save_fitted(spec, sem, out)
+        short = rep.shortlist if spec.router == "cascade" and any(st.shortlist for st in default_stages(spec)) else None
+        save_fitted(spec, sem, out, shortlist=short["k"] if short else None)
         c.print(f"fitted on {len(rows)} rows ({rep.objective}), {escape(rep.validation)}")
         b, a = rep.before, rep.after
         c.print(f"scoring [bold]{escape(rep.scoring)}[/], temperature {rep.temperature}: held-out accuracy "
@@ -224,6 +225,9 @@ def fit(
         if rep.confidence_cut is not None:
             c.print(f"answers at confidence >= {rep.confidence_cut:.3f}: held out, precision {rep.expected_precision or 0:.3f} "
                     f"(target {target_precision:.3f}) with {rep.expected_abstain_rate:.1%} of rows abstained")
+        if short:
+            c.print(f"the shortlisting stage is shown the best {short['k']} routes: held out, they hold the right one for "
+                    f"{short['coverage']:.3f} of {short['rows']} rows ({escape(short['scope'])}; target {target_precision:.3f})")
         c.print(f"whole decision, held out: accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}, "
                 f"abstain rate {b['abstain_rate']:.3f} -> {a['abstain_rate']:.3f}")
         if any(n.startswith("per-route score thresholds") for n in rep.notes):

@@ -270,8 +270,9 @@ def semantic_of(router: Router) -> SemanticRouter | None:
     return None
 
 
-def save_fitted(spec: RouterSpec, router: SemanticRouter, path: str | Path) -> None:
-    """Write the spec with the fitted scoring, temperature and per-route thresholds."""
+def save_fitted(spec: RouterSpec, router: SemanticRouter, path: str | Path, *, shortlist: int | None = None) -> None:
+    """Write the spec with the fitted scoring, temperature and per-route thresholds; in a cascade,
+    ``shortlist`` (``FitReport.shortlist["k"]``) replaces the size of every stage that shortlists."""
     doc = spec.model_dump(mode="json", exclude_defaults=False)
     s = router.settings()
     doc["semantic"].update({k: s[k] for k in ("scoring", "temperature", "hybrid_weight", "description_weight", "probe_l2")})
@@ -284,6 +285,8 @@ def save_fitted(spec: RouterSpec, router: SemanticRouter, path: str | Path) -> N
         for st in stages:
             if st["router"] == "semantic" and router.escalate_below > 0:
                 st["threshold"] = round(float(router.escalate_below), 6)
+            if shortlist and st.get("shortlist"):  # only where the spec shortlists: fitting sizes it, never adds one
+                st["shortlist"] = int(shortlist)
         doc["stages"] = stages
     else:
         doc["escalate_below"] = round(float(router.escalate_below), 6)

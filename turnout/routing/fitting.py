@@ -16,7 +16,10 @@ On those held-out scores:
 2. **temperature** — the least held-out negative log-likelihood, so confidence is calibrated;
 3. **abstention** — with ``target_precision``, the least confidence cut at which the held-out
    answers are right that often (no fallback-labelled rows needed), with the share of rows it
-   would abstain on; with fallback- or null-labelled rows, per-route score thresholds as well.
+   would abstain on; with fallback- or null-labelled rows, per-route score thresholds as well;
+4. **shortlist** — with ``target_precision`` too, how many of its best routes a later cascade stage
+   (an LLM choosing among them) must be shown so that the right one is among them for that share
+   of the rows under the cut (``shortlist_size``): that stage cannot be right more often.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .semantic import SemanticRouter
 
-__all__ = ["Candidate", "FitReport", "HeldOut", "fit_semantic", "precision_cut", "train_probe"]
+__all__ = ["Candidate", "FitReport", "HeldOut", "fit_semantic", "precision_cut", "shortlist_size", "train_probe"]
 
 PROBE_SCALE = 20.0  # cosine similarities are small; the probe sees them scaled (a temperature of 0.05)
 PROBE_FOLDS = 8
@@ -80,6 +83,8 @@ class FitReport:
     confidence_cut: float | None = None  # answer only at or above this confidence (target_precision)
     expected_precision: float | None = None  # held out, at the cut
     expected_abstain_rate: float | None = None  # held out, at the cut
+    # with target_precision: {"k", "coverage", "rows", "scope"} — a later stage's shortlist (``shortlist_size``)
+    shortlist: dict[str, Any] | None = None
 
 
 def train_probe(x: np.ndarray, y: np.ndarray, k: int, *, l2: float = 0.01, iters: int = 200, step: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -211,6 +216,29 @@ def precision_cut(held: Sequence[tuple[float, bool]], target: float, *, ceiling:
     return best
 
 
+def shortlist_size(held: np.ndarray, y: np.ndarray, below: np.ndarray, target: float, *, min_rows: int = 20) -> dict[str, Any] | None:
+    """The smallest ``k`` such that the right route is among the ``k`` best held-out scores for at
+    least ``target`` of the rows a later stage will see — those under the confidence cut (``below``),
+    or every labelled row when fewer than ``min_rows`` are. A stage that chooses among a shortlist is
+    never right on a row whose route it was not shown, so its precision is bounded by this share.
+    ``{"k", "coverage", "rows", "scope"}``; None without labelled rows."""
+    labelled = y >= 0
+    under = labelled & below
+    scope = "under the cut" if int(under.sum()) >= min_rows else "all labelled rows"
+    rows = under if scope == "under the cut" else labelled
+    n = int(rows.sum())
+    if n == 0:
+        return None
+    right = held[rows, y[rows]]
+    rank = (held[rows] > right[:, None]).sum(axis=1) + 1  # 1: the right route scored best
+    k, cov = 1, 0.0
+    for k in range(1, held.shape[1] + 1):
+        cov = float((rank <= k).mean())
+        if cov >= target:
+            break
+    return {"k": k, "coverage": round(cov, 4), "rows": n, "scope": scope}
+
+
 def _route_thresholds(r: SemanticRouter, scores: np.ndarray, labels: list[str | None]) -> dict[str, float]:
     """Per-route score thresholds with the best held-out end-to-end accuracy (abstentions go to the
     fallback), for data with fallback- or null-labelled rows (what an abstention is right on)."""
@@ -291,9 +319,13 @@ async def fit_semantic(r: SemanticRouter, texts: list[str], labels: list[str | N
         cut = precision_cut(pairs, target_precision)
         kept = [ok for cf, ok in pairs if cf >= cut]
         r.escalate_below = round(cut, 6)
+        short = shortlist_size(held, y, conf < cut, target_precision)
         report = {"confidence_cut": r.escalate_below,
                   "expected_precision": round(sum(kept) / len(kept), 4) if kept else None,
-                  "expected_abstain_rate": round(1 - len(kept) / max(1, len(pairs)), 4)}
+                  "expected_abstain_rate": round(1 - len(kept) / max(1, len(pairs)), 4), "shortlist": short}
+        if short is not None:
+            notes.append(f"a later stage's shortlist: the best {short['k']} routes hold the right one for {short['coverage']:.3f} "
+                         f"of {short['rows']} held-out rows ({short['scope']}; target {target_precision:g})")
     after = {**end_to_end(r, held, labels),
              "train_accuracy": round(chosen["train_accuracy"], 4), "cv_accuracy": round(chosen["cv_accuracy"], 4)}
     table = [{"candidate": x["label"], "cv_accuracy": round(x["cv_accuracy"], 4), "train_accuracy": round(x["train_accuracy"], 4),
