@@ -108,9 +108,7 @@ def test_a_shortlist_is_the_fewest_routes_holding_the_right_one_for_the_target_s
     from turnout.routing.fitting import shortlist_size
 
     ranks = [1] * 20 + [2] * 6 + [3] * 3 + [5]  # of the right route, among 6, for 30 rows under the cut
-    held = np.zeros((len(ranks) + 5, 6))
-    for i, rk in enumerate(ranks):
-        held[i] = np.linspace(0.9, 0.4, 6)  # route j scores 0.9 - 0.1 j: the right route at rank rk is route rk - 1
+    held = np.tile(np.linspace(0.9, 0.4, 6), (len(ranks) + 5, 1))  # route j ranks j + 1 on every row
     y = np.array([rk - 1 for rk in ranks] + [0] * 4 + [-1])  # 4 more rows above the cut, one unlabelled
     below = np.array([True] * len(ranks) + [False] * 4 + [True])
     assert shortlist_size(held, y, below, 0.95) == {"k": 3, "coverage": round(29 / 30, 4), "rows": 30, "scope": "under the cut"}
