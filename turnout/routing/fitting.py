@@ -224,8 +224,8 @@ def shortlist_size(held: np.ndarray, y: np.ndarray, below: np.ndarray, target: f
     ``{"k", "coverage", "rows", "scope"}``; None without labelled rows."""
     labelled = y >= 0
     under = labelled & below
-    scope = "under the cut" if int(under.sum()) >= min_rows else "all labelled rows"
-    rows = under if scope == "under the cut" else labelled
+    enough = int(under.sum()) >= min_rows
+    rows = under if enough else labelled
     n = int(rows.sum())
     if n == 0:
         return None
@@ -236,7 +236,7 @@ def shortlist_size(held: np.ndarray, y: np.ndarray, below: np.ndarray, target: f
         cov = float((rank <= k).mean())
         if cov >= target:
             break
-    return {"k": k, "coverage": round(cov, 4), "rows": n, "scope": scope}
+    return {"k": k, "coverage": round(cov, 4), "rows": n, "scope": "under the cut" if enough else "all labelled rows"}
 
 
 def _route_thresholds(r: SemanticRouter, scores: np.ndarray, labels: list[str | None]) -> dict[str, float]:
